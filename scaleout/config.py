@@ -1,0 +1,120 @@
+"""Settings for each stage, as frozen dataclasses.
+
+They cross process boundaries as ``dataclasses.asdict(cfg)`` and are rebuilt
+with ``from_dict``, which refuses unknown keys instead of ignoring them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Type, TypeVar
+
+T = TypeVar("T")
+
+SOURCES = ("movielens", "tfds", "generic", "synthetic")
+SPLITS = ("random", "temporal")
+OPTIMIZERS = ("adagrad", "adam", "sgd")
+
+
+def from_dict(cls: Type[T], d: dict[str, Any]) -> T:
+    """Rebuilds ``cls`` from ``dataclasses.asdict`` output, naming unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; expected some of {sorted(names)}")
+    return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How ``scaleout prepare`` reads a source and writes the Parquet dataset.
+
+    source: one of SOURCES.
+    path: a MovieLens directory or zip (movielens), a CSV/Parquet file or
+      directory (generic); unused for tfds and synthetic.
+    tfds_name: the TFDS variant, e.g. ``100k`` for movielens/100k-ratings.
+    """
+
+    source: str = "movielens"
+    path: str | None = None
+    tfds_name: str = "100k"
+    tfds_data_dir: str | None = None
+    split: str = "random"
+    test_fraction: float = 0.2
+    seed: int = 42
+    train_shards: int = 4
+    test_shards: int = 1
+    row_group_size: int = 65_536
+    # Rows processed at a time; the random split is drawn per chunk, so the
+    # chunk size is part of what makes a split reproducible.
+    chunk_rows: int = 1_000_000
+    # synthetic source only
+    synthetic_users: int = 10_000
+    synthetic_items: int = 5_000
+    synthetic_interactions: int = 200_000
+    synthetic_zipf: float = 1.1
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown source {self.source!r}; expected one of {', '.join(SOURCES)}")
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        for name in ("train_shards", "test_shards", "row_group_size", "chunk_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.source in ("movielens", "generic") and not self.path:
+            raise ValueError(f"source {self.source!r} needs a path (a directory or file to read)")
+        if self.source == "synthetic":
+            for name in ("synthetic_users", "synthetic_items", "synthetic_interactions"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            if self.synthetic_zipf <= 0:
+                raise ValueError(f"synthetic_zipf must be positive, got {self.synthetic_zipf}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The two-tower model; defaults are the TFRS basic retrieval tutorial's."""
+
+    embedding_dim: int = 32
+    optimizer: str = "adagrad"
+    learning_rate: float = 0.1
+    # Training-time FactorizedTopK is slow and the tutorial advises against it.
+    train_metrics: bool = False
+    top_ks: tuple[int, ...] = (1, 5, 10, 50, 100)
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be at least 1, got {self.embedding_dim}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        # Lists arrive from JSON; keep the dataclass hashable and comparable.
+        object.__setattr__(self, "top_ks", tuple(int(k) for k in self.top_ks))
+        if not self.top_ks or min(self.top_ks) < 1:
+            raise ValueError(f"top_ks must be positive integers, got {self.top_ks}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a model is fitted: batch, epochs, input pipeline."""
+
+    batch_size: int = 8192
+    eval_batch_size: int = 4096
+    epochs: int = 3
+    shuffle_buffer: int = 100_000
+    seed: int = 42
+    backend: str = "local"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
+        if self.backend != "local":
+            raise ValueError(f"unknown backend {self.backend!r}; expected 'local'")

@@ -1,0 +1,65 @@
+"""A prepared dataset directory (see scaleout.data.prepare), read back and checked."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scaleout.errors import ArtifactError
+from scaleout.fsutil import sha256
+
+MANIFEST = "manifest.json"
+FORMAT = "scaleout-dataset/1"
+
+
+class Dataset:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        if not manifest.is_file():
+            raise ArtifactError(f"{self.path}: not a prepared dataset (no {MANIFEST}); run `scaleout prepare` first")
+        try:
+            self.manifest = json.loads(manifest.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{manifest}: not valid JSON ({exc})") from exc
+        if self.manifest.get("format") != FORMAT:
+            raise ArtifactError(f"{manifest}: format {self.manifest.get('format')!r}; expected {FORMAT!r}")
+        missing = [name for name in self.manifest["files"] if not (self.path / name).is_file()]
+        if missing:
+            raise ArtifactError(f"{self.path}: files listed in {MANIFEST} are missing: {missing[:5]}")
+
+    def verify(self) -> None:
+        """Recomputes every file's checksum; ArtifactError names the first that differs."""
+        for name, entry in self.manifest["files"].items():
+            if sha256(self.path / name) != entry["sha256"]:
+                raise ArtifactError(f"{self.path / name}: checksum differs from {MANIFEST}; the file changed "
+                                    "after it was prepared")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.manifest["counts"]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.manifest["schema"])
+
+    def files(self, split: str) -> list[Path]:
+        if split not in self.manifest["shards"]:
+            raise ArtifactError(f"{self.path}: no split {split!r}; expected one of {list(self.manifest['shards'])}")
+        return [self.path / name for name in self.manifest["shards"][split]]
+
+    @cached_property
+    def candidates(self) -> pa.Table:
+        return pq.read_table(self.path / "candidates.parquet")
+
+    def vocabulary(self, column: str) -> np.ndarray:
+        """The ids of ``column`` (``user_id`` or ``movie_id``), most frequent first, as str."""
+        path = self.path / "vocab" / f"{column}.parquet"
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no vocabulary for {column!r}")
+        return pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(str)

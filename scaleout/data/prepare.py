@@ -1,0 +1,233 @@
+"""``scaleout prepare``: any source -> a sharded Parquet dataset directory.
+
+Layout of the directory it writes (atomically: everything or nothing):
+
+  train/part-00000.parquet ...   train interactions, shuffled within each chunk
+  test/part-00000.parquet ...    test interactions
+  candidates.parquet             one row per item: movie_id, movie_title,
+                                 [movie_genres], train_count
+  vocab/user_id.parquet          train users with their interaction counts
+  vocab/movie_id.parquet         candidate ids with their train counts
+  manifest.json                  settings, source, counts, schema, checksums
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from scaleout import __version__
+from scaleout.config import DataConfig
+from scaleout.data.dataset import MANIFEST, Dataset
+from scaleout.data.generic import GenericInteractions, distinct_items, merge_items
+from scaleout.data.movielens import MovieLensFiles
+from scaleout.data.synthetic import Synthetic
+from scaleout.errors import DataError
+from scaleout.fsutil import atomic_dir, checksums, write_json
+
+log = logging.getLogger(__name__)
+
+
+def open_source(cfg: DataConfig):
+    """The source object for ``cfg.source`` (see the modules of scaleout.data)."""
+    if cfg.source == "movielens":
+        return MovieLensFiles(cfg.path)
+    if cfg.source == "generic":
+        return GenericInteractions(cfg.path)
+    if cfg.source == "synthetic":
+        return Synthetic(cfg)
+    from scaleout.data.tfds_source import TfdsMovieLens  # imports TensorFlow
+
+    return TfdsMovieLens(cfg.tfds_name, cfg.tfds_data_dir)
+
+
+def rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Regroups ``batches`` into batches of exactly ``rows`` rows (the last may be shorter).
+
+    The random split is drawn per chunk, so fixed chunk boundaries make it
+    independent of how a reader happened to block its input.
+    """
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        pending.append(batch)
+        size += batch.num_rows
+        while size >= rows:
+            table = pa.Table.from_batches(pending).combine_chunks()
+            yield table.slice(0, rows).to_batches(max_chunksize=rows)[0]
+            rest = table.slice(rows)
+            pending, size = (rest.to_batches() if rest.num_rows else []), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+class ShardWriter:
+    """Spreads rows evenly over ``shards`` Parquet files, written as rows arrive."""
+
+    def __init__(self, directory: Path, shards: int, schema: pa.Schema, row_group_size: int):
+        directory.mkdir(parents=True)
+        self.row_group_size = row_group_size
+        self.paths = [directory / f"part-{i:05d}.parquet" for i in range(shards)]
+        self.writers = [pq.ParquetWriter(p, schema, compression="zstd") for p in self.paths]
+        self.rows = [0] * shards
+        self._next = 0
+
+    def write(self, table: pa.Table) -> None:
+        n = table.num_rows
+        shards = len(self.writers)
+        # Rotate which shard gets the remainder so shards stay within a row of each other.
+        sizes = [n // shards + (1 if (i - self._next) % shards < n % shards else 0) for i in range(shards)]
+        self._next = (self._next + n) % shards
+        start = 0
+        for i, size in enumerate(sizes):
+            if size:
+                self.writers[i].write_table(table.slice(start, size), row_group_size=self.row_group_size)
+                self.rows[i] += size
+                start += size
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+class _Counter:
+    """Occurrences per key, merged with Arrow as chunks arrive."""
+
+    def __init__(self):
+        self.table: pa.Table | None = None
+
+    def add(self, keys: pa.Array) -> None:
+        vc = pc.value_counts(keys)
+        part = pa.table({"key": vc.field("values"), "count": pc.cast(vc.field("counts"), pa.int64())})
+        merged = part if self.table is None else pa.concat_tables([self.table, part])
+        self.table = merged.group_by("key").aggregate([("count", "sum")]).rename_columns(["key", "count"])
+
+    def result(self, name: str) -> pa.Table:
+        """Sorted by count (descending), then key: the vocabulary order."""
+        if self.table is None:
+            return pa.table({name: pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+        t = self.table.select(["key", "count"]).rename_columns([name, "count"])
+        return t.sort_by([("count", "descending"), (name, "ascending")])
+
+
+def _temporal_cut(source, cfg: DataConfig) -> int:
+    """The timestamp at the (1 - test_fraction) quantile: later interactions are test."""
+    if "timestamp" not in source.columns:
+        raise DataError(f"a temporal split needs timestamps; the {source.name} source has no timestamp column")
+    parts = [b.column("timestamp") for b in source.interactions(cfg.chunk_rows)]
+    timestamps = pa.chunked_array(parts, pa.int64())
+    if timestamps.null_count:
+        raise DataError(f"a temporal split needs a timestamp on every interaction; {timestamps.null_count} have none")
+    return int(pc.quantile(timestamps, q=1.0 - cfg.test_fraction, interpolation="higher")[0].as_py())
+
+
+def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
+    """Reads ``cfg``'s source and writes the dataset directory ``out`` (see module doc)."""
+    started = time.monotonic()
+    source = open_source(cfg)
+    items = source.items()
+    item_ids = None if items is None else items.column("movie_id").combine_chunks()
+    schema = None
+    cut = _temporal_cut(source, cfg) if cfg.split == "temporal" else None
+    users, train_items = _Counter(), _Counter()
+    seen_items: list[pa.Table] = []
+    total = n_test_before = 0
+    with atomic_dir(out) as tmp:
+        train = test = None
+        for chunk, batch in enumerate(rechunk(source.interactions(cfg.chunk_rows), cfg.chunk_rows)):
+            if train is None:
+                schema = batch.schema
+                train = ShardWriter(tmp / "train", cfg.train_shards, schema, cfg.row_group_size)
+                test = ShardWriter(tmp / "test", cfg.test_shards, schema, cfg.row_group_size)
+            n = batch.num_rows
+            if item_ids is not None:
+                unknown = pc.invert(pc.is_in(batch.column("movie_id"), value_set=item_ids))
+                if pc.any(unknown).as_py():
+                    i = pc.index(unknown, True).as_py()
+                    raise DataError(f"interaction {total + i + 1}: movie_id {batch.column('movie_id')[i].as_py()!r} "
+                                    "is not among the source's movies")
+            else:
+                seen_items.append(distinct_items(pa.Table.from_batches([batch])))
+                if len(seen_items) > 8:
+                    seen_items = [merge_items(seen_items)]
+            if cut is None:
+                rng = np.random.default_rng([cfg.seed, chunk])
+                order = rng.permutation(n)
+                n_test = round((total + n) * cfg.test_fraction) - n_test_before
+                test_rows, train_rows = order[:n_test], order[n_test:]
+            else:
+                late = batch.column("timestamp").to_numpy(zero_copy_only=False) >= cut
+                test_rows, train_rows = np.flatnonzero(late), np.flatnonzero(~late)
+            train_part = pa.Table.from_batches([batch]).take(train_rows)
+            train.write(train_part)
+            test.write(pa.Table.from_batches([batch]).take(test_rows))
+            users.add(train_part.column("user_id"))
+            train_items.add(train_part.column("movie_id"))
+            total += n
+            n_test_before += len(test_rows)
+            log.info("prepare: %s interactions read (train %s, test %s), %.1f s", f"{total:,}",
+                     f"{total - n_test_before:,}", f"{n_test_before:,}", time.monotonic() - started)
+        if train is None:
+            raise DataError(f"{_describe(source)}: no interactions to prepare")
+        train.close()
+        test.close()
+        n_train, n_test = total - n_test_before, n_test_before
+        for split, rows in (("train", n_train), ("test", n_test)):
+            if rows == 0:
+                raise DataError(f"the {split} split is empty ({total:,} interactions, {cfg.split} split, "
+                                f"test_fraction {cfg.test_fraction}); expected rows in both splits")
+        if items is None:
+            items = merge_items(seen_items)
+        candidates = _candidates(items, train_items.result("movie_id"))
+        (tmp / "vocab").mkdir()
+        user_vocab = users.result("user_id")
+        pq.write_table(user_vocab, tmp / "vocab" / "user_id.parquet")
+        pq.write_table(candidates.select(["movie_id", "train_count"]).rename_columns(["movie_id", "count"]),
+                       tmp / "vocab" / "movie_id.parquet")
+        pq.write_table(candidates, tmp / "candidates.parquet", row_group_size=cfg.row_group_size)
+        manifest = {
+            "format": "scaleout-dataset/1",
+            "scaleout_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": dataclasses.asdict(cfg),
+            "source": source.describe(),
+            "split": {"kind": cfg.split, "test_fraction": cfg.test_fraction, "seed": cfg.seed,
+                      "chunk_rows": cfg.chunk_rows, "temporal_cut": cut},
+            "counts": {
+                "interactions": total, "train": n_train, "test": n_test,
+                "train_users": user_vocab.num_rows, "candidates": candidates.num_rows,
+                "train_items": int(pc.sum(pc.greater(candidates.column("train_count"), 0)).as_py() or 0),
+            },
+            "shards": {"train": [str(p.relative_to(tmp)) for p in train.paths],
+                       "test": [str(p.relative_to(tmp)) for p in test.paths]},
+            "schema": {f.name: str(f.type) for f in schema},
+            "candidate_schema": {f.name: str(f.type) for f in candidates.schema},
+            "files": checksums(tmp),
+        }
+        write_json(tmp / MANIFEST, manifest)
+    log.info("prepare: wrote %s (%s train, %s test, %s users, %s candidates) in %.1f s", out, f"{n_train:,}",
+             f"{n_test:,}", f"{user_vocab.num_rows:,}", f"{candidates.num_rows:,}", time.monotonic() - started)
+    return Dataset(out)
+
+
+def _candidates(items: pa.Table, counts: pa.Table) -> pa.Table:
+    at = pc.index_in(items.column("movie_id"), value_set=counts.column("movie_id").combine_chunks())
+    train_count = pc.fill_null(pc.take(counts.column("count"), at), 0)
+    columns = {"movie_id": items.column("movie_id"), "movie_title": items.column("movie_title")}
+    if "movie_genres" in items.schema.names:
+        columns["movie_genres"] = items.column("movie_genres")
+    columns["train_count"] = train_count
+    return pa.table(columns)
+
+
+def _describe(source) -> str:
+    d = source.describe()
+    return d.get("path") or d.get("tfds_name") or d["source"]

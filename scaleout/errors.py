@@ -1,0 +1,13 @@
+"""Errors the command line reports as a one-line message and a non-zero exit."""
+
+
+class ScaleoutError(Exception):
+    """Base for errors caused by the user's input or settings, not by a bug."""
+
+
+class DataError(ScaleoutError, ValueError):
+    """Input data is missing or malformed; the message names file, line and field."""
+
+
+class ArtifactError(ScaleoutError):
+    """A prepared dataset, model or export is missing, incomplete or mismatched."""

@@ -1,0 +1,68 @@
+"""Writing outputs whole or not at all: temporary path, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yields an empty temporary directory beside ``final``; renames it to ``final`` on success.
+
+    On an exception the temporary directory is removed and an existing
+    ``final`` is left as it was. An existing ``final`` is replaced only once
+    the new one is complete (moved aside, the new one renamed in, the old one
+    deleted).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Writes ``obj`` as JSON to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def sha256(path: str | Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksums(root: str | Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {bytes, sha256}} for every file under ``root``."""
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,29 @@
+"""TensorFlow with Keras 2, checked: the one way scaleout imports TensorFlow."""
+
+from __future__ import annotations
+
+import os
+
+# Environment every process running scaleout code needs (Ray runtime_env).
+RUNTIME_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def import_tensorflow():
+    """Returns the ``tensorflow`` module after checking ``tf.keras`` is Keras 2.
+
+    Raises RuntimeError when Keras 3 was loaded anyway, which happens when
+    TensorFlow touched ``tf.keras`` before ``TF_USE_LEGACY_KERAS=1`` was set
+    (for example a process that imported tensorflow before scaleout).
+    """
+    import tensorflow as tf
+
+    keras_module = tf.keras.__name__
+    if not keras_module.startswith("tf_keras"):
+        raise RuntimeError(
+            f"tf.keras resolved to {keras_module} (Keras 3), but tensorflow-recommenders needs Keras 2 "
+            "(tf_keras). Set TF_USE_LEGACY_KERAS=1 in the environment before TensorFlow is imported, "
+            "or import scaleout before tensorflow; Ray workers need it in runtime_env env_vars."
+        )
+    return tf
