@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Type, TypeVar
 
+from scaleout.errors import ConfigError
+
 T = TypeVar("T")
 
 SOURCES = ("movielens", "tfds", "generic", "synthetic")
@@ -21,7 +23,7 @@ def from_dict(cls: Type[T], d: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; expected some of {sorted(names)}")
+        raise ConfigError(f"{cls.__name__}: unknown setting(s) {unknown}; expected some of {sorted(names)}")
     return cls(**d)
 
 
@@ -35,7 +37,7 @@ class DataConfig:
     tfds_name: the TFDS variant, e.g. ``100k`` for movielens/100k-ratings.
     """
 
-    source: str = "movielens"
+    source: str = "tfds"
     path: str | None = None
     tfds_name: str = "100k"
     tfds_data_dir: str | None = None
@@ -56,22 +58,22 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ValueError(f"unknown source {self.source!r}; expected one of {', '.join(SOURCES)}")
+            raise ConfigError(f"unknown source {self.source!r}; expected one of {', '.join(SOURCES)}")
         if self.split not in SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
+            raise ConfigError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
         if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         for name in ("train_shards", "test_shards", "row_group_size", "chunk_rows"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.source in ("movielens", "generic") and not self.path:
-            raise ValueError(f"source {self.source!r} needs a path (a directory or file to read)")
+            raise ConfigError(f"source {self.source!r} needs a path (a directory or file to read)")
         if self.source == "synthetic":
             for name in ("synthetic_users", "synthetic_items", "synthetic_interactions"):
                 if getattr(self, name) < 1:
-                    raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                    raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
             if self.synthetic_zipf <= 0:
-                raise ValueError(f"synthetic_zipf must be positive, got {self.synthetic_zipf}")
+                raise ConfigError(f"synthetic_zipf must be positive, got {self.synthetic_zipf}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,15 +90,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be at least 1, got {self.embedding_dim}")
+            raise ConfigError(f"embedding_dim must be at least 1, got {self.embedding_dim}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         # Lists arrive from JSON; keep the dataclass hashable and comparable.
         object.__setattr__(self, "top_ks", tuple(int(k) for k in self.top_ks))
         if not self.top_ks or min(self.top_ks) < 1:
-            raise ValueError(f"top_ks must be positive integers, got {self.top_ks}")
+            raise ConfigError(f"top_ks must be positive integers, got {self.top_ks}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +115,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size", "epochs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
+            raise ConfigError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
         if self.backend != "local":
-            raise ValueError(f"unknown backend {self.backend!r}; expected 'local'")
+            raise ConfigError(f"unknown backend {self.backend!r}; expected 'local'")

@@ -11,3 +11,7 @@ class DataError(ScaleoutError, ValueError):
 
 class ArtifactError(ScaleoutError):
     """A prepared dataset, model or export is missing, incomplete or mismatched."""
+
+
+class ConfigError(ScaleoutError, ValueError):
+    """A setting is out of range or names something unknown."""

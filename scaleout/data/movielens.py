@@ -66,9 +66,11 @@ _USERS_100K = Layout((("user_id", _S), ("age", _I), ("gender", _S), ("occupation
 # 1M's '::' separator is rewritten to one byte before Arrow reads it (Arrow's
 # delimiter is a single character, and titles contain single colons).
 _SEP_1M = "\x1f"
-_RATINGS_1M = Layout((("user_id", _S), ("movie_id", _S), ("user_rating", _F), ("timestamp", _I)), _SEP_1M, "latin-1")
-_ITEMS_1M = Layout((("movie_id", _S), ("movie_title", _S), ("genres", _S)), _SEP_1M, "latin-1")
-_USERS_1M = Layout((("user_id", _S), ("gender", _S), ("age", _I), ("occupation", _I), ("zip", _S)), _SEP_1M, "latin-1")
+_RATINGS_1M = Layout((("user_id", _S), ("movie_id", _S), ("user_rating", _F), ("timestamp", _I)), _SEP_1M, "latin-1",
+                     shown_delimiter="::")
+_ITEMS_1M = Layout((("movie_id", _S), ("movie_title", _S), ("genres", _S)), _SEP_1M, "latin-1", shown_delimiter="::")
+_USERS_1M = Layout((("user_id", _S), ("gender", _S), ("age", _I), ("occupation", _I), ("zip", _S)), _SEP_1M,
+                   "latin-1", shown_delimiter="::")
 _RATINGS_CSV = Layout(
     (("user_id", _S), ("movie_id", _S), ("user_rating", _F), ("timestamp", _I)), ",", header=True, quoting=True
 )

@@ -13,6 +13,7 @@ Columns a dataset does not have are left out, never filled with placeholders.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from scaleout.errors import DataError
 
@@ -64,8 +65,12 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBa
     columns = []
     for field in schema:
         column = batch.column(batch.schema.get_field_index(field.name))
-        if not field.nullable and column.null_count:
-            raise DataError(f"{where}: column {field.name!r} has {column.null_count} empty value(s); it is required")
+        if not field.nullable:
+            empty = column.null_count
+            if pa.types.is_string(column.type):
+                empty += pc.sum(pc.equal(pc.utf8_length(column), 0)).as_py() or 0
+            if empty:
+                raise DataError(f"{where}: column {field.name!r} has {empty} empty value(s); it is required")
         try:
             columns.append(column.cast(field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

@@ -2,8 +2,9 @@
 
 Item popularity follows a power law (Zipf exponent ``synthetic_zipf``), as
 real catalogues do, and user activity a milder one. So that a retrieval model
-has something to learn, users fall into taste groups and each group has its own
-popularity order: group g reads rank r as item ``perm[(r + g * I / G) % I]``.
+has something to learn, users fall into taste groups: half of a user's
+interactions follow the global popularity order, half their group's own order
+(group g reads rank r as item ``perm[(r + g * I / G) % I]``).
 Every chunk is drawn from ``default_rng([seed, chunk])``, so the data is the
 same for the same settings, and only one chunk is in memory at a time.
 """
@@ -20,6 +21,7 @@ from scaleout.config import DataConfig
 from scaleout.data.schema import conform, interaction_schema
 
 GROUPS = 16
+GROUP_SHARE = 0.5
 _START = 1_500_000_000  # a fixed epoch second, so timestamps look like real ones
 
 
@@ -63,7 +65,8 @@ class Synthetic:
             rng = np.random.default_rng([self.seed, chunk])
             users = user_of_rank[np.searchsorted(user_cdf, rng.random(n), side="right").clip(max=self.users - 1)]
             ranks = np.searchsorted(item_cdf, rng.random(n), side="right").clip(max=self.items_n - 1)
-            items = item_of_rank[(ranks + (users % GROUPS) * shift) % self.items_n]
+            in_group = rng.random(n) < GROUP_SHARE
+            items = item_of_rank[(ranks + in_group * (users % GROUPS) * shift) % self.items_n]
             user_ids = pc.cast(pa.array(users), pa.string())
             item_ids = pc.cast(pa.array(items), pa.string())
             timestamps = _START + done + np.arange(n, dtype=np.int64)

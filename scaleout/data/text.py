@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import zipfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -81,6 +80,8 @@ class Layout:
     encoding: str = "utf-8"
     header: bool = False
     quoting: bool = False
+    # How errors spell the separator when the file's own was rewritten before reading.
+    shown_delimiter: str | None = None
 
 
 def read_delimited(
@@ -123,18 +124,14 @@ def read_delimited(
 
 def _diagnose(data: IO[bytes], layout: Layout, where: str) -> None:
     """Raises DataError for the first line Arrow would reject, if one is found."""
-    text = io.TextIOWrapper(data, encoding=layout.encoding, errors="strict", newline="")
     line_no = 0
-    while True:
-        try:
-            line = text.readline()
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{where}, line {line_no + 1}: bytes that are not valid {layout.encoding} ({exc.reason} at {exc.object[exc.start:exc.end]!r})"
-            ) from None
-        if not line:
-            return
+    for raw in data:
         line_no += 1
+        try:
+            line = raw.decode(layout.encoding)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{where}, line {line_no}: bytes that are not valid {layout.encoding} "
+                            f"({exc.reason} at {exc.object[exc.start:exc.end]!r})") from None
         if line_no == 1 and layout.header:
             continue
         stripped = line.rstrip("\r\n")
@@ -147,7 +144,8 @@ def _diagnose(data: IO[bytes], layout: Layout, where: str) -> None:
         if len(fields) != len(layout.columns):
             raise DataError(
                 f"{where}, line {line_no}: expected {len(layout.columns)} fields separated by "
-                f"{layout.delimiter!r}, found {len(fields)}: {stripped[:120]!r}"
+                f"{layout.shown_delimiter or layout.delimiter!r}, found {len(fields)}: "
+                f"{stripped[:120].replace(layout.delimiter, layout.shown_delimiter or layout.delimiter)!r}"
             )
         for (name, dtype), value in zip(layout.columns, fields):
             if not _parses(value, dtype):

@@ -1,0 +1,206 @@
+"""The ``scaleout`` command: parses arguments, builds configs, calls one library function.
+
+Every stage reads and writes the run directory given with ``--run`` (see
+scaleout.rundir for its layout). Errors in the input end the command with a
+one-line message and exit status 1; TensorFlow is imported only by the stages
+that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+from scaleout.config import DataConfig, ModelConfig, TrainConfig, SOURCES, SPLITS, OPTIMIZERS
+from scaleout.errors import ScaleoutError
+from scaleout.rundir import RunDir
+
+MOVIELENS_DIR_ENV = "SCALEOUT_MOVIELENS_DIR"
+log = logging.getLogger("scaleout")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    d = DataConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--source", choices=SOURCES,
+                   help=f"where interactions come from (default: movielens from ${MOVIELENS_DIR_ENV} when set, "
+                        "else tfds)")
+    g.add_argument("--path", help="MovieLens directory or zip (movielens); CSV/Parquet file or directory (generic)")
+    g.add_argument("--tfds-name", default=d.tfds_name, help="TFDS MovieLens variant: 100k, 1m, 20m, 25m (default %(default)s)")
+    g.add_argument("--tfds-data-dir", default=None, help="TFDS data directory")
+    g.add_argument("--split", choices=SPLITS, default=d.split, help="random (default) or temporal")
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="default %(default)s")
+    g.add_argument("--seed", type=int, default=d.seed, help="split seed (default %(default)s)")
+    g.add_argument("--train-shards", type=int, default=d.train_shards, help="default %(default)s")
+    g.add_argument("--test-shards", type=int, default=d.test_shards, help="default %(default)s")
+    g.add_argument("--row-group-size", type=int, default=d.row_group_size, help="default %(default)s")
+    g.add_argument("--chunk-rows", type=int, default=d.chunk_rows, help="rows processed at a time (default %(default)s)")
+    g.add_argument("--synthetic-users", type=int, default=d.synthetic_users)
+    g.add_argument("--synthetic-items", type=int, default=d.synthetic_items)
+    g.add_argument("--synthetic-interactions", type=int, default=d.synthetic_interactions)
+    g.add_argument("--synthetic-zipf", type=float, default=d.synthetic_zipf, help="item popularity exponent")
+
+
+def _data_config(a: argparse.Namespace) -> DataConfig:
+    source, path = a.source, a.path
+    if source is None:
+        env_dir = os.environ.get(MOVIELENS_DIR_ENV)
+        source, path = ("movielens", path or env_dir) if env_dir else ("tfds", path)
+    return DataConfig(
+        source=source, path=path, tfds_name=a.tfds_name, tfds_data_dir=a.tfds_data_dir, split=a.split,
+        test_fraction=a.test_fraction, seed=a.seed, train_shards=a.train_shards, test_shards=a.test_shards,
+        row_group_size=a.row_group_size, chunk_rows=a.chunk_rows, synthetic_users=a.synthetic_users,
+        synthetic_items=a.synthetic_items, synthetic_interactions=a.synthetic_interactions,
+        synthetic_zipf=a.synthetic_zipf,
+    )
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    m, t = ModelConfig(), TrainConfig()
+    g = p.add_argument_group("model and training (defaults: the TFRS retrieval tutorial)")
+    g.add_argument("--backend", choices=("local",), default=t.backend, help="where to train (default %(default)s)")
+    g.add_argument("--embedding-dim", type=int, default=m.embedding_dim, help="default %(default)s")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=m.optimizer, help="default %(default)s")
+    g.add_argument("--learning-rate", type=float, default=m.learning_rate, help="default %(default)s")
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help="default %(default)s")
+    g.add_argument("--epochs", type=int, default=t.epochs, help="default %(default)s")
+    g.add_argument("--shuffle-buffer", type=int, default=t.shuffle_buffer, help="rows (default %(default)s)")
+    g.add_argument("--train-metrics", action="store_true",
+                   help="compute FactorizedTopK during training too (slow; off as the tutorial advises)")
+    g.add_argument("--model-seed", type=int, default=m.seed, help="initialisation and shuffle seed")
+
+
+def _model_config(a: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(embedding_dim=a.embedding_dim, optimizer=a.optimizer, learning_rate=a.learning_rate,
+                       train_metrics=a.train_metrics, seed=a.model_seed)
+
+
+def _train_config(a: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(batch_size=a.batch_size, epochs=a.epochs, shuffle_buffer=a.shuffle_buffer,
+                       seed=a.model_seed, backend=a.backend)
+
+
+def _print_recommendation(rec) -> None:
+    print(f"top {len(rec.titles)} for user {rec.user_id}:")
+    for rank, (movie_id, title, score) in enumerate(zip(rec.movie_ids, rec.titles, rec.scores), 1):
+        print(f"  {rank}. {title}  (movie_id {movie_id}, score {score:.4f})")
+
+
+def cmd_prepare(a) -> None:
+    from scaleout.data.prepare import prepare
+
+    ds = prepare(_data_config(a), a.out or RunDir(a.run).data)
+    print(json.dumps({"dataset": str(ds.path), **ds.counts}))
+
+
+def cmd_train(a) -> None:
+    from scaleout.train import train_run
+
+    metrics = train_run(RunDir(a.run), _model_config(a), _train_config(a))
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_evaluate(a) -> None:
+    from scaleout.train import evaluate_run
+
+    metrics = evaluate_run(RunDir(a.run), TrainConfig(eval_batch_size=a.eval_batch_size))
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_recommend(a) -> None:
+    if a.saved_model:
+        from scaleout.export import query_saved_model
+
+        rec = query_saved_model(a.saved_model, [a.user])[0]
+        if len(rec.titles) < a.k:
+            raise ScaleoutError(f"the SavedModel was exported with k={len(rec.titles)}; asked for -k {a.k}")
+        rec = dataclasses.replace(rec, scores=rec.scores[:a.k], movie_ids=rec.movie_ids[:a.k], titles=rec.titles[:a.k])
+    else:
+        from scaleout.data.dataset import Dataset
+        from scaleout.export import Catalogue
+
+        run = RunDir(a.run)
+        rec = Catalogue(Dataset(run.data), run.model).recommend(a.user, a.k)
+    _print_recommendation(rec)
+
+
+def cmd_export(a) -> None:
+    from scaleout.data.dataset import Dataset
+    from scaleout.export import Catalogue
+
+    run = RunDir(a.run)
+    path = Catalogue(Dataset(run.data), run.model).export_brute_force(a.out or run.export("brute_force"), a.k)
+    print(path)
+
+
+def cmd_pipeline(a) -> None:
+    from scaleout.pipeline import run_pipeline
+
+    summary = run_pipeline(RunDir(a.run), _data_config(a), _model_config(a), _train_config(a), a.user, a.k,
+                           a.export_k)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaleout", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, fn, help_, run_required=True):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--run", required=run_required, help="run directory shared by the stages")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("prepare", cmd_prepare, "read a source and write train/test Parquet shards to RUN/data",
+                run_required=False)
+    p.add_argument("--out", help="dataset directory to write instead of RUN/data")
+    _data_args(p)
+
+    p = command("train", cmd_train, "train on RUN/data, save RUN/model, evaluate on the test split")
+    _train_args(p)
+
+    p = command("evaluate", cmd_evaluate, "evaluate RUN/model on the test split of RUN/data")
+    p.add_argument("--eval-batch-size", type=int, default=TrainConfig().eval_batch_size)
+
+    p = command("recommend", cmd_recommend, "print the top k titles for one user", run_required=False)
+    p.add_argument("--user", required=True, help="raw user id, e.g. 42")
+    p.add_argument("-k", type=int, default=3, help="how many (default %(default)s)")
+    p.add_argument("--saved-model", help="answer from this exported SavedModel directory instead of RUN/model")
+
+    p = command("export", cmd_export, "export the BruteForce retrieval SavedModel to RUN/export/brute_force")
+    p.add_argument("-k", type=int, default=10, help="results per query, fixed in the SavedModel (default %(default)s)")
+    p.add_argument("--out", help="export directory instead of RUN/export/brute_force")
+
+    p = command("pipeline", cmd_pipeline, "prepare, train, evaluate, recommend and export in one go")
+    p.add_argument("--user", default="42", help="user to recommend for (default %(default)s)")
+    p.add_argument("-k", type=int, default=3, help="recommendations to print (default %(default)s)")
+    p.add_argument("--export-k", type=int, default=10, help="k of the exported SavedModel (default %(default)s)")
+    _data_args(p)
+    _train_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "prepare" and not (args.run or args.out):
+        parser.error("prepare needs --run RUN or --out DIR")
+    if args.command == "recommend" and not (args.run or args.saved_model):
+        parser.error("recommend needs --run RUN or --saved-model DIR")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        args.fn(args)
+    except ScaleoutError as exc:
+        print(f"scaleout {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

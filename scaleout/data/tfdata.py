@@ -1,0 +1,90 @@
+"""tf.data over Parquet shards, read a row group at a time.
+
+Rows are streamed from the files with pyarrow (no copy of the whole split in
+memory); shuffling mixes a bounded buffer of rows drawn from row groups taken
+in a random order, reshuffled every epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scaleout.tfenv import import_tensorflow
+
+_TF_TYPES = {pa.string(): "string", pa.large_string(): "string", pa.int64(): "int64", pa.float32(): "float32",
+             pa.bool_(): "bool"}
+
+
+def _column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.to_numpy(zero_copy_only=False).astype(object)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_size: int, shuffle_buffer: int,
+                 rng: np.random.Generator | None) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``batch_size`` rows (the last may be shorter) as {column: array}.
+
+    With ``rng``, row groups are read in a random order and rows are shuffled
+    within a buffer of at least ``shuffle_buffer`` rows; without it, rows come
+    in file order.
+    """
+    units = [(f, g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+    if rng is not None:
+        rng.shuffle(units)
+    pending: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    size = 0
+
+    def flush(final: bool) -> Iterator[dict[str, np.ndarray]]:
+        nonlocal pending, size
+        if not size:
+            return
+        merged = {c: np.concatenate(v) for c, v in pending.items()}
+        if rng is not None:
+            order = rng.permutation(size)
+            merged = {c: v[order] for c, v in merged.items()}
+        full = size if final else size - size % batch_size
+        for start in range(0, full, batch_size):
+            yield {c: v[start:start + batch_size] for c, v in merged.items()}
+        pending = {c: [v[full:]] for c, v in merged.items()}
+        size -= full
+
+    readers: dict[Path, pq.ParquetFile] = {}
+    for path, group in units:
+        reader = readers.setdefault(path, pq.ParquetFile(path))
+        table = reader.read_row_group(group, columns=list(columns))
+        for c in columns:
+            pending[c].append(_column_numpy(table.column(c)))
+        size += table.num_rows
+        if size >= max(shuffle_buffer if rng is not None else 0, batch_size):
+            yield from flush(final=False)
+    yield from flush(final=True)
+
+
+def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: int, shuffle_buffer: int = 0,
+                    seed: int | None = None):
+    """A ``tf.data.Dataset`` of {column: Tensor[batch]} read from Parquet ``files``.
+
+    With ``seed`` the order is shuffled, differently each epoch (each pass over
+    the dataset draws from ``default_rng([seed, epoch])``).
+    """
+    tf = import_tensorflow()
+    files = [Path(f) for f in files]
+    schema = pq.read_schema(files[0])
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise KeyError(f"{files[0]}: no column(s) {missing}; has {schema.names}")
+    signature = {c: tf.TensorSpec([None], getattr(tf, _TF_TYPES[schema.field(c).type]), name=c) for c in columns}
+    epochs = itertools.count()
+
+    def generate():
+        rng = None if seed is None else np.random.default_rng([seed, next(epochs)])
+        yield from iter_batches(files, columns, batch_size, shuffle_buffer, rng)
+
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

@@ -1,0 +1,41 @@
+"""Where the stages of one run keep their outputs (the `--run DIR` layout).
+
+  RUN/data/                  prepared dataset (scaleout.data.prepare)
+  RUN/model/                 trained towers: query_tower/, candidate_tower/ (Keras
+                             SavedModels) and model.json (settings, vocab sizes)
+  RUN/metrics/train.json     per-epoch loss, seconds and examples/s of the last fit
+  RUN/metrics/eval.json      test metrics, named as TFRS names them
+  RUN/export/brute_force/    retrieval SavedModel: raw user id in, scores, ids, titles out
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "metrics" / "train.json"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.root / "metrics" / "eval.json"
+
+    def export(self, kind: str) -> Path:
+        return self.root / "export" / kind

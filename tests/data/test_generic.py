@@ -1,0 +1,63 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from scaleout.config import DataConfig
+from scaleout.data.generic import GenericInteractions
+from scaleout.data.prepare import prepare
+from scaleout.errors import DataError
+
+
+def read_all(source):
+    return pa.Table.from_batches(list(source.interactions(1000))).to_pylist()
+
+
+def test_csv_with_titles_and_extra_columns(tmp_path):
+    f = tmp_path / "events.csv"
+    f.write_text('user_id,item_id,timestamp,item_title,device\nu1,i1,100,"Book, The",web\nu2,i2,200,Film,app\n')
+    source = GenericInteractions(str(f))
+    assert source.columns == ("user_id", "movie_id", "movie_title", "timestamp")
+    assert read_all(source) == [
+        {"user_id": "u1", "movie_id": "i1", "movie_title": "Book, The", "timestamp": 100},
+        {"user_id": "u2", "movie_id": "i2", "movie_title": "Film", "timestamp": 200},
+    ]
+
+
+def test_parquet_directory_without_titles_uses_item_ids(tmp_path):
+    d = tmp_path / "events"
+    d.mkdir()
+    pq.write_table(pa.table({"user_id": [1, 2], "item_id": [10, 20], "rating": [4.0, 5.0]}), d / "a.parquet")
+    pq.write_table(pa.table({"user_id": [3], "item_id": [10], "rating": [1.0]}), d / "b.parquet")
+    rows = read_all(GenericInteractions(str(d)))
+    assert rows == [
+        {"user_id": "1", "movie_id": "10", "movie_title": "10", "user_rating": 4.0},
+        {"user_id": "2", "movie_id": "20", "movie_title": "20", "user_rating": 5.0},
+        {"user_id": "3", "movie_id": "10", "movie_title": "10", "user_rating": 1.0},
+    ]
+
+
+def test_candidates_are_the_distinct_items_with_first_titles(tmp_path):
+    f = tmp_path / "events.csv"
+    lines = ["user_id,item_id,title"] + [f"u{i % 7},i{i % 5},title {i % 5}" for i in range(50)]
+    f.write_text("\n".join(lines) + "\n")
+    ds = prepare(DataConfig(source="generic", path=str(f), train_shards=2, chunk_rows=8), tmp_path / "data")
+    cand = ds.candidates.to_pylist()
+    assert [c["movie_id"] for c in cand] == ["i0", "i1", "i2", "i3", "i4"]
+    assert all(c["movie_title"] == f"title {c['movie_id'][1:]}" for c in cand)
+    assert sum(c["train_count"] for c in cand) == ds.counts["train"] == 40
+
+
+def test_missing_columns_and_bad_rows_are_named(tmp_path):
+    f = tmp_path / "events.csv"
+    f.write_text("user,item_id\nu1,i1\n")
+    with pytest.raises(DataError, match=r"events.csv: missing column\(s\) \['user_id'\]; found \['user', 'item_id'\]"):
+        GenericInteractions(str(f))
+    f.write_text("user_id,item_id,timestamp\nu1,i1,100\nu2,i2,yesterday\n")
+    with pytest.raises(DataError, match=r"events.csv, line 3: field 'timestamp' is 'yesterday'; expected an integer"):
+        read_all(GenericInteractions(str(f)))
+    f.write_text("user_id,item_id\nu1,i1\n,i2\n")
+    with pytest.raises(DataError, match=r"column 'user_id' has 1 empty value"):
+        read_all(GenericInteractions(str(f)))
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match=r"x.json: expected a .csv or .parquet file"):
+        GenericInteractions(str(tmp_path / "x.json"))

@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from scaleout.config import DataConfig
+from scaleout.data.dataset import Dataset
+from scaleout.data.prepare import prepare, rechunk
+from scaleout.errors import ArtifactError, DataError
+
+
+def split_table(ds, split):
+    return pa.concat_tables([pq.read_table(f) for f in ds.files(split)])
+
+
+def test_ml100k_counts_and_split(ml100k_dataset):
+    ds = ml100k_dataset
+    assert ds.counts == {"interactions": 100_000, "train": 80_000, "test": 20_000, "train_users": 943,
+                         "candidates": 1682, "train_items": ds.counts["train_items"]}
+    train, test = split_table(ds, "train"), split_table(ds, "test")
+    assert (train.num_rows, test.num_rows) == (80_000, 20_000)
+    # Every rating lands in exactly one split: (user, movie) pairs are unique in u.data.
+    pairs = lambda t: set(zip(t.column("user_id").to_pylist(), t.column("movie_id").to_pylist()))
+    assert len(pairs(train) | pairs(test)) == 100_000 and not pairs(train) & pairs(test)
+    assert ds.manifest["split"]["seed"] == 42 and ds.manifest["source"]["layout"] == "100k"
+    ds.verify()
+
+
+def test_vocabularies_match_counts_done_by_hand(ml100k_dataset):
+    ds = ml100k_dataset
+    train = split_table(ds, "train")
+    users, counts = np.unique(train.column("user_id").to_numpy(zero_copy_only=False), return_counts=True)
+    vocab = pq.read_table(ds.path / "vocab" / "user_id.parquet").to_pylist()
+    assert {r["user_id"]: r["count"] for r in vocab} == dict(zip(users, counts))
+    assert [r["count"] for r in vocab] == sorted(counts, reverse=True)
+    items = dict(zip(*np.unique(train.column("movie_id").to_numpy(zero_copy_only=False), return_counts=True)))
+    for row in ds.candidates.to_pylist():
+        assert row["train_count"] == items.get(row["movie_id"], 0)
+    assert list(ds.vocabulary("movie_id")) == ds.candidates.column("movie_id").to_pylist()
+
+
+def test_the_split_is_deterministic_and_seeded(ml100k, ml100k_dataset, tmp_path):
+    again = prepare(DataConfig(source="movielens", path=str(ml100k)), tmp_path / "again")
+    assert {k: v["sha256"] for k, v in again.manifest["files"].items()} == \
+        {k: v["sha256"] for k, v in ml100k_dataset.manifest["files"].items()}
+    other = prepare(DataConfig(source="movielens", path=str(ml100k), seed=7), tmp_path / "other")
+    assert not split_table(other, "test").equals(split_table(ml100k_dataset, "test"))
+
+
+def test_shards_and_row_groups_follow_the_settings(tmp_path):
+    cfg = DataConfig(source="synthetic", synthetic_interactions=10_000, train_shards=3, test_shards=2,
+                     row_group_size=500, chunk_rows=4_000)
+    ds = prepare(cfg, tmp_path / "data")
+    rows = [pq.ParquetFile(f).metadata.num_rows for f in ds.files("train")]
+    assert len(rows) == 3 and sum(rows) == 8_000 and max(rows) - min(rows) <= 1
+    assert len(ds.files("test")) == 2
+    assert all(pq.ParquetFile(f).metadata.row_group(0).num_rows <= 500 for f in ds.files("train"))
+
+
+def test_temporal_split_puts_the_latest_interactions_in_test(ml100k, tmp_path):
+    ds = prepare(DataConfig(source="movielens", path=str(ml100k), split="temporal"), tmp_path / "data")
+    train, test = split_table(ds, "train"), split_table(ds, "test")
+    assert pc.max(train.column("timestamp")).as_py() < pc.min(test.column("timestamp")).as_py()
+    assert abs(test.num_rows - 20_000) < 100
+
+
+def test_rechunk_gives_fixed_boundaries():
+    batches = [pa.record_batch({"x": list(range(i, i + n))}) for i, n in ((0, 3), (3, 7), (10, 1), (11, 4))]
+    out = list(rechunk(iter(batches), 4))
+    assert [b.num_rows for b in out] == [4, 4, 4, 3]
+    assert pa.Table.from_batches(out).column("x").to_pylist() == list(range(15))
+
+
+def test_an_empty_split_fails_and_leaves_nothing(tmp_path):
+    f = tmp_path / "one.csv"
+    f.write_text("user_id,item_id\nu1,i1\n")
+    with pytest.raises(DataError, match="the test split is empty"):
+        prepare(DataConfig(source="generic", path=str(f)), tmp_path / "data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.csv"]
+
+
+def test_a_failed_prepare_keeps_the_previous_dataset(ml100k_dataset, tmp_path):
+    out = tmp_path / "data"
+    good = prepare(DataConfig(source="synthetic", synthetic_interactions=1000), out)
+    before = (out / "manifest.json").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id,timestamp\nu1,i1,1\nu2,i2,x\n")
+    with pytest.raises(DataError, match="line 3"):
+        prepare(DataConfig(source="generic", path=str(bad)), out)
+    assert (out / "manifest.json").read_text() == before
+    Dataset(good.path).verify()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "data"]
+
+
+def test_a_changed_or_missing_file_is_detected(tmp_path):
+    ds = prepare(DataConfig(source="synthetic", synthetic_interactions=1000), tmp_path / "data")
+    victim = ds.files("train")[0]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ArtifactError, match="part-00000.parquet: checksum differs"):
+        Dataset(ds.path).verify()
+    victim.unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        Dataset(ds.path)
+    with pytest.raises(ArtifactError, match="not a prepared dataset"):
+        Dataset(tmp_path)
+
+
+def test_manifest_records_schema_and_source(ml100k_dataset):
+    m = json.loads((ml100k_dataset.path / "manifest.json").read_text())
+    assert m["schema"]["user_id"] == "string" and m["schema"]["movie_genres"] == "list<item: string>"
+    assert m["candidate_schema"]["train_count"] == "int64"
+    assert m["config"]["test_fraction"] == 0.2 and m["source"]["source"] == "movielens"

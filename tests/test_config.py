@@ -1,0 +1,36 @@
+import dataclasses
+
+import pytest
+
+from scaleout.config import DataConfig, ModelConfig, TrainConfig, from_dict
+from scaleout.errors import ConfigError
+
+
+def test_configs_round_trip_through_dicts():
+    for cfg in (DataConfig(source="synthetic", synthetic_items=7), ModelConfig(top_ks=[1, 3]), TrainConfig(epochs=9)):
+        assert from_dict(type(cfg), dataclasses.asdict(cfg)) == cfg
+
+
+def test_from_dict_names_unknown_settings():
+    with pytest.raises(ConfigError, match="unknown setting.*'lr'"):
+        from_dict(ModelConfig, {"lr": 0.1})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"source": "netflix"}, "unknown source 'netflix'"),
+    ({"source": "movielens"}, "needs a path"),
+    ({"split": "leave-one-out"}, "unknown split"),
+    ({"test_fraction": 1.0}, "test_fraction"),
+    ({"train_shards": 0}, "train_shards"),
+])
+def test_bad_data_settings_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        DataConfig(**kwargs)
+
+
+def test_model_defaults_are_the_tutorials():
+    m, t = ModelConfig(), TrainConfig()
+    assert (m.embedding_dim, m.optimizer, m.learning_rate, m.train_metrics) == (32, "adagrad", 0.1, False)
+    assert (t.batch_size, t.epochs) == (8192, 3)
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        ModelConfig(optimizer="lamb")
