@@ -29,10 +29,10 @@ def check_embeddings(ids: np.ndarray, embeddings: np.ndarray) -> None:
         raise ScaleoutError("no candidates to index")
     bad = ~np.isfinite(embeddings).all(axis=1)
     if bad.any():
-        raise ScaleoutError(f"{int(bad.sum())} embeddings hold NaN or infinite values, the first for id {ids[bad.argmax()]!r}")
+        raise ScaleoutError(f"{int(bad.sum())} embeddings hold NaN or infinite values, the first for id {str(ids[bad.argmax()])!r}")
     unique, counts = np.unique(ids, return_counts=True)
     if len(unique) != len(ids):
-        raise ScaleoutError(f"id {unique[counts > 1][0]!r} has more than one embedding")
+        raise ScaleoutError(f"id {str(unique[counts > 1][0])!r} has more than one embedding")
 
 
 class Index(abc.ABC):

@@ -30,6 +30,7 @@ def id_tower(vocabulary: Sequence[str], dim: int, name: str) -> tf.keras.Model:
     """
     return tf.keras.Sequential(
         [
+            tf.keras.Input(shape=(), dtype=tf.string, name=f"{name}_id"),
             tf.keras.layers.StringLookup(vocabulary=np.asarray(vocabulary, dtype=object), mask_token=None),
             tf.keras.layers.Embedding(len(vocabulary) + 1, dim),
         ],

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from scaleout.config import ModelConfig
+from scaleout.model import build_model, tf
+
+USERS, ITEMS = ["a", "b"], ["x", "y", "z"]
+# Row 0 of each table is the unknown-id row.
+Q = np.array([[0.0, 0.0], [1.0, 0.5], [-0.5, 2.0]], np.float32)
+C = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.7, 0.7]], np.float32)
+
+
+def tiny_model(**kwargs):
+    model = build_model(ModelConfig(embedding_dim=2, top_ks=(1, 3), **kwargs), USERS, ITEMS)
+    model.query_tower.layers[1].set_weights([Q])
+    model.candidate_tower.layers[1].set_weights([C])
+    return model
+
+
+def log_softmax(x):
+    return x - np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)) - x.max(axis=1, keepdims=True)
+
+
+def test_towers_look_up_ids_with_an_unknown_row():
+    model = tiny_model()
+    out = model.query_tower(tf.constant(["b", "a", "nobody"])).numpy()
+    np.testing.assert_allclose(out, Q[[2, 1, 0]])
+    assert model.candidate_tower.layers[1].input_dim == len(ITEMS) + 1
+
+
+def test_loss_is_the_in_batch_softmax_computed_by_hand():
+    model = tiny_model()
+    features = {"user_id": tf.constant(["a", "b"]), "movie_id": tf.constant(["x", "z"])}
+    q, c = Q[[1, 2]], C[[1, 3]]
+    expected = -np.trace(log_softmax(q @ c.T))  # positives on the diagonal, summed over the batch
+    loss = model.compute_loss(features, training=True).numpy()
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_factorized_top_k_ranks_all_candidates():
+    model = tiny_model()
+    users = ["a", "a", "b", "b"]
+    items = ["x", "y", "z", "x"]
+    data = tf.data.Dataset.from_tensor_slices({"user_id": users, "movie_id": items}).batch(4)
+    metrics = model.evaluate(data, return_dict=True, verbose=0)
+    scores = Q[[USERS.index(u) + 1 for u in users]] @ C[1:].T  # [4 queries, 3 candidates]
+    positive = scores[np.arange(4), [ITEMS.index(i) for i in items]]
+    top1 = np.mean(positive >= scores.max(axis=1))
+    assert metrics["factorized_top_k/top_1_categorical_accuracy"] == pytest.approx(top1)
+    assert metrics["factorized_top_k/top_3_categorical_accuracy"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("train_metrics, expected", [(False, 0.0), (True, 1.0)])
+def test_training_metrics_are_off_unless_asked_for(train_metrics, expected):
+    model = tiny_model(train_metrics=train_metrics)
+    batch = {"user_id": tf.constant(["a", "b"]), "movie_id": tf.constant(["x", "y"])}
+    history = model.fit(tf.data.Dataset.from_tensors(batch), verbose=0).history
+    assert history["factorized_top_k/top_3_categorical_accuracy"] == [expected]

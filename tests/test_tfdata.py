@@ -1,0 +1,32 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scaleout.data.tfdata import iter_batches, parquet_dataset
+
+
+def shards(tmp_path, n=1000, files=3, row_group=64):
+    paths = []
+    for f in range(files):
+        rows = range(f * n, (f + 1) * n)
+        path = tmp_path / f"part-{f}.parquet"
+        pq.write_table(pa.table({"user_id": [f"u{i}" for i in rows], "x": list(rows)}), path, row_group_size=row_group)
+        paths.append(path)
+    return paths
+
+
+def test_unshuffled_batches_follow_file_order(tmp_path):
+    batches = list(iter_batches(shards(tmp_path), ["x"], 128, 0, None))
+    assert [len(b["x"]) for b in batches] == [128] * 23 + [56]
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), np.arange(3000))
+
+
+def test_every_row_once_per_epoch_and_a_new_order_each_epoch(tmp_path):
+    ds = parquet_dataset(shards(tmp_path), ["user_id", "x"], 100, shuffle_buffer=500, seed=3)
+    epochs = [np.concatenate([b["x"].numpy() for b in ds]) for _ in range(2)]
+    for order in epochs:
+        np.testing.assert_array_equal(np.sort(order), np.arange(3000))
+        assert not np.array_equal(order, np.arange(3000))
+    assert not np.array_equal(epochs[0], epochs[1])
+    first = next(iter(ds))
+    assert first["user_id"].dtype.name == "string" and first["user_id"].shape == (100,)

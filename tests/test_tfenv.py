@@ -1,0 +1,33 @@
+import os
+import subprocess
+import sys
+
+KERAS3_FIRST = """
+import tensorflow as tf
+tf.keras.layers  # resolves tf.keras to Keras 3: TF_USE_LEGACY_KERAS is not set yet
+import scaleout
+from scaleout.tfenv import import_tensorflow
+import_tensorflow()
+"""
+
+
+def run(code, **env):
+    base = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env})
+
+
+def test_keras_3_loaded_first_fails_fast_with_the_reason():
+    result = run(KERAS3_FIRST)
+    assert result.returncode != 0
+    assert "Keras 3" in result.stderr and "TF_USE_LEGACY_KERAS=1" in result.stderr
+
+
+def test_importing_scaleout_first_gives_keras_2():
+    result = run("import scaleout\nfrom scaleout.tfenv import import_tensorflow\nprint(import_tensorflow().keras.__name__)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("tf_keras")
+
+
+def test_an_explicit_keras_3_setting_is_refused():
+    result = run("import scaleout", TF_USE_LEGACY_KERAS="0")
+    assert result.returncode != 0 and "needs Keras 2" in result.stderr
