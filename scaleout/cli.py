@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from scaleout.config import DataConfig, ModelConfig, TrainConfig, SOURCES, SPLITS, OPTIMIZERS
+from scaleout.config import BACKENDS, OPTIMIZERS, SOURCES, SPLITS, DataConfig, ModelConfig, TrainConfig
 from scaleout.errors import ScaleoutError
 from scaleout.rundir import RunDir
 
@@ -59,10 +59,13 @@ def _data_config(a: argparse.Namespace) -> DataConfig:
     )
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
+def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    """Model and training options, shared by the `scaleout` command and jobs/train.py."""
     m, t = ModelConfig(), TrainConfig()
     g = p.add_argument_group("model and training (defaults: the TFRS retrieval tutorial)")
-    g.add_argument("--backend", choices=("local",), default=t.backend, help="where to train (default %(default)s)")
+    if backend:
+        g.add_argument("--backend", choices=BACKENDS, default=t.backend,
+                       help="local: this process; ray: Ray Train workers (default %(default)s)")
     g.add_argument("--embedding-dim", type=int, default=m.embedding_dim, help="default %(default)s")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=m.optimizer, help="default %(default)s")
     g.add_argument("--learning-rate", type=float, default=m.learning_rate, help="default %(default)s")
@@ -72,22 +75,65 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-metrics", action="store_true",
                    help="compute FactorizedTopK during training too (slow; off as the tutorial advises)")
     g.add_argument("--model-seed", type=int, default=m.seed, help="initialisation and shuffle seed")
+    g.add_argument("--no-global-negatives", dest="global_negatives", action="store_false",
+                   help="backend ray: score each query only against its own worker's batch")
+    r = p.add_argument_group("Ray backend")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS, else the cluster on this machine, else a new local one)")
+    r.add_argument("--workers", type=int, default=t.workers, help="training workers (default %(default)s)")
+    r.add_argument("--cpus-per-worker", type=int, default=t.cpus_per_worker, help="default %(default)s")
+    r.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every, help="epochs (default %(default)s)")
+    r.add_argument("--max-failures", type=int, default=t.max_failures,
+                   help="worker failures survived by restarting from the last checkpoint; -1: no limit (default %(default)s)")
+    r.add_argument("--storage", default=None, help="checkpoint storage: a path or s3:// gs:// URI (default RUN/checkpoints)")
+    r.add_argument("--resume", action="store_true", help="continue the run stored under --storage from its last checkpoint")
 
 
-def _model_config(a: argparse.Namespace) -> ModelConfig:
+def model_config(a: argparse.Namespace) -> ModelConfig:
     return ModelConfig(embedding_dim=a.embedding_dim, optimizer=a.optimizer, learning_rate=a.learning_rate,
-                       train_metrics=a.train_metrics, seed=a.model_seed)
+                       train_metrics=a.train_metrics, seed=a.model_seed, global_negatives=a.global_negatives)
 
 
-def _train_config(a: argparse.Namespace) -> TrainConfig:
+def train_config(a: argparse.Namespace, backend: str | None = None) -> TrainConfig:
     return TrainConfig(batch_size=a.batch_size, epochs=a.epochs, shuffle_buffer=a.shuffle_buffer,
-                       seed=a.model_seed, backend=a.backend)
+                       seed=a.model_seed, backend=backend or a.backend, workers=a.workers,
+                       cpus_per_worker=a.cpus_per_worker, checkpoint_every=a.checkpoint_every,
+                       max_failures=a.max_failures, storage=a.storage, resume=a.resume)
+
+
+def connect_ray(address: str | None) -> None:
+    """Connects this process to a Ray cluster, with the environment scaleout's workers need."""
+    import ray
+
+    from scaleout.tfenv import RUNTIME_ENV_VARS
+
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target and target != "auto":
+        _check_reachable(target)
+    try:
+        ray.init(address=address, runtime_env={"env_vars": RUNTIME_ENV_VARS}, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ScaleoutError(f"cannot connect to the Ray cluster at {address or 'the default address'}: {exc}") from exc
 
 
 def _print_recommendation(rec) -> None:
     print(f"top {len(rec.titles)} for user {rec.user_id}:")
     for rank, (movie_id, title, score) in enumerate(zip(rec.movie_ids, rec.titles, rec.scores), 1):
         print(f"  {rank}. {title}  (movie_id {movie_id}, score {score:.4f})")
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ScaleoutError unless host:port accepts a connection (ray.init would retry for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ScaleoutError(f"Ray address {address!r} is not host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ScaleoutError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
 
 
 def cmd_prepare(a) -> None:
@@ -100,7 +146,10 @@ def cmd_prepare(a) -> None:
 def cmd_train(a) -> None:
     from scaleout.train import train_run
 
-    metrics = train_run(RunDir(a.run), _model_config(a), _train_config(a))
+    model_cfg, train_cfg = model_config(a), train_config(a)
+    if train_cfg.backend == "ray":
+        connect_ray(a.address)
+    metrics = train_run(RunDir(a.run), model_cfg, train_cfg)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
@@ -140,8 +189,10 @@ def cmd_export(a) -> None:
 def cmd_pipeline(a) -> None:
     from scaleout.pipeline import run_pipeline
 
-    summary = run_pipeline(RunDir(a.run), _data_config(a), _model_config(a), _train_config(a), a.user, a.k,
-                           a.export_k)
+    model_cfg, train_cfg = model_config(a), train_config(a)
+    if train_cfg.backend == "ray":
+        connect_ray(a.address)
+    summary = run_pipeline(RunDir(a.run), _data_config(a), model_cfg, train_cfg, a.user, a.k, a.export_k)
     print(json.dumps(summary, indent=2, sort_keys=True))
 
 
@@ -162,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
 
     p = command("train", cmd_train, "train on RUN/data, save RUN/model, evaluate on the test split")
-    _train_args(p)
+    add_train_args(p)
 
     p = command("evaluate", cmd_evaluate, "evaluate RUN/model on the test split of RUN/data")
     p.add_argument("--eval-batch-size", type=int, default=TrainConfig().eval_batch_size)
@@ -181,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=3, help="recommendations to print (default %(default)s)")
     p.add_argument("--export-k", type=int, default=10, help="k of the exported SavedModel (default %(default)s)")
     _data_args(p)
-    _train_args(p)
+    add_train_args(p)
     return parser
 
 

@@ -87,6 +87,9 @@ class ModelConfig:
     train_metrics: bool = False
     top_ks: tuple[int, ...] = (1, 5, 10, 50, 100)
     seed: int = 42
+    # With several replicas, score each query against the candidates of the whole
+    # global batch (gathered across replicas), as one process with that batch does.
+    global_negatives: bool = True
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:
@@ -101,9 +104,17 @@ class ModelConfig:
             raise ConfigError(f"top_ks must be positive integers, got {self.top_ks}")
 
 
+BACKENDS = ("local", "ray")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How a model is fitted: batch, epochs, input pipeline."""
+    """How a model is fitted: batch, epochs, input pipeline, and (backend ray) workers.
+
+    batch_size is the global batch: with N workers each takes batch_size / N
+    examples per step, and with global negatives the step computes the same
+    loss and gradient as one process with batch_size (see README).
+    """
 
     batch_size: int = 8192
     eval_batch_size: int = 4096
@@ -111,12 +122,24 @@ class TrainConfig:
     shuffle_buffer: int = 100_000
     seed: int = 42
     backend: str = "local"
+    # backend "ray" only
+    workers: int = 2
+    cpus_per_worker: int = 1
+    checkpoint_every: int = 1
+    max_failures: int = 3
+    storage: str | None = None  # local path or URI (s3://, gs://); default RUN/checkpoints
+    resume: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "eval_batch_size", "epochs"):
+        for name in ("batch_size", "eval_batch_size", "epochs", "workers", "cpus_per_worker", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.shuffle_buffer < 0:
             raise ConfigError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
-        if self.backend != "local":
-            raise ConfigError(f"unknown backend {self.backend!r}; expected 'local'")
+        if self.max_failures < -1:
+            raise ConfigError(f"max_failures must be -1 (no limit) or more, got {self.max_failures}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.backend == "ray" and self.batch_size % self.workers:
+            raise ConfigError(f"batch_size {self.batch_size} is not divisible by {self.workers} workers; "
+                              "the global batch is split evenly over the workers")

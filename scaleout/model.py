@@ -44,6 +44,24 @@ def candidate_embeddings_dataset(candidate_tower: tf.keras.Model, candidate_ids:
     return ids.batch(CANDIDATE_BATCH).map(candidate_tower)
 
 
+def global_batch_candidates(candidate: tf.Tensor) -> tf.Tensor:
+    """The candidates of every replica's batch, this replica's first: ``[b, d]`` -> ``[b * replicas, d]``.
+
+    Retrieval scores query i against every candidate and takes candidate i as
+    its positive, so this replica's own rows must come first; the others are
+    extra negatives. Every replica must hold the same number of rows.
+    all_gather's gradient sends each replica's share back to it, so the
+    gradients summed across replicas are those of the single-process loss over
+    the global batch. Outside a multi-replica strategy this returns ``candidate``.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return candidate
+    gathered = context.all_gather(candidate, axis=0)  # replica-major order
+    own_start = context.replica_id_in_sync_group * tf.shape(candidate)[0]
+    return tf.roll(gathered, shift=-own_start, axis=0)
+
+
 class TwoTowerModel(tfrs.Model):
     """Overrides only ``compute_loss``, as TFRS models do."""
 
@@ -53,6 +71,7 @@ class TwoTowerModel(tfrs.Model):
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.train_metrics = cfg.train_metrics
+        self.global_negatives = cfg.global_negatives
         self.task = tfrs.tasks.Retrieval(
             metrics=tfrs.metrics.FactorizedTopK(
                 candidates=candidate_embeddings_dataset(candidate_tower, candidate_ids), ks=cfg.top_ks
@@ -63,6 +82,8 @@ class TwoTowerModel(tfrs.Model):
         """features: ``user_id`` and ``movie_id``, each ``[batch]`` strings."""
         query = self.query_tower(features[QUERY_FEATURE])
         candidate = self.candidate_tower(features[CANDIDATE_FEATURE])
+        if self.global_negatives:
+            candidate = global_batch_candidates(candidate)
         return self.task(query, candidate, compute_metrics=self.train_metrics or not training)
 
 

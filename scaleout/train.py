@@ -115,13 +115,24 @@ class Towers:
 
 
 def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, float]:
-    """Fits on RUN/data, saves RUN/model, writes RUN/metrics/{train,eval}.json; returns the test metrics."""
+    """Fits on RUN/data, saves RUN/model, writes RUN/metrics/{train,eval}.json; returns the test metrics.
+
+    With ``train_cfg.backend == "ray"`` the caller has connected to a Ray
+    cluster (see scaleout.ray_train.fit_ray).
+    """
     dataset = Dataset(run.data)
     start = time.monotonic()
-    model, history = fit(dataset, model_cfg, train_cfg)
+    resumed_at: list[int] = []
+    if train_cfg.backend == "ray":
+        from scaleout.ray_train import fit_ray
+
+        model, history, resumed_at = fit_ray(run, model_cfg, train_cfg)
+    else:
+        model, history = fit(dataset, model_cfg, train_cfg)
     fit_seconds = time.monotonic() - start
     save_model(model, run.model, model_cfg, train_cfg, dataset)
     write_json(run.train_metrics, {"epochs": history, "fit_seconds": round(fit_seconds, 3),
+                                   "resumed_at_epochs": resumed_at, "backend": train_cfg.backend,
                                    "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
     metrics = evaluate(model, dataset, train_cfg)
     _write_eval(run, dataset, metrics)

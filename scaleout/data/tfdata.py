@@ -28,8 +28,8 @@ def _column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_size: int, shuffle_buffer: int,
-                 rng: np.random.Generator | None) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of ``batch_size`` rows (the last may be shorter) as {column: array}.
+                 rng: np.random.Generator | None, drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``batch_size`` rows as {column: array}; the last may be shorter unless ``drop_remainder``.
 
     With ``rng``, row groups are read in a random order and rows are shuffled
     within a buffer of at least ``shuffle_buffer`` rows; without it, rows come
@@ -49,7 +49,7 @@ def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_size: int,
         if rng is not None:
             order = rng.permutation(size)
             merged = {c: v[order] for c, v in merged.items()}
-        full = size if final else size - size % batch_size
+        full = size - size % batch_size if (drop_remainder or not final) else size
         for start in range(0, full, batch_size):
             yield {c: v[start:start + batch_size] for c, v in merged.items()}
         pending = {c: [v[full:]] for c, v in merged.items()}
@@ -68,11 +68,14 @@ def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_size: int,
 
 
 def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: int, shuffle_buffer: int = 0,
-                    seed: int | None = None):
+                    seed: int | None = None, drop_remainder: bool = False, repeat: bool = False,
+                    first_pass: int = 0):
     """A ``tf.data.Dataset`` of {column: Tensor[batch]} read from Parquet ``files``.
 
     With ``seed`` the order is shuffled, differently each epoch (each pass over
-    the dataset draws from ``default_rng([seed, epoch])``).
+    the files draws from ``default_rng([seed, first_pass + pass])``; a resumed
+    run starts at its epoch). With ``repeat`` the passes never end: the caller
+    sets the steps per epoch.
     """
     tf = import_tensorflow()
     files = [Path(f) for f in files]
@@ -80,11 +83,15 @@ def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: i
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise KeyError(f"{files[0]}: no column(s) {missing}; has {schema.names}")
-    signature = {c: tf.TensorSpec([None], getattr(tf, _TF_TYPES[schema.field(c).type]), name=c) for c in columns}
-    epochs = itertools.count()
+    shape = [batch_size] if drop_remainder else [None]
+    signature = {c: tf.TensorSpec(shape, getattr(tf, _TF_TYPES[schema.field(c).type]), name=c) for c in columns}
+    passes = itertools.count(first_pass)
 
     def generate():
-        rng = None if seed is None else np.random.default_rng([seed, next(epochs)])
-        yield from iter_batches(files, columns, batch_size, shuffle_buffer, rng)
+        while True:
+            rng = None if seed is None else np.random.default_rng([seed, next(passes)])
+            yield from iter_batches(files, columns, batch_size, shuffle_buffer, rng, drop_remainder)
+            if not repeat:
+                return
 
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

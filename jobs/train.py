@@ -1,0 +1,40 @@
+"""Ray job: train the two-tower model with Ray Train on the cluster the job runs on.
+
+    ray job submit --working-dir . -- python jobs/train.py --run /shared/runs/ml-100k --workers 2
+
+RUN/data must exist (``scaleout prepare``) on storage every node can read; the
+job writes RUN/model and RUN/metrics as ``scaleout train --backend ray`` does.
+"""
+
+import argparse
+import json
+import sys
+
+import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
+from scaleout.cli import add_train_args, connect_ray, model_config, train_config
+from scaleout.errors import ScaleoutError
+from scaleout.rundir import RunDir
+from scaleout.train import train_run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="run directory holding data/ (absolute, shared by the nodes)")
+    add_train_args(parser, backend=False)
+    args = parser.parse_args()
+    try:
+        model_cfg, train_cfg = model_config(args), train_config(args, backend="ray")
+        connect_ray(args.address)
+        metrics = train_run(RunDir(args.run), model_cfg, train_cfg)
+    except ScaleoutError as exc:
+        print(f"jobs/train.py: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    sys.exit(main())
