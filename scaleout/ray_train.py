@@ -61,10 +61,11 @@ def steps_per_epoch(assignment: list[list[Path]], local_batch: int) -> int:
 
 
 def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> dict:
-    """What a checkpoint must match to be continued."""
-    return {"model": dataclasses.asdict(model_cfg), "batch_size": train_cfg.batch_size,
-            "shuffle_buffer": train_cfg.shuffle_buffer, "seed": train_cfg.seed,
-            "dataset": sha256(dataset.path / MANIFEST)}
+    """What a checkpoint must match to be continued, flat and as JSON gives it back."""
+    identity = {f"model.{k}": v for k, v in dataclasses.asdict(model_cfg).items()}
+    identity.update({f"train.{k}": getattr(train_cfg, k) for k in ("batch_size", "shuffle_buffer", "seed")})
+    identity["dataset manifest sha256"] = sha256(dataset.path / MANIFEST)
+    return json.loads(json.dumps(identity))
 
 
 # -- the per-worker function --------------------------------------------------------
@@ -102,10 +103,16 @@ def train_func(config: dict) -> None:
     saver = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
     start_epoch, history, resumed_at = 0, [], []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = json.loads((Path(d) / STATE).read_text())
+    # The newest complete checkpoint in storage, rather than only ray.train.get_checkpoint():
+    # a worker that dies right after its checkpoint is uploaded, before the controller has
+    # registered it, would otherwise send the restarted group back to an older one.
+    found = find_latest_checkpoint(config["storage"])
+    if found is not None:
+        path, state = found
+        if state["identity"] != config["identity"]:
+            raise ArtifactError(f"checkpoint {path} was trained with other settings")
+        fs, _ = _filesystem(config["storage"])
+        with ray.train.Checkpoint(path, filesystem=fs).as_directory() as d:
             saver.read(os.path.join(d, WEIGHTS)).assert_existing_objects_matched()
         start_epoch, history = state["epoch"], state["history"]
         resumed_at = state["resumed_at"] + [start_epoch]
@@ -144,9 +151,10 @@ def train_func(config: dict) -> None:
                     # Every worker writes (MultiWorkerMirroredStrategy needs all of them in
                     # the save); only rank 0's copy is handed to Ray Train.
                     saver.write(os.path.join(tmp, WEIGHTS))
+                    files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
                     write_json(Path(tmp) / STATE, {"epoch": done, "history": history, "resumed_at": resumed_at,
                                                    "identity": config["identity"], "steps_per_epoch": steps,
-                                                   "workers": world})
+                                                   "workers": world, "files": files})
                 report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
                 ray.train.report({"epoch": done, "loss": entry.get("total_loss", 0.0)}, checkpoint=report)
 
@@ -184,18 +192,32 @@ def check_storage(storage: str) -> None:
         raise ScaleoutError(f"checkpoint storage {storage} is not writable: {exc}") from exc
 
 
-def latest_checkpoint_state(storage: str) -> dict | None:
-    """state.json of the newest checkpoint of the run under ``storage``, or None."""
+def find_latest_checkpoint(storage: str) -> tuple[str, dict] | None:
+    """(path, state) of the newest complete checkpoint of the run under ``storage``, or None.
+
+    A checkpoint is complete when every file its state.json lists is there with
+    its size: an upload cut short by a dying worker is passed over.
+    """
     fs, base = _filesystem(storage)
-    selector = pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)
-    states = []
-    for info in fs.get_file_info(selector):
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint"):
-            path = f"{info.path}/{STATE}"
-            if fs.get_file_info(path).type == pafs.FileType.File:
-                with fs.open_input_stream(path) as f:
-                    states.append(json.loads(f.read()))
-    return max(states, key=lambda s: s["epoch"]) if states else None
+    best = None
+    for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint"):
+            continue
+        if fs.get_file_info(f"{info.path}/{STATE}").type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(f"{info.path}/{STATE}") as f:
+            state = json.loads(f.read())
+        sizes = {i.base_name: i.size for i in fs.get_file_info(pafs.FileSelector(info.path))}
+        if all(sizes.get(name) == size for name, size in state.get("files", {}).items()):
+            if best is None or state["epoch"] > best[1]["epoch"]:
+                best = (info.path, state)
+    return best
+
+
+def latest_checkpoint_state(storage: str) -> dict | None:
+    """state.json of the newest complete checkpoint under ``storage``, or None."""
+    found = find_latest_checkpoint(storage)
+    return None if found is None else found[1]
 
 
 def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -239,7 +261,7 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     trainer = TensorflowTrainer(
         train_func,
         train_loop_config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
-                           "dataset": str(dataset.path.resolve()),
+                           "dataset": str(dataset.path.resolve()), "storage": storage,
                            "identity": resume_identity(model_cfg, train_cfg, dataset)},
         scaling_config=ScalingConfig(num_workers=train_cfg.workers,
                                      resources_per_worker={"CPU": train_cfg.cpus_per_worker}),
@@ -250,19 +272,25 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     )
     log.info("training on %d Ray workers, checkpoints in %s/%s", train_cfg.workers, storage, RUN_NAME)
     try:
-        result = trainer.fit()
+        trainer.fit()
     except Exception as exc:  # Ray raises its own error types for a failed run
         raise ScaleoutError(f"Ray training failed: {exc}") from exc
-    if result.checkpoint is None:
-        raise ArtifactError(f"the Ray run finished without a checkpoint under {storage}/{RUN_NAME}")
-    return _restore(result.checkpoint, dataset, model_cfg)
+    found = find_latest_checkpoint(storage)
+    if found is None or found[1]["epoch"] < train_cfg.epochs:
+        raise ArtifactError(f"the Ray run finished without a checkpoint of epoch {train_cfg.epochs} under "
+                            f"{storage}/{RUN_NAME}")
+    return _restore(found, storage, dataset, model_cfg)
 
 
-def _restore(checkpoint, dataset: Dataset, model_cfg: ModelConfig):
+def _restore(found: tuple[str, dict], storage: str, dataset: Dataset, model_cfg: ModelConfig):
+    """The model of a checkpoint, rebuilt in this process: (model, history, resumed_at)."""
+    from ray.train import Checkpoint
+
     from scaleout.model import CANDIDATE_FEATURE, QUERY_FEATURE, build_model, tf
 
+    path, state = found
     model = build_model(model_cfg, dataset.vocabulary(QUERY_FEATURE), dataset.vocabulary(CANDIDATE_FEATURE))
-    with checkpoint.as_directory() as d:
-        state = json.loads((Path(d) / STATE).read_text())
+    fs, _ = _filesystem(storage)
+    with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()
     return model, state["history"], state["resumed_at"]

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,15 @@ def ml100k_dataset(ml100k, tmp_path_factory):
     from scaleout.data.prepare import prepare
 
     return prepare(DataConfig(source="movielens", path=str(ml100k)), tmp_path_factory.mktemp("ml100k") / "data")
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(ml100k, tmp_path_factory):
+    """The main job, run once through the `scaleout` command: (run dir, summary, log)."""
+    root = tmp_path_factory.mktemp("pipeline") / "run"
+    result = run_cli("pipeline", "--run", root, env={"SCALEOUT_MOVIELENS_DIR": str(ml100k)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, json.loads(result.stdout), result.stderr
 
 
 def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:

@@ -21,11 +21,8 @@ print(json.dumps({"titles": [t.decode() for t in out["movie_title"].numpy()[0]],
 
 
 @pytest.fixture(scope="module")
-def run(ml100k, tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline") / "run"
-    result = run_cli("pipeline", "--run", root, env={"SCALEOUT_MOVIELENS_DIR": str(ml100k)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root, json.loads(result.stdout), result.stderr
+def run(pipeline_run):
+    return pipeline_run
 
 
 def top3(stdout):

@@ -1,0 +1,135 @@
+"""The Ray backend on a real local cluster (`ray start --head`, token authentication), driven the
+way users drive it: `ray job submit ... -- python jobs/train.py` and `scaleout train --backend ray`."""
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import REPO, run_cli
+from raycluster import local_cluster
+from scaleout.ray_train import RUN_NAME, latest_checkpoint_state
+
+SMALL = ["--batch-size", "1024"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with local_cluster(num_cpus=2) as c:
+        yield c
+
+
+def submit_args(cluster, *job_args, submission_id=None):
+    extra = ["--submission-id", submission_id, "--no-wait"] if submission_id else []
+    return ["job", "submit", "--address", cluster.dashboard, "--working-dir", REPO, *extra, "--",
+            "python", "jobs/train.py", *job_args]
+
+
+def small_run(tmp_path) -> Path:
+    root = tmp_path / "run"
+    result = run_cli("prepare", "--run", root, "--source", "synthetic", "--synthetic-users", 3000,
+                     "--synthetic-items", 1000, "--synthetic-interactions", 30000, "--train-shards", 2)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def wait_for_checkpoint(root: Path, process=None, timeout=300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = latest_checkpoint_state(str(root / "checkpoints"))
+        if state is not None:
+            return state
+        assert process is None or process.poll() is None, "the job ended before its first checkpoint"
+        time.sleep(0.2)
+    raise TimeoutError("no checkpoint appeared")
+
+
+def train_json(root):
+    return json.loads((root / "metrics" / "train.json").read_text())
+
+
+def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_run, tmp_path):
+    local_root, summary, _ = pipeline_run
+    root = tmp_path / "run"
+    shutil.copytree(local_root / "data", root / "data")
+    result = cluster.ray(*submit_args(cluster, "--run", root, "--workers", 2))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "succeeded" in result.stdout + result.stderr
+    trained = train_json(root)
+    assert trained["backend"] == "ray" and [e["epoch"] for e in trained["epochs"]] == [1, 2, 3]
+    assert (root / "model" / "query_tower" / "saved_model.pb").is_file()
+    ray_top100 = json.loads((root / "metrics" / "eval.json").read_text())["metrics"][
+        "factorized_top_k/top_100_categorical_accuracy"]
+    local_top100 = summary["metrics"]["factorized_top_k/top_100_categorical_accuracy"]
+    assert abs(ray_top100 - local_top100) <= 0.02, (ray_top100, local_top100)
+
+
+def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(cluster, tmp_path):
+    root = small_run(tmp_path)
+    job = subprocess.Popen([str(Path(cluster.env["PATH"].split(":")[0]) / "ray"),
+                            *map(str, submit_args(cluster, "--run", root, "--epochs", 6, *SMALL))],
+                           env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = wait_for_checkpoint(root, job)
+        workers = cluster.processes("ray::RayTrainWorker")
+        assert len(workers) == 2, workers
+        workers[-1].kill()
+        psutil.wait_procs([workers[-1]], timeout=30)
+        out, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, out[-4000:]
+    assert "resuming from the checkpoint of epoch" in out
+    trained = train_json(root)
+    # Every epoch trained and recorded once; the restart is in the record.
+    assert [e["epoch"] for e in trained["epochs"]] == [1, 2, 3, 4, 5, 6]
+    assert len(trained["resumed_at_epochs"]) == 1 and trained["resumed_at_epochs"][0] >= state["epoch"]
+
+
+def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster, tmp_path):
+    root = small_run(tmp_path)
+    job_id = f"scaleout-test-{uuid.uuid4().hex[:8]}"
+    started = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, submission_id=job_id))
+    assert started.returncode == 0, started.stderr
+    wait_for_checkpoint(root)
+    stopped = cluster.ray("job", "stop", "--address", cluster.dashboard, job_id)
+    assert stopped.returncode == 0, stopped.stderr
+    status = cluster.ray("job", "status", "--address", cluster.dashboard, job_id)
+    assert "was stopped" in status.stdout + status.stderr
+    assert not (root / "model").exists()
+    interrupted_at = latest_checkpoint_state(str(root / "checkpoints"))["epoch"]
+    assert interrupted_at < 8
+
+    refused = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address, "--resume",
+                      "--epochs", 8, *SMALL, "--embedding-dim", 64, env=cluster.env)
+    assert refused.returncode == 1
+    assert "trained with other settings (model.embedding_dim: checkpoint 32, now 64)" in refused.stderr
+
+    without_resume = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address,
+                             "--epochs", 8, *SMALL, env=cluster.env)
+    assert without_resume.returncode == 1 and "pass --resume to continue it" in without_resume.stderr
+
+    resumed = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, "--resume"))
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-4000:]
+    assert f"resuming from the checkpoint of epoch {interrupted_at}/8" in out
+    trained = train_json(root)
+    assert [e["epoch"] for e in trained["epochs"]] == list(range(1, 9))
+    assert trained["resumed_at_epochs"] == [interrupted_at]
+
+
+def test_impossible_settings_fail_before_training(cluster, tmp_path):
+    root = small_run(tmp_path)
+    too_many = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address, "--workers", 3,
+                       "--batch-size", 1023, env=cluster.env)
+    assert too_many.returncode == 1
+    assert "3 workers x 1 CPU need 3 CPUs; the Ray cluster has 2" in too_many.stderr
+    assert not (root / "checkpoints" / RUN_NAME).exists()
+    unreachable = run_cli("train", "--run", root, "--backend", "ray", "--address", "127.0.0.1:1", env=cluster.env)
+    assert unreachable.returncode == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in unreachable.stderr
