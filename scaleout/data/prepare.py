@@ -148,6 +148,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
                 train = ShardWriter(tmp / "train", cfg.train_shards, schema, cfg.row_group_size)
                 test = ShardWriter(tmp / "test", cfg.test_shards, schema, cfg.row_group_size)
             n = batch.num_rows
+            table = pa.Table.from_batches([batch])
             if item_ids is not None:
                 unknown = pc.invert(pc.is_in(batch.column("movie_id"), value_set=item_ids))
                 if pc.any(unknown).as_py():
@@ -155,7 +156,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
                     raise DataError(f"interaction {total + i + 1}: movie_id {batch.column('movie_id')[i].as_py()!r} "
                                     "is not among the source's movies")
             else:
-                seen_items.append(distinct_items(pa.Table.from_batches([batch])))
+                seen_items.append(distinct_items(table))
                 if len(seen_items) > 8:
                     seen_items = [merge_items(seen_items)]
             if cut is None:
@@ -166,9 +167,9 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
             else:
                 late = batch.column("timestamp").to_numpy(zero_copy_only=False) >= cut
                 test_rows, train_rows = np.flatnonzero(late), np.flatnonzero(~late)
-            train_part = pa.Table.from_batches([batch]).take(train_rows)
+            train_part = table.take(train_rows)
             train.write(train_part)
-            test.write(pa.Table.from_batches([batch]).take(test_rows))
+            test.write(table.take(test_rows))
             users.add(train_part.column("user_id"))
             train_items.add(train_part.column("movie_id"))
             total += n
