@@ -143,3 +143,30 @@ class TrainConfig:
         if self.backend == "ray" and self.batch_size % self.workers:
             raise ConfigError(f"batch_size {self.batch_size} is not divisible by {self.workers} workers; "
                               "the global batch is split evenly over the workers")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """How the ScaNN index is built; 0 means "scale with the catalogue" (see scaleout.index.Scann).
+
+    The mode follows ScaNN's rules of thumb: fewer than ``brute_force_below``
+    candidates are scored exhaustively, fewer than ``tree_below`` are scored
+    with anisotropic hashing and reordered, larger catalogues are partitioned
+    into a tree of about sqrt(N) leaves first.
+    """
+
+    num_leaves: int = 0
+    training_sample_size: int = 0
+    dims_per_block: int = 2
+    anisotropic_threshold: float = 0.2
+    brute_force_below: int = 20_000
+    tree_below: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("num_leaves", "training_sample_size", "brute_force_below", "tree_below"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (automatic) or more, got {getattr(self, name)}")
+        if self.dims_per_block < 1:
+            raise ConfigError(f"dims_per_block must be at least 1, got {self.dims_per_block}")
+        if not 0.0 <= self.anisotropic_threshold < 1.0:
+            raise ConfigError(f"anisotropic_threshold must be in [0, 1), got {self.anisotropic_threshold}")

@@ -8,13 +8,19 @@ the index through a directory.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
 
-from scaleout.errors import ArtifactError, ScaleoutError
+from scaleout.config import IndexConfig, from_dict
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
 from scaleout.fsutil import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
 
 INDEX_JSON = "index.json"
 
@@ -109,6 +115,103 @@ class BruteForce(Index):
             raise ArtifactError(f"{directory}: embeddings have shape {embeddings.shape}; "
                                 f"{INDEX_JSON} says ({meta['candidates']}, {meta['dim']})")
         return cls().build(ids, embeddings)
+
+
+class Scann(Index):
+    """ScaNN (``scann_ops_pybind``), built once in the mode the catalogue size calls for.
+
+    Modes, after ScaNN's rules of thumb (thresholds in IndexConfig):
+      brute_force  exact scores (small catalogues; logged as a note)
+      ah           anisotropic hashing of every candidate, then exact reordering
+      tree         a partition into about sqrt(N) leaves, hashing within the
+                   leaves searched, then exact reordering
+    Search settings are arguments of ``search``: ``leaves_to_search`` (tree
+    mode; default num_leaves / 20) and ``reorder`` (candidates rescored
+    exactly; default max(10 k, 100)).
+    """
+
+    kind = "scann"
+
+    def __init__(self, cfg: IndexConfig = IndexConfig()):
+        super().__init__()
+        self.cfg = cfg
+
+    def build(self, ids, embeddings):
+        from scann import scann_ops_pybind
+
+        ids, embeddings = np.asarray(ids).astype(str), np.ascontiguousarray(embeddings, dtype=np.float32)
+        check_embeddings(ids, embeddings)
+        n, cfg = len(ids), self.cfg
+        self.mode = "brute_force" if n < cfg.brute_force_below else "ah" if n < cfg.tree_below else "tree"
+        self.num_leaves = (cfg.num_leaves or max(2, round(math.sqrt(n)))) if self.mode == "tree" else 0
+        if self.num_leaves > n:
+            raise ConfigError(f"num_leaves={self.num_leaves} but there are {n} candidates; a leaf needs at least one")
+        if self.mode == "brute_force":
+            log.info("%s candidates, fewer than %s: ScaNN scores them all exactly (no tree, no hashing)",
+                     f"{n:,}", f"{cfg.brute_force_below:,}")
+        builder = scann_ops_pybind.builder(embeddings, 10, "dot_product")
+        if self.mode == "tree":
+            builder = builder.tree(num_leaves=self.num_leaves, num_leaves_to_search=self.default_leaves_to_search(),
+                                   training_sample_size=cfg.training_sample_size or min(n, 250_000))
+        if self.mode == "brute_force":
+            builder = builder.score_brute_force()
+        else:
+            builder = builder.score_ah(cfg.dims_per_block, anisotropic_quantization_threshold=cfg.anisotropic_threshold)
+            builder = builder.reorder(100)
+        self.searcher = builder.build()
+        self.ids, self.dim = ids, embeddings.shape[1]
+        return self
+
+    def default_leaves_to_search(self) -> int:
+        return max(1, math.ceil(self.num_leaves / 20))
+
+    def search(self, queries, k, leaves_to_search: int | None = None, reorder: int | None = None):
+        self._check_k(k)
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.dim:
+            raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {self.dim}")
+        settings = {"final_num_neighbors": k}
+        if leaves_to_search is not None and self.mode != "tree":
+            raise ConfigError(f"leaves_to_search applies to a tree; this {self.mode} index of {len(self.ids):,} "
+                              "candidates has none")
+        if self.mode == "tree":
+            leaves = leaves_to_search or self.default_leaves_to_search()
+            if not 1 <= leaves <= self.num_leaves:
+                raise ConfigError(f"leaves_to_search={leaves}; expected 1 to {self.num_leaves} (the tree's leaves)")
+            settings["leaves_to_search"] = leaves
+        if reorder is not None and self.mode == "brute_force":
+            raise ConfigError("reorder applies to hashed scores; this index scores every candidate exactly")
+        if self.mode != "brute_force":
+            settings["pre_reorder_num_neighbors"] = max(k, reorder or max(10 * k, 100))
+        rows, scores = self.searcher.search_batched(queries, **settings)
+        return scores.astype(np.float32, copy=False), self.ids[rows.astype(np.int64)]
+
+    def save(self, directory):
+        with atomic_dir(directory) as tmp:
+            (tmp / "scann").mkdir()
+            # Relative asset paths: the directory is renamed into place after writing.
+            self.searcher.serialize(str(tmp / "scann"), relative_path=True)
+            np.save(tmp / "ids.npy", self.ids)
+            write_json(tmp / INDEX_JSON, {"kind": self.kind, "mode": self.mode, "candidates": len(self.ids),
+                                          "dim": int(self.dim), "num_leaves": self.num_leaves,
+                                          "config": dataclasses.asdict(self.cfg)})
+
+    @classmethod
+    def load(cls, directory):
+        from scann import scann_ops_pybind
+
+        directory = Path(directory)
+        meta = _read_meta(directory, cls.kind)
+        index = cls(from_dict(IndexConfig, meta["config"]))
+        try:
+            index.ids = np.load(directory / "ids.npy")
+            index.searcher = scann_ops_pybind.load_searcher(str(directory / "scann"))
+        except Exception as exc:  # ScaNN raises RuntimeError/ValueError/OSError for damaged files
+            raise ArtifactError(f"{directory}: corrupt or truncated ScaNN index ({type(exc).__name__}: {exc})") from exc
+        if len(index.ids) != meta["candidates"]:
+            raise ArtifactError(f"{directory}: {len(index.ids)} ids; {INDEX_JSON} says {meta['candidates']}")
+        index.mode, index.num_leaves, index.dim = meta["mode"], meta["num_leaves"], meta["dim"]
+        return index
 
 
 def _read_meta(directory: Path, kind: str) -> dict:
