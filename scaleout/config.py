@@ -18,6 +18,14 @@ SPLITS = ("random", "temporal")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 
 
+def _at_least(cfg: Any, minimum: int, *names: str, note: str = "") -> None:
+    """ConfigError naming the first of ``names`` below ``minimum``."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < minimum:
+            raise ConfigError(f"{name} must be {note or f'at least {minimum}'}, got {value}")
+
+
 def from_dict(cls: Type[T], d: dict[str, Any]) -> T:
     """Rebuilds ``cls`` from ``dataclasses.asdict`` output, naming unknown keys."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -63,15 +71,11 @@ class DataConfig:
             raise ConfigError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        for name in ("train_shards", "test_shards", "row_group_size", "chunk_rows"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        _at_least(self, 1, "train_shards", "test_shards", "row_group_size", "chunk_rows")
         if self.source in ("movielens", "generic") and not self.path:
             raise ConfigError(f"source {self.source!r} needs a path (a directory or file to read)")
         if self.source == "synthetic":
-            for name in ("synthetic_users", "synthetic_items", "synthetic_interactions"):
-                if getattr(self, name) < 1:
-                    raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+            _at_least(self, 1, "synthetic_users", "synthetic_items", "synthetic_interactions")
             if self.synthetic_zipf <= 0:
                 raise ConfigError(f"synthetic_zipf must be positive, got {self.synthetic_zipf}")
 
@@ -92,8 +96,7 @@ class ModelConfig:
     global_negatives: bool = True
 
     def __post_init__(self) -> None:
-        if self.embedding_dim < 1:
-            raise ConfigError(f"embedding_dim must be at least 1, got {self.embedding_dim}")
+        _at_least(self, 1, "embedding_dim")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.learning_rate <= 0:
@@ -131,11 +134,8 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "eval_batch_size", "epochs", "workers", "cpus_per_worker", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.shuffle_buffer < 0:
-            raise ConfigError(f"shuffle_buffer must be 0 or more, got {self.shuffle_buffer}")
+        _at_least(self, 1, "batch_size", "eval_batch_size", "epochs", "workers", "cpus_per_worker", "checkpoint_every")
+        _at_least(self, 0, "shuffle_buffer", note="0 or more")
         if self.max_failures < -1:
             raise ConfigError(f"max_failures must be -1 (no limit) or more, got {self.max_failures}")
         if self.backend not in BACKENDS:
@@ -163,10 +163,8 @@ class IndexConfig:
     tree_below: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("num_leaves", "training_sample_size", "brute_force_below", "tree_below"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 (automatic) or more, got {getattr(self, name)}")
-        if self.dims_per_block < 1:
-            raise ConfigError(f"dims_per_block must be at least 1, got {self.dims_per_block}")
+        _at_least(self, 0, "num_leaves", "training_sample_size", "brute_force_below", "tree_below",
+                  note="0 (automatic) or more")
+        _at_least(self, 1, "dims_per_block")
         if not 0.0 <= self.anisotropic_threshold < 1.0:
             raise ConfigError(f"anisotropic_threshold must be in [0, 1), got {self.anisotropic_threshold}")
