@@ -35,7 +35,8 @@ def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_size: int,
     within a buffer of at least ``shuffle_buffer`` rows; without it, rows come
     in file order.
     """
-    units = [(f, g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+    readers = {f: pq.ParquetFile(f) for f in files}
+    units = [(f, g) for f, reader in readers.items() for g in range(reader.num_row_groups)]
     if rng is not None:
         rng.shuffle(units)
     pending: dict[str, list[np.ndarray]] = {c: [] for c in columns}
@@ -55,10 +56,8 @@ def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_size: int,
         pending = {c: [v[full:]] for c, v in merged.items()}
         size -= full
 
-    readers: dict[Path, pq.ParquetFile] = {}
     for path, group in units:
-        reader = readers.setdefault(path, pq.ParquetFile(path))
-        table = reader.read_row_group(group, columns=list(columns))
+        table = readers[path].read_row_group(group, columns=list(columns))
         for c in columns:
             pending[c].append(_column_numpy(table.column(c)))
         size += table.num_rows
