@@ -15,7 +15,10 @@ import logging
 import os
 import sys
 
-from scaleout.config import BACKENDS, OPTIMIZERS, SOURCES, SPLITS, DataConfig, ModelConfig, TrainConfig
+from pathlib import Path
+
+from scaleout.config import (BACKENDS, INDEX_MODES, OPTIMIZERS, SOURCES, SPLITS, DataConfig, IndexConfig, ModelConfig,
+                             TrainConfig)
 from scaleout.errors import ScaleoutError
 from scaleout.rundir import RunDir
 
@@ -154,6 +157,11 @@ def cmd_train(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
+    if a.indexes:
+        from scaleout.indexer import evaluate_through_indexes
+
+        print(json.dumps(evaluate_through_indexes(RunDir(a.run), tuple(a.indexes)), indent=2, sort_keys=True))
+        return
     from scaleout.train import evaluate_run
 
     metrics = evaluate_run(RunDir(a.run), TrainConfig(eval_batch_size=a.eval_batch_size))
@@ -162,28 +170,115 @@ def cmd_evaluate(a) -> None:
 
 def cmd_recommend(a) -> None:
     if a.saved_model:
-        from scaleout.export import query_saved_model
+        from scaleout.export import ScannOpsMissing, query_saved_model
 
-        rec = query_saved_model(a.saved_model, [a.user])[0]
+        try:
+            rec = query_saved_model(a.saved_model, [a.user])[0]
+        except ScannOpsMissing as exc:
+            if not a.run:
+                raise
+            log.warning("%s; answering with BruteForce over %s instead", exc, a.run)
+            rec = _catalogue(a).recommend(a.user, a.k, "brute_force")
         if len(rec.titles) < a.k:
             raise ScaleoutError(f"the SavedModel was exported with k={len(rec.titles)}; asked for -k {a.k}")
         rec = dataclasses.replace(rec, scores=rec.scores[:a.k], movie_ids=rec.movie_ids[:a.k], titles=rec.titles[:a.k])
     else:
-        from scaleout.data.dataset import Dataset
-        from scaleout.export import Catalogue
-
-        run = RunDir(a.run)
-        rec = Catalogue(Dataset(run.data), run.model).recommend(a.user, a.k)
+        rec = _catalogue(a).recommend(a.user, a.k, a.index)
     _print_recommendation(rec)
 
 
-def cmd_export(a) -> None:
-    from scaleout.data.dataset import Dataset
+def _catalogue(a):
     from scaleout.export import Catalogue
 
+    return Catalogue(RunDir(a.run))
+
+
+def cmd_export(a) -> None:
+    catalogue = _catalogue(a)
     run = RunDir(a.run)
-    path = Catalogue(Dataset(run.data), run.model).export_brute_force(a.out or run.export("brute_force"), a.k)
-    print(path)
+    for kind in a.kind:
+        out = (Path(a.out) / kind if len(a.kind) > 1 else Path(a.out)) if a.out else run.export(kind)
+        print(catalogue.export(kind, out, a.k))
+
+
+def index_args(p: argparse.ArgumentParser) -> None:
+    """Options of the embed-and-index job, shared by `scaleout index` and jobs/embed_index.py."""
+    from scaleout.embeddings import DEFAULT_PART_ROWS
+    from scaleout.indexer import INDEX_KINDS
+
+    c = IndexConfig()
+    p.add_argument("--candidates", help="candidate table: Parquet file or directory of shards "
+                                        "(default RUN/data/candidates.parquet)")
+    p.add_argument("--embeddings", help="index these embeddings (Parquet: movie_id, embedding [, movie_title]) "
+                                        "instead of embedding with RUN/model; checked against the candidates")
+    p.add_argument("--part-rows", type=int, default=DEFAULT_PART_ROWS,
+                   help="candidates per output part, the unit of work and of resuming (default %(default)s)")
+    p.add_argument("--max-parts", type=int, default=None,
+                   help="embed at most this many parts in this run, then stop (run again to continue)")
+    p.add_argument("--indexes", nargs="+", choices=INDEX_KINDS, default=list(INDEX_KINDS),
+                   help="indexes to build (default: all)")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false",
+                   help="skip FactorizedTopK through each index on the test split")
+    p.add_argument("--export", nargs="*", choices=("brute_force", "scann"), default=[],
+                   help="then export these retrieval SavedModels to RUN/export/KIND")
+    p.add_argument("--export-k", type=int, default=10, help="k of the exports (default %(default)s)")
+    g = p.add_argument_group("ScaNN (0: scale with the number of candidates)")
+    g.add_argument("--scann-mode", choices=INDEX_MODES, default=c.mode,
+                   help="auto: exact below %s candidates, hashing below %s, else tree + hashing"
+                        % (f"{c.brute_force_below:,}", f"{c.tree_below:,}"))
+    g.add_argument("--num-leaves", type=int, default=c.num_leaves, help="tree leaves (default about sqrt(N))")
+    g.add_argument("--leaves-to-search", type=int, default=c.leaves_to_search,
+                   help=f"default {c.leaves_fraction:g} of the leaves")
+    g.add_argument("--reorder", type=int, default=c.reorder,
+                   help=f"candidates rescored exactly (default max({c.reorder_per_k} k, {c.reorder_min}))")
+    g.add_argument("--dims-per-block", type=int, default=c.dims_per_block, help="default %(default)s")
+    g.add_argument("--anisotropic-threshold", type=float, default=c.anisotropic_threshold, help="default %(default)s")
+    g.add_argument("--training-sample-size", type=int, default=c.training_sample_size,
+                   help="tree training sample (default min(N, 250k))")
+    r = p.add_argument_group("Ray backend")
+    r.add_argument("--workers", type=int, default=2, help="embedding actors (default %(default)s)")
+    r.add_argument("--cpus-per-worker", type=int, default=1, help="default %(default)s")
+
+
+def index_config(a: argparse.Namespace) -> IndexConfig:
+    return IndexConfig(mode=a.scann_mode, num_leaves=a.num_leaves, leaves_to_search=a.leaves_to_search,
+                       reorder=a.reorder, dims_per_block=a.dims_per_block,
+                       anisotropic_threshold=a.anisotropic_threshold, training_sample_size=a.training_sample_size)
+
+
+def run_index_job(a: argparse.Namespace, backend: str) -> dict:
+    from scaleout.indexer import evaluate_through_indexes, index_run
+
+    run = RunDir(a.run)
+    summary = index_run(run, backend=backend, workers=a.workers, cpus_per_worker=a.cpus_per_worker,
+                        part_rows=a.part_rows, kinds=tuple(a.indexes), index_cfg=index_config(a),
+                        candidates=a.candidates, embeddings=a.embeddings, max_parts=a.max_parts)
+    if not summary["indexes"]:
+        return summary
+    if a.evaluate:
+        if a.candidates or a.embeddings:
+            log.info("--candidates or --embeddings given: skipping the evaluation on RUN/data's test split")
+        else:
+            summary["evaluation"] = evaluate_through_indexes(run, tuple(a.indexes))
+    if a.export:
+        from scaleout.export import Catalogue
+
+        catalogue = Catalogue(run)
+        summary["exports"] = {kind: str(catalogue.export(kind, run.export(kind), a.export_k)) for kind in a.export}
+    return summary
+
+
+def cmd_index(a) -> None:
+    if a.backend == "ray":
+        connect_ray(a.address)
+    print(json.dumps(run_index_job(a, a.backend), indent=2, sort_keys=True))
+
+
+def cmd_verify(a) -> None:
+    from scaleout.artifacts import verify_run
+
+    for line in verify_run(RunDir(a.run)):
+        print(line)
 
 
 def cmd_pipeline(a) -> None:
@@ -217,15 +312,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", cmd_evaluate, "evaluate RUN/model on the test split of RUN/data")
     p.add_argument("--eval-batch-size", type=int, default=TrainConfig().eval_batch_size)
+    p.add_argument("--max-parts", type=int, default=None,
+                   help="embed at most this many parts in this run, then stop (run again to continue)")
+    p.add_argument("--indexes", nargs="+", choices=("brute_force", "scann"),
+                   help="FactorizedTopK through these indexes of RUN/index instead (after `scaleout index`)")
+
+    p = command("index", cmd_index, "embed every candidate with RUN/model, build the indexes, evaluate through them")
+    p.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local: this process; ray: Ray Data and a pool of actors (default %(default)s)")
+    p.add_argument("--address", default=None, help="Ray cluster address (backend ray; default as for train)")
+    index_args(p)
 
     p = command("recommend", cmd_recommend, "print the top k titles for one user", run_required=False)
     p.add_argument("--user", required=True, help="raw user id, e.g. 42")
     p.add_argument("-k", type=int, default=3, help="how many (default %(default)s)")
-    p.add_argument("--saved-model", help="answer from this exported SavedModel directory instead of RUN/model")
+    p.add_argument("--index", choices=("brute_force", "scann"), default="brute_force",
+                   help="answer from this index of RUN (scann needs `scaleout index`; default %(default)s)")
+    p.add_argument("--saved-model", help="answer from this exported SavedModel directory instead; with --run, "
+                                         "a ScaNN export that cannot load falls back to BruteForce with a warning")
 
-    p = command("export", cmd_export, "export the BruteForce retrieval SavedModel to RUN/export/brute_force")
+    p = command("export", cmd_export, "export retrieval SavedModels to RUN/export/KIND")
+    p.add_argument("--kind", nargs="+", choices=("brute_force", "scann"), default=["brute_force"],
+                   help="which (scann needs `scaleout index`; default brute_force)")
     p.add_argument("-k", type=int, default=10, help="results per query, fixed in the SavedModel (default %(default)s)")
-    p.add_argument("--out", help="export directory instead of RUN/export/brute_force")
+    p.add_argument("--out", help="export directory instead of RUN/export/KIND")
+
+    p = command("verify", cmd_verify, "recompute the fingerprints of RUN/artifacts.json and check their links")
 
     p = command("pipeline", cmd_pipeline, "prepare, train, evaluate, recommend and export in one go")
     p.add_argument("--user", default="42", help="user to recommend for (default %(default)s)")

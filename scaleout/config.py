@@ -145,6 +145,9 @@ class TrainConfig:
                               "the global batch is split evenly over the workers")
 
 
+INDEX_MODES = ("auto", "brute_force", "ah", "tree")
+
+
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
     """How the ScaNN index is built; 0 means "scale with the catalogue" (see scaleout.index.Scann).
@@ -155,16 +158,27 @@ class IndexConfig:
     into a tree of about sqrt(N) leaves first.
     """
 
+    mode: str = "auto"  # or brute_force, ah, tree
     num_leaves: int = 0
     training_sample_size: int = 0
     dims_per_block: int = 2
     anisotropic_threshold: float = 0.2
     brute_force_below: int = 20_000
     tree_below: int = 100_000
+    # Default search settings (each search call may override them):
+    leaves_to_search: int = 0  # 0: leaves_fraction of the leaves
+    leaves_fraction: float = 0.05
+    reorder: int = 0  # 0: max(reorder_per_k * k, reorder_min)
+    reorder_per_k: int = 10
+    reorder_min: int = 100
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "num_leaves", "training_sample_size", "brute_force_below", "tree_below",
-                  note="0 (automatic) or more")
-        _at_least(self, 1, "dims_per_block")
+                  "leaves_to_search", "reorder", note="0 (automatic) or more")
+        _at_least(self, 1, "dims_per_block", "reorder_per_k", "reorder_min")
+        if self.mode not in INDEX_MODES:
+            raise ConfigError(f"unknown ScaNN mode {self.mode!r}; expected one of {', '.join(INDEX_MODES)}")
+        if not 0.0 < self.leaves_fraction <= 1.0:
+            raise ConfigError(f"leaves_fraction must be in (0, 1], got {self.leaves_fraction}")
         if not 0.0 <= self.anisotropic_threshold < 1.0:
             raise ConfigError(f"anisotropic_threshold must be in [0, 1), got {self.anisotropic_threshold}")

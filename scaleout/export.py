@@ -4,29 +4,45 @@ An export is a plain TensorFlow SavedModel with one signature,
 ``serving_default``: ``user_id`` (``[batch]`` strings) in; ``scores``
 (``[batch, k]`` float32), ``movie_id`` and ``movie_title`` (``[batch, k]``
 strings) out, best first. k is fixed when exporting and is the static second
-dimension of every output. Loading needs TensorFlow only, not scaleout.
+dimension of every output.
+
+Two kinds, each the TFRS retrieval layer over the run's candidate embeddings:
+
+  brute_force  ``tfrs.layers.factorized_top_k.BruteForce``; loads with TensorFlow alone
+  scann        ``tfrs.layers.factorized_top_k.ScaNN`` holding the run's saved ScaNN
+               index itself (the searcher is rebuilt from the index files, not
+               trained again), so it answers as the index does in-process. It holds
+               ScaNN ops: the loading process must ``import scann`` first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 
-from scaleout import __version__
-from scaleout.data.dataset import Dataset
-from scaleout.embed import embed
+from scaleout import __version__, artifacts
+from scaleout.embeddings import EmbeddingSet, embed
 from scaleout.errors import ArtifactError, ScaleoutError
 from scaleout.fsutil import atomic_dir, write_json
-from scaleout.index import BruteForce
+from scaleout.index import BruteForce, Index, Scann
+from scaleout.indexer import check_embeddings_of_model, check_query_dim, open_index
 from scaleout.model import QUERY_FEATURE, tf, tfrs
+from scaleout.rundir import RunDir
 from scaleout.train import Towers
 
 log = logging.getLogger(__name__)
 EXPORT_JSON = "export.json"
+EXPORT_KINDS = ("brute_force", "scann")
+SCANN_FIX = ("install ScaNN (pip install scann==1.4.2) and `import scann` in the loading process before "
+             "tf.saved_model.load, or serve the brute_force export instead")
+
+
+class ScannOpsMissing(ArtifactError):
+    """A ScaNN SavedModel was loaded where ScaNN's TensorFlow ops are not registered."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,74 +54,159 @@ class Recommendation:
     titles: list[str]
 
 
-class BruteForceServer(tf.Module):
-    """The TFRS ``BruteForce`` layer over all candidates, keyed by raw user id."""
+class _Server(tf.Module):
+    """``serving_default`` around a TFRS retrieval layer whose identifiers are candidate rows."""
 
-    def __init__(self, query_tower, embeddings: np.ndarray, ids: np.ndarray, titles: np.ndarray, k: int):
+    def __init__(self, layer, ids: np.ndarray, titles: np.ndarray, k: int):
         super().__init__()
-        self.index = tfrs.layers.factorized_top_k.BruteForce(query_tower, k=k)
-        # Rows are the identifiers; ids and titles are looked up from them.
-        self.index.index(tf.constant(embeddings), tf.range(len(ids), dtype=tf.int32))
+        self.layer, self.k = layer, k
         self.movie_ids = tf.constant(np.asarray(ids, dtype=object))
         self.movie_titles = tf.constant(np.asarray(titles, dtype=object))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serve(self, user_id):
-        scores, rows = self.index(user_id)
+        scores, rows = self.layer(user_id)
+        scores = tf.ensure_shape(scores, [None, self.k])
+        rows = tf.ensure_shape(rows, [None, self.k])
         return {"scores": scores, "movie_id": tf.gather(self.movie_ids, rows),
                 "movie_title": tf.gather(self.movie_titles, rows)}
 
 
-class Catalogue:
-    """A run's trained towers, candidates and their embeddings, loaded once."""
+def brute_force_layer(query_tower, vectors: np.ndarray, k: int):
+    layer = tfrs.layers.factorized_top_k.BruteForce(query_tower, k=k)
+    layer.index(tf.constant(vectors), tf.range(len(vectors), dtype=tf.int32))
+    return layer
 
-    def __init__(self, dataset: Dataset, model_dir: str | Path):
-        self.dataset = dataset
-        self.towers = Towers.load(model_dir)
-        candidates = dataset.candidates
-        self.ids = candidates.column("movie_id").to_numpy(zero_copy_only=False).astype(str)
-        self.titles = candidates.column("movie_title").to_numpy(zero_copy_only=False).astype(str)
-        self.users = set(dataset.vocabulary(QUERY_FEATURE))
-        start = time.monotonic()
-        self.embeddings = embed(self.towers.candidate, self.ids)
-        log.info("embedded %s candidates in %.2f s", f"{len(self.ids):,}", time.monotonic() - start)
+
+def scann_layer(query_tower, index: Scann, k: int):
+    """The TFRS ScaNN layer answering from ``index`` (loaded from its directory) with its default search settings."""
+    settings = index.search_settings(k)
+
+    class IndexedScaNN(tfrs.layers.factorized_top_k.ScaNN):
+        """TFRS's ScaNN layer with a given searcher and search settings (TFRS would train its own)."""
+
+        def call(self, queries, k=None):
+            from scann.scann_ops.py import scann_ops
+
+            searcher = scann_ops.searcher_from_module(self._serialized_searcher)
+            result = searcher.search_batched_parallel(self.query_model(queries), **settings)
+            return result.distances, result.indices
+
+    layer = IndexedScaNN(query_tower, k=k)
+    layer._serialized_searcher = index.tf_state()  # the saved index's own searcher
+    return layer, settings
+
+
+class Catalogue:
+    """A run's trained towers and candidate embeddings, loaded and checked once.
+
+    With RUN/embeddings (``scaleout index``) the embeddings come from there and
+    are checked against the model; without, they are computed here, in memory.
+    """
+
+    def __init__(self, run: RunDir):
+        from scaleout.data.dataset import Dataset
+
+        self.run = run
+        self.dataset = Dataset(run.data)
+        self.towers = Towers.load(run.model)
+        self.users = set(self.dataset.vocabulary(QUERY_FEATURE))
+        if (run.embeddings / "embeddings.json").is_file():
+            self.embeddings = EmbeddingSet(run.embeddings)
+            check_embeddings_of_model(run, self.embeddings)
+            check_query_dim(self.towers.query, self.embeddings)
+            self.ids, self.vectors, self.titles = self.embeddings.load(titles=True)
+        else:
+            log.info("no %s: embedding the candidates in this process (run `scaleout index` to keep them)",
+                     run.embeddings)
+            self.embeddings = None
+            candidates = self.dataset.candidates
+            self.ids = candidates.column("movie_id").to_numpy(zero_copy_only=False).astype(str)
+            self.titles = candidates.column("movie_title").to_numpy(zero_copy_only=False).astype(str)
+            self.vectors = embed(self.towers.candidate, self.ids)
         self._title_of = dict(zip(self.ids, self.titles))
 
-    def index(self) -> BruteForce:
-        return BruteForce().build(self.ids, self.embeddings)
+    def index(self, kind: str = "brute_force") -> Index:
+        if kind == "brute_force" and self.embeddings is None:
+            return BruteForce().build(self.ids, self.vectors)
+        if self.embeddings is None:
+            raise ArtifactError(f"{self.run.embeddings}: no candidate embeddings; run `scaleout index` first")
+        return open_index(self.run, kind, self.embeddings)
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
+    def recommend(self, user_id: str, k: int, kind: str = "brute_force") -> Recommendation:
         known = user_id in self.users
         if not known:
             log.warning("user %r is not in the training vocabulary: scoring with the unknown-user embedding", user_id)
         query = self.towers.query(tf.constant([user_id])).numpy()
-        scores, ids = self.index().search(query, k)
+        scores, ids = self.index(kind).search(query, k)
         return Recommendation(user_id, known, scores[0], ids[0], [self._title_of[i] for i in ids[0]])
 
-    def export_brute_force(self, directory: str | Path, k: int) -> Path:
+    def export(self, kind: str, directory: str | Path, k: int) -> Path:
+        """Writes the ``kind`` retrieval SavedModel with k results per query to ``directory``."""
+        if kind not in EXPORT_KINDS:
+            raise ScaleoutError(f"unknown export kind {kind!r}; expected one of {', '.join(EXPORT_KINDS)}")
         if not 1 <= k <= len(self.ids):
             raise ScaleoutError(f"k={k} but there are {len(self.ids)} candidates; expected 1 <= k <= {len(self.ids)}")
-        server = BruteForceServer(self.towers.query, self.embeddings, self.ids, self.titles, k)
+        info: dict = {}
+        options = None
+        if kind == "scann":
+            index = self.index("scann")
+            layer, settings = scann_layer(self.towers.query, index, k)
+            info = {"index": {"mode": index.mode, "num_leaves": index.num_leaves, "search": settings,
+                              "built_from": index.meta.get("source", {})}}
+            options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+        else:
+            layer = brute_force_layer(self.towers.query, self.vectors, k)
+        server = _Server(layer, self.ids, self.titles, k)
         with atomic_dir(directory) as tmp:
-            tf.saved_model.save(server, str(tmp / "saved_model"), signatures={"serving_default": server.serve})
+            tf.saved_model.save(server, str(tmp / "saved_model"), signatures={"serving_default": server.serve},
+                                options=options)
             write_json(tmp / EXPORT_JSON, {
-                "kind": "brute_force", "k": k, "candidates": len(self.ids),
-                "embedding_dim": int(self.embeddings.shape[1]), "scaleout_version": __version__,
+                "kind": kind, "k": k, "candidates": len(self.ids), "embedding_dim": int(self.vectors.shape[1]),
+                "scaleout_version": __version__, "versions": artifacts.versions(),
+                "needs": ["tensorflow", "scann (import scann before loading)"] if kind == "scann" else ["tensorflow"],
                 "signature": {"inputs": {"user_id": "string [batch]"},
                               "outputs": {"scores": f"float32 [batch, {k}]", "movie_id": f"string [batch, {k}]",
                                           "movie_title": f"string [batch, {k}]"}},
-                "dataset": str(self.dataset.path.resolve()),
+                "embeddings": self.embeddings.fingerprint if self.embeddings else None,
+                **info,
             })
-        log.info("exported the BruteForce retrieval model (k=%d) to %s", k, directory)
+        if self.embeddings is not None and Path(directory).resolve() == self.run.export(kind).resolve():
+            inputs = ("query_tower", "embeddings") + (("index/scann",) if kind == "scann" else ())
+            artifacts.record(self.run, f"export/{kind}", inputs=inputs, path=f"export/{kind}", k=k)
+        log.info("exported the %s retrieval model (k=%d) to %s", kind, k, directory)
         return Path(directory)
+
+
+def export_info(directory: str | Path) -> dict:
+    meta = Path(directory) / EXPORT_JSON
+    if not (Path(directory) / "saved_model" / "saved_model.pb").is_file() or not meta.is_file():
+        raise ArtifactError(f"{directory}: no exported SavedModel here (expected saved_model/saved_model.pb and "
+                            f"{EXPORT_JSON})")
+    return json.loads(meta.read_text())
+
+
+def load_saved_model(directory: str | Path):
+    """The ``serving_default`` function of an export; registers ScaNN's ops first when it needs them."""
+    info = export_info(directory)
+    missing = None
+    if info.get("kind") == "scann":
+        try:
+            import scann.scann_ops.py.scann_ops  # noqa: F401  (registers the Scann>* ops)
+        except ImportError as exc:
+            missing = exc
+    try:
+        return tf.saved_model.load(str(Path(directory) / "saved_model")).signatures["serving_default"]
+    except (tf.errors.NotFoundError, RuntimeError) as exc:  # the error's type depends on where loading fails
+        if "Op type not registered" in str(exc) and "Scann" in str(exc):
+            why = f"ScaNN is not importable here ({missing})" if missing else "ScaNN's ops are not registered"
+            raise ScannOpsMissing(f"{directory}: this SavedModel holds ScaNN ops but {why}; {SCANN_FIX}") from exc
+        raise ArtifactError(f"{directory}: cannot load the SavedModel ({exc})") from exc
 
 
 def query_saved_model(directory: str | Path, user_ids: list[str]) -> list[Recommendation]:
     """Loads an export (see module doc) and answers ``user_ids`` with it."""
-    path = Path(directory) / "saved_model"
-    if not (path / "saved_model.pb").is_file():
-        raise ArtifactError(f"{directory}: no exported SavedModel here (expected {path}/saved_model.pb)")
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    serve = load_saved_model(directory)
     out = serve(user_id=tf.constant(user_ids))
     titles = out["movie_title"].numpy()
     ids = out["movie_id"].numpy()
@@ -113,4 +214,3 @@ def query_saved_model(directory: str | Path, user_ids: list[str]) -> list[Recomm
         Recommendation(u, True, out["scores"].numpy()[i], ids[i].astype(str), [t.decode() for t in titles[i]])
         for i, u in enumerate(user_ids)
     ]
-

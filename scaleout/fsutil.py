@@ -30,11 +30,16 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, final)
+
+
+def replace_dir(complete: Path, final: Path) -> None:
+    """Renames the finished directory ``complete`` to ``final``, replacing an existing one only now."""
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, old)
-    os.rename(tmp, final)
+    os.rename(complete, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -56,6 +61,19 @@ def sha256(path: str | Path, block: int = 1 << 20) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+def tree_fingerprint(root: str | Path) -> str:
+    """One sha256 over every file under ``root``: its relative path, size and content."""
+    h = hashlib.sha256()
+    for name, entry in checksums(root).items():
+        h.update(f"{name}\0{entry['bytes']}\0{entry['sha256']}\n".encode())
+    return h.hexdigest()
+
+
+def json_fingerprint(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def checksums(root: str | Path) -> dict[str, dict[str, Any]]:

@@ -46,6 +46,7 @@ class Index(abc.ABC):
 
     def __init__(self):
         self.ids: np.ndarray | None = None
+        self.meta: dict = {}
 
     @abc.abstractmethod
     def build(self, ids: np.ndarray, embeddings: np.ndarray) -> "Index":
@@ -56,8 +57,12 @@ class Index(abc.ABC):
         """queries: [batch, dim]. Returns (scores [batch, k] float32, ids [batch, k]), best first."""
 
     @abc.abstractmethod
-    def save(self, directory: str | Path) -> None:
-        """Writes the index to ``directory`` atomically."""
+    def save(self, directory: str | Path, source: dict | None = None) -> None:
+        """Writes the index to ``directory`` atomically; ``source`` (what it was built from) goes in index.json."""
+
+    @property
+    def size(self) -> int:
+        return 0 if self.ids is None else len(self.ids)
 
     def _check_k(self, k: int) -> None:
         if self.ids is None:
@@ -95,12 +100,12 @@ class BruteForce(Index):
         rows = np.concatenate(all_rows)
         return np.concatenate(all_scores), self.ids[rows]
 
-    def save(self, directory):
+    def save(self, directory, source=None):
         with atomic_dir(directory) as tmp:
             np.save(tmp / "embeddings.npy", self.embeddings)
             np.save(tmp / "ids.npy", self.ids)
             write_json(tmp / INDEX_JSON, {"kind": self.kind, "candidates": len(self.ids),
-                                          "dim": int(self.embeddings.shape[1])})
+                                          "dim": int(self.embeddings.shape[1]), "source": source or {}})
 
     @classmethod
     def load(cls, directory):
@@ -109,12 +114,14 @@ class BruteForce(Index):
         try:
             embeddings = np.load(directory / "embeddings.npy")
             ids = np.load(directory / "ids.npy")
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{directory}: corrupt or truncated index ({exc})") from exc
+        except (OSError, ValueError, EOFError) as exc:
+            raise ArtifactError(f"{directory}: corrupt or truncated index ({type(exc).__name__}: {exc})") from exc
         if embeddings.shape != (meta["candidates"], meta["dim"]):
             raise ArtifactError(f"{directory}: embeddings have shape {embeddings.shape}; "
                                 f"{INDEX_JSON} says ({meta['candidates']}, {meta['dim']})")
-        return cls().build(ids, embeddings)
+        index = cls().build(ids, embeddings)
+        index.meta = meta
+        return index
 
 
 class Scann(Index):
@@ -135,6 +142,7 @@ class Scann(Index):
     def __init__(self, cfg: IndexConfig = IndexConfig()):
         super().__init__()
         self.cfg = cfg
+        self.directory: Path | None = None
 
     def build(self, ids, embeddings):
         from scann import scann_ops_pybind
@@ -142,7 +150,8 @@ class Scann(Index):
         ids, embeddings = np.asarray(ids).astype(str), np.ascontiguousarray(embeddings, dtype=np.float32)
         check_embeddings(ids, embeddings)
         n, cfg = len(ids), self.cfg
-        self.mode = "brute_force" if n < cfg.brute_force_below else "ah" if n < cfg.tree_below else "tree"
+        self.mode = cfg.mode if cfg.mode != "auto" else \
+            "brute_force" if n < cfg.brute_force_below else "ah" if n < cfg.tree_below else "tree"
         self.num_leaves = (cfg.num_leaves or max(2, round(math.sqrt(n)))) if self.mode == "tree" else 0
         if self.num_leaves > n:
             raise ConfigError(f"num_leaves={self.num_leaves} but there are {n} candidates; a leaf needs at least one")
@@ -157,19 +166,19 @@ class Scann(Index):
             builder = builder.score_brute_force()
         else:
             builder = builder.score_ah(cfg.dims_per_block, anisotropic_quantization_threshold=cfg.anisotropic_threshold)
-            builder = builder.reorder(100)
+            builder = builder.reorder(self.default_reorder(10))
         self.searcher = builder.build()
         self.ids, self.dim = ids, embeddings.shape[1]
         return self
 
     def default_leaves_to_search(self) -> int:
-        return max(1, math.ceil(self.num_leaves / 20))
+        return self.cfg.leaves_to_search or max(1, math.ceil(self.num_leaves * self.cfg.leaves_fraction))
 
-    def search(self, queries, k, leaves_to_search: int | None = None, reorder: int | None = None):
-        self._check_k(k)
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if queries.shape[1] != self.dim:
-            raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {self.dim}")
+    def default_reorder(self, k: int) -> int:
+        return max(k, self.cfg.reorder or max(self.cfg.reorder_per_k * k, self.cfg.reorder_min))
+
+    def search_settings(self, k: int, leaves_to_search: int | None = None, reorder: int | None = None) -> dict:
+        """The keyword arguments of ScaNN's search for these settings (defaults filled in), checked."""
         settings = {"final_num_neighbors": k}
         if leaves_to_search is not None and self.mode != "tree":
             raise ConfigError(f"leaves_to_search applies to a tree; this {self.mode} index of {len(self.ids):,} "
@@ -182,11 +191,19 @@ class Scann(Index):
         if reorder is not None and self.mode == "brute_force":
             raise ConfigError("reorder applies to hashed scores; this index scores every candidate exactly")
         if self.mode != "brute_force":
-            settings["pre_reorder_num_neighbors"] = max(k, reorder or max(10 * k, 100))
+            settings["pre_reorder_num_neighbors"] = max(k, reorder or self.default_reorder(k))
+        return settings
+
+    def search(self, queries, k, leaves_to_search: int | None = None, reorder: int | None = None):
+        self._check_k(k)
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.dim:
+            raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {self.dim}")
+        settings = self.search_settings(k, leaves_to_search, reorder)
         rows, scores = self.searcher.search_batched(queries, **settings)
         return scores.astype(np.float32, copy=False), self.ids[rows.astype(np.int64)]
 
-    def save(self, directory):
+    def save(self, directory, source=None):
         with atomic_dir(directory) as tmp:
             (tmp / "scann").mkdir()
             # Relative asset paths: the directory is renamed into place after writing.
@@ -194,7 +211,7 @@ class Scann(Index):
             np.save(tmp / "ids.npy", self.ids)
             write_json(tmp / INDEX_JSON, {"kind": self.kind, "mode": self.mode, "candidates": len(self.ids),
                                           "dim": int(self.dim), "num_leaves": self.num_leaves,
-                                          "config": dataclasses.asdict(self.cfg)})
+                                          "config": dataclasses.asdict(self.cfg), "source": source or {}})
 
     @classmethod
     def load(cls, directory):
@@ -211,14 +228,57 @@ class Scann(Index):
         if len(index.ids) != meta["candidates"]:
             raise ArtifactError(f"{directory}: {len(index.ids)} ids; {INDEX_JSON} says {meta['candidates']}")
         index.mode, index.num_leaves, index.dim = meta["mode"], meta["num_leaves"], meta["dim"]
+        index.meta, index.directory = meta, directory
         return index
 
+    def tf_state(self):
+        """This index, as loaded from its directory, as ScaNN's TensorFlow state (``scann_ops.ScannState``).
 
-def _read_meta(directory: Path, kind: str) -> dict:
+        The TF ops rebuild the very searcher saved by ``save`` from its files,
+        so a SavedModel answers exactly as this index does (training a second
+        searcher would not: ScaNN's training is not deterministic).
+        """
+        from scann.scann_ops.py import scann_ops
+
+        from scaleout.model import tf
+
+        if self.directory is None:
+            raise ScaleoutError("save the ScaNN index and load it back before turning it into TensorFlow state")
+        d = self.directory / "scann"
+
+        def blob(name):
+            return tf.constant([(d / name).read_bytes() if (d / name).is_file() else b""])
+
+        def array(name, dtype):
+            return tf.constant(np.load(d / name) if (d / name).is_file() else np.zeros((), dtype))
+
+        try:
+            return scann_ops.ScannState((
+                blob("scann_config.pb"), blob("serialized_partitioner.pb"), array("datapoint_to_token.npy", np.int32),
+                blob("ah_codebook.pb"), array("hashed_dataset.npy", np.uint8), array("int8_dataset.npy", np.int8),
+                array("int8_multipliers.npy", np.float32), array("dp_norms.npy", np.float32),
+                array("dataset.npy", np.float32)))
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{d}: cannot read the saved ScaNN searcher ({exc})") from exc
+
+
+KINDS = {"brute_force": BruteForce, "scann": Scann}
+
+
+def load_index(directory: str | Path) -> Index:
+    """Loads the index saved in ``directory``, whichever kind its index.json names."""
+    directory = Path(directory)
+    kind = _read_meta(directory, None).get("kind")
+    if kind not in KINDS:
+        raise ArtifactError(f"{directory}: unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return KINDS[kind].load(directory)
+
+
+def _read_meta(directory: Path, kind: str | None) -> dict:
     try:
         meta = json.loads((directory / INDEX_JSON).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{directory}: not a saved index ({INDEX_JSON}: {exc})") from exc
-    if meta.get("kind") != kind:
+    if kind is not None and meta.get("kind") != kind:
         raise ArtifactError(f"{directory}: holds a {meta.get('kind')!r} index; expected {kind!r}")
     return meta

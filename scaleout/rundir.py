@@ -5,7 +5,13 @@
                              SavedModels) and model.json (settings, vocab sizes)
   RUN/metrics/train.json     per-epoch loss, seconds and examples/s of the last fit
   RUN/metrics/eval.json      test metrics, named as TFRS names them
-  RUN/export/brute_force/    retrieval SavedModel: raw user id in, scores, ids, titles out
+  RUN/embeddings/            candidate embeddings, Parquet parts + embeddings.json
+                             (scaleout.embeddings)
+  RUN/index/scann/           ScaNN index (scaleout.index); RUN/index/brute_force/ too
+  RUN/metrics/index_eval.json  FactorizedTopK through each index, side by side
+  RUN/export/scann/          retrieval SavedModels (TFRS ScaNN / BruteForce layers):
+  RUN/export/brute_force/    raw user id in; scores, movie ids, titles out
+  RUN/artifacts.json         fingerprints and links of all of the above
 """
 
 from __future__ import annotations
@@ -39,3 +45,18 @@ class RunDir:
 
     def export(self, kind: str) -> Path:
         return self.root / "export" / kind
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    def index(self, kind: str) -> Path:
+        return self.root / "index" / kind
+
+    @property
+    def index_eval_metrics(self) -> Path:
+        return self.root / "metrics" / "index_eval.json"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts.json"

@@ -42,7 +42,7 @@ def test_pipeline_reproduces_the_tutorial(run):
     assert [e["epoch"] for e in train["epochs"]] == [1, 2, 3]
     assert train["epochs"][2]["loss"] < train["epochs"][0]["loss"]
     assert "epoch 3/3" in log
-    assert len(summary["recommendations"]["titles"]) == 3
+    assert len(summary["recommendations"]["brute_force"]) == 3
 
 
 def test_recommend_and_the_saved_model_in_a_fresh_process_agree(run):
@@ -50,7 +50,7 @@ def test_recommend_and_the_saved_model_in_a_fresh_process_agree(run):
     rec = run_cli("recommend", "--run", root, "--user", "42", "-k", "3")
     assert rec.returncode == 0, rec.stderr
     titles = top3(rec.stdout)
-    assert titles == summary["recommendations"]["titles"]
+    assert titles == summary["recommendations"]["brute_force"]
     fresh = subprocess.run([sys.executable, "-c", FRESH_PROCESS_QUERY, str(root / "export" / "brute_force")],
                            capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr[-2000:]

@@ -1,0 +1,41 @@
+"""Ray job: embed every candidate in parallel with Ray Data, build the indexes, evaluate through them, export.
+
+    ray job submit --working-dir . -- python jobs/embed_index.py --run /shared/runs/ml-100k --workers 2 \\
+        --export brute_force scann
+
+RUN/model must exist (``scaleout train``) on storage every node can read. The
+job writes RUN/embeddings, RUN/index/*, RUN/metrics/index_eval.json,
+RUN/export/* and RUN/artifacts.json as ``scaleout index --backend ray`` does.
+Started again after a failure, it keeps the embedding parts already written.
+"""
+
+import argparse
+import json
+import sys
+
+import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
+from scaleout.cli import connect_ray, index_args, run_index_job
+from scaleout.errors import ScaleoutError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="run directory holding model/ (absolute, shared by the nodes)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: the job's cluster)")
+    index_args(parser)
+    args = parser.parse_args()
+    try:
+        connect_ray(args.address)
+        summary = run_index_job(args, "ray")
+    except ScaleoutError as exc:
+        print(f"jobs/embed_index.py: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    sys.exit(main())

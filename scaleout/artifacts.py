@@ -1,0 +1,122 @@
+"""RUN/artifacts.json: one manifest tying a run's parts together.
+
+Each artifact (vocabularies, model, candidate embeddings, indexes, exports)
+is recorded with its path, a content fingerprint (sha256 over its files) and
+the fingerprints of the artifacts it was built from; the manifest also holds
+the library versions of the process that wrote it. ``verify_run`` recomputes
+every fingerprint and checks every link, so an index built from other
+embeddings, or embeddings of another model, is refused by name.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+from pathlib import Path
+
+from scaleout import __version__
+from scaleout.errors import ArtifactError
+from scaleout.fsutil import json_fingerprint, sha256, tree_fingerprint, write_json
+from scaleout.rundir import RunDir
+
+FORMAT = "scaleout-artifacts/1"
+PACKAGES = ("tensorflow", "tf_keras", "tensorflow-recommenders", "scann", "ray", "pyarrow", "numpy")
+
+
+def versions() -> dict[str, str]:
+    found = {"scaleout": __version__}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def vocabularies_fingerprint(data_dir: Path) -> str:
+    vocab = sorted((data_dir / "vocab").glob("*.parquet"))
+    if not vocab:
+        raise ArtifactError(f"{data_dir}: no vocabularies (vocab/*.parquet)")
+    return json_fingerprint({p.name: sha256(p) for p in vocab})
+
+
+def fingerprint(run: RunDir, name: str) -> str:
+    """The current content fingerprint of artifact ``name`` of ``run``."""
+    from scaleout.embeddings import EmbeddingSet
+
+    if name == "vocabularies":
+        return vocabularies_fingerprint(run.data)
+    if name == "model":
+        return tree_fingerprint(run.model)
+    if name in ("query_tower", "candidate_tower"):
+        return tree_fingerprint(run.model / name)
+    if name == "embeddings":
+        emb = EmbeddingSet(run.embeddings)
+        emb.verify()
+        return emb.fingerprint
+    kind, _, sub = name.partition("/")
+    if kind in ("index", "export") and sub:
+        path = run.index(sub) if kind == "index" else run.export(sub)
+        if not path.is_dir():
+            raise ArtifactError(f"{path}: missing")
+        return tree_fingerprint(path)
+    raise ArtifactError(f"unknown artifact {name!r}")
+
+
+def load(run: RunDir) -> dict:
+    path = run.artifacts
+    if not path.is_file():
+        return {"format": FORMAT, "artifacts": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: format {manifest.get('format')!r}; expected {FORMAT!r}")
+    return manifest
+
+
+def record(run: RunDir, name: str, inputs: tuple[str, ...] = (), fp: str | None = None, **info) -> str:
+    """Records artifact ``name`` (fingerprinted now unless ``fp``) and the current fingerprints of ``inputs``."""
+    manifest = load(run)
+    entries = manifest["artifacts"]
+    for dep in inputs:
+        if dep not in entries:
+            entries[dep] = {"fingerprint": fingerprint(run, dep), "inputs": {}, "recorded": _now()}
+    fp = fp or fingerprint(run, name)
+    entries[name] = {"fingerprint": fp, "inputs": {dep: entries[dep]["fingerprint"] for dep in inputs},
+                     "recorded": _now(), **info}
+    manifest["versions"] = versions()
+    manifest["scaleout_version"] = __version__
+    write_json(run.artifacts, manifest)
+    return fp
+
+
+def check_built_from(what: str, recorded: dict[str, str], current: dict[str, str], fix: str) -> None:
+    """ArtifactError unless each input ``what`` was built from is the one the run holds now."""
+    for dep, fp in recorded.items():
+        now = current.get(dep)
+        if now is not None and now != fp:
+            raise ArtifactError(f"{what} was built from other {dep} ({fp[:12]}) than the run holds now "
+                                f"({now[:12]}); {fix}")
+
+
+def verify_run(run: RunDir) -> list[str]:
+    """Recomputes every recorded fingerprint and checks every link; returns one line per artifact."""
+    manifest = load(run)
+    entries = manifest["artifacts"]
+    if not entries:
+        raise ArtifactError(f"{run.artifacts}: no artifacts recorded; run `scaleout index` first")
+    current = {name: fingerprint(run, name) for name in entries}
+    for name, entry in entries.items():  # every artifact as recorded, then every link
+        if current[name] != entry["fingerprint"]:
+            raise ArtifactError(f"{name}: its files changed since it was recorded in {run.artifacts} "
+                                f"({entry['fingerprint'][:12]} then, {current[name][:12]} now)")
+    for name, entry in entries.items():
+        check_built_from(name, entry.get("inputs", {}), current, "rebuild it (`scaleout index`, `scaleout export`)")
+    return [f"ok  {name:<20} {current[name][:16]}" for name in entries]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")

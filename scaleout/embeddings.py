@@ -1,0 +1,602 @@
+"""Candidate embeddings: the trained candidate tower over every candidate, in resumable parts.
+
+The candidate table (one Parquet file or a directory of shards, any number)
+is cut into *parts* of about ``part_rows`` rows, fixed by the files' row
+counts alone. Each part is read, embedded and written as one Parquet file,
+``part-NNNNN.parquet``, with the columns
+
+  movie_id     string                         the candidate id
+  movie_title  string (null where unknown)    its title
+  embedding    fixed_size_list<float32>[dim]  the candidate tower's output
+
+Parts are written to ``.NAME.partial/`` beside the output directory, each
+file renamed into place when complete with a sidecar ``part-NNNNN.json``
+(rows, bytes, sha256). A run that stops can be started again: parts already
+there are kept if the plan (candidate files and model) is the same. When every
+part is there the job checks that every candidate id has exactly one
+embedding, writes ``embeddings.json`` and renames the directory to its final
+name, replacing an earlier one only then.
+
+Backends: ``local`` embeds the parts in this process; ``ray`` reads them with
+Ray Data (one read task per part) and embeds them in a fixed pool of actors,
+each loading the saved candidate tower once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from scaleout import __version__
+from scaleout.errors import ArtifactError, DataError, ScaleoutError
+from scaleout.fsutil import json_fingerprint, replace_dir, sha256, tree_fingerprint, write_json
+
+log = logging.getLogger(__name__)
+
+ID, TITLE, VECTOR = "movie_id", "movie_title", "embedding"
+PART_COLUMN = "_part"
+EMBEDDINGS_JSON = "embeddings.json"
+PLAN_JSON = "plan.json"
+FORMAT = "scaleout-embeddings/1"
+DEFAULT_PART_ROWS = 500_000
+EMBED_BATCH = 65_536
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    number: int
+    file: str
+    start: int  # first row in ``file``
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.number:05d}.parquet"
+
+
+def candidate_files(path: str | Path) -> list[Path]:
+    """The Parquet files of a candidate table: ``path`` itself, or every ``*.parquet`` under it."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+        if files:
+            return files
+        raise DataError(f"{path}: no .parquet files in this directory; expected the candidate table's shards")
+    raise DataError(f"{path}: no such candidate table (a Parquet file or a directory of them)")
+
+
+def plan_parts(files: list[Path], part_rows: int) -> list[Part]:
+    """Cuts the files into parts of at most ``part_rows`` rows (a part never spans two files)."""
+    if part_rows < 1:
+        raise ScaleoutError(f"part_rows must be at least 1, got {part_rows}")
+    parts: list[Part] = []
+    for f in files:
+        try:
+            meta = pq.ParquetFile(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
+        names = meta.schema_arrow.names
+        if ID not in names:
+            raise DataError(f"{f}: no {ID!r} column; a candidate table needs {ID!r} (and optionally {TITLE!r}); "
+                            f"it has {names}")
+        n = meta.metadata.num_rows
+        for start in range(0, n, part_rows):
+            parts.append(Part(len(parts), str(f.resolve()), start, min(n, start + part_rows)))
+    if not parts:
+        raise DataError(f"the candidate table {', '.join(map(str, files))} has no rows; nothing to embed")
+    return parts
+
+
+def read_part(part: Part) -> pa.Table:
+    """The part's rows: movie_id (string), movie_title (string or null) and the part number."""
+    pf = pq.ParquetFile(part.file)
+    columns = [ID] + ([TITLE] if TITLE in pf.schema_arrow.names else [])
+    groups, offset, first = [], 0, None
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset < part.stop and offset + n > part.start:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    table = pf.read_row_groups(groups, columns=columns).slice(part.start - first, part.rows)
+    ids = table.column(ID)
+    if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
+        if not pa.types.is_integer(ids.type):
+            raise DataError(f"{part.file}: column {ID!r} is {ids.type}; expected strings or integers")
+        ids = pc.cast(ids, pa.string())
+    empty = pc.or_kleene(pc.is_null(ids), pc.equal(pc.utf8_length(pc.cast(ids, pa.string())), 0))
+    if pc.any(empty).as_py():
+        row = part.start + int(pc.index(empty, True).as_py())
+        raise DataError(f"{part.file}: row {row + 1}: {ID} is empty; every candidate needs an id")
+    titles = table.column(TITLE).cast(pa.string()) if TITLE in columns else pa.nulls(part.rows, pa.string())
+    return pa.table({ID: pc.cast(ids, pa.string()), TITLE: titles,
+                     PART_COLUMN: pa.array(np.full(part.rows, part.number, dtype=np.int32))})
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def embed(tower, ids: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
+    """Runs ``tower`` over string ``ids`` ([n]); returns float32 ``[n, dim]``."""
+    from scaleout.model import tf
+
+    parts = [tower(tf.constant(np.asarray(ids[i:i + batch_size], dtype=object)), training=False).numpy()
+             for i in range(0, len(ids), batch_size)]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def load_candidate_tower(model_dir: str | Path):
+    from scaleout.model import tf
+
+    path = Path(model_dir) / "candidate_tower"
+    if not path.is_dir():
+        raise ArtifactError(f"{model_dir}: no trained candidate tower (no candidate_tower/); run `scaleout train`")
+    try:
+        return tf.keras.models.load_model(path, compile=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot load the saved tower ({exc})") from exc
+
+
+class PartEmbedder:
+    """Embeds whole parts and writes each to ``out_dir``; one per process or Ray actor.
+
+    The tower is loaded once, here. ``threads`` bounds TensorFlow's thread
+    pools so that N actors on N cores do not compete for them.
+    """
+
+    def __init__(self, model_dir: str, out_dir: str, threads: int = 1):
+        import scaleout  # noqa: F401  (Keras 2 before TensorFlow, also in Ray actors)
+        from scaleout.model import tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # this process already ran TensorFlow ops: keep its pools
+            pass
+        self.tower = load_candidate_tower(model_dir)
+        self.out_dir = Path(out_dir)
+        self.worker = f"{os.uname().nodename}:{os.getpid()}"
+
+    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
+        numbers = np.unique(table.column(PART_COLUMN).to_numpy())
+        rows = [self.embed_part(int(n), table.filter(pc.equal(table.column(PART_COLUMN), int(n))))
+                for n in numbers]
+        return {key: np.array([r[key] for r in rows]) for key in rows[0]}
+
+    def embed_part(self, number: int, table: pa.Table) -> dict:
+        started = time.time()
+        ids = table.column(ID).combine_chunks()
+        vectors = embed(self.tower, ids.to_numpy(zero_copy_only=False))
+        bad = ~np.isfinite(vectors).all(axis=1)
+        if bad.any():
+            raise DataError(f"the candidate tower gave NaN or infinite values for {int(bad.sum())} candidates, "
+                            f"the first {ids[int(bad.argmax())].as_py()!r}; the model is broken, not the data")
+        return write_part(self.out_dir, number, ids, table.column(TITLE).combine_chunks(), vectors, started,
+                          self.worker)
+
+
+def write_part(out_dir: Path, number: int, ids: pa.Array, titles: pa.Array, vectors: np.ndarray, started: float,
+               worker: str) -> dict:
+    """Writes one part file (temporary name, then renamed) and its sidecar; returns the sidecar's content."""
+    dim = vectors.shape[1]
+    out = pa.table({ID: ids, TITLE: titles,
+                    VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)})
+    name = f"part-{number:05d}.parquet"
+    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
+    pq.write_table(out, tmp, row_group_size=EMBED_BATCH, use_dictionary=[TITLE],
+                   compression={ID: "zstd", TITLE: "zstd", VECTOR: "none"})
+    size = tmp.stat().st_size
+    digest = sha256(tmp)
+    os.replace(tmp, out_dir / name)
+    summary = {"part": number, "rows": out.num_rows, "dim": dim, "bytes": size, "sha256": digest,
+               "start": started, "end": time.time(), "worker": worker}
+    write_json(out_dir / f"part-{number:05d}.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def embed_candidates(model_dir: str | Path, candidates: str | Path, out_dir: str | Path, *,
+                     backend: str = "local", workers: int = 1, cpus_per_worker: int = 1,
+                     part_rows: int = DEFAULT_PART_ROWS, max_parts: int | None = None) -> "EmbeddingSet | None":
+    """Embeds every candidate of ``candidates`` with the tower of ``model_dir`` into ``out_dir``.
+
+    backend "ray" needs a connected Ray cluster (``ray.init``) and runs
+    ``workers`` actors of ``cpus_per_worker`` CPUs. Returns the finished set,
+    or None when ``max_parts`` stopped it before the last part (run it again
+    to continue where it stopped).
+    """
+    if backend not in ("local", "ray"):
+        raise ScaleoutError(f"unknown backend {backend!r}; expected local or ray")
+    if workers < 1 or cpus_per_worker < 1:
+        raise ScaleoutError(f"workers and cpus_per_worker must be at least 1 (got {workers}, {cpus_per_worker})")
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    started = time.time()
+    files = candidate_files(candidates)
+    parts = plan_parts(files, part_rows)
+    load_candidate_tower_check(model_dir)
+    plan = {
+        "format": FORMAT,
+        "model": {"path": str(model_dir), "candidate_tower": tree_fingerprint(model_dir / "candidate_tower")},
+        "candidates": [{"file": str(f.resolve()), "sha256": sha256(f)} for f in files],
+        "parts": [dataclasses.asdict(p) for p in parts],
+    }
+    work = out_dir.parent / f".{out_dir.name}.partial"
+    done = _resume(work, plan, parts)
+    pending = [p for p in parts if p.number not in done]
+    total = sum(p.rows for p in parts)
+    if done:
+        log.info("resuming: %d of %d parts (%s candidates) already embedded in %s", len(done), len(parts),
+                 f"{sum(parts[n].rows for n in done):,}", work)
+    if backend == "local":
+        workers = 1
+    log.info("embedding %s candidates in %d parts with %s (%d worker%s)", f"{total:,}", len(parts), backend,
+             workers, "s" if workers > 1 else "")
+    progress = _Progress(total, len(parts), sum(parts[n].rows for n in done), len(done))
+    stop_early = max_parts is not None and len(pending) > max_parts
+    if stop_early:
+        pending = pending[:max_parts]
+    if pending:
+        run = _run_ray if backend == "ray" else _run_local
+        run(pending, model_dir, work, workers, cpus_per_worker, progress)
+    if stop_early:
+        log.info("stopped after %d more parts as asked (--max-parts): %d of %d parts done in %s; run again to "
+                 "continue", len(pending), progress.count, len(parts), work)
+        return None
+    return _finish(work, out_dir, plan, parts, backend, workers, started, progress.summaries)
+
+
+def load_candidate_tower_check(model_dir: Path) -> None:
+    if not (model_dir / "candidate_tower" / "saved_model.pb").is_file():
+        raise ArtifactError(f"{model_dir}: no trained candidate tower (candidate_tower/saved_model.pb); "
+                            "run `scaleout train` first")
+
+
+class _Progress:
+    def __init__(self, total: int, parts: int, done_rows: int, done_parts: int):
+        self.total, self.parts, self.rows, self.count = total, parts, done_rows, done_parts
+        self.started = time.monotonic()
+        self.summaries: list[dict] = []
+
+    def add(self, summary: dict) -> None:
+        self.summaries.append(summary)
+        self.rows += summary["rows"]
+        self.count += 1
+        elapsed = time.monotonic() - self.started
+        log.info("embedded part %d/%d: %s of %s candidates (%.0f%%), %s candidates/s so far", self.count,
+                 self.parts, f"{self.rows:,}", f"{self.total:,}", 100 * self.rows / self.total,
+                 f"{sum(s['rows'] for s in self.summaries) / max(elapsed, 1e-9):,.0f}")
+
+
+def _resume(work: Path, plan: dict, parts: list[Part]) -> set[int]:
+    """Part numbers already complete in ``work``; starts ``work`` afresh if its plan differs."""
+    plan_path = work / PLAN_JSON
+    if work.exists():
+        try:
+            same = json.loads(plan_path.read_text()) == json.loads(json.dumps(plan))
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            log.warning("%s holds parts of another plan (other candidates or model): starting again", work)
+            shutil.rmtree(work)
+    if not work.exists():
+        work.mkdir(parents=True)
+        write_json(plan_path, plan)
+        return set()
+    done = set()
+    for p in parts:
+        path, meta = work / p.name, work / f"part-{p.number:05d}.json"
+        try:
+            summary = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if summary.get("rows") == p.rows and path.is_file() and path.stat().st_size == summary.get("bytes"):
+            done.add(p.number)
+    return done
+
+
+def _run_local(pending, model_dir, work, workers, cpus_per_worker, progress) -> None:
+    embedder = PartEmbedder(str(model_dir), str(work), threads=cpus_per_worker)
+    for part in pending:
+        progress.add(embedder.embed_part(part.number, read_part(part)))
+
+
+def _run_ray(pending, model_dir, work, workers, cpus_per_worker, progress) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # our own progress lines instead
+    ds = ray.data.read_datasource(CandidateParts(pending), override_num_blocks=len(pending), num_cpus=0)
+    ds = ds.map_batches(PartEmbedder, fn_constructor_kwargs={"model_dir": str(model_dir), "out_dir": str(work),
+                                                            "threads": cpus_per_worker},
+                        batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers),
+                        num_cpus=cpus_per_worker)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for row in batch.to_dict("records"):
+                progress.add({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+    except Exception as exc:  # Ray wraps the actor's exception; surface ours by name
+        cause = exc
+        while cause is not None and not isinstance(cause, ScaleoutError):
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        if cause is not None:
+            raise type(cause)(str(cause)) from exc
+        raise
+
+
+def _candidate_parts_source():
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class _CandidateParts(Datasource):
+        """Ray Data source with one read task (one block) per part."""
+
+        def __init__(self, parts: list[Part]):
+            super().__init__()
+            self.parts = parts
+
+        def estimate_inmemory_data_size(self):
+            return sum(p.rows for p in self.parts) * 32
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            return [ReadTask(lambda p=p: [read_part(p)],
+                             BlockMetadata(num_rows=p.rows, size_bytes=p.rows * 32, input_files=[p.file],
+                                           exec_stats=None))
+                    for p in self.parts]
+
+    return _CandidateParts
+
+
+def CandidateParts(parts: list[Part]):  # noqa: N802  (a class made on first use: Ray imported lazily)
+    return _candidate_parts_source()(parts)
+
+
+def _finish(work: Path, out_dir: Path, plan: dict, parts: list[Part], backend: str, workers: int,
+            started: float, summaries: list[dict]) -> "EmbeddingSet":
+    _check_ids(work, len(parts), sum(p.rows for p in parts), "the candidate table " +
+               ", ".join(sorted({p.file for p in parts})))
+    return _complete(work, out_dir, len(parts), plan["model"], plan["candidates"], started,
+                     {"backend": backend, "workers": workers, **throughput(summaries)})
+
+
+def _complete(work: Path, out_dir: Path, n_parts: int, model: dict, sources: list, started: float,
+              job: dict) -> "EmbeddingSet":
+    """Writes embeddings.json from the parts' sidecars and renames ``work`` to ``out_dir``."""
+    entries = []
+    for n in range(n_parts):
+        meta = json.loads((work / f"part-{n:05d}.json").read_text())
+        entries.append({"name": f"part-{n:05d}.parquet", "rows": meta["rows"], "bytes": meta["bytes"],
+                        "sha256": meta["sha256"], "dim": meta["dim"]})
+    dims = {e.pop("dim") for e in entries}
+    if len(dims) != 1:
+        raise ArtifactError(f"{work}: parts have different embedding dimensions {sorted(dims)}")
+    dim = dims.pop()
+    body = {"dim": dim, "candidates": sum(e["rows"] for e in entries), "parts": entries}
+    seconds = time.time() - started
+    write_json(work / EMBEDDINGS_JSON, {
+        "format": FORMAT, "scaleout_version": __version__, "fingerprint": json_fingerprint(body), **body,
+        "model": model, "candidate_files": sources, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "job": {"seconds": round(seconds, 3), **job},
+    })
+    (work / PLAN_JSON).unlink(missing_ok=True)
+    for n in range(n_parts):
+        (work / f"part-{n:05d}.json").unlink()
+    replace_dir(work, out_dir)
+    log.info("embeddings of %s candidates (dim %d) in %s after %.1f s", f"{body['candidates']:,}", dim, out_dir,
+             seconds)
+    return EmbeddingSet(out_dir)
+
+
+def _all_ids(work: Path, n_parts: int) -> pa.ChunkedArray:
+    return pa.chunked_array([pq.read_table(work / f"part-{n:05d}.parquet", columns=[ID]).column(ID).combine_chunks()
+                             for n in range(n_parts)], type=pa.string())
+
+
+def _check_ids(work: Path, n_parts: int, expected_rows: int, source: str) -> pa.ChunkedArray:
+    """DataError unless every id of ``source`` has exactly one embedding; returns the ids."""
+    ids = _all_ids(work, n_parts)
+    if len(ids) != expected_rows:
+        raise DataError(f"{work}: {len(ids):,} embeddings for {expected_rows:,} rows of {source}")
+    counts = pc.value_counts(ids)
+    repeated = pc.filter(counts, pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        first = repeated[0].as_py()
+        raise DataError(f"id {first['values']!r} appears {first['counts']} times in {source}; "
+                        "every candidate needs exactly one row")
+    return ids
+
+
+def import_embeddings(source: str | Path, out_dir: str | Path, candidate_ids: pa.Array | None = None,
+                      dim: int | None = None, part_rows: int = DEFAULT_PART_ROWS) -> "EmbeddingSet":
+    """Checks embeddings made elsewhere (Parquet: movie_id, embedding as a list of floats, [movie_title])
+    and writes them to ``out_dir`` in this module's layout.
+
+    DataError, naming file, row or id, for: missing columns, empty ids, lists of
+    another length than ``dim`` (or than the first row), NaN or infinite values,
+    repeated ids, and (with ``candidate_ids``) candidates without an embedding
+    or embeddings of unknown candidates. Nothing is written unless all is well.
+    """
+    out_dir = Path(out_dir).resolve()
+    files = candidate_files(source)
+    work = out_dir.parent / f".{out_dir.name}.import-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started, number, rows = time.time(), 0, 0
+    try:
+        for f in files:
+            try:
+                pf = pq.ParquetFile(f)
+            except (OSError, pa.ArrowException) as exc:
+                raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
+            names = pf.schema_arrow.names
+            if ID not in names or VECTOR not in names:
+                raise DataError(f"{f}: an embeddings file needs the columns {ID!r} and {VECTOR!r} (a list of floats); "
+                                f"it has {names}")
+            first_row = 0
+            for batch in pf.iter_batches(batch_size=part_rows, columns=[c for c in (ID, TITLE, VECTOR) if c in names]):
+                vectors, dim = _vectors(f, batch, first_row, dim)
+                ids = _ids(f, batch.column(ID), first_row)
+                titles = batch.column(TITLE).cast(pa.string()) if TITLE in names else pa.nulls(len(ids), pa.string())
+                bad = ~np.isfinite(vectors).all(axis=1)
+                if bad.any():
+                    i = int(bad.argmax())
+                    raise DataError(f"{f}: row {first_row + i + 1}: the embedding of {ids[i].as_py()!r} holds NaN or "
+                                    "infinite values")
+                write_part(work, number, ids, titles, vectors, started, "import")
+                number, first_row, rows = number + 1, first_row + batch.num_rows, rows + batch.num_rows
+        if not rows:
+            raise DataError(f"{source}: no embeddings (0 rows)")
+        ids = _check_ids(work, number, rows, str(source))
+        if candidate_ids is not None:
+            _check_coverage(source, ids, candidate_ids)
+        return _complete(work, out_dir, number, {"imported_from": str(Path(source).resolve())},
+                         [{"file": str(f.resolve()), "sha256": sha256(f)} for f in files], started,
+                         {"backend": "import"})
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _vectors(f: Path, batch: pa.RecordBatch, first_row: int, dim: int | None) -> tuple[np.ndarray, int]:
+    col = batch.column(VECTOR)
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
+        raise DataError(f"{f}: column {VECTOR!r} is {col.type}; expected a list of floats")
+    lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy()
+    dim = dim or int(lengths[0])
+    wrong = lengths != dim
+    if wrong.any():
+        i = int(wrong.argmax())
+        got = "no embedding" if lengths[i] < 0 else f"{lengths[i]} values"
+        raise DataError(f"{f}: row {first_row + i + 1}: {got} for {batch.column(ID)[i].as_py()!r}; expected {dim} "
+                        "(the dimension of the query tower, or else of the first row)")
+    values = col.flatten() if not pa.types.is_fixed_size_list(col.type) else col.values[col.offset * dim:
+                                                                                          (col.offset + len(col)) * dim]
+    try:
+        flat = pc.cast(values, pa.float32()).to_numpy(zero_copy_only=False)
+    except pa.ArrowException as exc:
+        raise DataError(f"{f}: column {VECTOR!r} holds {values.type}; expected floats ({exc})") from exc
+    if np.isnan(flat).any() and pc.any(pc.is_null(values)).as_py():
+        raise DataError(f"{f}: column {VECTOR!r} has empty (null) values; expected floats")
+    return flat.reshape(-1, dim), dim
+
+
+def _ids(f: Path, col: pa.Array, first_row: int) -> pa.Array:
+    ids = pc.cast(col, pa.string())
+    empty = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
+    if pc.any(empty).as_py():
+        raise DataError(f"{f}: row {first_row + int(pc.index(empty, True).as_py()) + 1}: {ID} is empty")
+    return ids
+
+
+def _check_coverage(source, ids: pa.ChunkedArray, candidate_ids: pa.Array) -> None:
+    missing = pc.filter(candidate_ids, pc.invert(pc.is_in(candidate_ids, value_set=ids.combine_chunks())))
+    if len(missing):
+        raise DataError(f"{source}: no embedding for {len(missing):,} candidates, the first {missing[0].as_py()!r}; "
+                        "every candidate needs one")
+    extra = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=candidate_ids)))
+    if len(extra):
+        raise DataError(f"{source}: {len(extra):,} embeddings of ids that are not candidates, the first "
+                        f"{extra[0].as_py()!r}")
+
+
+def throughput(summaries: list[dict]) -> dict:
+    """Candidates per second of the parts embedded in this run: per worker and all together.
+
+    ``per_worker``: rows / seconds spent embedding and writing, per worker.
+    ``steady``: rows / (last part's end - first part's start), all workers
+    together, excluding worker start-up (loading TensorFlow and the tower).
+    """
+    if not summaries:
+        return {"embedded_now": 0}
+    by_worker: dict[str, list[float]] = {}
+    for s in summaries:
+        rows_seconds = by_worker.setdefault(s["worker"], [0, 0.0])
+        rows_seconds[0] += s["rows"]
+        rows_seconds[1] += s["end"] - s["start"]
+    rows = sum(s["rows"] for s in summaries)
+    span = max(s["end"] for s in summaries) - min(s["start"] for s in summaries)
+    return {"embedded_now": rows,
+            "per_worker_candidates_per_s": {w: round(r / max(t, 1e-9)) for w, (r, t) in by_worker.items()},
+            "steady_candidates_per_s": round(rows / max(span, 1e-9))}
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+class EmbeddingSet:
+    """A finished embeddings directory, read back and checked against its embeddings.json."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta = self.path / EMBEDDINGS_JSON
+        if not meta.is_file():
+            raise ArtifactError(f"{self.path}: no candidate embeddings here (no {EMBEDDINGS_JSON}); "
+                                "run `scaleout index` first")
+        try:
+            self.meta = json.loads(meta.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{meta}: not valid JSON ({exc})") from exc
+        if self.meta.get("format") != FORMAT:
+            raise ArtifactError(f"{meta}: format {self.meta.get('format')!r}; expected {FORMAT!r}")
+        for e in self.meta["parts"]:
+            f = self.path / e["name"]
+            if not f.is_file() or f.stat().st_size != e["bytes"]:
+                raise ArtifactError(f"{f}: missing or truncated ({EMBEDDINGS_JSON} says {e['bytes']} bytes)")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+    @property
+    def dim(self) -> int:
+        return self.meta["dim"]
+
+    def __len__(self) -> int:
+        return self.meta["candidates"]
+
+    def verify(self) -> None:
+        """Recomputes each part's sha256; ArtifactError names the first that differs."""
+        for e in self.meta["parts"]:
+            if sha256(self.path / e["name"]) != e["sha256"]:
+                raise ArtifactError(f"{self.path / e['name']}: checksum differs from {EMBEDDINGS_JSON}")
+
+    def load(self, titles: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(ids [n] str, embeddings [n, dim] float32, titles [n] str or None), read part by part."""
+        n, dim = len(self), self.dim
+        vectors = np.empty((n, dim), dtype=np.float32)
+        ids, names, row = [], [], 0
+        columns = [ID, VECTOR] + ([TITLE] if titles else [])
+        for e in self.meta["parts"]:
+            try:
+                table = pq.read_table(self.path / e["name"], columns=columns)
+            except (OSError, pa.ArrowException) as exc:
+                raise ArtifactError(f"{self.path / e['name']}: unreadable ({exc})") from exc
+            if table.num_rows != e["rows"]:
+                raise ArtifactError(f"{self.path / e['name']}: {table.num_rows} rows; {EMBEDDINGS_JSON} says {e['rows']}")
+            flat = table.column(VECTOR).combine_chunks().flatten().to_numpy()
+            vectors[row:row + table.num_rows] = flat.reshape(-1, dim)
+            ids.append(np.asarray(table.column(ID).to_numpy(zero_copy_only=False), dtype=str))
+            if titles:
+                names.append(np.asarray(table.column(TITLE).fill_null("").to_numpy(zero_copy_only=False), dtype=str))
+            row += table.num_rows
+        return np.concatenate(ids), vectors, (np.concatenate(names) if titles else None)
