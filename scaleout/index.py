@@ -75,7 +75,8 @@ class BruteForce(Index):
     """Exact search: every query scored against every candidate (NumPy matmul)."""
 
     kind = "brute_force"
-    QUERY_BLOCK = 1024
+    QUERY_BLOCK = 256
+    SCORES_PER_TILE = 1 << 24  # 64 MiB of scores at a time
 
     def build(self, ids, embeddings):
         ids, embeddings = np.asarray(ids).astype(str), np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -88,17 +89,27 @@ class BruteForce(Index):
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.embeddings.shape[1]:
             raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {self.embeddings.shape[1]}")
+        n = len(self.ids)
+        # Tiles of QUERY_BLOCK queries x candidate chunks, at most SCORES_PER_TILE scores each: the
+        # candidates are read once per query block, and each chunk's top k merged into a running top k.
+        chunk = max(k, self.SCORES_PER_TILE // self.QUERY_BLOCK)
         all_scores, all_rows = [], []
-        for start in range(0, len(queries), self.QUERY_BLOCK):
-            scores = queries[start:start + self.QUERY_BLOCK] @ self.embeddings.T
-            rows = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-                np.tile(np.arange(scores.shape[1]), (len(scores), 1))
-            top = np.take_along_axis(scores, rows, axis=1)
-            order = np.argsort(-top, axis=1, kind="stable")
-            all_rows.append(np.take_along_axis(rows, order, axis=1))
-            all_scores.append(np.take_along_axis(top, order, axis=1))
-        rows = np.concatenate(all_rows)
-        return np.concatenate(all_scores), self.ids[rows]
+        for q0 in range(0, len(queries), self.QUERY_BLOCK):
+            block = queries[q0:q0 + self.QUERY_BLOCK]
+            best_scores = np.full((len(block), 0), -np.inf, np.float32)
+            best_rows = np.zeros((len(block), 0), np.int64)
+            for c0 in range(0, n, chunk):
+                scores = block @ self.embeddings[c0:c0 + chunk].T
+                rows = _top_k_rows(scores, k)
+                best_scores = np.concatenate([best_scores, np.take_along_axis(scores, rows, axis=1)], axis=1)
+                best_rows = np.concatenate([best_rows, rows + c0], axis=1)
+                keep = _top_k_rows(best_scores, k)
+                best_scores = np.take_along_axis(best_scores, keep, axis=1)
+                best_rows = np.take_along_axis(best_rows, keep, axis=1)
+            order = np.lexsort((best_rows, -best_scores), axis=1)  # best first; ties by row
+            all_scores.append(np.take_along_axis(best_scores, order, axis=1))
+            all_rows.append(np.take_along_axis(best_rows, order, axis=1))
+        return np.concatenate(all_scores), self.ids[np.concatenate(all_rows)]
 
     def save(self, directory, source=None):
         with atomic_dir(directory) as tmp:
@@ -263,6 +274,13 @@ class Scann(Index):
 
 
 KINDS = {"brute_force": BruteForce, "scann": Scann}
+
+
+def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k highest scores of each row, in no particular order."""
+    if k >= scores.shape[1]:
+        return np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    return np.argpartition(-scores, k - 1, axis=1)[:, :k]
 
 
 def load_index(directory: str | Path) -> Index:

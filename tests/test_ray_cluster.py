@@ -4,10 +4,12 @@ way users drive it: `ray job submit ... -- python jobs/train.py` and `scaleout t
 import json
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -24,10 +26,10 @@ def cluster():
         yield c
 
 
-def submit_args(cluster, *job_args, submission_id=None):
+def submit_args(cluster, *job_args, submission_id=None, job="jobs/train.py"):
     extra = ["--submission-id", submission_id, "--no-wait"] if submission_id else []
     return ["job", "submit", "--address", cluster.dashboard, "--working-dir", REPO, *extra, "--",
-            "python", "jobs/train.py", *job_args]
+            "python", job, *job_args]
 
 
 def small_run(tmp_path) -> Path:
@@ -133,3 +135,48 @@ def test_impossible_settings_fail_before_training(cluster, tmp_path):
     assert not (root / "checkpoints" / RUN_NAME).exists()
     unreachable = run_cli("train", "--run", root, "--backend", "ray", "--address", "127.0.0.1:1", env=cluster.env)
     assert unreachable.returncode == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in unreachable.stderr
+
+
+FRESH_QUERY = """
+import sys, json
+import scann  # registers ScaNN's ops for the ScaNN export; TensorFlow alone serves the BruteForce one
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1] + "/saved_model").signatures["serving_default"]
+out = serve(user_id=tf.constant(["42", "7", "500"]))
+print(json.dumps([[m.decode() for m in row] for row in out["movie_id"].numpy()]))
+"""
+
+
+def test_the_embed_and_index_job_through_ray_job_submit(cluster, pipeline_run, tmp_path):
+    local_root = pipeline_run[0]
+    root = tmp_path / "run"
+    for part in ("data", "model"):
+        shutil.copytree(local_root / part, root / part)
+    result = cluster.ray(*submit_args(cluster, "--run", root, "--workers", 2, "--part-rows", 300,
+                                      "--export", "brute_force", "scann", job="jobs/embed_index.py"))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert "embedding 1,682 candidates in 6 parts with ray (2 workers)" in out
+    assert "embedded part 6/6: 1,682 of 1,682 candidates (100%)" in out
+    embeddings = json.loads((root / "embeddings" / "embeddings.json").read_text())
+    assert embeddings["job"]["backend"] == "ray" and len(embeddings["job"]["per_worker_candidates_per_s"]) == 2
+    # The same model gives the same embeddings as the one-process pipeline, part layout aside.
+    from scaleout.embeddings import EmbeddingSet
+
+    ids, vectors, _ = EmbeddingSet(root / "embeddings").load()
+    ref_ids, ref_vectors, _ = EmbeddingSet(local_root / "embeddings").load()
+    assert sorted(ids) == sorted(ref_ids)
+    np.testing.assert_allclose(vectors[np.argsort(ids)], ref_vectors[np.argsort(ref_ids)], rtol=1e-6)
+    through = json.loads((root / "metrics" / "index_eval.json").read_text())
+    local = json.loads((local_root / "metrics" / "index_eval.json").read_text())
+    name = "factorized_top_k/top_100_categorical_accuracy"
+    assert through["scann"][name] == pytest.approx(local["scann"][name], abs=1e-6)
+    for kind in ("brute_force", "scann"):
+        answers = []
+        for export in (root / "export" / kind, local_root / "export" / kind):
+            fresh = subprocess.run([sys.executable, "-c", FRESH_QUERY, str(export)], capture_output=True, text=True)
+            assert fresh.returncode == 0, fresh.stderr[-3000:]
+            answers.append(json.loads(fresh.stdout))
+        assert answers[0] == answers[1], kind
+    verify = run_cli("verify", "--run", root)
+    assert verify.returncode == 0 and "ok  export/scann" in verify.stdout
