@@ -17,6 +17,8 @@ part is there the job checks that every candidate id has exactly one
 embedding, writes ``embeddings.json`` and renames the directory to its final
 name, replacing an earlier one only then.
 
+Embeddings made elsewhere come in through scaleout.embeddings_import.
+
 Backends: ``local`` embeds the parts in this process; ``ray`` reads them with
 Ray Data (one read task per part) and embeds them in a fixed pool of actors,
 each loading the saved candidate tower once.
@@ -84,16 +86,20 @@ def candidate_files(path: str | Path) -> list[Path]:
     raise DataError(f"{path}: no such candidate table (a Parquet file or a directory of them)")
 
 
+def open_parquet(f: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(f)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
+
+
 def plan_parts(files: list[Path], part_rows: int) -> list[Part]:
     """Cuts the files into parts of at most ``part_rows`` rows (a part never spans two files)."""
     if part_rows < 1:
         raise ScaleoutError(f"part_rows must be at least 1, got {part_rows}")
     parts: list[Part] = []
     for f in files:
-        try:
-            meta = pq.ParquetFile(f)
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
+        meta = open_parquet(f)
         names = meta.schema_arrow.names
         if ID not in names:
             raise DataError(f"{f}: no {ID!r} column; a candidate table needs {ID!r} (and optionally {TITLE!r}); "
@@ -438,99 +444,6 @@ def _check_ids(work: Path, n_parts: int, expected_rows: int, source: str) -> pa.
         raise DataError(f"id {first['values']!r} appears {first['counts']} times in {source}; "
                         "every candidate needs exactly one row")
     return ids
-
-
-def import_embeddings(source: str | Path, out_dir: str | Path, candidate_ids: pa.Array | None = None,
-                      dim: int | None = None, part_rows: int = DEFAULT_PART_ROWS) -> "EmbeddingSet":
-    """Checks embeddings made elsewhere (Parquet: movie_id, embedding as a list of floats, [movie_title])
-    and writes them to ``out_dir`` in this module's layout.
-
-    DataError, naming file, row or id, for: missing columns, empty ids, lists of
-    another length than ``dim`` (or than the first row), NaN or infinite values,
-    repeated ids, and (with ``candidate_ids``) candidates without an embedding
-    or embeddings of unknown candidates. Nothing is written unless all is well.
-    """
-    out_dir = Path(out_dir).resolve()
-    files = candidate_files(source)
-    work = out_dir.parent / f".{out_dir.name}.import-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    started, number, rows = time.time(), 0, 0
-    try:
-        for f in files:
-            try:
-                pf = pq.ParquetFile(f)
-            except (OSError, pa.ArrowException) as exc:
-                raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
-            names = pf.schema_arrow.names
-            if ID not in names or VECTOR not in names:
-                raise DataError(f"{f}: an embeddings file needs the columns {ID!r} and {VECTOR!r} (a list of floats); "
-                                f"it has {names}")
-            first_row = 0
-            for batch in pf.iter_batches(batch_size=part_rows, columns=[c for c in (ID, TITLE, VECTOR) if c in names]):
-                vectors, dim = _vectors(f, batch, first_row, dim)
-                ids = _ids(f, batch.column(ID), first_row)
-                titles = batch.column(TITLE).cast(pa.string()) if TITLE in names else pa.nulls(len(ids), pa.string())
-                bad = ~np.isfinite(vectors).all(axis=1)
-                if bad.any():
-                    i = int(bad.argmax())
-                    raise DataError(f"{f}: row {first_row + i + 1}: the embedding of {ids[i].as_py()!r} holds NaN or "
-                                    "infinite values")
-                write_part(work, number, ids, titles, vectors, started, "import")
-                number, first_row, rows = number + 1, first_row + batch.num_rows, rows + batch.num_rows
-        if not rows:
-            raise DataError(f"{source}: no embeddings (0 rows)")
-        ids = _check_ids(work, number, rows, str(source))
-        if candidate_ids is not None:
-            _check_coverage(source, ids, candidate_ids)
-        return _complete(work, out_dir, number, {"imported_from": str(Path(source).resolve())},
-                         [{"file": str(f.resolve()), "sha256": sha256(f)} for f in files], started,
-                         {"backend": "import"})
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-
-
-def _vectors(f: Path, batch: pa.RecordBatch, first_row: int, dim: int | None) -> tuple[np.ndarray, int]:
-    col = batch.column(VECTOR)
-    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
-        raise DataError(f"{f}: column {VECTOR!r} is {col.type}; expected a list of floats")
-    lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy()
-    dim = dim or int(lengths[0])
-    wrong = lengths != dim
-    if wrong.any():
-        i = int(wrong.argmax())
-        got = "no embedding" if lengths[i] < 0 else f"{lengths[i]} values"
-        raise DataError(f"{f}: row {first_row + i + 1}: {got} for {batch.column(ID)[i].as_py()!r}; expected {dim} "
-                        "(the dimension of the query tower, or else of the first row)")
-    values = col.flatten() if not pa.types.is_fixed_size_list(col.type) else col.values[col.offset * dim:
-                                                                                          (col.offset + len(col)) * dim]
-    try:
-        flat = pc.cast(values, pa.float32()).to_numpy(zero_copy_only=False)
-    except pa.ArrowException as exc:
-        raise DataError(f"{f}: column {VECTOR!r} holds {values.type}; expected floats ({exc})") from exc
-    if np.isnan(flat).any() and pc.any(pc.is_null(values)).as_py():
-        raise DataError(f"{f}: column {VECTOR!r} has empty (null) values; expected floats")
-    return flat.reshape(-1, dim), dim
-
-
-def _ids(f: Path, col: pa.Array, first_row: int) -> pa.Array:
-    ids = pc.cast(col, pa.string())
-    empty = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
-    if pc.any(empty).as_py():
-        raise DataError(f"{f}: row {first_row + int(pc.index(empty, True).as_py()) + 1}: {ID} is empty")
-    return ids
-
-
-def _check_coverage(source, ids: pa.ChunkedArray, candidate_ids: pa.Array) -> None:
-    missing = pc.filter(candidate_ids, pc.invert(pc.is_in(candidate_ids, value_set=ids.combine_chunks())))
-    if len(missing):
-        raise DataError(f"{source}: no embedding for {len(missing):,} candidates, the first {missing[0].as_py()!r}; "
-                        "every candidate needs one")
-    extra = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=candidate_ids)))
-    if len(extra):
-        raise DataError(f"{source}: {len(extra):,} embeddings of ids that are not candidates, the first "
-                        f"{extra[0].as_py()!r}")
 
 
 def throughput(summaries: list[dict]) -> dict:

@@ -23,7 +23,8 @@ from scaleout.config import IndexConfig
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scaleout.embeddings import DEFAULT_PART_ROWS, ID, EmbeddingSet, embed_candidates, import_embeddings
+from scaleout.embeddings import DEFAULT_PART_ROWS, ID, EmbeddingSet, embed_candidates
+from scaleout.embeddings_import import import_embeddings
 from scaleout.errors import ArtifactError, ConfigError
 from scaleout.fsutil import tree_fingerprint, write_json
 from scaleout.index import KINDS, BruteForce, Index, Scann, check_embeddings, load_index
