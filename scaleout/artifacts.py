@@ -11,13 +11,12 @@ embeddings, or embeddings of another model, is refused by name.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import time
 from pathlib import Path
 
 from scaleout import __version__
 from scaleout.errors import ArtifactError
-from scaleout.fsutil import json_fingerprint, sha256, tree_fingerprint, write_json
+from scaleout.fsutil import json_fingerprint, read_manifest, sha256, tree_fingerprint, write_json
 from scaleout.rundir import RunDir
 
 FORMAT = "scaleout-artifacts/1"
@@ -65,16 +64,9 @@ def fingerprint(run: RunDir, name: str) -> str:
 
 
 def load(run: RunDir) -> dict:
-    path = run.artifacts
-    if not path.is_file():
+    if not run.artifacts.is_file():
         return {"format": FORMAT, "artifacts": {}}
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: format {manifest.get('format')!r}; expected {FORMAT!r}")
-    return manifest
+    return read_manifest(run.artifacts, FORMAT, f"{run.artifacts}: missing")
 
 
 def record(run: RunDir, name: str, inputs: tuple[str, ...] = (), fp: str | None = None, **info) -> str:

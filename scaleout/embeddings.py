@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from scaleout import __version__
 from scaleout.errors import ArtifactError, DataError, ScaleoutError
-from scaleout.fsutil import json_fingerprint, replace_dir, sha256, tree_fingerprint, write_json
+from scaleout.fsutil import json_fingerprint, read_manifest, replace_dir, sha256, tree_fingerprint, write_json
 
 log = logging.getLogger(__name__)
 
@@ -481,16 +481,8 @@ class EmbeddingSet:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        meta = self.path / EMBEDDINGS_JSON
-        if not meta.is_file():
-            raise ArtifactError(f"{self.path}: no candidate embeddings here (no {EMBEDDINGS_JSON}); "
-                                "run `scaleout index` first")
-        try:
-            self.meta = json.loads(meta.read_text())
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{meta}: not valid JSON ({exc})") from exc
-        if self.meta.get("format") != FORMAT:
-            raise ArtifactError(f"{meta}: format {self.meta.get('format')!r}; expected {FORMAT!r}")
+        self.meta = read_manifest(self.path / EMBEDDINGS_JSON, FORMAT, f"{self.path}: no candidate embeddings "
+                                  f"here (no {EMBEDDINGS_JSON}); run `scaleout index` first")
         for e in self.meta["parts"]:
             f = self.path / e["name"]
             if not f.is_file() or f.stat().st_size != e["bytes"]:

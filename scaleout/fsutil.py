@@ -44,6 +44,21 @@ def replace_dir(complete: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def read_manifest(path: Path, fmt: str, missing: str) -> dict:
+    """The JSON manifest at ``path``, of format ``fmt``; ArtifactError with ``missing`` when there is none."""
+    from scaleout.errors import ArtifactError
+
+    if not path.is_file():
+        raise ArtifactError(missing)
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != fmt:
+        raise ArtifactError(f"{path}: format {manifest.get('format')!r}; expected {fmt!r}")
+    return manifest
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Writes ``obj`` as JSON to ``path`` atomically."""
     path = Path(path)

@@ -130,8 +130,11 @@ def check_query_dim(query_tower, emb: EmbeddingSet) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
-def index_top_k(index: Index, k: int, **search_settings):
-    """A TFRS TopK layer answering from ``index`` (for FactorizedTopK): exact for BruteForce."""
+def index_top_k(index: Index, k: int, answers: list | None = None, **search_settings):
+    """A TFRS TopK layer answering from ``index`` (for FactorizedTopK): exact for BruteForce.
+
+    Called eagerly, it appends each batch's retrieved ids to ``answers``.
+    """
     from scaleout.model import tf, tfrs
 
     class IndexTopK(tfrs.layers.factorized_top_k.TopK):
@@ -146,6 +149,8 @@ def index_top_k(index: Index, k: int, **search_settings):
 
             def search(q):
                 scores, ids = index.search(q, k, **search_settings)
+                if answers is not None:
+                    answers.append(ids)
                 return scores.astype(np.float32), ids.astype(object)
 
             scores, ids = tf.numpy_function(search, [queries], [tf.float32, tf.string], stateful=False)
@@ -179,9 +184,9 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     indexes = {kind: open_index(run, kind, emb) for kind in kinds}
     k_max = min(max(ks), len(ids))
     ks = tuple(k for k in ks if k <= k_max)
-    metrics = {kind: tfrs.metrics.FactorizedTopK(candidates=index_top_k(idx, k_max), ks=ks)
+    answers: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}  # retrieved ids, filled by the metrics
+    metrics = {kind: tfrs.metrics.FactorizedTopK(candidates=index_top_k(idx, k_max, answers[kind]), ks=ks)
                for kind, idx in indexes.items()}
-    answers: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
     start = time.monotonic()
     for batch in iter_batches(dataset.files("test"), ["user_id", "movie_id"], batch_size, 0, None):
         users = np.asarray(batch["user_id"]).astype(str).astype(object)
@@ -193,7 +198,6 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
             raise ArtifactError(f"test movie {exc.args[0]!r} has no embedding in {emb.path}") from exc
         for kind, metric in metrics.items():
             metric.update_state(queries, true, true_candidate_ids=tf.constant(movies.astype(object)))
-            answers[kind].append(indexes[kind].search(queries.numpy(), k_max)[1])
     seconds = time.monotonic() - start
     report: dict = {"ks": list(ks), "test_examples": dataset.counts["test"], "seconds": round(seconds, 2),
                     "embeddings": emb.fingerprint}

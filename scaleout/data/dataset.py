@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scaleout.errors import ArtifactError
-from scaleout.fsutil import sha256
+from scaleout.fsutil import read_manifest, sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "scaleout-dataset/1"
@@ -20,15 +19,8 @@ FORMAT = "scaleout-dataset/1"
 class Dataset:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        manifest = self.path / MANIFEST
-        if not manifest.is_file():
-            raise ArtifactError(f"{self.path}: not a prepared dataset (no {MANIFEST}); run `scaleout prepare` first")
-        try:
-            self.manifest = json.loads(manifest.read_text())
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{manifest}: not valid JSON ({exc})") from exc
-        if self.manifest.get("format") != FORMAT:
-            raise ArtifactError(f"{manifest}: format {self.manifest.get('format')!r}; expected {FORMAT!r}")
+        self.manifest = read_manifest(self.path / MANIFEST, FORMAT, f"{self.path}: not a prepared dataset "
+                                      f"(no {MANIFEST}); run `scaleout prepare` first")
         missing = [name for name in self.manifest["files"] if not (self.path / name).is_file()]
         if missing:
             raise ArtifactError(f"{self.path}: files listed in {MANIFEST} are missing: {missing[:5]}")
