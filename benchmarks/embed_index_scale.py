@@ -40,13 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import scaleout  # noqa: E402,F401
+from scaleout.bench.datasets import clustered  # noqa: E402  (the ANN suite's generator)
 
 CENTRES, QUERIES, SEED = 2_000, 1_000, 0
-
-
-def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
-    rows = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, centres.shape[1]), np.float32)
-    return rows * rng.lognormal(0.0, 0.2, (n, 1)).astype(np.float32)
 
 
 def make_inputs(root: Path, n: int, dim: int) -> None:

@@ -291,6 +291,27 @@ def cmd_pipeline(a) -> None:
     print(json.dumps(summary, indent=2, sort_keys=True))
 
 
+def cmd_bench(a) -> None:
+    from scaleout.bench.report import write_report
+    from scaleout.bench.runner import load_config, run
+
+    cfg = load_config(a.config or ("benchmarks/ann-quick.yaml" if a.quick else "benchmarks/ann.yaml"), seconds=a.seconds)
+    counts = run(cfg, a.results, a.cache, a.run, force=a.force, only=tuple(a.only or ()))
+    print(json.dumps(counts))
+    if a.report:
+        write_report(a.results, a.report, title=a.title)
+        print(f"report: {Path(a.report) / 'report.md'}")
+    if counts["failed"]:
+        raise ScaleoutError(f"{counts['failed']} configurations failed; their messages are above")
+
+
+def cmd_bench_report(a) -> None:
+    from scaleout.bench.report import write_report
+
+    write_report(a.results, a.out, a.gpu_results, a.title)
+    print(f"report: {Path(a.out) / 'report.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaleout", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -345,6 +366,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-k", type=int, default=10, help="k of the exported SavedModel (default %(default)s)")
     _data_args(p)
     add_train_args(p)
+
+    p = command("bench", cmd_bench, "run the ANN benchmark grid: every index on every dataset, one result file each",
+                run_required=False)
+    p.add_argument("--config", help="grid YAML (default benchmarks/ann.yaml, or benchmarks/ann-quick.yaml with --quick)")
+    p.add_argument("--quick", action="store_true", help="small sizes and short measures: the whole suite in minutes")
+    p.add_argument("--results", default="benchmarks/results/ann", help="result files (default %(default)s)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "scaleout" / "bench"),
+                   help="generated datasets (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="run configurations whose result file exists")
+    p.add_argument("--only", nargs="+", help="these indexes of the grid only")
+    p.add_argument("--seconds", type=float, help="time budget of each latency/throughput measure (overrides the grid)")
+    p.add_argument("--report", help="then write the report into this directory")
+    p.add_argument("--title", default="CPU", help="report title (default %(default)s)")
+
+    p = sub.add_parser("bench-report", help="result files -> Markdown report, PNG plots, summary.json")
+    p.add_argument("--results", default="benchmarks/results/ann", help="result files (default %(default)s)")
+    p.add_argument("--out", required=True, help="report directory (replaced)")
+    p.add_argument("--gpu-results", help="JSON written by benchmarks/gpu_bruteforce.py, for the GPU section")
+    p.add_argument("--title", default="CPU", help="report title (default %(default)s)")
+    p.set_defaults(fn=cmd_bench_report)
     return parser
 
 

@@ -159,7 +159,8 @@ class IndexConfig:
     """
 
     mode: str = "auto"  # or brute_force, ah, tree
-    num_leaves: int = 0
+    num_leaves: int = 0  # 0: leaves_per_sqrt x sqrt(N)
+    leaves_per_sqrt: float = 1.0
     training_sample_size: int = 0
     dims_per_block: int = 2
     anisotropic_threshold: float = 0.2
@@ -178,6 +179,8 @@ class IndexConfig:
         _at_least(self, 1, "dims_per_block", "reorder_per_k", "reorder_min")
         if self.mode not in INDEX_MODES:
             raise ConfigError(f"unknown ScaNN mode {self.mode!r}; expected one of {', '.join(INDEX_MODES)}")
+        if not self.leaves_per_sqrt > 0.0:
+            raise ConfigError(f"leaves_per_sqrt must be positive, got {self.leaves_per_sqrt}")
         if not 0.0 < self.leaves_fraction <= 1.0:
             raise ConfigError(f"leaves_fraction must be in (0, 1], got {self.leaves_fraction}")
         if not 0.0 <= self.anisotropic_threshold < 1.0:

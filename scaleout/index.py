@@ -76,7 +76,9 @@ class BruteForce(Index):
 
     kind = "brute_force"
     QUERY_BLOCK = 256
-    SCORES_PER_TILE = 1 << 24  # 64 MiB of scores at a time
+    SCORES_PER_TILE = 1 << 22  # 16 MiB of scores at a time
+    CHUNK = 1 << 18  # candidates per tile at most: one query's scores stay in L2
+    FIRST = 4096  # candidates in a block's first tile, partitioned in full to set the thresholds
 
     def build(self, ids, embeddings):
         ids, embeddings = np.asarray(ids).astype(str), np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -89,23 +91,20 @@ class BruteForce(Index):
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.embeddings.shape[1]:
             raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {self.embeddings.shape[1]}")
-        n = len(self.ids)
-        # Tiles of QUERY_BLOCK queries x candidate chunks, at most SCORES_PER_TILE scores each: the
-        # candidates are read once per query block, and each chunk's top k merged into a running top k.
-        chunk = max(k, self.SCORES_PER_TILE // self.QUERY_BLOCK)
+        # Tiles of at most QUERY_BLOCK queries x CHUNK candidates: the candidates are streamed once
+        # per query block, and a tile's scores stay in cache while they are compared with each
+        # query's running k-th best score. Only the few scores above it are merged, so one query
+        # costs about one pass over the embeddings at memory bandwidth (see benchmarks/ann).
+        chunk = max(k, min(self.CHUNK, self.SCORES_PER_TILE // min(len(queries), self.QUERY_BLOCK)))
         all_scores, all_rows = [], []
         for q0 in range(0, len(queries), self.QUERY_BLOCK):
             block = queries[q0:q0 + self.QUERY_BLOCK]
-            best_scores = np.full((len(block), 0), -np.inf, np.float32)
-            best_rows = np.zeros((len(block), 0), np.int64)
-            for c0 in range(0, n, chunk):
-                scores = block @ self.embeddings[c0:c0 + chunk].T
-                rows = _top_k_rows(scores, k)
-                best_scores = np.concatenate([best_scores, np.take_along_axis(scores, rows, axis=1)], axis=1)
-                best_rows = np.concatenate([best_rows, rows + c0], axis=1)
-                keep = _top_k_rows(best_scores, k)
-                best_scores = np.take_along_axis(best_scores, keep, axis=1)
-                best_rows = np.take_along_axis(best_rows, keep, axis=1)
+            first_rows = max(k, min(chunk, self.FIRST))
+            first = block @ self.embeddings[:first_rows].T
+            best_rows = _top_k_rows(first, k)
+            best_scores = np.take_along_axis(first, best_rows, axis=1)
+            for c0 in range(first_rows, len(self.ids), chunk):
+                best_scores, best_rows = _merge_above(best_scores, best_rows, block @ self.embeddings[c0:c0 + chunk].T, c0, k)
             order = np.lexsort((best_rows, -best_scores), axis=1)  # best first; ties by row
             all_scores.append(np.take_along_axis(best_scores, order, axis=1))
             all_rows.append(np.take_along_axis(best_rows, order, axis=1))
@@ -163,7 +162,7 @@ class Scann(Index):
         n, cfg = len(ids), self.cfg
         self.mode = cfg.mode if cfg.mode != "auto" else \
             "brute_force" if n < cfg.brute_force_below else "ah" if n < cfg.tree_below else "tree"
-        self.num_leaves = (cfg.num_leaves or max(2, round(math.sqrt(n)))) if self.mode == "tree" else 0
+        self.num_leaves = (cfg.num_leaves or max(2, round(cfg.leaves_per_sqrt * math.sqrt(n)))) if self.mode == "tree" else 0
         if self.num_leaves > n:
             raise ConfigError(f"num_leaves={self.num_leaves} but there are {n} candidates; a leaf needs at least one")
         if self.mode == "brute_force":
@@ -281,6 +280,27 @@ def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     if k >= scores.shape[1]:
         return np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
     return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+
+
+def _merge_above(best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, row0: int, k: int):
+    """The running top k ([batch, k] scores and rows) merged with a tile of ``scores`` [batch, chunk]
+    whose column 0 is candidate ``row0``. Only scores above a query's current k-th best can enter,
+    and after the first tiles there are few: they are gathered into a [batch, most hits] block
+    (padded with -inf) instead of partitioning the whole tile. Ties keep the earlier row."""
+    # flatnonzero: np.nonzero on a 2-D mask is ten times slower
+    rows, cols = np.divmod(np.flatnonzero(scores > best_scores.min(axis=1, keepdims=True)), scores.shape[1])
+    if rows.size == 0:
+        return best_scores, best_rows
+    counts = np.bincount(rows, minlength=len(scores))
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    hit_scores = np.full((len(scores), counts.max()), -np.inf, np.float32)
+    hit_rows = np.zeros(hit_scores.shape, np.int64)
+    hit_scores[rows, slot] = scores[rows, cols]
+    hit_rows[rows, slot] = cols + row0
+    merged_scores = np.concatenate([best_scores, hit_scores], axis=1)
+    merged_rows = np.concatenate([best_rows, hit_rows], axis=1)
+    keep = _top_k_rows(merged_scores, k)
+    return np.take_along_axis(merged_scores, keep, axis=1), np.take_along_axis(merged_rows, keep, axis=1)
 
 
 def load_index(directory: str | Path) -> Index:

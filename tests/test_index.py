@@ -52,3 +52,31 @@ def test_bad_searches_and_corrupt_directories(tmp_path):
         BruteForce.load(tmp_path / "bf")
     with pytest.raises(ArtifactError, match="not a saved index"):
         BruteForce.load(tmp_path)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_brute_force_tiles_merge_to_the_exact_top_k(monkeypatch, batch):
+    # Small tiles so one search crosses many of them and merges only the scores above each running k-th best.
+    monkeypatch.setattr(BruteForce, "CHUNK", 97)
+    monkeypatch.setattr(BruteForce, "FIRST", 40)
+    monkeypatch.setattr(BruteForce, "SCORES_PER_TILE", 4096)
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(3000, 8)).astype(np.float32)
+    queries = rng.normal(size=(batch, 8)).astype(np.float32)
+    index = BruteForce().build(np.arange(3000), emb)
+    for k in (1, 10, 150):
+        scores, found = index.search(queries, k)
+        full = queries @ emb.T
+        np.testing.assert_array_equal(found.astype(int), np.argsort(-full, axis=1, kind="stable")[:, :k])
+        np.testing.assert_allclose(scores, np.take_along_axis(full, found.astype(int), axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_brute_force_with_repeated_candidates_returns_the_top_scores(monkeypatch):
+    monkeypatch.setattr(BruteForce, "CHUNK", 50)
+    monkeypatch.setattr(BruteForce, "FIRST", 20)
+    rng = np.random.default_rng(2)
+    emb = np.repeat(rng.normal(size=(100, 4)).astype(np.float32), 6, axis=0)  # every score six times
+    queries = rng.normal(size=(5, 4)).astype(np.float32)
+    scores, found = BruteForce().build(np.arange(600), emb).search(queries, 20)
+    np.testing.assert_allclose(scores, -np.sort(-(queries @ emb.T), axis=1)[:, :20], rtol=1e-5, atol=1e-5)
+    assert all(len(set(row)) == 20 for row in found)

@@ -1,0 +1,1 @@
+"""The ANN benchmark suite: datasets, one interface over every index, measures, reports."""

@@ -1,0 +1,175 @@
+"""Benchmark datasets: candidate vectors, queries and their exact top 100, cached on disk.
+
+A dataset directory holds ``train.npy`` [n, dim] float32 (the candidates),
+``queries.npy`` [q, dim] float32, ``neighbors.npy`` [q, 100] int64 (exact
+top 100 by dot product, best first), ``scores.npy`` [q, 100] float32 (their
+scores) and ``dataset.json``. It is written under a temporary name and renamed,
+so a cached dataset is always whole.
+
+Names:
+  synthetic-<n>-<dim>          clustered vectors drawn with a seed, e.g. synthetic-1M-32
+  movielens                    the run's candidate embeddings; queries are the test users'
+                               query-tower embeddings (needs a trained run)
+  movielens-perturbed-<n>      those candidates repeated to n rows, each copy multiplied
+                               by U[0, 1) noise as in TFRS's efficient-serving tutorial
+
+Only NumPy here (the GPU machine has no TensorFlow); ``movielens`` loads
+TensorFlow to run the query tower.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scaleout.errors import ConfigError
+from scaleout.fsutil import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+
+TRUE_K = 100
+SEED = 0
+CENTRES = 2_000  # clusters of the synthetic mixture
+SPREAD = 0.6  # Gaussian noise around a centre, relative to the unit-variance centres
+CHUNK = 1_000_000  # rows drawn or scored at a time
+_SIZE = re.compile(r"^(\d+)([KkMm]?)$")
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text)
+    if not m:
+        raise ConfigError(f"size {text!r}: expected a number with an optional K or M suffix, like 100K or 1M")
+    return int(m.group(1)) * {"": 1, "K": 1_000, "M": 1_000_000}[m.group(2).upper()]
+
+
+def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
+    """[n, dim] float32: a mixture around ``centres`` with log-normal norms, like trained item embeddings."""
+    rows = centres[rng.integers(0, len(centres), n)] + SPREAD * rng.standard_normal((n, centres.shape[1]), np.float32)
+    return rows * rng.lognormal(0.0, 0.2, (n, 1)).astype(np.float32)
+
+
+def synthetic_vectors(n: int, dim: int, queries: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(train [n, dim], queries [queries, dim]) from one seeded clustered mixture."""
+    rng = np.random.default_rng([seed, n, dim])
+    centres = rng.standard_normal((CENTRES, dim), np.float32)
+    train = np.empty((n, dim), np.float32)
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        train[start:stop] = clustered(rng, centres, stop - start)
+    return train, clustered(rng, centres, queries)
+
+
+def exact_top_k(train: np.ndarray, queries: np.ndarray, k: int = TRUE_K) -> tuple[np.ndarray, np.ndarray]:
+    """(rows [q, k] int64, scores [q, k] float32) of the exact top k by dot product, best first (scaleout's BruteForce)."""
+    from scaleout.index import BruteForce
+
+    index = BruteForce().build(np.arange(len(train)), train)
+    scores, ids = index.search(queries, min(k, len(train)))
+    return ids.astype(np.int64), scores
+
+
+@dataclass
+class Dataset:
+    name: str
+    path: Path
+    meta: dict
+
+    def _load(self, name: str, mmap: bool = False) -> np.ndarray:
+        return np.load(self.path / name, mmap_mode="r" if mmap else None)
+
+    def train(self, mmap: bool = False) -> np.ndarray:
+        return self._load("train.npy", mmap)
+
+    def queries(self) -> np.ndarray:
+        return self._load("queries.npy")
+
+    def neighbors(self) -> np.ndarray:
+        return self._load("neighbors.npy")
+
+    def true_scores(self) -> np.ndarray:
+        return self._load("scores.npy")
+
+    @property
+    def n(self) -> int:
+        return self.meta["n"]
+
+    @property
+    def dim(self) -> int:
+        return self.meta["dim"]
+
+
+def open_dataset(name: str, cache: str | Path, queries: int = 2048, run: str | Path | None = None) -> Dataset:
+    """The dataset ``name`` from ``cache``, made first if it is not there."""
+    path = Path(cache) / name
+    if not (path / "dataset.json").is_file():
+        make_dataset(name, path, queries, run)
+    return Dataset(name, path, json.loads((path / "dataset.json").read_text()))
+
+
+def make_dataset(name: str, path: Path, queries: int, run: str | Path | None) -> None:
+    start = time.monotonic()
+    parts = name.split("-")
+    if parts[0] == "synthetic" and len(parts) == 3:
+        n, dim = parse_size(parts[1]), int(parts[2])
+        log.info("%s: drawing %s x %d clustered vectors (seed %d)", name, f"{n:,}", dim, SEED)
+        train, q = synthetic_vectors(n, dim, queries)
+        meta = {"kind": "synthetic", "seed": SEED, "centres": CENTRES, "spread": SPREAD}
+    elif parts[0] == "movielens" and len(parts) in (1, 3) and (len(parts) == 1 or parts[1] == "perturbed"):
+        if run is None:
+            raise ConfigError(f"dataset {name!r} needs a trained run: pass --run RUN (a `scaleout pipeline` run)")
+        train, q, meta = movielens_vectors(run)
+        if len(parts) == 3:
+            train = perturbed(train, parse_size(parts[2]))
+            meta = {**meta, "kind": "movielens-perturbed", "perturbation": "copies x U[0,1) elementwise, seed 0"}
+    else:
+        raise ConfigError(f"unknown dataset {name!r}; expected synthetic-<n>-<dim> (e.g. synthetic-1M-32), "
+                          "movielens or movielens-perturbed-<n>")
+    log.info("%s: exact top %d of %d queries over %s candidates", name, TRUE_K, len(q), f"{len(train):,}")
+    neighbors, scores = exact_top_k(train, q)
+    with atomic_dir(path) as tmp:
+        np.save(tmp / "train.npy", train)
+        np.save(tmp / "queries.npy", q)
+        np.save(tmp / "neighbors.npy", neighbors)
+        np.save(tmp / "scores.npy", scores)
+        write_json(tmp / "dataset.json", {**meta, "name": name, "n": int(len(train)), "dim": int(train.shape[1]),
+                                          "queries": int(len(q)), "true_k": int(neighbors.shape[1]),
+                                          "seconds_to_make": round(time.monotonic() - start, 1)})
+    log.info("%s: cached in %s (%.0f s)", name, path, time.monotonic() - start)
+
+
+def movielens_vectors(run: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(candidate embeddings, one query per test user, meta) of a trained run."""
+    from scaleout.data.dataset import Dataset as Split
+    from scaleout.data.tfdata import iter_batches
+    from scaleout.embeddings import EmbeddingSet
+    from scaleout.model import tf
+    from scaleout.rundir import RunDir
+    from scaleout.train import Towers
+
+    run = RunDir(run)
+    _, vectors, _ = EmbeddingSet(run.embeddings).load()
+    users = set()
+    for batch in iter_batches(Split(run.data).files("test"), ["user_id"], 65536, 0, None):
+        users.update(np.asarray(batch["user_id"]).astype(str).tolist())
+    users = np.array(sorted(users), dtype=object)
+    queries = Towers.load(run.model).query(tf.constant(users), training=False).numpy().astype(np.float32)
+    return vectors, queries, {"kind": "movielens", "run": str(run.root), "queries_are": "test users (one each)"}
+
+
+def perturbed(vectors: np.ndarray, n: int, seed: int = SEED) -> np.ndarray:
+    """``vectors`` then copies of them, each multiplied elementwise by U[0, 1) noise, to ``n`` rows."""
+    if n < len(vectors):
+        raise ConfigError(f"movielens-perturbed-{n}: fewer rows than the {len(vectors)} candidates")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, vectors.shape[1]), np.float32)
+    out[:len(vectors)] = vectors
+    for start in range(len(vectors), n, len(vectors)):
+        stop = min(n, start + len(vectors))
+        out[start:stop] = vectors[:stop - start] * rng.random((stop - start, vectors.shape[1]), np.float32)
+    return out
