@@ -291,6 +291,13 @@ def cmd_pipeline(a) -> None:
     print(json.dumps(summary, indent=2, sort_keys=True))
 
 
+def cmd_quality(a) -> None:
+    from scaleout.quality import format_report, quality_report
+
+    report = quality_report(RunDir(a.run), tuple(a.baselines))
+    print(format_report(report))
+
+
 def cmd_bench(a) -> None:
     from scaleout.bench.report import write_report
     from scaleout.bench.runner import load_config, run
@@ -366,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-k", type=int, default=10, help="k of the exported SavedModel (default %(default)s)")
     _data_args(p)
     add_train_args(p)
+
+    p = command("quality", cmd_quality, "hit rate and NDCG per test interaction over the full catalogue, with and "
+                "without the user's training items, beside popularity, EASE and iALS; writes RUN/metrics/quality.json")
+    p.add_argument("--baselines", nargs="*", choices=("popularity", "ease", "ials"), default=["popularity", "ease", "ials"],
+                   help="baselines computed on the same split (default: all)")
 
     p = command("bench", cmd_bench, "run the ANN benchmark grid: every index on every dataset, one result file each",
                 run_required=False)
