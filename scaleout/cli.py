@@ -226,7 +226,10 @@ def index_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scann-mode", choices=INDEX_MODES, default=c.mode,
                    help="auto: exact below %s candidates, hashing below %s, else tree + hashing"
                         % (f"{c.brute_force_below:,}", f"{c.tree_below:,}"))
-    g.add_argument("--num-leaves", type=int, default=c.num_leaves, help="tree leaves (default about sqrt(N))")
+    g.add_argument("--num-leaves", type=int, default=c.num_leaves,
+                   help="tree leaves (default --leaves-per-sqrt x sqrt(N))")
+    g.add_argument("--leaves-per-sqrt", type=float, default=c.leaves_per_sqrt,
+                   help="tree leaves per sqrt(N) when --num-leaves is 0 (default %(default)s)")
     g.add_argument("--leaves-to-search", type=int, default=c.leaves_to_search,
                    help=f"default {c.leaves_fraction:g} of the leaves")
     g.add_argument("--reorder", type=int, default=c.reorder,
@@ -241,7 +244,8 @@ def index_args(p: argparse.ArgumentParser) -> None:
 
 
 def index_config(a: argparse.Namespace) -> IndexConfig:
-    return IndexConfig(mode=a.scann_mode, num_leaves=a.num_leaves, leaves_to_search=a.leaves_to_search,
+    return IndexConfig(mode=a.scann_mode, num_leaves=a.num_leaves, leaves_per_sqrt=a.leaves_per_sqrt,
+                       leaves_to_search=a.leaves_to_search,
                        reorder=a.reorder, dims_per_block=a.dims_per_block,
                        anisotropic_threshold=a.anisotropic_threshold, training_sample_size=a.training_sample_size)
 

@@ -45,7 +45,7 @@ def test_hashing_and_tree_modes_reach_high_recall_and_more_leaves_help():
     default, deeper = (recall(hashed.search(queries, 10, reorder=r)[1], exact) for r in (None, 300))
     assert deeper >= 0.95 and deeper >= default
     tree = Scann(IndexConfig(brute_force_below=100, tree_below=1000)).build(ids, emb)
-    assert tree.mode == "tree" and tree.num_leaves == round(6000 ** 0.5)
+    assert tree.mode == "tree" and tree.num_leaves == round(IndexConfig().leaves_per_sqrt * 6000 ** 0.5)
     few = recall(tree.search(queries, 10, leaves_to_search=1, reorder=10)[1], exact)
     every = recall(tree.search(queries, 10, leaves_to_search=tree.num_leaves, reorder=500)[1], exact)
     assert every >= 0.99 and every > few
@@ -71,10 +71,12 @@ def test_bad_settings_name_the_combination():
     ids, emb = clustered(300)
     with pytest.raises(ConfigError, match="num_leaves=400 but there are 300 candidates"):
         Scann(IndexConfig(brute_force_below=10, tree_below=100, num_leaves=400)).build(ids, emb)
-    index = Scann(IndexConfig(brute_force_below=10, tree_below=100)).build(ids, emb)
+    index = Scann(IndexConfig(brute_force_below=10, tree_below=100, leaves_per_sqrt=1)).build(ids, emb)
     with pytest.raises(ConfigError, match="leaves_to_search=99; expected 1 to 17"):
         index.search(emb[:2], 5, leaves_to_search=99)
     with pytest.raises(ScaleoutError, match="k=301 but the index holds 300 candidates"):
         index.search(emb[:2], 301)
     with pytest.raises(ConfigError, match="anisotropic_threshold"):
         IndexConfig(anisotropic_threshold=1.5)
+    with pytest.raises(ConfigError, match="leaves_per_sqrt must be positive, got 0"):
+        IndexConfig(leaves_per_sqrt=0)
