@@ -11,7 +11,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli import add_train_args, connect_ray, model_config, train_config
+from scaleout.cli import add_train_args, configs_from_args, connect_ray
 from scaleout.errors import ScaleoutError
 from scaleout.rundir import RunDir
 from scaleout.train import train_run
@@ -23,7 +23,7 @@ def main() -> int:
     add_train_args(parser, backend=False)
     args = parser.parse_args()
     try:
-        model_cfg, train_cfg = model_config(args), train_config(args, backend="ray")
+        model_cfg, train_cfg = configs_from_args(args, backend="ray")
         connect_ray(args.address)
         metrics = train_run(RunDir(args.run), model_cfg, train_cfg)
     except ScaleoutError as exc:

@@ -17,9 +17,13 @@ import sys
 
 from pathlib import Path
 
-from scaleout.config import (BACKENDS, INDEX_MODES, OPTIMIZERS, SOURCES, SPLITS, DataConfig, IndexConfig, ModelConfig,
-                             TrainConfig)
+from scaleout.config import (BACKENDS, FEATURES, INDEX_MODES, OPTIMIZERS, SOURCES, SPLITS, DataConfig, IndexConfig,
+                             ModelConfig, TrainConfig)
 from scaleout.errors import ScaleoutError
+from scaleout.presets import DEFAULT as DEFAULT_PRESET
+from scaleout.presets import PRESETS
+from scaleout.presets import configs as preset_configs
+from scaleout.presets import describe as describe_preset
 from scaleout.rundir import RunDir
 
 MOVIELENS_DIR_ENV = "SCALEOUT_MOVIELENS_DIR"
@@ -63,22 +67,39 @@ def _data_config(a: argparse.Namespace) -> DataConfig:
 
 
 def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    """Model and training options, shared by the `scaleout` command and jobs/train.py."""
-    m, t = ModelConfig(), TrainConfig()
-    g = p.add_argument_group("model and training (defaults: the TFRS retrieval tutorial)")
+    """Model and training options, shared by the `scaleout` command and jobs/train.py.
+
+    Options left out take the preset's value (see scaleout.presets), so their
+    defaults are None here.
+    """
+    t = TrainConfig()
+    g = p.add_argument_group("model and training (defaults: the preset's; see scaleout/presets.py)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help="quality: the settings of the documented search; tutorial: the TFRS tutorial's "
+                        "(default %(default)s)")
     if backend:
         g.add_argument("--backend", choices=BACKENDS, default=t.backend,
                        help="local: this process; ray: Ray Train workers (default %(default)s)")
-    g.add_argument("--embedding-dim", type=int, default=m.embedding_dim, help="default %(default)s")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=m.optimizer, help="default %(default)s")
-    g.add_argument("--learning-rate", type=float, default=m.learning_rate, help="default %(default)s")
-    g.add_argument("--batch-size", type=int, default=t.batch_size, help="default %(default)s")
-    g.add_argument("--epochs", type=int, default=t.epochs, help="default %(default)s")
-    g.add_argument("--shuffle-buffer", type=int, default=t.shuffle_buffer, help="rows (default %(default)s)")
-    g.add_argument("--train-metrics", action="store_true",
+    g.add_argument("--embedding-dim", type=int)
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--learning-rate", type=float)
+    g.add_argument("--batch-size", type=int, help="global batch")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--features", nargs="*", choices=FEATURES, metavar="FEATURE",
+                   help=f"side features of the towers, some of: {', '.join(FEATURES)} (none: ids only)")
+    g.add_argument("--deep-layers", nargs="*", type=int, metavar="WIDTH", help="ReLU layers above the features")
+    g.add_argument("--temperature", type=float, help="softmax temperature (logits / t)")
+    g.add_argument("--logq-correction", action=argparse.BooleanOptionalAction,
+                   help="correct the in-batch softmax for sampling bias with the candidates' training counts")
+    g.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
+                   help="do not count the positive's other copies in the batch as negatives")
+    g.add_argument("--hard-negatives", type=int, help="keep only this many hardest in-batch negatives (0: all)")
+    g.add_argument("--l2", type=float, help="L2 penalty on the embedding tables")
+    g.add_argument("--shuffle-buffer", type=int, help=f"rows (default {t.shuffle_buffer})")
+    g.add_argument("--train-metrics", action="store_true", default=None,
                    help="compute FactorizedTopK during training too (slow; off as the tutorial advises)")
-    g.add_argument("--model-seed", type=int, default=m.seed, help="initialisation and shuffle seed")
-    g.add_argument("--no-global-negatives", dest="global_negatives", action="store_false",
+    g.add_argument("--model-seed", type=int, help="initialisation and shuffle seed (default 42)")
+    g.add_argument("--no-global-negatives", dest="global_negatives", action="store_false", default=None,
                    help="backend ray: score each query only against its own worker's batch")
     r = p.add_argument_group("Ray backend")
     r.add_argument("--address", default=None,
@@ -92,16 +113,22 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     r.add_argument("--resume", action="store_true", help="continue the run stored under --storage from its last checkpoint")
 
 
-def model_config(a: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(embedding_dim=a.embedding_dim, optimizer=a.optimizer, learning_rate=a.learning_rate,
-                       train_metrics=a.train_metrics, seed=a.model_seed, global_negatives=a.global_negatives)
+_MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "learning_rate": "learning_rate",
+                "features": "features", "deep_layers": "deep_layers", "temperature": "temperature",
+                "logq_correction": "logq_correction", "remove_accidental_hits": "remove_accidental_hits",
+                "hard_negatives": "hard_negatives", "l2": "l2", "train_metrics": "train_metrics",
+                "model_seed": "seed", "global_negatives": "global_negatives"}
+_TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
+                "model_seed": "seed"}
 
 
-def train_config(a: argparse.Namespace, backend: str | None = None) -> TrainConfig:
-    return TrainConfig(batch_size=a.batch_size, epochs=a.epochs, shuffle_buffer=a.shuffle_buffer,
-                       seed=a.model_seed, backend=backend or a.backend, workers=a.workers,
-                       cpus_per_worker=a.cpus_per_worker, checkpoint_every=a.checkpoint_every,
-                       max_failures=a.max_failures, storage=a.storage, resume=a.resume)
+def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """The preset's settings with every flag given on the command line over them."""
+    model = {field: getattr(a, flag) for flag, field in _MODEL_FLAGS.items() if getattr(a, flag) is not None}
+    train = {field: getattr(a, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(a, flag) is not None}
+    train.update(backend=backend or a.backend, workers=a.workers, cpus_per_worker=a.cpus_per_worker,
+                 checkpoint_every=a.checkpoint_every, max_failures=a.max_failures, storage=a.storage, resume=a.resume)
+    return preset_configs(a.preset, model, train)
 
 
 def connect_ray(address: str | None) -> None:
@@ -149,7 +176,8 @@ def cmd_prepare(a) -> None:
 def cmd_train(a) -> None:
     from scaleout.train import train_run
 
-    model_cfg, train_cfg = model_config(a), train_config(a)
+    model_cfg, train_cfg = configs_from_args(a)
+    log.info("preset %s: %s", a.preset, describe_preset(a.preset))
     if train_cfg.backend == "ray":
         connect_ray(a.address)
     metrics = train_run(RunDir(a.run), model_cfg, train_cfg)
@@ -178,12 +206,12 @@ def cmd_recommend(a) -> None:
             if not a.run:
                 raise
             log.warning("%s; answering with BruteForce over %s instead", exc, a.run)
-            rec = _catalogue(a).recommend(a.user, a.k, "brute_force")
+            rec = _catalogue(a).recommend(a.user, a.k, "brute_force", exclude_seen=a.exclude_seen)
         if len(rec.titles) < a.k:
             raise ScaleoutError(f"the SavedModel was exported with k={len(rec.titles)}; asked for -k {a.k}")
         rec = dataclasses.replace(rec, scores=rec.scores[:a.k], movie_ids=rec.movie_ids[:a.k], titles=rec.titles[:a.k])
     else:
-        rec = _catalogue(a).recommend(a.user, a.k, a.index)
+        rec = _catalogue(a).recommend(a.user, a.k, a.index, exclude_seen=a.exclude_seen)
     _print_recommendation(rec)
 
 
@@ -198,7 +226,7 @@ def cmd_export(a) -> None:
     run = RunDir(a.run)
     for kind in a.kind:
         out = (Path(a.out) / kind if len(a.kind) > 1 else Path(a.out)) if a.out else run.export(kind)
-        print(catalogue.export(kind, out, a.k))
+        print(catalogue.export(kind, out, a.k, exclude_seen=a.exclude_seen))
 
 
 def index_args(p: argparse.ArgumentParser) -> None:
@@ -288,10 +316,12 @@ def cmd_verify(a) -> None:
 def cmd_pipeline(a) -> None:
     from scaleout.pipeline import run_pipeline
 
-    model_cfg, train_cfg = model_config(a), train_config(a)
+    model_cfg, train_cfg = configs_from_args(a)
+    log.info("preset %s: %s", a.preset, describe_preset(a.preset))
     if train_cfg.backend == "ray":
         connect_ray(a.address)
-    summary = run_pipeline(RunDir(a.run), _data_config(a), model_cfg, train_cfg, a.user, a.k, a.export_k)
+    summary = run_pipeline(RunDir(a.run), _data_config(a), model_cfg, train_cfg, a.user, a.k, a.export_k,
+                           exclude_seen=a.exclude_seen, baselines=tuple(a.baselines))
     print(json.dumps(summary, indent=2, sort_keys=True))
 
 
@@ -362,12 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer from this index of RUN (scann needs `scaleout index`; default %(default)s)")
     p.add_argument("--saved-model", help="answer from this exported SavedModel directory instead; with --run, "
                                          "a ScaNN export that cannot load falls back to BruteForce with a warning")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="leave out the user's training items (a SavedModel does so if exported with --exclude-seen)")
 
     p = command("export", cmd_export, "export retrieval SavedModels to RUN/export/KIND")
     p.add_argument("--kind", nargs="+", choices=("brute_force", "scann"), default=["brute_force"],
                    help="which (scann needs `scaleout index`; default brute_force)")
     p.add_argument("-k", type=int, default=10, help="results per query, fixed in the SavedModel (default %(default)s)")
     p.add_argument("--out", help="export directory instead of RUN/export/KIND")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="the SavedModel leaves out each user's training items (it retrieves k + the most any user saw)")
 
     p = command("verify", cmd_verify, "recompute the fingerprints of RUN/artifacts.json and check their links")
 
@@ -375,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default="42", help="user to recommend for (default %(default)s)")
     p.add_argument("-k", type=int, default=3, help="recommendations to print (default %(default)s)")
     p.add_argument("--export-k", type=int, default=10, help="k of the exported SavedModel (default %(default)s)")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="recommendations and exports leave out each user's training items")
+    p.add_argument("--baselines", nargs="*", choices=("popularity", "ease", "ials"),
+                   default=["popularity", "ease", "ials"],
+                   help="baselines of the quality report, on the same split (default: all; none: the model only)")
     _data_args(p)
     add_train_args(p)
 

@@ -13,9 +13,13 @@ from scaleout.errors import ConfigError
 
 T = TypeVar("T")
 
-SOURCES = ("movielens", "tfds", "generic", "synthetic")
+SOURCES = ("movielens", "tfds", "generic", "synthetic", "prepared")
 SPLITS = ("random", "temporal")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
+# Side features of the towers (see scaleout.features).
+QUERY_FEATURES = ("age", "gender", "occupation", "zip", "timestamp")
+CANDIDATE_FEATURES = ("genres", "title")
+FEATURES = QUERY_FEATURES + CANDIDATE_FEATURES
 
 
 def _at_least(cfg: Any, minimum: int, *names: str, note: str = "") -> None:
@@ -41,7 +45,8 @@ class DataConfig:
 
     source: one of SOURCES.
     path: a MovieLens directory or zip (movielens), a CSV/Parquet file or
-      directory (generic); unused for tfds and synthetic.
+      directory (generic), a prepared dataset whose train split is read
+      (prepared, for a validation split); unused for tfds and synthetic.
     tfds_name: the TFDS variant, e.g. ``100k`` for movielens/100k-ratings.
     """
 
@@ -72,7 +77,7 @@ class DataConfig:
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         _at_least(self, 1, "train_shards", "test_shards", "row_group_size", "chunk_rows")
-        if self.source in ("movielens", "generic") and not self.path:
+        if self.source in ("movielens", "generic", "prepared") and not self.path:
             raise ConfigError(f"source {self.source!r} needs a path (a directory or file to read)")
         if self.source == "synthetic":
             _at_least(self, 1, "synthetic_users", "synthetic_items", "synthetic_interactions")
@@ -94,9 +99,34 @@ class ModelConfig:
     # With several replicas, score each query against the candidates of the whole
     # global batch (gathered across replicas), as one process with that batch does.
     global_negatives: bool = True
+    # Side features (names from FEATURES) and ReLU layers above them; none: the tutorial's id towers.
+    features: tuple[str, ...] = ()
+    deep_layers: tuple[int, ...] = ()
+    # Loss options (see scaleout.model): softmax temperature (logits / t), sampling-bias correction
+    # with the candidates' training counts, accidental hits removed, hard negatives kept per query (0: all).
+    temperature: float = 1.0
+    logq_correction: bool = False
+    remove_accidental_hits: bool = False
+    hard_negatives: int = 0
+    l2: float = 0.0  # weight of the L2 penalty on every embedding table
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "embedding_dim")
+        _at_least(self, 0, "hard_negatives", note="0 (all in-batch negatives) or more")
+        for name in ("features", "deep_layers"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ConfigError(f"unknown feature(s) {unknown}; expected some of {', '.join(FEATURES)}")
+        if len(set(self.features)) != len(self.features):
+            raise ConfigError(f"features lists a feature twice: {self.features}")
+        if any(int(w) < 1 for w in self.deep_layers):
+            raise ConfigError(f"deep_layers must be positive widths, got {self.deep_layers}")
+        object.__setattr__(self, "deep_layers", tuple(int(w) for w in self.deep_layers))
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        if self.l2 < 0:
+            raise ConfigError(f"l2 must be 0 or more, got {self.l2}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.learning_rate <= 0:

@@ -4,7 +4,10 @@ An export is a plain TensorFlow SavedModel with one signature,
 ``serving_default``: ``user_id`` (``[batch]`` strings) in; ``scores``
 (``[batch, k]`` float32), ``movie_id`` and ``movie_title`` (``[batch, k]``
 strings) out, best first. k is fixed when exporting and is the static second
-dimension of every output.
+dimension of every output. The query tower sees each user at their latest
+training timestamp. Exported with ``exclude_seen``, the model drops each user's
+training items (see scaleout.seen): it retrieves k + the largest seen count
+and keeps the best k unseen.
 
 Two kinds, each the TFRS retrieval layer over the run's candidate embeddings:
 
@@ -30,8 +33,9 @@ from scaleout.errors import ArtifactError, ScaleoutError
 from scaleout.fsutil import atomic_dir, write_json
 from scaleout.index import BruteForce, Index, Scann
 from scaleout.indexer import check_embeddings_of_model, check_query_dim, open_index
-from scaleout.model import QUERY_FEATURE, tf, tfrs
+from scaleout.model import QUERY_FEATURE, embed_users, query_inputs, tf, tfrs
 from scaleout.rundir import RunDir
+from scaleout.seen import SeenItems, seen_filter
 from scaleout.train import Towers
 
 log = logging.getLogger(__name__)
@@ -55,31 +59,36 @@ class Recommendation:
 
 
 class _Server(tf.Module):
-    """``serving_default`` around a TFRS retrieval layer whose identifiers are candidate rows."""
+    """``serving_default``: the query tower, a TFRS retrieval layer whose identifiers are candidate rows, and
+    optionally the seen-item filter."""
 
-    def __init__(self, layer, ids: np.ndarray, titles: np.ndarray, k: int):
+    def __init__(self, query_tower, layer, ids: np.ndarray, titles: np.ndarray, k: int, seen=None):
         super().__init__()
-        self.layer, self.k = layer, k
+        self.query_tower, self.layer, self.k, self.seen = query_tower, layer, k, seen
         self.movie_ids = tf.constant(np.asarray(ids, dtype=object))
         self.movie_titles = tf.constant(np.asarray(titles, dtype=object))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serve(self, user_id):
-        scores, rows = self.layer(user_id)
+        scores, rows = self.layer(self.query_tower(query_inputs(user_id)))
+        if self.seen is not None:
+            scores, rows = self.seen(user_id, scores, rows, self.k)
         scores = tf.ensure_shape(scores, [None, self.k])
         rows = tf.ensure_shape(rows, [None, self.k])
         return {"scores": scores, "movie_id": tf.gather(self.movie_ids, rows),
                 "movie_title": tf.gather(self.movie_titles, rows)}
 
 
-def brute_force_layer(query_tower, vectors: np.ndarray, k: int):
-    layer = tfrs.layers.factorized_top_k.BruteForce(query_tower, k=k)
+def brute_force_layer(vectors: np.ndarray, k: int):
+    """TFRS BruteForce over ``vectors``, taking query embeddings."""
+    layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
     layer.index(tf.constant(vectors), tf.range(len(vectors), dtype=tf.int32))
     return layer
 
 
-def scann_layer(query_tower, index: Scann, k: int):
-    """The TFRS ScaNN layer answering from ``index`` (loaded from its directory) with its default search settings."""
+def scann_layer(index: Scann, k: int):
+    """The TFRS ScaNN layer answering query embeddings from ``index`` (loaded from its directory) with its default
+    search settings."""
     settings = index.search_settings(k)
 
     class IndexedScaNN(tfrs.layers.factorized_top_k.ScaNN):
@@ -89,10 +98,10 @@ def scann_layer(query_tower, index: Scann, k: int):
             from scann.scann_ops.py import scann_ops
 
             searcher = scann_ops.searcher_from_module(self._serialized_searcher)
-            result = searcher.search_batched_parallel(self.query_model(queries), **settings)
+            result = searcher.search_batched_parallel(queries, **settings)
             return result.distances, result.indices
 
-    layer = IndexedScaNN(query_tower, k=k)
+    layer = IndexedScaNN(k=k)
     layer._serialized_searcher = index.tf_state()  # the saved index's own searcher
     return layer, settings
 
@@ -125,6 +134,14 @@ class Catalogue:
             self.titles = candidates.column("movie_title").to_numpy(zero_copy_only=False).astype(str)
             self.vectors = embed(self.towers.candidate, self.ids)
         self._title_of = dict(zip(self.ids, self.titles))
+        self._seen: SeenItems | None = None
+
+    @property
+    def seen(self) -> SeenItems:
+        """The training items of every user, read from RUN/data's train split on first use."""
+        if self._seen is None:
+            self._seen = SeenItems.from_dataset(self.dataset)
+        return self._seen
 
     def index(self, kind: str = "brute_force") -> Index:
         if kind == "brute_force" and self.embeddings is None:
@@ -133,36 +150,51 @@ class Catalogue:
             raise ArtifactError(f"{self.run.embeddings}: no candidate embeddings; run `scaleout index` first")
         return open_index(self.run, kind, self.embeddings)
 
-    def recommend(self, user_id: str, k: int, kind: str = "brute_force") -> Recommendation:
+    def recommend(self, user_id: str, k: int, kind: str = "brute_force", exclude_seen: bool = False) -> Recommendation:
+        """The top ``k`` for ``user_id``; with ``exclude_seen``, of the candidates outside their training items."""
         known = user_id in self.users
         if not known:
             log.warning("user %r is not in the training vocabulary: scoring with the unknown-user embedding", user_id)
-        query = self.towers.query(tf.constant([user_id])).numpy()
-        scores, ids = self.index(kind).search(query, k)
-        return Recommendation(user_id, known, scores[0], ids[0], [self._title_of[i] for i in ids[0]])
+        query = embed_users(self.towers.query, [user_id])
+        seen = self.seen.of(user_id) if exclude_seen else np.array([], str)
+        scores, ids = self.index(kind).search(query, min(k + len(seen), len(self.ids)))
+        keep = ~np.isin(ids[0], seen)
+        scores, ids = scores[0][keep][:k], ids[0][keep][:k]
+        return Recommendation(user_id, known, scores, ids, [self._title_of[i] for i in ids])
 
-    def export(self, kind: str, directory: str | Path, k: int) -> Path:
-        """Writes the ``kind`` retrieval SavedModel with k results per query to ``directory``."""
+    def export(self, kind: str, directory: str | Path, k: int, exclude_seen: bool = False) -> Path:
+        """Writes the ``kind`` retrieval SavedModel with k results per query to ``directory``; with
+        ``exclude_seen``, each user's training items are left out of their results."""
         if kind not in EXPORT_KINDS:
             raise ScaleoutError(f"unknown export kind {kind!r}; expected one of {', '.join(EXPORT_KINDS)}")
         if not 1 <= k <= len(self.ids):
             raise ScaleoutError(f"k={k} but there are {len(self.ids)} candidates; expected 1 <= k <= {len(self.ids)}")
         info: dict = {}
         options = None
+        seen = None
+        retrieved = k
+        if exclude_seen:
+            seen = seen_filter(self.seen, self.ids)
+            retrieved = min(k + self.seen.max_count, len(self.ids))
+            info["seen_items"] = {"users": len(self.seen.user_ids), "max_seen": self.seen.max_count,
+                                    "retrieved": retrieved}
+            log.info("excluding seen items: retrieving %d per query (k %d + at most %d seen)", retrieved, k,
+                     self.seen.max_count)
         if kind == "scann":
             index = self.index("scann")
-            layer, settings = scann_layer(self.towers.query, index, k)
-            info = {"index": {"mode": index.mode, "num_leaves": index.num_leaves, "search": settings,
-                              "built_from": index.meta.get("source", {})}}
+            layer, settings = scann_layer(index, retrieved)
+            info["index"] = {"mode": index.mode, "num_leaves": index.num_leaves, "search": settings,
+                             "built_from": index.meta.get("source", {})}
             options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
         else:
-            layer = brute_force_layer(self.towers.query, self.vectors, k)
-        server = _Server(layer, self.ids, self.titles, k)
+            layer = brute_force_layer(self.vectors, retrieved)
+        server = _Server(self.towers.query, layer, self.ids, self.titles, k, seen)
         with atomic_dir(directory) as tmp:
             tf.saved_model.save(server, str(tmp / "saved_model"), signatures={"serving_default": server.serve},
                                 options=options)
             write_json(tmp / EXPORT_JSON, {
-                "kind": kind, "k": k, "candidates": len(self.ids), "embedding_dim": int(self.vectors.shape[1]),
+                "kind": kind, "k": k, "exclude_seen": exclude_seen, "candidates": len(self.ids),
+                "embedding_dim": int(self.vectors.shape[1]),
                 "scaleout_version": __version__, "versions": artifacts.versions(),
                 "needs": ["tensorflow", "scann (import scann before loading)"] if kind == "scann" else ["tensorflow"],
                 "signature": {"inputs": {"user_id": "string [batch]"},

@@ -173,7 +173,7 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     """
     from scaleout.data.dataset import Dataset
     from scaleout.data.tfdata import iter_batches
-    from scaleout.model import tf, tfrs
+    from scaleout.model import TIMESTAMP_FEATURE, query_inputs, tf, tfrs, uses_timestamp
     from scaleout.train import Towers
 
     dataset, towers, emb = Dataset(run.data), Towers.load(run.model), EmbeddingSet(run.embeddings)
@@ -188,10 +188,12 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     metrics = {kind: tfrs.metrics.FactorizedTopK(candidates=index_top_k(idx, k_max, answers[kind]), ks=ks)
                for kind, idx in indexes.items()}
     start = time.monotonic()
-    for batch in iter_batches(dataset.files("test"), ["user_id", "movie_id"], batch_size, 0, None):
+    # As model.evaluate: each test row's own timestamp, where the query tower takes one.
+    columns = ["user_id", "movie_id"] + ([TIMESTAMP_FEATURE] if uses_timestamp(towers.query) else [])
+    for batch in iter_batches(dataset.files("test"), columns, batch_size, 0, None):
         users = np.asarray(batch["user_id"]).astype(str).astype(object)
         movies = np.asarray(batch["movie_id"]).astype(str)
-        queries = towers.query(tf.constant(users), training=False)
+        queries = towers.query(query_inputs(users, batch.get(TIMESTAMP_FEATURE)), training=False)
         try:
             true = tf.constant(vectors[[row_of[m] for m in movies]])
         except KeyError as exc:

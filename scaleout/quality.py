@@ -212,17 +212,21 @@ def _ials_scorer(train: sp.csr_matrix, setting: dict, pop: np.ndarray):
     return score
 
 
-def model_scorer(towers, data: Data):
-    """Scores of a trained two-tower model: query tower over the user vocabulary (and one unknown user),
-    candidate tower over the candidates."""
-    from scaleout.model import tf
+def tower_scorer(query_tower, candidate_tower, data: Data):
+    """Scores of a two-tower model: the query tower over the user vocabulary (and one unknown user; each
+    user at their latest training timestamp), the candidate tower over the candidates."""
+    from scaleout.model import embed_users, tf
 
-    users = towers.query(tf.constant(np.append(data.user_ids, "").astype(object)), training=False).numpy()
-    items = towers.candidate(tf.constant(data.item_ids.astype(object)), training=False).numpy()
+    users = embed_users(query_tower, np.append(data.user_ids, ""))
+    items = candidate_tower(tf.constant(data.item_ids.astype(object)), training=False).numpy()
 
     def score(u):
         return users[np.where(u >= 0, u, len(data.user_ids))] @ items.T
     return score
+
+
+def model_scorer(towers, data: Data):
+    return tower_scorer(towers.query, towers.candidate, data)
 
 
 def quality_report(run, which: tuple[str, ...] = ("popularity", "ease", "ials")) -> dict:
@@ -237,8 +241,26 @@ def quality_report(run, which: tuple[str, ...] = ("popularity", "ease", "ials"))
               "model": evaluate_scores(model_scorer(Towers.load(run.model), data), data)}
     report["baselines"] = baselines(data, which)
     report["seconds"] = round(time.monotonic() - start, 1)
-    write_json(run.root / "metrics" / "quality.json", report)
+    write_json(run.quality_metrics, report)
     return report
+
+
+def headline(report: dict) -> dict:
+    """recall@10 and @100 of the model and each baseline, under both protocols."""
+    methods = {"model": report["model"], **report["baselines"]}
+    return {name: {p: {k: round(m[p][k], 4) for k in ("recall@10", "recall@100")} for p in PROTOCOLS}
+            for name, m in methods.items()}
+
+
+def quality_sentence(report: dict) -> str:
+    """One line: the model's recall@10/@100 with seen items excluded and its top-100, beside the best baseline."""
+    m = report["model"]
+    text = (f"model: recall@10 {m['exclude_seen']['recall@10']:.4f}, @100 {m['exclude_seen']['recall@100']:.4f} "
+            f"seen excluded; top-100 {m['tutorial']['recall@100']:.4f} tutorial protocol")
+    if report["baselines"]:
+        name, b = max(report["baselines"].items(), key=lambda kv: kv[1]["exclude_seen"]["recall@10"])
+        text += f"; best baseline {name}: {b['exclude_seen']['recall@10']:.4f}, {b['exclude_seen']['recall@100']:.4f}"
+    return text
 
 
 def format_report(report: dict) -> str:

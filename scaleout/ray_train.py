@@ -91,14 +91,14 @@ def train_func(config: dict) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     from scaleout.data.tfdata import parquet_dataset
-    from scaleout.model import CANDIDATE_FEATURE, QUERY_FEATURE, build_model
+    from scaleout.model import build_for_dataset
 
     dataset = Dataset(config["dataset"])
     local_batch = train_cfg.batch_size // world
     assignment = assign_files(dataset.files("train"), world)
     steps = steps_per_epoch(assignment, local_batch)
     with strategy.scope():
-        model = build_model(model_cfg, dataset.vocabulary(QUERY_FEATURE), dataset.vocabulary(CANDIDATE_FEATURE))
+        model = build_for_dataset(model_cfg, dataset)
         model.optimizer.build(model.trainable_variables)
     saver = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
@@ -121,7 +121,7 @@ def train_func(config: dict) -> None:
 
     def dataset_fn(input_context):
         files = assignment[input_context.input_pipeline_id]
-        data = parquet_dataset(files, (QUERY_FEATURE, CANDIDATE_FEATURE),
+        data = parquet_dataset(files, model.columns,
                                input_context.get_per_replica_batch_size(train_cfg.batch_size),
                                train_cfg.shuffle_buffer, seed=train_cfg.seed * 1_000 + input_context.input_pipeline_id,
                                drop_remainder=True, repeat=True, first_pass=start_epoch)
@@ -286,10 +286,10 @@ def _restore(found: tuple[str, dict], storage: str, dataset: Dataset, model_cfg:
     """The model of a checkpoint, rebuilt in this process: (model, history, resumed_at)."""
     from ray.train import Checkpoint
 
-    from scaleout.model import CANDIDATE_FEATURE, QUERY_FEATURE, build_model, tf
+    from scaleout.model import build_for_dataset, tf
 
     path, state = found
-    model = build_model(model_cfg, dataset.vocabulary(QUERY_FEATURE), dataset.vocabulary(CANDIDATE_FEATURE))
+    model = build_for_dataset(model_cfg, dataset)
     fs, _ = _filesystem(storage)
     with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()

@@ -9,6 +9,7 @@
                              (scaleout.embeddings)
   RUN/index/scann/           ScaNN index (scaleout.index); RUN/index/brute_force/ too
   RUN/metrics/index_eval.json  FactorizedTopK through each index, side by side
+  RUN/metrics/quality.json   hit rate and NDCG with and without seen items, beside the baselines
   RUN/export/scann/          retrieval SavedModels (TFRS ScaNN / BruteForce layers):
   RUN/export/brute_force/    raw user id in; scores, movie ids, titles out
   RUN/artifacts.json         fingerprints and links of all of the above
@@ -56,6 +57,10 @@ class RunDir:
     @property
     def index_eval_metrics(self) -> Path:
         return self.root / "metrics" / "index_eval.json"
+
+    @property
+    def quality_metrics(self) -> Path:
+        return self.root / "metrics" / "quality.json"
 
     @property
     def artifacts(self) -> Path:

@@ -15,10 +15,9 @@ from scaleout.data.tfdata import parquet_dataset
 from scaleout.errors import ArtifactError
 from scaleout.fsutil import atomic_dir, write_json
 from scaleout.rundir import RunDir
-from scaleout.model import CANDIDATE_FEATURE, QUERY_FEATURE, build_model, from_towers, tf
+from scaleout.model import CANDIDATE_FEATURE, QUERY_FEATURE, build_for_dataset, candidate_counts, from_towers, tf
 
 log = logging.getLogger(__name__)
-FEATURES = (QUERY_FEATURE, CANDIDATE_FEATURE)
 MODEL_JSON = "model.json"
 
 
@@ -48,22 +47,22 @@ class EpochLog(tf.keras.callbacks.Callback):
                  f"{entry['examples_per_second']:,.0f}")
 
 
-def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig):
+def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: list | None = None):
     """Trains a fresh model on the train split; returns (model, per-epoch history)."""
-    candidate_ids = dataset.vocabulary(CANDIDATE_FEATURE)
-    model = build_model(model_cfg, dataset.vocabulary(QUERY_FEATURE), candidate_ids)
-    data = parquet_dataset(dataset.files("train"), FEATURES, train_cfg.batch_size, train_cfg.shuffle_buffer,
+    model = build_for_dataset(model_cfg, dataset)
+    data = parquet_dataset(dataset.files("train"), model.columns, train_cfg.batch_size, train_cfg.shuffle_buffer,
                            seed=train_cfg.seed)
     epoch_log = EpochLog(dataset.counts["train"], train_cfg.epochs, model_cfg.train_metrics)
-    log.info("training on %s examples (%d shards), batch %d, %d epochs", f"{dataset.counts['train']:,}",
-             len(dataset.files("train")), train_cfg.batch_size, train_cfg.epochs)
-    model.fit(data, epochs=train_cfg.epochs, verbose=0, callbacks=[epoch_log])
+    log.info("training on %s examples (%d shards), batch %d, %d epochs, features: %s", f"{dataset.counts['train']:,}",
+             len(dataset.files("train")), train_cfg.batch_size, train_cfg.epochs, ", ".join(model.features["used"]) or
+             "ids only")
+    model.fit(data, epochs=train_cfg.epochs, verbose=0, callbacks=[epoch_log, *(callbacks or [])])
     return model, epoch_log.history
 
 
 def evaluate(model, dataset: Dataset, train_cfg: TrainConfig) -> dict[str, float]:
     """Test-split metrics under TFRS's names (``factorized_top_k/top_100_categorical_accuracy``, ...)."""
-    data = parquet_dataset(dataset.files("test"), FEATURES, train_cfg.eval_batch_size)
+    data = parquet_dataset(dataset.files("test"), model.columns, train_cfg.eval_batch_size)
     start = time.monotonic()
     metrics = model.evaluate(data, return_dict=True, verbose=0)
     log.info("evaluated %s test examples in %.1f s", f"{dataset.counts['test']:,}", time.monotonic() - start)
@@ -81,6 +80,7 @@ def save_model(model, model_dir: Path, model_cfg: ModelConfig, train_cfg: TrainC
             "train": dataclasses.asdict(train_cfg),
             "dataset": str(dataset.path.resolve()),
             "dataset_created": dataset.manifest["created"],
+            "features": model.features,
             "vocab_sizes": {QUERY_FEATURE: len(dataset.vocabulary(QUERY_FEATURE)),
                             CANDIDATE_FEATURE: len(dataset.vocabulary(CANDIDATE_FEATURE))},
         })
@@ -110,8 +110,9 @@ class Towers:
                 raise ArtifactError(f"{model_dir / name}: cannot load the saved tower ({exc})") from exc
         return cls(towers[0], towers[1], from_dict(ModelConfig, info["model"]), info)
 
-    def as_model(self, candidate_ids):
-        return from_towers(self.model_cfg, self.query, self.candidate, candidate_ids)
+    def as_model(self, dataset: Dataset):
+        return from_towers(self.model_cfg, self.query, self.candidate, dataset.vocabulary(CANDIDATE_FEATURE),
+                           candidate_counts(dataset))
 
 
 def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, float]:
@@ -143,7 +144,7 @@ def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:
     """Evaluates the saved towers of RUN/model on the test split; rewrites RUN/metrics/eval.json."""
     dataset = Dataset(run.data)
     towers = Towers.load(run.model)
-    metrics = evaluate(towers.as_model(dataset.vocabulary(CANDIDATE_FEATURE)), dataset, train_cfg)
+    metrics = evaluate(towers.as_model(dataset), dataset, train_cfg)
     _write_eval(run, dataset, metrics)
     return metrics
 

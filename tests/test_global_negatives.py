@@ -1,13 +1,17 @@
 """Two replicas with global in-batch negatives compute the single-process loss and gradient
-over the global batch. Runs in a fresh process: the two logical CPU devices must be set up
-before TensorFlow starts."""
+over the global batch, with the plain loss and with every loss option on (logQ correction,
+accidental hits removed, temperature, hard negatives). Runs in a fresh process: the two logical
+CPU devices must be set up before TensorFlow starts."""
 
 import json
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import json
+import sys
 import numpy as np
 import scaleout
 from scaleout.tfenv import import_tensorflow
@@ -19,9 +23,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from scaleout.config import ModelConfig
 from scaleout.model import build_model
 
+OPTIONS = json.loads(sys.argv[1])
 users, items = [f"u{i}" for i in range(20)], [f"i{i}" for i in range(30)]
+counts = np.arange(30) * 3 + 1
 rng = np.random.default_rng(0)
-batch = {"user_id": rng.choice(users, 8).astype(object), "movie_id": rng.choice(items, 8).astype(object)}
+# Few distinct items, so the global batch holds repeats (accidental hits) across the two halves.
+batch = {"user_id": rng.choice(users, 8).astype(object), "movie_id": rng.choice(items[:5], 8).astype(object)}
 
 
 def loss_and_grads(model, features):
@@ -30,13 +37,14 @@ def loss_and_grads(model, features):
     return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
 
 
-single = build_model(ModelConfig(embedding_dim=4), users, items)
+single = build_model(ModelConfig(embedding_dim=4, **OPTIONS), users, items, candidate_counts=counts)
 want_loss, want_grads = loss_and_grads(single, {k: tf.constant(v) for k, v in batch.items()})
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 out = {}
 for global_negatives in (True, False):
     with strategy.scope():
-        model = build_model(ModelConfig(embedding_dim=4, global_negatives=global_negatives), users, items)
+        model = build_model(ModelConfig(embedding_dim=4, global_negatives=global_negatives, **OPTIONS), users, items,
+                            candidate_counts=counts)
     model.set_weights(single.get_weights())
     halves = strategy.experimental_distribute_values_from_function(
         lambda ctx: {k: tf.constant(v[ctx.replica_id_in_sync_group * 4:][:4]) for k, v in batch.items()})
@@ -52,8 +60,10 @@ print(json.dumps(out))
 """
 
 
-def test_two_replicas_train_the_single_process_objective():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
+@pytest.mark.parametrize("options", [{}, {"logq_correction": True, "remove_accidental_hits": True,
+                                           "temperature": 0.5, "hard_negatives": 3}], ids=["plain", "all-options"])
+def test_two_replicas_train_the_single_process_objective(options):
+    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     with_global = out["True"]

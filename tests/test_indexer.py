@@ -53,13 +53,13 @@ def fresh_query(export_dir, users):
 def in_process_answers(root, users, k=10):
     from scaleout.embeddings import EmbeddingSet
     from scaleout.indexer import open_index
-    from scaleout.model import tf
+    from scaleout.model import embed_users
     from scaleout.rundir import RunDir
     from scaleout.train import Towers
 
     run = RunDir(root)
     index = open_index(run, "scann", EmbeddingSet(run.embeddings))
-    queries = Towers.load(run.model).query(tf.constant(users)).numpy()
+    queries = embed_users(Towers.load(run.model).query, users)
     return index, index.search(queries, k)[1].tolist()
 
 

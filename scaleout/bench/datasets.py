@@ -148,7 +148,7 @@ def movielens_vectors(run: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     from scaleout.data.dataset import Dataset as Split
     from scaleout.data.tfdata import iter_batches
     from scaleout.embeddings import EmbeddingSet
-    from scaleout.model import tf
+    from scaleout.model import embed_users
     from scaleout.rundir import RunDir
     from scaleout.train import Towers
 
@@ -158,7 +158,7 @@ def movielens_vectors(run: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     for batch in iter_batches(Split(run.data).files("test"), ["user_id"], 65536, 0, None):
         users.update(np.asarray(batch["user_id"]).astype(str).tolist())
     users = np.array(sorted(users), dtype=object)
-    queries = Towers.load(run.model).query(tf.constant(users), training=False).numpy().astype(np.float32)
+    queries = embed_users(Towers.load(run.model).query, users).astype(np.float32)
     return vectors, queries, {"kind": "movielens", "run": str(run.root), "queries_are": "test users (one each)"}
 
 

@@ -49,6 +49,12 @@ class Dataset:
     def candidates(self) -> pa.Table:
         return pq.read_table(self.path / "candidates.parquet")
 
+    @cached_property
+    def users(self) -> pa.Table | None:
+        """users.parquet (one row per train user, in vocabulary order), or None for a dataset prepared without it."""
+        path = self.path / "users.parquet"
+        return pq.read_table(path) if path.is_file() else None
+
     def vocabulary(self, column: str) -> np.ndarray:
         """The ids of ``column`` (``user_id`` or ``movie_id``), most frequent first, as str."""
         path = self.path / "vocab" / f"{column}.parquet"

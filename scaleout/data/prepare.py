@@ -6,6 +6,9 @@ Layout of the directory it writes (atomically: everything or nothing):
   test/part-00000.parquet ...    test interactions
   candidates.parquet             one row per item: movie_id, movie_title,
                                  [movie_genres], train_count
+  users.parquet                  one row per train user, in vocabulary order: user_id,
+                                 the user columns the source has (first value
+                                 seen), last_timestamp (latest train interaction)
   vocab/user_id.parquet          train users with their interaction counts
   vocab/movie_id.parquet         candidate ids with their train counts
   manifest.json                  settings, source, counts, schema, checksums
@@ -44,6 +47,10 @@ def open_source(cfg: DataConfig):
         return GenericInteractions(cfg.path)
     if cfg.source == "synthetic":
         return Synthetic(cfg)
+    if cfg.source == "prepared":
+        from scaleout.data.prepared_source import PreparedTrain
+
+        return PreparedTrain(cfg.path)
     from scaleout.data.tfds_source import TfdsMovieLens  # imports TensorFlow
 
     return TfdsMovieLens(cfg.tfds_name, cfg.tfds_data_dir)
@@ -98,6 +105,39 @@ class ShardWriter:
             w.close()
 
 
+USER_COLUMNS = ("bucketized_user_age", "raw_user_age", "user_gender", "user_occupation_label",
+                "user_occupation_text", "user_zip_code")
+
+
+class _Users:
+    """Per train user: the first value of each user column and the latest timestamp, merged per chunk."""
+
+    def __init__(self, schema: pa.Schema):
+        self.columns = [c for c in USER_COLUMNS if c in schema.names]
+        self.timestamp = "timestamp" in schema.names
+        self.table: pa.Table | None = None
+
+    def _aggregate(self, table: pa.Table, timestamp: str) -> pa.Table:
+        aggs = [(c, "first") for c in self.columns] + ([(timestamp, "max")] if self.timestamp else [])
+        out = table.group_by("user_id", use_threads=False).aggregate(aggs)
+        names = {f"{c}_first": c for c in self.columns}
+        names[f"{timestamp}_max"] = "last_timestamp"
+        return out.rename_columns([names.get(n, n) for n in out.column_names])
+
+    def add(self, part: pa.Table) -> None:
+        part = self._aggregate(part.select(["user_id", *self.columns] + (["timestamp"] if self.timestamp else [])),
+                               "timestamp")
+        if self.table is not None:
+            part = self._aggregate(pa.concat_tables([self.table, part]), "last_timestamp")
+        self.table = part
+
+    def result(self, vocabulary: pa.Table) -> pa.Table:
+        """One row per vocabulary user, in its order."""
+        at = pc.index_in(vocabulary.column("user_id"), value_set=self.table.column("user_id").combine_chunks())
+        return pa.table({"user_id": vocabulary.column("user_id"),
+                         **{c: pc.take(self.table.column(c), at) for c in self.table.column_names if c != "user_id"}})
+
+
 class _Counter:
     """Occurrences per key, merged with Arrow as chunks arrive."""
 
@@ -138,6 +178,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
     schema = None
     cut = _temporal_cut(source, cfg) if cfg.split == "temporal" else None
     users, train_items = _Counter(), _Counter()
+    user_table: _Users | None = None
     seen_items: list[pa.Table] = []
     total = n_test_before = 0
     with atomic_dir(out) as tmp:
@@ -147,6 +188,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
                 schema = batch.schema
                 train = ShardWriter(tmp / "train", cfg.train_shards, schema, cfg.row_group_size)
                 test = ShardWriter(tmp / "test", cfg.test_shards, schema, cfg.row_group_size)
+                user_table = _Users(schema)
             n = batch.num_rows
             table = pa.Table.from_batches([batch])
             if item_ids is not None:
@@ -171,6 +213,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
             train.write(train_part)
             test.write(table.take(test_rows))
             users.add(train_part.column("user_id"))
+            user_table.add(train_part)
             train_items.add(train_part.column("movie_id"))
             total += n
             n_test_before += len(test_rows)
@@ -194,6 +237,8 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
         pq.write_table(candidates.select(["movie_id", "train_count"]).rename_columns(["movie_id", "count"]),
                        tmp / "vocab" / "movie_id.parquet")
         pq.write_table(candidates, tmp / "candidates.parquet", row_group_size=cfg.row_group_size)
+        user_rows = user_table.result(user_vocab)
+        pq.write_table(user_rows, tmp / "users.parquet", row_group_size=cfg.row_group_size)
         manifest = {
             "format": "scaleout-dataset/1",
             "scaleout_version": __version__,
@@ -211,6 +256,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
                        "test": [str(p.relative_to(tmp)) for p in test.paths]},
             "schema": {f.name: str(f.type) for f in schema},
             "candidate_schema": {f.name: str(f.type) for f in candidates.schema},
+            "user_schema": {f.name: str(f.type) for f in user_rows.schema},
             "files": checksums(tmp),
         }
         write_json(tmp / MANIFEST, manifest)

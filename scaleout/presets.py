@@ -1,0 +1,42 @@
+"""Named model and training settings: ``scaleout train --preset NAME`` (and pipeline, jobs/train.py).
+
+  quality   the best settings of the documented search (benchmarks/quality_search.py,
+            results in benchmarks/results/quality/search.json, report in
+            benchmarks/reports/quality/): chosen on a validation cut of ml-100k's
+            training split, never on its test split. The default.
+  tutorial  the TFRS basic retrieval tutorial, for reproducing it: id towers,
+            plain in-batch softmax, batch 8192, 3 epochs.
+
+Flags given on the command line override the preset's values.
+"""
+
+from __future__ import annotations
+
+from scaleout.config import ModelConfig, TrainConfig
+from scaleout.errors import ConfigError
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "tutorial": {"model": {}, "train": {"batch_size": 8192, "epochs": 3}},
+    "quality": {
+        "model": {"logq_correction": True, "remove_accidental_hits": True, "l2": 0.05},
+        "train": {"batch_size": 1024, "epochs": 10},
+    },
+}
+DEFAULT = "quality"
+
+
+def configs(name: str, model: dict | None = None, train: dict | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """The preset's ModelConfig and TrainConfig, with ``model``/``train`` values (set explicitly) over them."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    return (ModelConfig(**{**preset["model"], **(model or {})}),
+            TrainConfig(**{**preset["train"], **(train or {})}))
+
+
+def describe(name: str) -> str:
+    preset = PRESETS[name]
+    base_m, base_t = ModelConfig(), TrainConfig()
+    changed = {k: v for k, v in preset["model"].items() if getattr(base_m, k) != v}
+    changed.update({k: v for k, v in preset["train"].items() if getattr(base_t, k) != v})
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or "the tutorial's settings"
