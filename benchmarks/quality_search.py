@@ -80,11 +80,15 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for r in results:
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    best = max(results, key=lambda r: (r["best"]["recall@10"], r["best"]["recall@100"]))
+    for i, r in enumerate(results):
         epochs = [c["epoch"] for c in r["curve"]]
+        style = {"color": plt.cm.tab20(i % 20), "linestyle": ("-", "--", ":")[i // 20 % 3],
+                 "linewidth": 3 if r is best else 1.2}
         for ax, key in zip(axes, ("recall@10", "recall@100")):
-            ax.plot(epochs, [c[key] for c in r["curve"]], marker=".", label=r["name"])
+            ax.plot(epochs, [c[key] for c in r["curve"]], marker=".", label=r["name"] + (" (chosen)" if r is best
+                                                                                              else ""), **style)
     for ax, key in zip(axes, ("recall@10", "recall@100")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"validation {key}, seen items excluded")

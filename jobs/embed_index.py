@@ -14,7 +14,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli import connect_ray, index_args, run_index_job
+from scaleout.args import connect_ray, index_args, run_index_job
 from scaleout.errors import ScaleoutError
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli import add_train_args, configs_from_args, connect_ray
+from scaleout.args import add_train_args, configs_from_args, connect_ray
 from scaleout.errors import ScaleoutError
 from scaleout.rundir import RunDir
 from scaleout.train import train_run

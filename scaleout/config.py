@@ -108,7 +108,7 @@ class ModelConfig:
     logq_correction: bool = False
     remove_accidental_hits: bool = False
     hard_negatives: int = 0
-    l2: float = 0.0  # weight of the L2 penalty on every embedding table
+    l2: float = 0.0  # weight of the L2 penalty on every embedding table (part of the loss)
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "embedding_dim")

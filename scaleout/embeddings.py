@@ -41,101 +41,16 @@ import pyarrow.parquet as pq
 
 from scaleout import __version__
 from scaleout.errors import ArtifactError, DataError, ScaleoutError
-from scaleout.fsutil import json_fingerprint, read_manifest, replace_dir, sha256, tree_fingerprint, write_json
+from scaleout.fsutil import json_fingerprint, replace_dir, sha256, tree_fingerprint, write_json
+# The parts and the reader live in their own modules; their names are part of this module's interface.
+from scaleout.candidate_parts import PART_COLUMN, Part, candidate_files, plan_parts, read_part  # noqa: F401
+from scaleout.embedding_set import EMBEDDINGS_JSON, FORMAT, ID, TITLE, VECTOR, EmbeddingSet  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-ID, TITLE, VECTOR = "movie_id", "movie_title", "embedding"
-PART_COLUMN = "_part"
-EMBEDDINGS_JSON = "embeddings.json"
 PLAN_JSON = "plan.json"
-FORMAT = "scaleout-embeddings/1"
 DEFAULT_PART_ROWS = 500_000
 EMBED_BATCH = 65_536
-
-
-# --------------------------------------------------------------------------- plan
-
-
-@dataclasses.dataclass(frozen=True)
-class Part:
-    number: int
-    file: str
-    start: int  # first row in ``file``
-    stop: int
-
-    @property
-    def rows(self) -> int:
-        return self.stop - self.start
-
-    @property
-    def name(self) -> str:
-        return f"part-{self.number:05d}.parquet"
-
-
-def candidate_files(path: str | Path) -> list[Path]:
-    """The Parquet files of a candidate table: ``path`` itself, or every ``*.parquet`` under it."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
-        if files:
-            return files
-        raise DataError(f"{path}: no .parquet files in this directory; expected the candidate table's shards")
-    raise DataError(f"{path}: no such candidate table (a Parquet file or a directory of them)")
-
-
-def open_parquet(f: Path) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(f)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
-
-
-def plan_parts(files: list[Path], part_rows: int) -> list[Part]:
-    """Cuts the files into parts of at most ``part_rows`` rows (a part never spans two files)."""
-    if part_rows < 1:
-        raise ScaleoutError(f"part_rows must be at least 1, got {part_rows}")
-    parts: list[Part] = []
-    for f in files:
-        meta = open_parquet(f)
-        names = meta.schema_arrow.names
-        if ID not in names:
-            raise DataError(f"{f}: no {ID!r} column; a candidate table needs {ID!r} (and optionally {TITLE!r}); "
-                            f"it has {names}")
-        n = meta.metadata.num_rows
-        for start in range(0, n, part_rows):
-            parts.append(Part(len(parts), str(f.resolve()), start, min(n, start + part_rows)))
-    if not parts:
-        raise DataError(f"the candidate table {', '.join(map(str, files))} has no rows; nothing to embed")
-    return parts
-
-
-def read_part(part: Part) -> pa.Table:
-    """The part's rows: movie_id (string), movie_title (string or null) and the part number."""
-    pf = pq.ParquetFile(part.file)
-    columns = [ID] + ([TITLE] if TITLE in pf.schema_arrow.names else [])
-    groups, offset, first = [], 0, None
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if offset < part.stop and offset + n > part.start:
-            groups.append(g)
-            first = offset if first is None else first
-        offset += n
-    table = pf.read_row_groups(groups, columns=columns).slice(part.start - first, part.rows)
-    ids = table.column(ID)
-    if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
-        if not pa.types.is_integer(ids.type):
-            raise DataError(f"{part.file}: column {ID!r} is {ids.type}; expected strings or integers")
-        ids = pc.cast(ids, pa.string())
-    empty = pc.or_kleene(pc.is_null(ids), pc.equal(pc.utf8_length(pc.cast(ids, pa.string())), 0))
-    if pc.any(empty).as_py():
-        row = part.start + int(pc.index(empty, True).as_py())
-        raise DataError(f"{part.file}: row {row + 1}: {ID} is empty; every candidate needs an id")
-    titles = table.column(TITLE).cast(pa.string()) if TITLE in columns else pa.nulls(part.rows, pa.string())
-    return pa.table({ID: pc.cast(ids, pa.string()), TITLE: titles,
-                     PART_COLUMN: pa.array(np.full(part.rows, part.number, dtype=np.int32))})
 
 
 # --------------------------------------------------------------------------- embedding
@@ -474,54 +389,3 @@ def throughput(summaries: list[dict]) -> dict:
 
 
 # --------------------------------------------------------------------------- reading back
-
-
-class EmbeddingSet:
-    """A finished embeddings directory, read back and checked against its embeddings.json."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.meta = read_manifest(self.path / EMBEDDINGS_JSON, FORMAT, f"{self.path}: no candidate embeddings "
-                                  f"here (no {EMBEDDINGS_JSON}); run `scaleout index` first")
-        for e in self.meta["parts"]:
-            f = self.path / e["name"]
-            if not f.is_file() or f.stat().st_size != e["bytes"]:
-                raise ArtifactError(f"{f}: missing or truncated ({EMBEDDINGS_JSON} says {e['bytes']} bytes)")
-
-    @property
-    def fingerprint(self) -> str:
-        return self.meta["fingerprint"]
-
-    @property
-    def dim(self) -> int:
-        return self.meta["dim"]
-
-    def __len__(self) -> int:
-        return self.meta["candidates"]
-
-    def verify(self) -> None:
-        """Recomputes each part's sha256; ArtifactError names the first that differs."""
-        for e in self.meta["parts"]:
-            if sha256(self.path / e["name"]) != e["sha256"]:
-                raise ArtifactError(f"{self.path / e['name']}: checksum differs from {EMBEDDINGS_JSON}")
-
-    def load(self, titles: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(ids [n] str, embeddings [n, dim] float32, titles [n] str or None), read part by part."""
-        n, dim = len(self), self.dim
-        vectors = np.empty((n, dim), dtype=np.float32)
-        ids, names, row = [], [], 0
-        columns = [ID, VECTOR] + ([TITLE] if titles else [])
-        for e in self.meta["parts"]:
-            try:
-                table = pq.read_table(self.path / e["name"], columns=columns)
-            except (OSError, pa.ArrowException) as exc:
-                raise ArtifactError(f"{self.path / e['name']}: unreadable ({exc})") from exc
-            if table.num_rows != e["rows"]:
-                raise ArtifactError(f"{self.path / e['name']}: {table.num_rows} rows; {EMBEDDINGS_JSON} says {e['rows']}")
-            flat = table.column(VECTOR).combine_chunks().flatten().to_numpy()
-            vectors[row:row + table.num_rows] = flat.reshape(-1, dim)
-            ids.append(np.asarray(table.column(ID).to_numpy(zero_copy_only=False), dtype=str))
-            if titles:
-                names.append(np.asarray(table.column(TITLE).fill_null("").to_numpy(zero_copy_only=False), dtype=str))
-            row += table.num_rows
-        return np.concatenate(ids), vectors, (np.concatenate(names) if titles else None)

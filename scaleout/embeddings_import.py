@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scaleout.embeddings import (DEFAULT_PART_ROWS, ID, TITLE, VECTOR, EmbeddingSet, _check_ids, _complete,
-                                 candidate_files, open_parquet, write_part)
+from scaleout.candidate_parts import candidate_files, open_parquet
+from scaleout.embedding_set import ID, TITLE, VECTOR, EmbeddingSet
+from scaleout.embeddings import DEFAULT_PART_ROWS, _check_ids, _complete, write_part
 from scaleout.errors import DataError
 from scaleout.fsutil import sha256
 

@@ -33,7 +33,7 @@ from scaleout.errors import ArtifactError, ScaleoutError
 from scaleout.fsutil import atomic_dir, write_json
 from scaleout.index import BruteForce, Index, Scann
 from scaleout.indexer import check_embeddings_of_model, check_query_dim, open_index
-from scaleout.model import QUERY_FEATURE, embed_users, query_inputs, tf, tfrs
+from scaleout.model import QUERY_FEATURE, embed_users, query_embeddings, tf, tfrs
 from scaleout.rundir import RunDir
 from scaleout.seen import SeenItems, seen_filter
 from scaleout.train import Towers
@@ -70,7 +70,7 @@ class _Server(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serve(self, user_id):
-        scores, rows = self.layer(self.query_tower(query_inputs(user_id)))
+        scores, rows = self.layer(query_embeddings(self.query_tower, user_id))
         if self.seen is not None:
             scores, rows = self.seen(user_id, scores, rows, self.k)
         scores = tf.ensure_shape(scores, [None, self.k])

@@ -75,7 +75,8 @@ class FeatureTables:
 
     @property
     def used(self) -> list[str]:
-        return [f.name for f in self.query] + (["timestamp"] if self.timestamp else []) + [f.name for f in self.candidate]
+        timestamp = ["timestamp"] if self.timestamp else []
+        return [f.name for f in self.query] + timestamp + [f.name for f in self.candidate]
 
 
 def _code(values: list, name: str) -> tuple[np.ndarray, int]:
@@ -133,8 +134,8 @@ def build_tables(dataset, wanted: tuple[str, ...]) -> FeatureTables:
         if column not in users.column_names or users.column(column).null_count == users.num_rows:
             tables.left_out[name] = f"the dataset has no {column!r} values"
             continue
-        if len(users) != len(user_vocab) or users.column("user_id").to_numpy(zero_copy_only=False).astype(str).tolist() \
-                != user_vocab.tolist():
+        order = users.column("user_id").to_numpy(zero_copy_only=False).astype(str)
+        if len(order) != len(user_vocab) or (order != user_vocab).any():
             tables.left_out[name] = "users.parquet is not in the user vocabulary's order"
             continue
         if name == "timestamp":

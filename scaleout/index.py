@@ -134,6 +134,11 @@ class BruteForce(Index):
         return index
 
 
+def tree_leaves(n: int, leaves_per_sqrt: float, num_leaves: int = 0) -> int:
+    """Leaves of a ScaNN tree over n candidates: ``num_leaves``, else leaves_per_sqrt x sqrt(n) (at least 2)."""
+    return num_leaves or max(2, round(leaves_per_sqrt * math.sqrt(n)))
+
+
 class Scann(Index):
     """ScaNN (``scann_ops_pybind``), built once in the mode the catalogue size calls for.
 
@@ -163,7 +168,7 @@ class Scann(Index):
         n, cfg = len(ids), self.cfg
         self.mode = cfg.mode if cfg.mode != "auto" else \
             "brute_force" if n < cfg.brute_force_below else "ah" if n < cfg.tree_below else "tree"
-        self.num_leaves = (cfg.num_leaves or max(2, round(cfg.leaves_per_sqrt * math.sqrt(n)))) if self.mode == "tree" else 0
+        self.num_leaves = tree_leaves(n, cfg.leaves_per_sqrt, cfg.num_leaves) if self.mode == "tree" else 0
         if self.num_leaves > n:
             raise ConfigError(f"num_leaves={self.num_leaves} but there are {n} candidates; a leaf needs at least one")
         if self.mode == "brute_force":

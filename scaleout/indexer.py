@@ -173,7 +173,7 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     """
     from scaleout.data.dataset import Dataset
     from scaleout.data.tfdata import iter_batches
-    from scaleout.model import TIMESTAMP_FEATURE, query_inputs, tf, tfrs, uses_timestamp
+    from scaleout.model import TIMESTAMP_FEATURE, query_embeddings, tf, tfrs, uses_timestamp
     from scaleout.train import Towers
 
     dataset, towers, emb = Dataset(run.data), Towers.load(run.model), EmbeddingSet(run.embeddings)
@@ -193,7 +193,7 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     for batch in iter_batches(dataset.files("test"), columns, batch_size, 0, None):
         users = np.asarray(batch["user_id"]).astype(str).astype(object)
         movies = np.asarray(batch["movie_id"]).astype(str)
-        queries = towers.query(query_inputs(users, batch.get(TIMESTAMP_FEATURE)), training=False)
+        queries = query_embeddings(towers.query, users, batch.get(TIMESTAMP_FEATURE))
         try:
             true = tf.constant(vectors[[row_of[m] for m in movies]])
         except KeyError as exc:

@@ -65,13 +65,13 @@ class CodeTable(tf.keras.layers.Layer):
 class PooledEmbedding(tf.keras.layers.Layer):
     """Codes ``[b, width]`` (0: missing or padding) -> the mean of their embeddings ``[b, dim]`` (zeros if none)."""
 
-    def __init__(self, size: int, dim: int, l2: float = 0.0, **kwargs):
+    def __init__(self, size: int, dim: int, **kwargs):
         super().__init__(**kwargs)
-        self.size, self.dim, self.l2 = size, dim, l2
+        self.size, self.dim = size, dim
 
     def build(self, input_shape):
         self.embeddings = self.add_weight(name="embeddings", shape=(self.size + 1, self.dim), initializer="uniform",
-                                          regularizer=_l2(self.l2), trainable=True)
+                                          trainable=True)
 
     def call(self, codes):
         present = tf.cast(codes > 0, self.compute_dtype)
@@ -79,7 +79,7 @@ class PooledEmbedding(tf.keras.layers.Layer):
         return summed / tf.maximum(tf.reduce_sum(present, axis=1, keepdims=True), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "dim": self.dim, "l2": self.l2}
+        return {**super().get_config(), "size": self.size, "dim": self.dim}
 
 
 @tf.keras.utils.register_keras_serializable("scaleout")
@@ -108,12 +108,8 @@ class TimestampFeature(tf.keras.layers.Layer):
                 "rows": self.rows}
 
 
-def _l2(weight: float):
-    return tf.keras.regularizers.L2(weight) if weight else None
-
-
 def _embedding(rows: int, cfg: ModelConfig, name: str):
-    return tf.keras.layers.Embedding(rows, cfg.embedding_dim, embeddings_regularizer=_l2(cfg.l2), name=name)
+    return tf.keras.layers.Embedding(rows, cfg.embedding_dim, name=name)
 
 
 def _coded(codes: np.ndarray, rows, name: str):
@@ -124,7 +120,7 @@ def _coded(codes: np.ndarray, rows, name: str):
 
 
 def _feature_part(f, rows, cfg: ModelConfig):
-    return PooledEmbedding(f.size, cfg.embedding_dim, cfg.l2, name=f"{f.name}_embedding")(_coded(f.codes, rows, f.name))
+    return PooledEmbedding(f.size, cfg.embedding_dim, name=f"{f.name}_embedding")(_coded(f.codes, rows, f.name))
 
 
 def _combine(parts: list, cfg: ModelConfig, name: str):
@@ -196,8 +192,16 @@ def query_inputs(user_ids, timestamps=None) -> dict:
     return {QUERY_FEATURE: user_ids, TIMESTAMP_FEATURE: tf.cast(timestamps, tf.int64)}
 
 
-def embed_users(query_tower_model, user_ids, timestamps=None) -> np.ndarray:
-    return query_tower_model(query_inputs(np.asarray(user_ids, dtype=object), timestamps), training=False).numpy()
+def query_embeddings(tower: tf.keras.Model, user_ids, timestamps=None, training: bool = False) -> tf.Tensor:
+    """``[b, dim]`` from the query tower; a tower saved before features existed takes the ids alone."""
+    if len(tower.inputs) == 1:
+        return tower(tf.convert_to_tensor(user_ids, tf.string), training=training)
+    return tower(query_inputs(user_ids, timestamps), training=training)
+
+
+def embed_users(tower: tf.keras.Model, user_ids, timestamps=None) -> np.ndarray:
+    """``[len(user_ids), dim]`` NumPy query embeddings, each user at their latest training timestamp by default."""
+    return query_embeddings(tower, np.asarray(user_ids, dtype=object), timestamps).numpy()
 
 
 def candidate_embeddings_dataset(tower: tf.keras.Model, candidate_ids: Sequence[str]):
@@ -247,7 +251,9 @@ class TwoTowerModel(tfrs.Model):
                               "candidates.parquet)")
         self.candidate_row = tf.keras.layers.StringLookup(vocabulary=np.asarray(candidate_ids, dtype=object),
                                                           mask_token=None)
-        self.columns = (QUERY_FEATURE, CANDIDATE_FEATURE) + ((TIMESTAMP_FEATURE,) if uses_timestamp(query_tower) else ())
+        # The dataset columns compute_loss reads.
+        self.columns = (QUERY_FEATURE, CANDIDATE_FEATURE) + \
+            ((TIMESTAMP_FEATURE,) if uses_timestamp(query_tower) else ())
         self.features = {"used": [], "left_out": {}}
         self.log_q = None if candidate_counts is None else tf.constant(sampling_log_probabilities(candidate_counts))
         self.task = tfrs.tasks.Retrieval(
@@ -267,7 +273,8 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """features: ``user_id`` and ``movie_id`` (``[batch]`` strings), ``timestamp`` (int64) when there is one."""
-        query = self.query_tower(query_inputs(features[QUERY_FEATURE], features.get(TIMESTAMP_FEATURE)))
+        query = query_embeddings(self.query_tower, features[QUERY_FEATURE], features.get(TIMESTAMP_FEATURE),
+                                 training=training)
         own = self.candidate_tower(features[CANDIDATE_FEATURE])
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
         if self.cfg.global_negatives:
@@ -280,11 +287,23 @@ class TwoTowerModel(tfrs.Model):
             extra["candidate_ids"] = rows
         compute_metrics = self.cfg.train_metrics or not training
         if self.hits_task is None:
-            return self.task(query, candidate, compute_metrics=compute_metrics, **extra)
-        loss = self.hits_task(query, candidate, compute_metrics=False, **extra)
-        if compute_metrics:
-            self.task(query, own, compute_metrics=True)
-        return loss
+            loss = self.task(query, candidate, compute_metrics=compute_metrics, **extra)
+        else:
+            loss = self.hits_task(query, candidate, compute_metrics=False, **extra)
+            if compute_metrics:
+                self.task(query, own, compute_metrics=True)
+        return loss + self.l2_penalty() if self.cfg.l2 else loss
+
+    def l2_penalty(self) -> tf.Tensor:
+        """l2 x the squared norm of every embedding table, this replica's share of it.
+
+        The replicas' gradients are summed, so each adds 1 / replicas of the
+        penalty (a Keras regularizer would be counted once per replica).
+        """
+        tables = [v for v in self.trainable_variables if "embeddings" in v.name]
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        return self.cfg.l2 / replicas * tf.add_n([tf.reduce_sum(tf.square(v)) for v in tables])
 
 
 def make_optimizer(cfg: ModelConfig) -> tf.keras.optimizers.Optimizer:

@@ -266,9 +266,10 @@ def quality_sentence(report: dict) -> str:
 def format_report(report: dict) -> str:
     """A plain table: one row per method and protocol."""
     cols = [f"recall@{k}" for k in report["ks"]] + [f"ndcg@{k}" for k in report["ndcg_ks"]]
-    lines = [f"{'method':<12} {'protocol':<13} " + " ".join(f"{c:>10}" for c in cols)]
     methods = {"model": report["model"], **report["baselines"]}
+    width = max(12, *(len(name) for name in methods))
+    lines = [f"{'method':<{width}} {'protocol':<13} " + " ".join(f"{c:>10}" for c in cols)]
     for name, m in methods.items():
         for protocol in PROTOCOLS:
-            lines.append(f"{name:<12} {protocol:<13} " + " ".join(f"{m[protocol][c]:>10.4f}" for c in cols))
+            lines.append(f"{name:<{width}} {protocol:<13} " + " ".join(f"{m[protocol][c]:>10.4f}" for c in cols))
     return "\n".join(lines)

@@ -26,7 +26,8 @@ def test_movielens_has_every_feature_coded_per_vocabulary_row(ml100k_dataset):
     assert [u["user_id"] for u in users] == ml100k_dataset.vocabulary("user_id").tolist()
     zip_ = {f.name: f for f in tables.query}["zip"]
     assert zip_.codes.shape == (len(users) + 1, 1) and zip_.codes[0, 0] == 0  # row 0: unknown user
-    same_prefix = [i for i, u in enumerate(users) if u["user_zip_code"][:ZIP_PREFIX] == users[0]["user_zip_code"][:ZIP_PREFIX]]
+    prefix = users[0]["user_zip_code"][:ZIP_PREFIX]
+    same_prefix = [i for i, u in enumerate(users) if u["user_zip_code"][:ZIP_PREFIX] == prefix]
     assert len({int(zip_.codes[i + 1, 0]) for i in same_prefix}) == 1
     genres = {f.name: f for f in tables.candidate}["genres"]
     candidates = ml100k_dataset.candidates.to_pylist()

@@ -60,8 +60,11 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("options", [{}, {"logq_correction": True, "remove_accidental_hits": True,
-                                           "temperature": 0.5, "hard_negatives": 3}], ids=["plain", "all-options"])
+ALL_OPTIONS = {"logq_correction": True, "remove_accidental_hits": True, "temperature": 0.5, "hard_negatives": 3,
+               "l2": 0.01}
+
+
+@pytest.mark.parametrize("options", [{}, ALL_OPTIONS], ids=["plain", "all-options"])
 def test_two_replicas_train_the_single_process_objective(options):
     result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

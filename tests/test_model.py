@@ -107,3 +107,16 @@ def test_logq_without_counts_is_refused():
 
     with pytest.raises(ConfigError, match="train_count"):
         tiny_model(logq_correction=True)
+
+
+def test_l2_adds_its_weight_times_the_squared_norm_of_every_embedding_table():
+    plain, penalised = batch_loss(tiny_model()), batch_loss(tiny_model(l2=0.3))
+    np.testing.assert_allclose(penalised - plain, 0.3 * ((Q ** 2).sum() + (C ** 2).sum()), rtol=1e-5)
+
+
+def test_a_query_tower_saved_before_features_existed_is_still_called_with_ids_alone():
+    from scaleout.model import embed_users, id_tower
+
+    tower = id_tower(USERS, 2, "query_tower")
+    tower.layers[1].set_weights([Q])
+    np.testing.assert_allclose(embed_users(tower, ["b", "nobody"]), Q[[2, 0]])

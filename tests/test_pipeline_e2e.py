@@ -1,4 +1,4 @@
-"""The main job end to end on MovieLens 100K with the tutorial's settings, through the
+"""The main job end to end on MovieLens 100K with the default (quality) preset, through the
 `scaleout` command, and its SavedModel reloaded in a fresh process."""
 
 import json
@@ -30,19 +30,32 @@ def top3(stdout):
     return [line.split(". ", 1)[1].rsplit("  (movie_id", 1)[0] for line in lines]
 
 
-def test_pipeline_reproduces_the_tutorial(run):
+def test_the_pipeline_trains_the_quality_preset_and_reports_it_beside_the_baselines(run):
+    from scaleout.presets import configs
+
     root, summary, log = run
     assert summary["counts"]["train"] == 80_000 and summary["counts"]["test"] == 20_000
     assert summary["counts"]["train_users"] == 943 and summary["counts"]["candidates"] == 1682
     evaluation = json.loads((root / "metrics" / "eval.json").read_text())
     top100 = evaluation["metrics"]["factorized_top_k/top_100_categorical_accuracy"]
-    assert 0.21 <= top100 <= 0.26, top100  # the tutorial printed 0.2334
     assert summary["metrics"]["factorized_top_k/top_100_categorical_accuracy"] == top100
+    epochs = configs("quality")[1].epochs
     train = json.loads((root / "metrics" / "train.json").read_text())
-    assert [e["epoch"] for e in train["epochs"]] == [1, 2, 3]
-    assert train["epochs"][2]["loss"] < train["epochs"][0]["loss"]
-    assert "epoch 3/3" in log
+    assert [e["epoch"] for e in train["epochs"]] == list(range(1, epochs + 1))
+    assert train["epochs"][-1]["loss"] < train["epochs"][0]["loss"]
+    assert f"epoch {epochs}/{epochs}" in log and "preset quality" in log
     assert len(summary["recommendations"]["brute_force"]) == 3
+    # The quality report: the model beside popularity, EASE and iALS on the same split, both protocols.
+    quality = summary["quality"]
+    assert set(quality) == {"model", "popularity", "ease", "ials"}
+    model, popularity = quality["model"], quality["popularity"]
+    assert model["tutorial"]["recall@100"] == pytest.approx(top100, abs=2e-3)
+    # Above popularity under both protocols (the tutorial's model was below it), and well clear of
+    # the tutorial's model (seen excluded 0.059 / 0.335); the issue's targets are in the README.
+    assert model["tutorial"]["recall@100"] > popularity["tutorial"]["recall@100"] + 0.05
+    assert model["exclude_seen"]["recall@10"] > popularity["exclude_seen"]["recall@10"] + 0.05
+    assert model["exclude_seen"]["recall@10"] > 0.15 and model["exclude_seen"]["recall@100"] > 0.58
+    assert "ease" in log and "exclude_seen" in log  # the table is printed
 
 
 def test_recommend_and_the_saved_model_in_a_fresh_process_agree(run):

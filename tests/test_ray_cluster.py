@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from raycluster import local_cluster
+from scaleout.presets import configs
 from scaleout.ray_train import RUN_NAME, latest_checkpoint_state
 
 SMALL = ["--batch-size", "1024"]
@@ -63,18 +64,28 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "succeeded" in result.stdout + result.stderr
     trained = train_json(root)
-    assert trained["backend"] == "ray" and [e["epoch"] for e in trained["epochs"]] == [1, 2, 3]
+    epochs = configs("quality")[1].epochs  # the default preset, as in the pipeline run
+    assert trained["backend"] == "ray" and [e["epoch"] for e in trained["epochs"]] == list(range(1, epochs + 1))
+    assert trained["model"] == json.loads(json.dumps(configs("quality")[0].__dict__))
     assert (root / "model" / "query_tower" / "saved_model.pb").is_file()
     ray_top100 = json.loads((root / "metrics" / "eval.json").read_text())["metrics"][
         "factorized_top_k/top_100_categorical_accuracy"]
     local_top100 = summary["metrics"]["factorized_top_k/top_100_categorical_accuracy"]
     assert abs(ray_top100 - local_top100) <= 0.02, (ray_top100, local_top100)
+    quality = run_cli("quality", "--run", root, "--baselines")
+    assert quality.returncode == 0, quality.stderr[-2000:]
+    ray_quality = json.loads((root / "metrics" / "quality.json").read_text())["model"]["exclude_seen"]
+    for k in ("recall@10", "recall@100"):
+        local = summary["quality"]["model"]["exclude_seen"][k]
+        assert abs(ray_quality[k] - local) <= 0.02, (k, ray_quality[k], local)
 
 
 def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(cluster, tmp_path):
     root = small_run(tmp_path)
+    # With side features and every loss option on: they run under the Ray backend and resume too.
+    options = ["--features", "timestamp", "title", "--hard-negatives", 64, "--temperature", 0.5]
     job = subprocess.Popen([str(Path(cluster.env["PATH"].split(":")[0]) / "ray"),
-                            *map(str, submit_args(cluster, "--run", root, "--epochs", 6, *SMALL))],
+                            *map(str, submit_args(cluster, "--run", root, "--epochs", 6, *SMALL, *options))],
                            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         state = wait_for_checkpoint(root, job)
@@ -89,6 +100,8 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(
     assert job.returncode == 0, out[-4000:]
     assert "resuming from the checkpoint of epoch" in out
     trained = train_json(root)
+    assert trained["model"]["features"] == ["timestamp", "title"] and trained["model"]["hard_negatives"] == 64
+    assert trained["model"]["logq_correction"] and trained["model"]["remove_accidental_hits"]
     # Every epoch trained and recorded once; the restart is in the record.
     assert [e["epoch"] for e in trained["epochs"]] == [1, 2, 3, 4, 5, 6]
     assert len(trained["resumed_at_epochs"]) == 1 and trained["resumed_at_epochs"][0] >= state["epoch"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleout.errors import ConfigError
+from scaleout.index import tree_leaves
 
 
 class Algorithm(abc.ABC):
@@ -74,9 +75,8 @@ class Algorithm(abc.ABC):
 
 
 def _leaves(n: int, args: dict) -> int:
-    """num_leaves from ``leaves_per_sqrt`` (a multiple of sqrt(n), ScaNN's rule of thumb) or ``num_leaves``."""
-    leaves = args.get("num_leaves") or round(args.get("leaves_per_sqrt", 1.0) * math.sqrt(n))
-    return max(2, min(n, leaves))
+    """num_leaves from ``leaves_per_sqrt`` or ``num_leaves``, as scaleout.index.Scann counts them; at most n."""
+    return min(n, tree_leaves(n, args.get("leaves_per_sqrt", 1.0), args.get("num_leaves", 0)))
 
 
 class ScaleoutBruteForce(Algorithm):
@@ -335,10 +335,14 @@ class Hnswlib(Algorithm):
 
     def set_query_args(self, **query_args):
         super().set_query_args(**query_args)
-        self.index.set_ef(self.query_args.get("ef_search", 64))
+        self._ef = self.query_args.get("ef_search", 64)
+        self.index.set_ef(self._ef)
 
     def search(self, queries, k):
-        self.index.set_ef(max(k, self.query_args.get("ef_search", 64)))
+        ef = max(k, self.query_args.get("ef_search", 64))  # hnswlib needs ef >= k
+        if ef != self._ef:
+            self.index.set_ef(ef)
+            self._ef = ef
         return self.index.knn_query(queries, k=k, num_threads=self._threads)[0]
 
     def save(self, directory):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -112,8 +113,9 @@ def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+@functools.lru_cache(maxsize=1)
 def machine() -> dict:
-    """CPU model, cores, memory and library versions of this machine."""
+    """CPU model, cores, memory and library versions of this machine (read once per process)."""
     import platform
 
     model = platform.processor() or ""

@@ -1,0 +1,103 @@
+"""The quality preset on ml-100k, one process against 2 Ray workers, beside the baselines, in one run.
+
+    python benchmarks/quality_preset.py --movielens ../shared/data/ml-100k
+
+Prepares MovieLens 100K with the tutorial's split (random 80/20, seed 42) and
+trains ``--preset`` (default quality) twice on it: in this process, and on 2
+Ray Train workers (1 CPU each, global in-batch negatives) of a local Ray
+instance with 2 CPUs. Each model is scored by scaleout.quality on the test
+split (hit rate @1..100 and NDCG, tutorial protocol and seen items excluded);
+popularity, EASE and iALS are computed once on the same split. Prints the
+table, the issue's targets checked, and the training times; writes
+benchmarks/results/quality/preset_<preset>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import scaleout  # noqa: F401  (TensorFlow's environment first)
+from scaleout.config import DataConfig
+from scaleout.data.dataset import Dataset
+from scaleout.data.prepare import prepare
+from scaleout.fsutil import write_json
+from scaleout.rundir import RunDir
+
+RESULTS = Path(__file__).parent / "results" / "quality"
+TARGETS = {"exclude_seen recall@10": 0.17, "exclude_seen recall@100": 0.62, "tutorial recall@100": 0.30}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
+    parser.add_argument("--preset", default="quality")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    import ray
+
+    from scaleout.presets import configs
+    from scaleout.quality import baselines, evaluate_scores, format_report, load, model_scorer
+    from scaleout.tfenv import RUNTIME_ENV_VARS
+    from scaleout.train import Towers, train_run
+
+    model_cfg, train_cfg = configs(args.preset)
+    results: dict = {"preset": args.preset, "model": dataclasses.asdict(model_cfg),
+                     "train": dataclasses.asdict(train_cfg),
+                     "machine": f"{platform.processor()}, {os.cpu_count()} cores"}
+    with tempfile.TemporaryDirectory() as tmp:
+        local, distributed = RunDir(Path(tmp) / "local"), RunDir(Path(tmp) / "ray")
+        prepare(DataConfig(source="movielens", path=args.movielens, split="random", seed=42, train_shards=4),
+                local.data)
+        shutil.copytree(local.data, distributed.data)
+        data = load(Dataset(local.data))
+        runs = {}
+        for name, run, backend in (("one process", local, "local"), ("2 Ray workers", distributed, "ray")):
+            cfg = dataclasses.replace(train_cfg, backend=backend, workers=2, cpus_per_worker=1)
+            if backend == "ray":
+                ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": RUNTIME_ENV_VARS})
+            start = time.monotonic()
+            train_run(run, model_cfg, cfg)
+            seconds = time.monotonic() - start
+            if backend == "ray":
+                ray.shutdown()
+            fit = json.loads(run.train_metrics.read_text())["fit_seconds"]
+            runs[name] = {"fit_seconds": fit, "train_and_evaluate_seconds": round(seconds, 1),
+                          **evaluate_scores(model_scorer(Towers.load(run.model), data), data)}
+        base = baselines(data)
+    results["runs"] = runs
+    results["baselines"] = base
+    report = {"ks": [1, 5, 10, 50, 100], "ndcg_ks": [10, 100], "model": runs["one process"],
+              "baselines": {"model (2 Ray workers)": runs["2 Ray workers"], **base}}
+    print(format_report(report))
+    checks = {}
+    for name, r in runs.items():
+        for target, floor in TARGETS.items():
+            protocol, metric = target.split()
+            value = r[protocol][metric]
+            checks[f"{name}: {target} >= {floor}"] = {"value": round(value, 4), "met": value >= floor}
+    for metric in ("recall@10", "recall@100"):
+        gap = abs(runs["2 Ray workers"]["exclude_seen"][metric] - runs["one process"]["exclude_seen"][metric])
+        checks[f"|2 workers - one process| exclude_seen {metric} <= 0.02"] = {"value": round(gap, 4),
+                                                                           "met": gap <= 0.02}
+    for name, r in runs.items():
+        checks[f"{name}: training <= 600 s"] = {"value": r["fit_seconds"], "met": r["fit_seconds"] <= 600}
+    results["checks"] = checks
+    for check, v in checks.items():
+        print(f"{'met   ' if v['met'] else 'MISSED'} {check}: {v['value']}")
+    write_json(args.out / f"preset_{args.preset}.json", results)
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    main()
