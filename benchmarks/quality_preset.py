@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ import scaleout  # noqa: F401  (TensorFlow's environment first)
 from scaleout.config import DataConfig
 from scaleout.data.dataset import Dataset
 from scaleout.data.prepare import prepare
+from scaleout.bench.measure import machine
 from scaleout.fsutil import write_json
 from scaleout.rundir import RunDir
 
@@ -52,7 +52,7 @@ def main() -> None:
     model_cfg, train_cfg = configs(args.preset)
     results: dict = {"preset": args.preset, "model": dataclasses.asdict(model_cfg),
                      "train": dataclasses.asdict(train_cfg),
-                     "machine": f"{platform.processor()}, {os.cpu_count()} cores"}
+                     "machine": f"{machine()['cpu']}, {os.cpu_count()} cores"}
     with tempfile.TemporaryDirectory() as tmp:
         local, distributed = RunDir(Path(tmp) / "local"), RunDir(Path(tmp) / "ray")
         prepare(DataConfig(source="movielens", path=args.movielens, split="random", seed=42, train_shards=4),

@@ -123,6 +123,14 @@ def _feature_part(f, rows, cfg: ModelConfig):
     return PooledEmbedding(f.size, cfg.embedding_dim, name=f"{f.name}_embedding")(_coded(f.codes, rows, f.name))
 
 
+def _id_and_coded_parts(ids, vocabulary: Sequence[str], coded: list, cfg: ModelConfig, name: str):
+    """(vocabulary rows, [id embedding, one pooled embedding per coded feature]) of the ``ids`` input."""
+    rows = tf.keras.layers.StringLookup(vocabulary=np.asarray(vocabulary, dtype=object), mask_token=None,
+                                        name=f"{name}_row")(ids)
+    parts = [_embedding(len(vocabulary) + 1, cfg, f"{name}_embedding")(rows)]
+    return rows, parts + [_feature_part(f, rows, cfg) for f in coded]
+
+
 def _combine(parts: list, cfg: ModelConfig, name: str):
     if not cfg.deep_layers:
         return parts[0] if len(parts) == 1 else tf.keras.layers.Add(name=f"{name}_sum")(parts)
@@ -137,11 +145,7 @@ def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTabl
     tables = tables or FeatureTables()
     user_id = tf.keras.Input(shape=(), dtype=tf.string, name=QUERY_FEATURE)
     timestamp = tf.keras.Input(shape=(), dtype=tf.int64, name=TIMESTAMP_FEATURE)
-    rows = tf.keras.layers.StringLookup(vocabulary=np.asarray(vocabulary, dtype=object), mask_token=None,
-                                        name="user_row")(user_id)
-    parts = [_embedding(len(vocabulary) + 1, cfg, "user_embedding")(rows)]
-    for f in tables.query:
-        parts.append(_feature_part(f, rows, cfg))
+    rows, parts = _id_and_coded_parts(user_id, vocabulary, tables.query, cfg, "user")
     if tables.timestamp is not None:
         parts.extend(_timestamp_parts(tables.timestamp, timestamp, rows, cfg))
     return tf.keras.Model({QUERY_FEATURE: user_id, TIMESTAMP_FEATURE: timestamp}, _combine(parts, cfg, "query"),
@@ -160,11 +164,7 @@ def candidate_tower(cfg: ModelConfig, candidate_ids: Sequence[str], tables: Feat
     """``[b]`` movie ids -> ``[b, dim]`` (see module doc)."""
     tables = tables or FeatureTables()
     movie_id = tf.keras.Input(shape=(), dtype=tf.string, name=CANDIDATE_FEATURE)
-    rows = tf.keras.layers.StringLookup(vocabulary=np.asarray(candidate_ids, dtype=object), mask_token=None,
-                                        name="candidate_row")(movie_id)
-    parts = [_embedding(len(candidate_ids) + 1, cfg, "candidate_embedding")(rows)]
-    for f in tables.candidate:
-        parts.append(_feature_part(f, rows, cfg))
+    _, parts = _id_and_coded_parts(movie_id, candidate_ids, tables.candidate, cfg, "candidate")
     return tf.keras.Model(movie_id, _combine(parts, cfg, "candidate"), name="candidate_tower")
 
 
