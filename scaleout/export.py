@@ -157,7 +157,8 @@ class Catalogue:
             log.warning("user %r is not in the training vocabulary: scoring with the unknown-user embedding", user_id)
         query = embed_users(self.towers.query, [user_id])
         seen = self.seen.of(user_id) if exclude_seen else np.array([], str)
-        scores, ids = self.index(kind).search(query, min(k + len(seen), len(self.ids)))
+        # k + the seen ones, as far as the catalogue goes (a k above its size is the index's error to give).
+        scores, ids = self.index(kind).search(query, max(k, min(k + len(seen), len(self.ids))))
         keep = ~np.isin(ids[0], seen)
         scores, ids = scores[0][keep][:k], ids[0][keep][:k]
         return Recommendation(user_id, known, scores, ids, [self._title_of[i] for i in ids])

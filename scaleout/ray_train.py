@@ -92,6 +92,7 @@ def train_func(config: dict) -> None:
 
     from scaleout.data.tfdata import parquet_dataset
     from scaleout.model import build_for_dataset
+    from scaleout.train import EpochLoss
 
     dataset = Dataset(config["dataset"])
     local_batch = train_cfg.batch_size // world
@@ -130,21 +131,24 @@ def train_func(config: dict) -> None:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return data.with_options(options)
 
-    class EpochEnd(tf.keras.callbacks.Callback):
+    class EpochEnd(EpochLoss):
         def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
             self.start = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.monotonic() - self.start
             done = epoch + 1
-            entry = {"epoch": done, "seconds": round(seconds, 3),
-                     "examples_per_second": round(steps * train_cfg.batch_size / seconds, 1)}
+            examples = steps * train_cfg.batch_size
+            entry = {"epoch": done, "seconds": round(seconds, 3), "examples_per_second": round(examples / seconds, 1),
+                     "loss_per_example": round(self.loss_sum / examples, 6)}
             entry.update({k: float(v) for k, v in (logs or {}).items()
                           if model_cfg.train_metrics or not k.startswith("factorized_top_k/")})
             history.append(entry)
             if rank == 0:
-                log.info("epoch %d/%d: loss %.1f, %.1f s, %s examples/s over %d workers", done, train_cfg.epochs,
-                         entry.get("total_loss", float("nan")), seconds, f"{entry['examples_per_second']:,.0f}", world)
+                log.info("epoch %d/%d: loss %.4f per example, %.1f s, %s examples/s over %d workers", done,
+                         train_cfg.epochs, entry["loss_per_example"], seconds, f"{entry['examples_per_second']:,.0f}",
+                         world)
             keep = done % train_cfg.checkpoint_every == 0 or done == train_cfg.epochs
             with tempfile.TemporaryDirectory() as tmp:
                 if keep:
@@ -156,7 +160,7 @@ def train_func(config: dict) -> None:
                                                    "identity": config["identity"], "steps_per_epoch": steps,
                                                    "workers": world, "files": files})
                 report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
-                ray.train.report({"epoch": done, "loss": entry.get("total_loss", 0.0)}, checkpoint=report)
+                ray.train.report({"epoch": done, "loss": entry["loss_per_example"]}, checkpoint=report)
 
     if start_epoch >= train_cfg.epochs:
         log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)

@@ -21,7 +21,18 @@ log = logging.getLogger(__name__)
 MODEL_JSON = "model.json"
 
 
-class EpochLog(tf.keras.callbacks.Callback):
+class EpochLoss(tf.keras.callbacks.Callback):
+    """Sums the loss of every step (the global batch's, summed over replicas by Keras) for the epoch's mean per
+    example: comparable across batch sizes and backends, unlike Keras's last-step ``loss``."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.loss_sum = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.loss_sum += float((logs or {}).get("loss", 0.0))
+
+
+class EpochLog(EpochLoss):
     """Logs each epoch's loss, time and throughput; keeps them for train.json."""
 
     def __init__(self, examples_per_epoch: int, epochs: int, with_metrics: bool):
@@ -32,19 +43,20 @@ class EpochLog(tf.keras.callbacks.Callback):
         self.history: list[dict] = []
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self._start
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 3),
-                 "examples_per_second": round(self.examples / seconds, 1)}
+                 "examples_per_second": round(self.examples / seconds, 1),
+                 "loss_per_example": round(self.loss_sum / self.examples, 6)}
         # Keras logs the metric variables even when compute_metrics was off; they hold nothing then.
         entry.update({k: float(v) for k, v in (logs or {}).items()
                       if self.with_metrics or not k.startswith("factorized_top_k/")})
         self.history.append(entry)
-        log.info("epoch %d/%d: loss %.1f, %.1f s, %s examples/s", epoch + 1, self.epochs,
-                 entry.get("total_loss", entry.get("loss", float("nan"))), seconds,
-                 f"{entry['examples_per_second']:,.0f}")
+        log.info("epoch %d/%d: loss %.4f per example, %.1f s, %s examples/s", epoch + 1, self.epochs,
+                 entry["loss_per_example"], seconds, f"{entry['examples_per_second']:,.0f}")
 
 
 def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: list | None = None):

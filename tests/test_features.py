@@ -95,4 +95,4 @@ def test_a_model_with_features_trains_and_its_loss_falls(synthetic):
                                                 logq_correction=True, l2=0.01),
                          TrainConfig(batch_size=256, epochs=3))
     assert model.features["used"] == ["timestamp", "title"]
-    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["loss_per_example"] < history[0]["loss_per_example"]

@@ -86,7 +86,8 @@ def test_scann_agrees_with_brute_force_on_the_pipeline_run(pipeline_run):
     report = json.loads((root / "metrics" / "index_eval.json").read_text())
     name = "factorized_top_k/top_100_categorical_accuracy"
     assert abs(report["scann"][name] - report["brute_force"][name]) <= 0.01
-    assert 0.21 <= report["brute_force"][name] <= 0.26
+    assert report["brute_force"][name] == pytest.approx(summary["metrics"][name], abs=2e-3)  # the model's own
+    assert report["brute_force"][name] > 0.35  # the quality preset (the tutorial's model: 0.24)
     assert report["scann"]["mode"] == "brute_force"  # 1,682 candidates: exact scoring, with a note in the log
     assert "fewer than 20,000: ScaNN scores them all exactly" in log
     assert "embedded part 1/1: 1,682 of 1,682 candidates (100%)" in log

@@ -42,7 +42,7 @@ def test_the_pipeline_trains_the_quality_preset_and_reports_it_beside_the_baseli
     epochs = configs("quality")[1].epochs
     train = json.loads((root / "metrics" / "train.json").read_text())
     assert [e["epoch"] for e in train["epochs"]] == list(range(1, epochs + 1))
-    assert train["epochs"][-1]["loss"] < train["epochs"][0]["loss"]
+    assert train["epochs"][-1]["loss_per_example"] < train["epochs"][0]["loss_per_example"]
     assert f"epoch {epochs}/{epochs}" in log and "preset quality" in log
     assert len(summary["recommendations"]["brute_force"]) == 3
     # The quality report: the model beside popularity, EASE and iALS on the same split, both protocols.
