@@ -172,7 +172,11 @@ def test_the_embed_and_index_job_through_ray_job_submit(cluster, pipeline_run, t
     assert "embedding 1,682 candidates in 6 parts with ray (2 workers)" in out
     assert "embedded part 6/6: 1,682 of 1,682 candidates (100%)" in out
     embeddings = json.loads((root / "embeddings" / "embeddings.json").read_text())
-    assert embeddings["job"]["backend"] == "ray" and len(embeddings["job"]["per_worker_candidates_per_s"]) == 2
+    # Two actors in the pool; which embeds which part is Ray Data's choice: with six small parts the
+    # actor that is ready first can take them all (seen once in CI), so both need not appear.
+    assert embeddings["job"]["backend"] == "ray" and embeddings["job"]["workers"] == 2
+    assert 1 <= len(embeddings["job"]["per_worker_candidates_per_s"]) <= 2
+    assert embeddings["job"]["embedded_now"] == 1682
     # The same model gives the same embeddings as the one-process pipeline, part layout aside.
     from scaleout.embeddings import EmbeddingSet
 
