@@ -79,7 +79,7 @@ class FeatureTables:
         return [f.name for f in self.query] + timestamp + [f.name for f in self.candidate]
 
 
-def _code(values: list, name: str) -> tuple[np.ndarray, int]:
+def _code(values: list) -> tuple[np.ndarray, int]:
     """Codes 1..n for the distinct non-missing values (sorted), 0 for missing; with row 0 prepended."""
     distinct = sorted({v for v in values if v is not None and v != ""})
     at = {v: i + 1 for i, v in enumerate(distinct)}
@@ -144,7 +144,7 @@ def build_tables(dataset, wanted: tuple[str, ...]) -> FeatureTables:
         values = users.column(column).to_pylist()
         if name == "zip":
             values = [None if v is None else str(v)[:ZIP_PREFIX] for v in values]
-        codes, size = _code(values, name)
+        codes, size = _code(values)
         tables.query.append(CodedFeature(name, codes, size))
     candidates = dataset.candidates
     if "genres" in wanted:

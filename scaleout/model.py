@@ -15,7 +15,7 @@ The loss is ``tfrs.tasks.Retrieval``'s in-batch softmax, with the options of
 ModelConfig: temperature, sampling-bias (logQ) correction from the candidates'
 training counts, removal of accidental hits (the same candidate elsewhere in
 the batch) and hard negatives. Under a multi-replica strategy every option sees
-the global batch (see ``global_batch_candidates``).
+the global batch (see ``global_batch``).
 """
 
 from __future__ import annotations
@@ -228,13 +228,10 @@ def global_batch(values: tf.Tensor) -> tf.Tensor:
     return tf.roll(gathered, shift=-own_start, axis=0)
 
 
-global_batch_candidates = global_batch
-
-
-def sampling_log_probabilities(counts: np.ndarray) -> np.ndarray:
-    """log Q of each candidate row (row 0: ids outside the candidates): training counts + 1, normalised."""
+def sampling_probabilities(counts: np.ndarray) -> np.ndarray:
+    """Q of each candidate row (row 0: ids outside the candidates): training counts + 1, normalised."""
     counts = np.concatenate([[0], np.asarray(counts, np.float64)]) + 1.0
-    return np.log(counts / counts.sum()).astype(np.float32)
+    return (counts / counts.sum()).astype(np.float32)
 
 
 class TwoTowerModel(tfrs.Model):
@@ -255,7 +252,7 @@ class TwoTowerModel(tfrs.Model):
         self.columns = (QUERY_FEATURE, CANDIDATE_FEATURE) + \
             ((TIMESTAMP_FEATURE,) if uses_timestamp(query_tower) else ())
         self.features = {"used": [], "left_out": {}}
-        self.log_q = None if candidate_counts is None else tf.constant(sampling_log_probabilities(candidate_counts))
+        self.sampling_q = None if candidate_counts is None else tf.constant(sampling_probabilities(candidate_counts))
         self.task = tfrs.tasks.Retrieval(
             metrics=tfrs.metrics.FactorizedTopK(
                 candidates=candidate_embeddings_dataset(candidate_tower, candidate_ids), ks=cfg.top_ks),
@@ -282,7 +279,7 @@ class TwoTowerModel(tfrs.Model):
         extra = {}
         if self.cfg.logq_correction:
             # Retrieval subtracts log(p) from each candidate's logit.
-            extra["candidate_sampling_probability"] = tf.exp(tf.gather(self.log_q, rows))
+            extra["candidate_sampling_probability"] = tf.gather(self.sampling_q, rows)
         if self.cfg.remove_accidental_hits:
             extra["candidate_ids"] = rows
         compute_metrics = self.cfg.train_metrics or not training

@@ -5,7 +5,7 @@ then runs ``train_func`` on each worker through ``TensorflowTrainer``. Every
 worker reads only its own train shards (shard i goes to worker i mod N) and
 takes ``batch_size / N`` rows a step; the model gathers candidate embeddings
 across workers so each step trains the single-process objective over the
-global batch (see ``scaleout.model.global_batch_candidates``).
+global batch (see ``scaleout.model.global_batch``).
 
 Each epoch (``checkpoint_every``) the workers write a checkpoint (weights,
 optimizer slots, the epochs done and their history) that Ray Train persists to

@@ -29,8 +29,9 @@ def test_the_quality_preset_is_the_choice_of_the_committed_search():
 def test_flags_override_the_preset_and_the_default_preset_is_quality():
     parser = build_parser()
     model, train = configs_from_args(parser.parse_args(["train", "--run", "r"]))
-    assert (model, train.batch_size, train.epochs) == (configs("quality")[0], *(lambda t: (t.batch_size, t.epochs))(
-        configs("quality")[1]))
+    quality_model, quality_train = configs("quality")
+    assert model == quality_model
+    assert (train.batch_size, train.epochs) == (quality_train.batch_size, quality_train.epochs)
     model, train = configs_from_args(parser.parse_args(
         ["train", "--run", "r", "--preset", "tutorial", "--epochs", "5", "--logq-correction", "--features", "genres"]))
     assert train.epochs == 5 and train.batch_size == 8192
