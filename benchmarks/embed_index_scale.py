@@ -9,7 +9,7 @@ Parquet shards) and a candidate tower shaped as the TFRS tutorial's
 drawn from a seeded clustered distribution (2,000 centres, Gaussian spread,
 log-normal norms), plus 1,000 queries from the same distribution. Then:
 
-  * on --scale-size: the embedding job (scaleout.embeddings on a local Ray
+  * on --scale-size: the embedding job (scaleout.embed.job on a local Ray
     instance of 2 CPUs) with 1 worker and with 2 workers, each from scratch;
     throughput per worker and together (steady state, excluding actor
     start-up) and wall time; then the ScaNN index built from the embeddings
@@ -41,13 +41,14 @@ sys.path.insert(0, str(REPO))
 
 import scaleout  # noqa: E402,F401
 from scaleout.bench.datasets import clustered  # noqa: E402  (the ANN suite's generator)
+from scaleout.names import part_name  # noqa: E402
 
 CENTRES, QUERIES, SEED = 2_000, 1_000, 0
 
 
 def make_inputs(root: Path, n: int, dim: int) -> None:
     """Candidate table, tutorial-shaped candidate tower with clustered rows, and queries (in a child process)."""
-    from scaleout.model import id_tower
+    from scaleout.train.towers import id_tower
 
     rng = np.random.default_rng(SEED)
     centres = rng.standard_normal((CENTRES, dim), np.float32)
@@ -55,7 +56,7 @@ def make_inputs(root: Path, n: int, dim: int) -> None:
     (root / "candidates").mkdir(parents=True)
     for i, chunk in enumerate(np.array_split(np.arange(n), 10)):
         pq.write_table(pa.table({"movie_id": ids[chunk], "movie_title": np.char.add("Item ", chunk.astype(str))}),
-                       root / "candidates" / f"part-{i:02d}.parquet")
+                       root / "candidates" / part_name(i))
     tower = id_tower(ids.astype(object), dim, "candidate")
     weights = np.empty((n + 1, dim), np.float32)
     weights[0] = 0.0  # the out-of-vocabulary row
@@ -88,8 +89,9 @@ class PeakMemory:
 
 
 def recall_of_defaults(emb_dir: Path, queries: np.ndarray, index_dir: Path) -> dict:
-    from scaleout.embeddings import EmbeddingSet
-    from scaleout.index import BruteForce, Scann
+    from scaleout.embed.embedding_set import EmbeddingSet
+    from scaleout.index.brute_force import BruteForce
+    from scaleout.index.scann import Scann
 
     ids, vectors, _ = EmbeddingSet(emb_dir).load()
     start = time.monotonic()
@@ -126,7 +128,8 @@ def main() -> int:
 
     import ray
 
-    from scaleout.embeddings import embed_candidates
+    from scaleout.config import EmbedConfig
+    from scaleout.embed.job import embed_candidates
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     work = Path(args.workdir)
@@ -152,8 +155,8 @@ def main() -> int:
             for workers in worker_counts:
                 out = root / f"embeddings_w{workers}"
                 start = time.monotonic()
-                emb = embed_candidates(root / "model", root / "candidates", out, backend="ray", workers=workers,
-                                       part_rows=args.part_rows)
+                emb = embed_candidates(root / "model", root / "candidates", out,
+                                       EmbedConfig(backend="ray", workers=workers, part_rows=args.part_rows))
                 job = emb.meta["job"]
                 entry[f"workers_{workers}"] = {
                     "wall_seconds": round(time.monotonic() - start, 1),

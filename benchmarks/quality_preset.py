@@ -5,7 +5,7 @@
 Prepares MovieLens 100K with the tutorial's split (random 80/20, seed 42) and
 trains ``--preset`` (default quality) twice on it: in this process, and on 2
 Ray Train workers (1 CPU each, global in-batch negatives) of a local Ray
-instance with 2 CPUs. Each model is scored by scaleout.quality on the test
+instance with 2 CPUs. Each model is scored by scaleout.evaluate on the test
 split (hit rate @1..100 and NDCG, tutorial protocol and seen items excluded);
 popularity, EASE and iALS are computed once on the same split. Prints the
 table, the issue's targets checked, and the training times; writes
@@ -44,10 +44,13 @@ def main() -> None:
 
     import ray
 
-    from scaleout.presets import configs
-    from scaleout.quality import baselines, evaluate_scores, format_report, load, model_scorer
+    from scaleout.train.presets import configs
+    from scaleout.evaluate.baselines import baselines
+    from scaleout.evaluate.protocols import evaluate_scores, load
+    from scaleout.evaluate.quality import format_report, model_scorer
     from scaleout.tfenv import RUNTIME_ENV_VARS
-    from scaleout.train import Towers, train_run
+    from scaleout.train.run import train_run
+    from scaleout.train.saved import Towers
 
     model_cfg, train_cfg = configs(args.preset)
     results: dict = {"preset": args.preset, "model": dataclasses.asdict(model_cfg),

@@ -7,7 +7,7 @@
    10% held out, seed 0): the test split is never looked at while choosing.
 2. Trains every entry of benchmarks/quality_search.yaml on the validation
    dataset, scoring each epoch on the held-out part with seen items excluded
-   (hit rate @10 and @100 over the full catalogue, scaleout.quality).
+   (hit rate @10 and @100 over the full catalogue, scaleout.evaluate.protocols).
 3. Picks an (entry, epoch) by the one-standard-error rule: among the entries
    whose best validation recall@10 is within one standard error of the best
    one, the simplest (fewest features and layers), then the best of those.
@@ -15,7 +15,7 @@
    feature the search cannot show to help is not worth computing. Writes the
    choice, with every curve, to benchmarks/results/quality/search.json and a
    report with a plot to benchmarks/reports/quality/.
-The preset in scaleout/presets.py is that choice (tests/test_presets.py checks
+The preset in scaleout/train/presets.py is that choice (tests/train/test_presets.py checks
 the two agree); the run with the preset on the test split is `scaleout pipeline
 --preset quality`, which prints the baselines beside it.
 """
@@ -55,9 +55,10 @@ def configs(entry: dict, defaults: dict) -> tuple[ModelConfig, TrainConfig]:
 
 
 def run_entry(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, dataset, data) -> dict:
-    from scaleout.model import tf
-    from scaleout.quality import rank_metrics, tower_scorer
-    from scaleout.train import fit
+    from scaleout.tfenv import tf
+    from scaleout.evaluate.protocols import rank_metrics
+    from scaleout.evaluate.quality import tower_scorer
+    from scaleout.train.local import fit
 
     seen = data.matrix(data.train)
     curve = []
@@ -161,7 +162,7 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    from scaleout.quality import load
+    from scaleout.evaluate.protocols import load
 
     grid = yaml.safe_load(args.grid.read_text())
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}

@@ -77,7 +77,7 @@ def main() -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    from scaleout.ray_train import fit_ray
+    from scaleout.train.ray_backend import fit_ray
 
     ray.init(num_cpus=2, runtime_env={"env_vars": RUNTIME_ENV_VARS}, include_dashboard=False)
     model_cfg = ModelConfig()

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from scaleout.train import evaluate, fit  # imports TensorFlow
+    from scaleout.train.local import evaluate, fit  # imports TensorFlow
 
     train_cfg = TrainConfig(epochs=args.epochs)
     rows = []

@@ -14,8 +14,10 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.args import connect_ray, index_args, run_index_job
+from scaleout.cli.options import index_args, index_job_config
 from scaleout.errors import ScaleoutError
+from scaleout.pipeline import connect_ray, index_job
+from scaleout.rundir import RunDir
 
 
 def main() -> int:
@@ -25,8 +27,9 @@ def main() -> int:
     index_args(parser)
     args = parser.parse_args()
     try:
+        cfg = index_job_config(args, "ray")
         connect_ray(args.address)
-        summary = run_index_job(args, "ray")
+        summary = index_job(RunDir(args.run), cfg)
     except ScaleoutError as exc:
         print(f"jobs/embed_index.py: error: {exc}", file=sys.stderr)
         return 1

@@ -11,10 +11,11 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.args import add_train_args, configs_from_args, connect_ray
+from scaleout.cli.options import add_train_args, configs_from_args
 from scaleout.errors import ScaleoutError
+from scaleout.pipeline import connect_ray
 from scaleout.rundir import RunDir
-from scaleout.train import train_run
+from scaleout.train.run import train_run
 
 
 def main() -> int:

@@ -11,12 +11,12 @@ embeddings, or embeddings of another model, is refused by name.
 from __future__ import annotations
 
 import importlib.metadata
-import time
 from pathlib import Path
 
 from scaleout import __version__
+from scaleout.embed.embedding_set import EmbeddingSet
 from scaleout.errors import ArtifactError
-from scaleout.fsutil import json_fingerprint, read_manifest, sha256, tree_fingerprint, write_json
+from scaleout.fsutil import json_fingerprint, read_manifest, sha256, tree_fingerprint, utc_now, write_json
 from scaleout.rundir import RunDir
 
 FORMAT = "scaleout-artifacts/1"
@@ -42,8 +42,6 @@ def vocabularies_fingerprint(data_dir: Path) -> str:
 
 def fingerprint(run: RunDir, name: str) -> str:
     """The current content fingerprint of artifact ``name`` of ``run``."""
-    from scaleout.embeddings import EmbeddingSet
-
     if name == "vocabularies":
         return vocabularies_fingerprint(run.data)
     if name == "model":
@@ -75,10 +73,10 @@ def record(run: RunDir, name: str, inputs: tuple[str, ...] = (), fp: str | None 
     entries = manifest["artifacts"]
     for dep in inputs:
         if dep not in entries:
-            entries[dep] = {"fingerprint": fingerprint(run, dep), "inputs": {}, "recorded": _now()}
+            entries[dep] = {"fingerprint": fingerprint(run, dep), "inputs": {}, "recorded": utc_now()}
     fp = fp or fingerprint(run, name)
     entries[name] = {"fingerprint": fp, "inputs": {dep: entries[dep]["fingerprint"] for dep in inputs},
-                     "recorded": _now(), **info}
+                     "recorded": utc_now(), **info}
     manifest["versions"] = versions()
     manifest["scaleout_version"] = __version__
     write_json(run.artifacts, manifest)
@@ -108,7 +106,3 @@ def verify_run(run: RunDir) -> list[str]:
     for name, entry in entries.items():
         check_built_from(name, entry.get("inputs", {}), current, "rebuild it (`scaleout index`, `scaleout export`)")
     return [f"ok  {name:<20} {current[name][:16]}" for name in entries]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")

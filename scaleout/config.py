@@ -10,13 +10,14 @@ import dataclasses
 from typing import Any, Type, TypeVar
 
 from scaleout.errors import ConfigError
+from scaleout.names import BASELINES, INDEX_KINDS
 
 T = TypeVar("T")
 
 SOURCES = ("movielens", "tfds", "generic", "synthetic", "prepared")
 SPLITS = ("random", "temporal")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
-# Side features of the towers (see scaleout.features).
+# Side features of the towers (see scaleout.train.features).
 QUERY_FEATURES = ("age", "gender", "occupation", "zip", "timestamp")
 CANDIDATE_FEATURES = ("genres", "title")
 FEATURES = QUERY_FEATURES + CANDIDATE_FEATURES
@@ -102,7 +103,7 @@ class ModelConfig:
     # Side features (names from FEATURES) and ReLU layers above them; none: the tutorial's id towers.
     features: tuple[str, ...] = ()
     deep_layers: tuple[int, ...] = ()
-    # Loss options (see scaleout.model): softmax temperature (logits / t), sampling-bias correction
+    # Loss options (see scaleout.train.model): softmax temperature (logits / t), sampling-bias correction
     # with the candidates' training counts, accidental hits removed, hard negatives kept per query (0: all).
     temperature: float = 1.0
     logq_correction: bool = False
@@ -175,12 +176,34 @@ class TrainConfig:
                               "the global batch is split evenly over the workers")
 
 
+@dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+    """How the embedding job runs (scaleout.embed.job): backend, workers, and the parts it cuts the candidates into.
+
+    part_rows: candidates per output part, the unit of work and of resuming.
+    max_parts: embed at most this many parts in one run, then stop (run again to continue).
+    """
+
+    backend: str = "local"
+    workers: int = 2  # actors, backend ray only
+    cpus_per_worker: int = 1
+    part_rows: int = 500_000
+    max_parts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        _at_least(self, 1, "workers", "cpus_per_worker", "part_rows")
+        if self.max_parts is not None and self.max_parts < 1:
+            raise ConfigError(f"max_parts must be at least 1, got {self.max_parts}")
+
+
 INDEX_MODES = ("auto", "brute_force", "ah", "tree")
 
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
-    """How the ScaNN index is built; 0 means "scale with the catalogue" (see scaleout.index.Scann).
+    """How the ScaNN index is built; 0 means "scale with the catalogue" (see scaleout.index.scann.Scann).
 
     The mode follows ScaNN's rules of thumb: fewer than ``brute_force_below``
     candidates are scored exhaustively, fewer than ``tree_below`` are scored
@@ -192,7 +215,7 @@ class IndexConfig:
     num_leaves: int = 0  # 0: leaves_per_sqrt x sqrt(N)
     # The tree and search defaults are the ANN benchmark tuner's choice: the one setting of its grid
     # reaching recall@10 >= 0.95 on every synthetic catalogue of 100K to 10M at the lowest latency
-    # (benchmarks/reports/cpu; tests/test_bench.py checks the two agree).
+    # (benchmarks/reports/cpu; tests/bench/test_bench.py checks the two agree).
     leaves_per_sqrt: float = 2.0
     training_sample_size: int = 0
     dims_per_block: int = 1
@@ -218,3 +241,63 @@ class IndexConfig:
             raise ConfigError(f"leaves_fraction must be in (0, 1], got {self.leaves_fraction}")
         if not 0.0 <= self.anisotropic_threshold < 1.0:
             raise ConfigError(f"anisotropic_threshold must be in [0, 1), got {self.anisotropic_threshold}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexJobConfig:
+    """The embed-and-index job (``scaleout index``, jobs/embed_index.py): embed, build, evaluate, export.
+
+    candidates: a candidate table to embed instead of RUN/data/candidates.parquet.
+    embeddings: embeddings made elsewhere to index instead of embedding with RUN/model.
+    kinds: the indexes to build; export: the retrieval SavedModels to write after them, with k ``export_k``.
+    """
+
+    embed: EmbedConfig = EmbedConfig()
+    index: IndexConfig = IndexConfig()
+    kinds: tuple[str, ...] = INDEX_KINDS
+    candidates: str | None = None
+    embeddings: str | None = None
+    evaluate: bool = True
+    export: tuple[str, ...] = ()
+    export_k: int = 10
+
+    def __post_init__(self) -> None:
+        # Nested configs arrive as dicts from dataclasses.asdict.
+        if isinstance(self.embed, dict):
+            object.__setattr__(self, "embed", from_dict(EmbedConfig, self.embed))
+        if isinstance(self.index, dict):
+            object.__setattr__(self, "index", from_dict(IndexConfig, self.index))
+        for name in ("kinds", "export"):
+            values = tuple(getattr(self, name))
+            object.__setattr__(self, name, values)
+            unknown = [v for v in values if v not in INDEX_KINDS]
+            if unknown:
+                raise ConfigError(f"unknown index kind(s) {unknown} in {name}; expected some of {', '.join(INDEX_KINDS)}")
+        if not self.kinds:
+            raise ConfigError(f"kinds is empty; expected some of {', '.join(INDEX_KINDS)}")
+        _at_least(self, 1, "export_k")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """The main job (``scaleout pipeline``): every stage's settings, and what it prints and exports at the end.
+
+    The embedding job runs on the training backend, with its workers.
+    """
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    index: IndexConfig = IndexConfig()
+    user: str = "42"  # recommendations printed for this user
+    k: int = 3
+    export_k: int = 10
+    exclude_seen: bool = False
+    baselines: tuple[str, ...] = BASELINES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ConfigError(f"unknown baseline(s) {unknown}; expected some of {', '.join(BASELINES)}")
+        _at_least(self, 1, "k", "export_k")

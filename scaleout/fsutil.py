@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +43,11 @@ def replace_dir(complete: Path, final: Path) -> None:
     os.rename(complete, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def utc_now() -> str:
+    """The current time as every scaleout manifest records it: ISO 8601 in UTC, ``2026-11-29T16:20:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def read_manifest(path: Path, fmt: str, missing: str) -> dict:

@@ -6,8 +6,8 @@
   RUN/metrics/train.json     per-epoch loss, seconds and examples/s of the last fit
   RUN/metrics/eval.json      test metrics, named as TFRS names them
   RUN/embeddings/            candidate embeddings, Parquet parts + embeddings.json
-                             (scaleout.embeddings)
-  RUN/index/scann/           ScaNN index (scaleout.index); RUN/index/brute_force/ too
+                             (scaleout.embed)
+  RUN/index/scann/           ScaNN index (scaleout.index.scann); RUN/index/brute_force/ too
   RUN/metrics/index_eval.json  FactorizedTopK through each index, side by side
   RUN/metrics/quality.json   hit rate and NDCG with and without seen items, beside the baselines
   RUN/export/scann/          retrieval SavedModels (TFRS ScaNN / BruteForce layers):

@@ -1,4 +1,9 @@
-"""TensorFlow with Keras 2, checked: the one way scaleout imports TensorFlow."""
+"""TensorFlow with Keras 2, checked: the one way scaleout imports TensorFlow.
+
+``from scaleout.tfenv import tf, tfrs`` gives TensorFlow and TensorFlow
+Recommenders, imported on first use (PEP 562 module attributes), so a module
+that names them does not load TensorFlow until it runs.
+"""
 
 from __future__ import annotations
 
@@ -27,3 +32,14 @@ def import_tensorflow():
             "or import scaleout before tensorflow; Ray workers need it in runtime_env env_vars."
         )
     return tf
+
+
+def __getattr__(name: str):
+    if name == "tf":
+        return import_tensorflow()
+    if name == "tfrs":
+        import_tensorflow()  # Keras 2 checked before TFRS binds tf.keras
+        import tensorflow_recommenders
+
+        return tensorflow_recommenders
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,9 +8,19 @@ from pathlib import Path
 import pytest
 
 import scaleout  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
+from runs import copy_trained
 from scaleout.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Fixtures that run the main job or start a Ray cluster: every test that asks for one is slow.
+SLOW_FIXTURES = {"pipeline_run", "tree_run", "imported_run", "cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def movielens_100k() -> Path:
@@ -46,3 +57,24 @@ def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     command = Path(sys.executable).parent / "scaleout"
     return subprocess.run([str(command), *map(str, args)], capture_output=True, text=True, env=full_env, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def tree_run(pipeline_run, tmp_path_factory):
+    """The pipeline's model, indexed again with ScaNN forced into a tree (1,682 candidates would get exact scoring)."""
+    root = copy_trained(pipeline_run[0], tmp_path_factory.mktemp("tree") / "run")
+    result = run_cli("index", "--run", root, "--scann-mode", "tree", "--num-leaves", 40, "--part-rows", 500,
+                     "--export", "scann", "brute_force")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, json.loads(result.stdout)
+
+
+@pytest.fixture
+def imported_run(tree_run, tmp_path):
+    """A copy of the tree run and the embeddings it holds, as a user-supplied Parquet file."""
+    root = tmp_path / "run"
+    shutil.copytree(tree_run[0], root)
+    from scaleout.embed.embedding_set import EmbeddingSet
+
+    ids, vectors, _ = EmbeddingSet(root / "embeddings").load()
+    return root, ids, vectors

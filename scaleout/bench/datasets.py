@@ -67,7 +67,7 @@ def synthetic_vectors(n: int, dim: int, queries: int, seed: int = SEED) -> tuple
 
 def exact_top_k(train: np.ndarray, queries: np.ndarray, k: int = TRUE_K) -> tuple[np.ndarray, np.ndarray]:
     """(rows [q, k] int64, scores [q, k] float32) of the exact top k by dot product, best first (scaleout's BruteForce)."""
-    from scaleout.index import BruteForce
+    from scaleout.index.brute_force import BruteForce
 
     index = BruteForce().build(np.arange(len(train)), train)
     scores, ids = index.search(queries, min(k, len(train)))
@@ -147,16 +147,17 @@ def movielens_vectors(run: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """(candidate embeddings, one query per test user, meta) of a trained run."""
     from scaleout.data.dataset import Dataset as Split
     from scaleout.data.tfdata import iter_batches
-    from scaleout.embeddings import EmbeddingSet
-    from scaleout.model import embed_users
+    from scaleout.names import USER_ID
+    from scaleout.embed.embedding_set import EmbeddingSet
+    from scaleout.train.towers import embed_users
     from scaleout.rundir import RunDir
-    from scaleout.train import Towers
+    from scaleout.train.saved import Towers
 
     run = RunDir(run)
     _, vectors, _ = EmbeddingSet(run.embeddings).load()
     users = set()
-    for batch in iter_batches(Split(run.data).files("test"), ["user_id"], 65536, 0, None):
-        users.update(np.asarray(batch["user_id"]).astype(str).tolist())
+    for batch in iter_batches(Split(run.data).files("test"), [USER_ID], 65536, 0, None):
+        users.update(np.asarray(batch[USER_ID]).astype(str).tolist())
     users = np.array(sorted(users), dtype=object)
     queries = embed_users(Towers.load(run.model).query, users).astype(np.float32)
     return vectors, queries, {"kind": "movielens", "run": str(run.root), "queries_are": "test users (one each)"}

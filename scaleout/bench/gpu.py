@@ -27,8 +27,7 @@ def detect(allow_cpu: bool = False) -> tuple[str | None, dict]:
     (the tests check the harness that way; the results then say so)."""
     found = {}
     if _present("tensorflow"):
-        import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-        import tensorflow as tf
+        from scaleout.tfenv import tf
 
         gpus = tf.config.list_physical_devices("GPU")
         found["tensorflow"] = f"{len(gpus)} GPU(s)"
@@ -82,7 +81,7 @@ def device_name(backend: str) -> str:
         import cupy
 
         return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    import tensorflow as tf
+    from scaleout.tfenv import tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
@@ -107,7 +106,7 @@ class GpuBruteForce:
 
     # TensorFlow
     def _init_tensorflow(self, train):
-        import tensorflow as tf
+        from scaleout.tfenv import tf
 
         self.tf = tf
         self.dt = tf.bfloat16 if self.dtype == "bfloat16" else tf.float32

@@ -38,7 +38,7 @@ def main(spec: dict) -> None:
     name, build_args = spec["algorithm"], spec["build"]
     cores = os.cpu_count() or 1
     if name in NEEDS_TENSORFLOW:
-        from scaleout.model import tf
+        from scaleout.tfenv import tf
 
         # TensorFlow fixes its thread pools when it starts: one thread for build and search alike.
         tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -34,7 +34,8 @@ from scaleout.data.generic import GenericInteractions, distinct_items, merge_ite
 from scaleout.data.movielens import MovieLensFiles
 from scaleout.data.synthetic import Synthetic
 from scaleout.errors import DataError
-from scaleout.fsutil import atomic_dir, checksums, write_json
+from scaleout.fsutil import atomic_dir, checksums, utc_now, write_json
+from scaleout.names import part_name
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class ShardWriter:
     def __init__(self, directory: Path, shards: int, schema: pa.Schema, row_group_size: int):
         directory.mkdir(parents=True)
         self.row_group_size = row_group_size
-        self.paths = [directory / f"part-{i:05d}.parquet" for i in range(shards)]
+        self.paths = [directory / part_name(i) for i in range(shards)]
         self.writers = [pq.ParquetWriter(p, schema, compression="zstd") for p in self.paths]
         self.rows = [0] * shards
         self._next = 0
@@ -242,7 +243,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
         manifest = {
             "format": "scaleout-dataset/1",
             "scaleout_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": utc_now(),
             "config": dataclasses.asdict(cfg),
             "source": source.describe(),
             "split": {"kind": cfg.split, "test_fraction": cfg.test_fraction, "seed": cfg.seed,

@@ -1,0 +1,258 @@
+"""The ``scaleout`` command: parses arguments, builds configs, calls one library function.
+
+Every stage reads and writes the run directory given with ``--run`` (see
+scaleout.rundir for its layout). Errors in the input end the command with a
+one-line message and exit status 1; TensorFlow is imported only by the stages
+that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+from pathlib import Path
+
+from scaleout.cli.options import (add_train_args, baseline_args, configs_from_args, data_args, data_config, index_args,
+                                  index_job_config, pipeline_args, pipeline_config)
+from scaleout.config import BACKENDS, TrainConfig
+from scaleout.errors import ScaleoutError
+from scaleout.names import BRUTE_FORCE, INDEX_KINDS
+from scaleout.pipeline import connect_ray
+from scaleout.rundir import RunDir
+from scaleout.train.presets import describe as describe_preset
+
+log = logging.getLogger("scaleout")
+
+
+def _print_recommendation(rec) -> None:
+    print(f"top {len(rec.titles)} for user {rec.user_id}:")
+    for rank, (movie_id, title, score) in enumerate(zip(rec.movie_ids, rec.titles, rec.scores), 1):
+        print(f"  {rank}. {title}  (movie_id {movie_id}, score {score:.4f})")
+
+
+def cmd_prepare(a) -> None:
+    from scaleout.data.prepare import prepare
+
+    ds = prepare(data_config(a), a.out or RunDir(a.run).data)
+    print(json.dumps({"dataset": str(ds.path), **ds.counts}))
+
+
+def cmd_train(a) -> None:
+    from scaleout.train.run import train_run
+
+    model_cfg, train_cfg = configs_from_args(a)
+    log.info("preset %s: %s", a.preset, describe_preset(a.preset))
+    if train_cfg.backend == "ray":
+        connect_ray(a.address)
+    metrics = train_run(RunDir(a.run), model_cfg, train_cfg)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_evaluate(a) -> None:
+    if a.indexes:
+        from scaleout.evaluate.through_index import evaluate_through_indexes
+
+        print(json.dumps(evaluate_through_indexes(RunDir(a.run), tuple(a.indexes)), indent=2, sort_keys=True))
+        return
+    from scaleout.train.run import evaluate_run
+
+    metrics = evaluate_run(RunDir(a.run), TrainConfig(eval_batch_size=a.eval_batch_size))
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_recommend(a) -> None:
+    if a.saved_model:
+        from scaleout.serve.export import ScannOpsMissing, query_saved_model
+
+        try:
+            rec = query_saved_model(a.saved_model, [a.user])[0]
+        except ScannOpsMissing as exc:
+            if not a.run:
+                raise
+            log.warning("%s; answering with BruteForce over %s instead", exc, a.run)
+            rec = _catalogue(a).recommend(a.user, a.k, BRUTE_FORCE, exclude_seen=a.exclude_seen)
+        if len(rec.titles) < a.k:
+            raise ScaleoutError(f"the SavedModel was exported with k={len(rec.titles)}; asked for -k {a.k}")
+        rec = dataclasses.replace(rec, scores=rec.scores[:a.k], movie_ids=rec.movie_ids[:a.k], titles=rec.titles[:a.k])
+    else:
+        rec = _catalogue(a).recommend(a.user, a.k, a.index, exclude_seen=a.exclude_seen)
+    _print_recommendation(rec)
+
+
+def _catalogue(a):
+    from scaleout.serve.catalogue import Catalogue
+
+    return Catalogue(RunDir(a.run))
+
+
+def cmd_export(a) -> None:
+    from scaleout.serve.export import export_retrieval
+
+    catalogue = _catalogue(a)
+    run = RunDir(a.run)
+    for kind in a.kind:
+        out = (Path(a.out) / kind if len(a.kind) > 1 else Path(a.out)) if a.out else run.export(kind)
+        print(export_retrieval(catalogue, kind, out, a.k, exclude_seen=a.exclude_seen))
+
+
+def cmd_index(a) -> None:
+    from scaleout.pipeline import index_job
+
+    cfg = index_job_config(a, a.backend)
+    if cfg.embed.backend == "ray":
+        connect_ray(a.address)
+    print(json.dumps(index_job(RunDir(a.run), cfg), indent=2, sort_keys=True))
+
+
+def cmd_verify(a) -> None:
+    from scaleout.artifacts import verify_run
+
+    for line in verify_run(RunDir(a.run)):
+        print(line)
+
+
+def cmd_pipeline(a) -> None:
+    from scaleout.pipeline import run_pipeline
+
+    cfg = pipeline_config(a)
+    log.info("preset %s: %s", a.preset, describe_preset(a.preset))
+    if cfg.train.backend == "ray":
+        connect_ray(a.address)
+    summary = run_pipeline(RunDir(a.run), cfg)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+
+
+def cmd_quality(a) -> None:
+    from scaleout.evaluate.quality import format_report, quality_report
+
+    report = quality_report(RunDir(a.run), tuple(a.baselines))
+    print(format_report(report))
+
+
+def cmd_bench(a) -> None:
+    from scaleout.bench.report import write_report
+    from scaleout.bench.runner import load_config, run
+
+    cfg = load_config(a.config or ("benchmarks/ann-quick.yaml" if a.quick else "benchmarks/ann.yaml"), seconds=a.seconds)
+    counts = run(cfg, a.results, a.cache, a.run, force=a.force, only=tuple(a.only or ()))
+    print(json.dumps(counts))
+    if a.report:
+        write_report(a.results, a.report, title=a.title)
+        print(f"report: {Path(a.report) / 'report.md'}")
+    if counts["failed"]:
+        raise ScaleoutError(f"{counts['failed']} configurations failed; their messages are above")
+
+
+def cmd_bench_report(a) -> None:
+    from scaleout.bench.report import write_report
+
+    write_report(a.results, a.out, a.gpu_results, a.title)
+    print(f"report: {Path(a.out) / 'report.md'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaleout", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, fn, help_, run_required=True):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--run", required=run_required, help="run directory shared by the stages")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("prepare", cmd_prepare, "read a source and write train/test Parquet shards to RUN/data",
+                run_required=False)
+    p.add_argument("--out", help="dataset directory to write instead of RUN/data")
+    data_args(p)
+
+    p = command("train", cmd_train, "train on RUN/data, save RUN/model, evaluate on the test split")
+    add_train_args(p)
+
+    p = command("evaluate", cmd_evaluate, "evaluate RUN/model on the test split of RUN/data")
+    p.add_argument("--eval-batch-size", type=int, default=TrainConfig().eval_batch_size)
+    p.add_argument("--max-parts", type=int, default=None,
+                   help="embed at most this many parts in this run, then stop (run again to continue)")
+    p.add_argument("--indexes", nargs="+", choices=INDEX_KINDS,
+                   help="FactorizedTopK through these indexes of RUN/index instead (after `scaleout index`)")
+
+    p = command("index", cmd_index, "embed every candidate with RUN/model, build the indexes, evaluate through them")
+    p.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local: this process; ray: Ray Data and a pool of actors (default %(default)s)")
+    p.add_argument("--address", default=None, help="Ray cluster address (backend ray; default as for train)")
+    index_args(p)
+
+    p = command("recommend", cmd_recommend, "print the top k titles for one user", run_required=False)
+    p.add_argument("--user", required=True, help="raw user id, e.g. 42")
+    p.add_argument("-k", type=int, default=3, help="how many (default %(default)s)")
+    p.add_argument("--index", choices=INDEX_KINDS, default=BRUTE_FORCE,
+                   help="answer from this index of RUN (scann needs `scaleout index`; default %(default)s)")
+    p.add_argument("--saved-model", help="answer from this exported SavedModel directory instead; with --run, "
+                                         "a ScaNN export that cannot load falls back to BruteForce with a warning")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="leave out the user's training items (a SavedModel does so if exported with --exclude-seen)")
+
+    p = command("export", cmd_export, "export retrieval SavedModels to RUN/export/KIND")
+    p.add_argument("--kind", nargs="+", choices=INDEX_KINDS, default=[BRUTE_FORCE],
+                   help="which (scann needs `scaleout index`; default brute_force)")
+    p.add_argument("-k", type=int, default=10, help="results per query, fixed in the SavedModel (default %(default)s)")
+    p.add_argument("--out", help="export directory instead of RUN/export/KIND")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="the SavedModel leaves out each user's training items (it retrieves k + the most any user saw)")
+
+    p = command("verify", cmd_verify, "recompute the fingerprints of RUN/artifacts.json and check their links")
+
+    p = command("pipeline", cmd_pipeline, "prepare, train, evaluate, recommend and export in one go")
+    pipeline_args(p)
+    data_args(p)
+    add_train_args(p)
+
+    p = command("quality", cmd_quality, "hit rate and NDCG per test interaction over the full catalogue, with and "
+                "without the user's training items, beside popularity, EASE and iALS; writes RUN/metrics/quality.json")
+    baseline_args(p)
+
+    p = command("bench", cmd_bench, "run the ANN benchmark grid: every index on every dataset, one result file each",
+                run_required=False)
+    p.add_argument("--config", help="grid YAML (default benchmarks/ann.yaml, or benchmarks/ann-quick.yaml with --quick)")
+    p.add_argument("--quick", action="store_true", help="small sizes and short measures: the whole suite in minutes")
+    p.add_argument("--results", default="benchmarks/results/ann", help="result files (default %(default)s)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "scaleout" / "bench"),
+                   help="generated datasets (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="run configurations whose result file exists")
+    p.add_argument("--only", nargs="+", help="these indexes of the grid only")
+    p.add_argument("--seconds", type=float, help="time budget of each latency/throughput measure (overrides the grid)")
+    p.add_argument("--report", help="then write the report into this directory")
+    p.add_argument("--title", default="CPU", help="report title (default %(default)s)")
+
+    p = sub.add_parser("bench-report", help="result files -> Markdown report, PNG plots, summary.json")
+    p.add_argument("--results", default="benchmarks/results/ann", help="result files (default %(default)s)")
+    p.add_argument("--out", required=True, help="report directory (replaced)")
+    p.add_argument("--gpu-results", help="JSON written by benchmarks/gpu_bruteforce.py, for the GPU section")
+    p.add_argument("--title", default="CPU", help="report title (default %(default)s)")
+    p.set_defaults(fn=cmd_bench_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "prepare" and not (args.run or args.out):
+        parser.error("prepare needs --run RUN or --out DIR")
+    if args.command == "recommend" and not (args.run or args.saved_model):
+        parser.error("recommend needs --run RUN or --saved-model DIR")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        args.fn(args)
+    except ScaleoutError as exc:
+        print(f"scaleout {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Options shared by the ``scaleout`` command and the Ray jobs (jobs/*.py), and the configs they make.
+
+Each ``*_args`` function adds a group of options to a parser; the matching
+function turns the parsed options into a frozen config (presets first, then
+the flags given). Every default comes from its config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from scaleout.config import (BACKENDS, FEATURES, INDEX_MODES, OPTIMIZERS, SOURCES, SPLITS, DataConfig, EmbedConfig,
+                             IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
+from scaleout.names import BASELINES, INDEX_KINDS
+from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
+from scaleout.train.presets import PRESETS
+from scaleout.train.presets import configs as preset_configs
+
+MOVIELENS_DIR_ENV = "SCALEOUT_MOVIELENS_DIR"
+
+
+def data_args(p: argparse.ArgumentParser) -> None:
+    d = DataConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--source", choices=SOURCES,
+                   help=f"where interactions come from (default: movielens from ${MOVIELENS_DIR_ENV} when set, "
+                        "else tfds)")
+    g.add_argument("--path", help="MovieLens directory or zip (movielens); CSV/Parquet file or directory (generic); "
+                                  "a prepared dataset whose train split is read (prepared)")
+    g.add_argument("--tfds-name", default=d.tfds_name, help="TFDS MovieLens variant: 100k, 1m, 20m, 25m (default %(default)s)")
+    g.add_argument("--tfds-data-dir", default=None, help="TFDS data directory")
+    g.add_argument("--split", choices=SPLITS, default=d.split, help="random (default) or temporal")
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="default %(default)s")
+    g.add_argument("--seed", type=int, default=d.seed, help="split seed (default %(default)s)")
+    g.add_argument("--train-shards", type=int, default=d.train_shards, help="default %(default)s")
+    g.add_argument("--test-shards", type=int, default=d.test_shards, help="default %(default)s")
+    g.add_argument("--row-group-size", type=int, default=d.row_group_size, help="default %(default)s")
+    g.add_argument("--chunk-rows", type=int, default=d.chunk_rows, help="rows processed at a time (default %(default)s)")
+    g.add_argument("--synthetic-users", type=int, default=d.synthetic_users)
+    g.add_argument("--synthetic-items", type=int, default=d.synthetic_items)
+    g.add_argument("--synthetic-interactions", type=int, default=d.synthetic_interactions)
+    g.add_argument("--synthetic-zipf", type=float, default=d.synthetic_zipf, help="item popularity exponent")
+
+
+def data_config(a: argparse.Namespace) -> DataConfig:
+    source, path = a.source, a.path
+    if source is None:
+        env_dir = os.environ.get(MOVIELENS_DIR_ENV)
+        source, path = ("movielens", path or env_dir) if env_dir else ("tfds", path)
+    return DataConfig(
+        source=source, path=path, tfds_name=a.tfds_name, tfds_data_dir=a.tfds_data_dir, split=a.split,
+        test_fraction=a.test_fraction, seed=a.seed, train_shards=a.train_shards, test_shards=a.test_shards,
+        row_group_size=a.row_group_size, chunk_rows=a.chunk_rows, synthetic_users=a.synthetic_users,
+        synthetic_items=a.synthetic_items, synthetic_interactions=a.synthetic_interactions,
+        synthetic_zipf=a.synthetic_zipf,
+    )
+
+
+def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    """Model and training options, shared by the `scaleout` command and jobs/train.py.
+
+    Options left out take the preset's value (see scaleout.train.presets), so their
+    defaults are None here.
+    """
+    t = TrainConfig()
+    g = p.add_argument_group("model and training (defaults: the preset's; see scaleout/presets.py)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help="quality: the settings of the documented search; tutorial: the TFRS tutorial's "
+                        "(default %(default)s)")
+    if backend:
+        g.add_argument("--backend", choices=BACKENDS, default=t.backend,
+                       help="local: this process; ray: Ray Train workers (default %(default)s)")
+    g.add_argument("--embedding-dim", type=int)
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--learning-rate", type=float)
+    g.add_argument("--batch-size", type=int, help="global batch")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--features", nargs="*", choices=FEATURES, metavar="FEATURE",
+                   help=f"side features of the towers, some of: {', '.join(FEATURES)} (none: ids only)")
+    g.add_argument("--deep-layers", nargs="*", type=int, metavar="WIDTH", help="ReLU layers above the features")
+    g.add_argument("--temperature", type=float, help="softmax temperature (logits / t)")
+    g.add_argument("--logq-correction", action=argparse.BooleanOptionalAction,
+                   help="correct the in-batch softmax for sampling bias with the candidates' training counts")
+    g.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
+                   help="do not count the positive's other copies in the batch as negatives")
+    g.add_argument("--hard-negatives", type=int, help="keep only this many hardest in-batch negatives (0: all)")
+    g.add_argument("--l2", type=float, help="L2 penalty on the embedding tables")
+    g.add_argument("--shuffle-buffer", type=int, help=f"rows (default {t.shuffle_buffer})")
+    g.add_argument("--train-metrics", action="store_true", default=None,
+                   help="compute FactorizedTopK during training too (slow; off as the tutorial advises)")
+    g.add_argument("--model-seed", type=int, help="initialisation and shuffle seed (default 42)")
+    g.add_argument("--no-global-negatives", dest="global_negatives", action="store_false", default=None,
+                   help="backend ray: score each query only against its own worker's batch")
+    r = p.add_argument_group("Ray backend")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS, else the cluster on this machine, else a new local one)")
+    r.add_argument("--workers", type=int, default=t.workers, help="training workers (default %(default)s)")
+    r.add_argument("--cpus-per-worker", type=int, default=t.cpus_per_worker, help="default %(default)s")
+    r.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every, help="epochs (default %(default)s)")
+    r.add_argument("--max-failures", type=int, default=t.max_failures,
+                   help="worker failures survived by restarting from the last checkpoint; -1: no limit (default %(default)s)")
+    r.add_argument("--storage", default=None, help="checkpoint storage: a path or s3:// gs:// URI (default RUN/checkpoints)")
+    r.add_argument("--resume", action="store_true", help="continue the run stored under --storage from its last checkpoint")
+
+
+_MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "learning_rate": "learning_rate",
+                "features": "features", "deep_layers": "deep_layers", "temperature": "temperature",
+                "logq_correction": "logq_correction", "remove_accidental_hits": "remove_accidental_hits",
+                "hard_negatives": "hard_negatives", "l2": "l2", "train_metrics": "train_metrics",
+                "model_seed": "seed", "global_negatives": "global_negatives"}
+_TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
+                "model_seed": "seed"}
+
+
+def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """The preset's settings with every flag given on the command line over them."""
+    model = {field: getattr(a, flag) for flag, field in _MODEL_FLAGS.items() if getattr(a, flag) is not None}
+    train = {field: getattr(a, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(a, flag) is not None}
+    train.update(backend=backend or a.backend, workers=a.workers, cpus_per_worker=a.cpus_per_worker,
+                 checkpoint_every=a.checkpoint_every, max_failures=a.max_failures, storage=a.storage, resume=a.resume)
+    return preset_configs(a.preset, model, train)
+
+
+def index_args(p: argparse.ArgumentParser) -> None:
+    """Options of the embed-and-index job, shared by `scaleout index` and jobs/embed_index.py."""
+    c, e, j = IndexConfig(), EmbedConfig(), IndexJobConfig()
+    p.add_argument("--candidates", help="candidate table: Parquet file or directory of shards "
+                                        "(default RUN/data/candidates.parquet)")
+    p.add_argument("--embeddings", help="index these embeddings (Parquet: movie_id, embedding [, movie_title]) "
+                                        "instead of embedding with RUN/model; checked against the candidates")
+    p.add_argument("--part-rows", type=int, default=e.part_rows,
+                   help="candidates per output part, the unit of work and of resuming (default %(default)s)")
+    p.add_argument("--max-parts", type=int, default=e.max_parts,
+                   help="embed at most this many parts in this run, then stop (run again to continue)")
+    p.add_argument("--indexes", nargs="+", choices=INDEX_KINDS, default=list(j.kinds),
+                   help="indexes to build (default: all)")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false",
+                   help="skip FactorizedTopK through each index on the test split")
+    p.add_argument("--export", nargs="*", choices=INDEX_KINDS, default=list(j.export),
+                   help="then export these retrieval SavedModels to RUN/export/KIND")
+    p.add_argument("--export-k", type=int, default=j.export_k, help="k of the exports (default %(default)s)")
+    g = p.add_argument_group("ScaNN (0: scale with the number of candidates)")
+    g.add_argument("--scann-mode", choices=INDEX_MODES, default=c.mode,
+                   help="auto: exact below %s candidates, hashing below %s, else tree + hashing"
+                        % (f"{c.brute_force_below:,}", f"{c.tree_below:,}"))
+    g.add_argument("--num-leaves", type=int, default=c.num_leaves,
+                   help="tree leaves (default --leaves-per-sqrt x sqrt(N))")
+    g.add_argument("--leaves-per-sqrt", type=float, default=c.leaves_per_sqrt,
+                   help="tree leaves per sqrt(N) when --num-leaves is 0 (default %(default)s)")
+    g.add_argument("--leaves-to-search", type=int, default=c.leaves_to_search,
+                   help=f"default {c.leaves_fraction:g} of the leaves")
+    g.add_argument("--reorder", type=int, default=c.reorder,
+                   help=f"candidates rescored exactly (default max({c.reorder_per_k} k, {c.reorder_min}))")
+    g.add_argument("--dims-per-block", type=int, default=c.dims_per_block, help="default %(default)s")
+    g.add_argument("--anisotropic-threshold", type=float, default=c.anisotropic_threshold, help="default %(default)s")
+    g.add_argument("--training-sample-size", type=int, default=c.training_sample_size,
+                   help="tree training sample (default min(N, 250k))")
+    r = p.add_argument_group("Ray backend")
+    r.add_argument("--workers", type=int, default=e.workers, help="embedding actors (default %(default)s)")
+    r.add_argument("--cpus-per-worker", type=int, default=e.cpus_per_worker, help="default %(default)s")
+
+
+def index_job_config(a: argparse.Namespace, backend: str) -> IndexJobConfig:
+    embed = EmbedConfig(backend=backend, workers=a.workers, cpus_per_worker=a.cpus_per_worker, part_rows=a.part_rows,
+                        max_parts=a.max_parts)
+    index = IndexConfig(mode=a.scann_mode, num_leaves=a.num_leaves, leaves_per_sqrt=a.leaves_per_sqrt,
+                        leaves_to_search=a.leaves_to_search, reorder=a.reorder, dims_per_block=a.dims_per_block,
+                        anisotropic_threshold=a.anisotropic_threshold, training_sample_size=a.training_sample_size)
+    return IndexJobConfig(embed=embed, index=index, kinds=tuple(a.indexes), candidates=a.candidates,
+                          embeddings=a.embeddings, evaluate=a.evaluate, export=tuple(a.export), export_k=a.export_k)
+
+
+def pipeline_args(p: argparse.ArgumentParser) -> None:
+    c = PipelineConfig()
+    p.add_argument("--user", default=c.user, help="user to recommend for (default %(default)s)")
+    p.add_argument("-k", type=int, default=c.k, help="recommendations to print (default %(default)s)")
+    p.add_argument("--export-k", type=int, default=c.export_k, help="k of the exported SavedModel (default %(default)s)")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="recommendations and exports leave out each user's training items")
+    baseline_args(p)
+
+
+def baseline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
+                   help="baselines of the quality report, on the same split (default: all; none: the model only)")
+
+
+def pipeline_config(a: argparse.Namespace) -> PipelineConfig:
+    model, train = configs_from_args(a)
+    return PipelineConfig(data=data_config(a), model=model, train=train, user=a.user, k=a.k, export_k=a.export_k,
+                          exclude_seen=a.exclude_seen, baselines=tuple(a.baselines))

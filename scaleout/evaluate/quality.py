@@ -1,0 +1,79 @@
+"""``scaleout quality``: the run's model beside the baselines, under both protocols, as a report.
+
+See scaleout.evaluate.protocols for what is measured and scaleout.evaluate.baselines
+for the baselines. Output: RUN/metrics/quality.json, a table, a headline.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from scaleout.data.dataset import Dataset
+from scaleout.evaluate.baselines import baselines
+from scaleout.evaluate.protocols import KS, NDCG_KS, PROTOCOLS, Data, evaluate_scores, load
+from scaleout.fsutil import write_json
+from scaleout.names import BASELINES
+from scaleout.rundir import RunDir
+from scaleout.tfenv import tf
+from scaleout.train.saved import Towers
+from scaleout.train.towers import embed_users
+
+
+def tower_scorer(query_tower, candidate_tower, data: Data):
+    """Scores of a two-tower model: the query tower over the user vocabulary (and one unknown user; each
+    user at their latest training timestamp), the candidate tower over the candidates."""
+    users = embed_users(query_tower, np.append(data.user_ids, ""))
+    items = candidate_tower(tf.constant(data.item_ids.astype(object)), training=False).numpy()
+
+    def score(u):
+        return users[np.where(u >= 0, u, len(data.user_ids))] @ items.T
+    return score
+
+
+def model_scorer(towers, data: Data):
+    return tower_scorer(towers.query, towers.candidate, data)
+
+
+def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES) -> dict:
+    """The model of RUN and the baselines under both protocols; writes RUN/metrics/quality.json."""
+    start = time.monotonic()
+    data = load(Dataset(run.data))
+    report = {"test_interactions": int(len(data.test.users)), "candidates": int(len(data.item_ids)),
+              "ks": list(KS), "ndcg_ks": list(NDCG_KS), "protocols": list(PROTOCOLS),
+              "model": evaluate_scores(model_scorer(Towers.load(run.model), data), data)}
+    report["baselines"] = baselines(data, which)
+    report["seconds"] = round(time.monotonic() - start, 1)
+    write_json(run.quality_metrics, report)
+    return report
+
+
+def headline(report: dict) -> dict:
+    """recall@10 and @100 of the model and each baseline, under both protocols."""
+    methods = {"model": report["model"], **report["baselines"]}
+    return {name: {p: {k: round(m[p][k], 4) for k in ("recall@10", "recall@100")} for p in PROTOCOLS}
+            for name, m in methods.items()}
+
+
+def quality_sentence(report: dict) -> str:
+    """One line: the model's recall@10/@100 with seen items excluded and its top-100, beside the best baseline."""
+    m = report["model"]
+    text = (f"model: recall@10 {m['exclude_seen']['recall@10']:.4f}, @100 {m['exclude_seen']['recall@100']:.4f} "
+            f"seen excluded; top-100 {m['tutorial']['recall@100']:.4f} tutorial protocol")
+    if report["baselines"]:
+        name, b = max(report["baselines"].items(), key=lambda kv: kv[1]["exclude_seen"]["recall@10"])
+        text += f"; best baseline {name}: {b['exclude_seen']['recall@10']:.4f}, {b['exclude_seen']['recall@100']:.4f}"
+    return text
+
+
+def format_report(report: dict) -> str:
+    """A plain table: one row per method and protocol."""
+    cols = [f"recall@{k}" for k in report["ks"]] + [f"ndcg@{k}" for k in report["ndcg_ks"]]
+    methods = {"model": report["model"], **report["baselines"]}
+    width = max(12, *(len(name) for name in methods))
+    lines = [f"{'method':<{width}} {'protocol':<13} " + " ".join(f"{c:>10}" for c in cols)]
+    for name, m in methods.items():
+        for protocol in PROTOCOLS:
+            lines.append(f"{name:<{width}} {protocol:<13} " + " ".join(f"{m[protocol][c]:>10.4f}" for c in cols))
+    return "\n".join(lines)

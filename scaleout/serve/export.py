@@ -1,0 +1,181 @@
+"""Retrieval SavedModels that serve raw user ids, and recommendations from a run.
+
+An export is a plain TensorFlow SavedModel with one signature,
+``serving_default``: ``user_id`` (``[batch]`` strings) in; ``scores``
+(``[batch, k]`` float32), ``movie_id`` and ``movie_title`` (``[batch, k]``
+strings) out, best first. k is fixed when exporting and is the static second
+dimension of every output. The query tower sees each user at their latest
+training timestamp. Exported with ``exclude_seen``, the model drops each user's
+training items (see scaleout.serve.seen): it retrieves k + the largest seen count
+and keeps the best k unseen.
+
+Two kinds, each the TFRS retrieval layer over the run's candidate embeddings:
+
+  brute_force  ``tfrs.layers.factorized_top_k.BruteForce``; loads with TensorFlow alone
+  scann        ``tfrs.layers.factorized_top_k.ScaNN`` holding the run's saved ScaNN
+               index itself (the searcher is rebuilt from the index files, not
+               trained again), so it answers as the index does in-process. It holds
+               ScaNN ops: the loading process must ``import scann`` first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from scaleout import __version__, artifacts
+from scaleout.errors import ArtifactError, ScaleoutError
+from scaleout.fsutil import atomic_dir, write_json
+from scaleout.index.scann import Scann
+from scaleout.names import INDEX_KINDS, MOVIE_ID, MOVIE_TITLE, SCANN, USER_ID
+from scaleout.serve.catalogue import Catalogue, Recommendation
+from scaleout.serve.seen import seen_filter
+from scaleout.tfenv import tf, tfrs
+from scaleout.train.towers import query_embeddings
+
+log = logging.getLogger(__name__)
+EXPORT_JSON = "export.json"
+SCANN_FIX = ("install ScaNN (pip install scann==1.4.2) and `import scann` in the loading process before "
+             "tf.saved_model.load, or serve the brute_force export instead")
+
+
+class ScannOpsMissing(ArtifactError):
+    """A ScaNN SavedModel was loaded where ScaNN's TensorFlow ops are not registered."""
+
+
+class _Server(tf.Module):
+    """``serving_default``: the query tower, a TFRS retrieval layer whose identifiers are candidate rows, and
+    optionally the seen-item filter."""
+
+    def __init__(self, query_tower, layer, ids: np.ndarray, titles: np.ndarray, k: int, seen=None):
+        super().__init__()
+        self.query_tower, self.layer, self.k, self.seen = query_tower, layer, k, seen
+        self.movie_ids = tf.constant(np.asarray(ids, dtype=object))
+        self.movie_titles = tf.constant(np.asarray(titles, dtype=object))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=USER_ID)])
+    def serve(self, user_id):
+        scores, rows = self.layer(query_embeddings(self.query_tower, user_id))
+        if self.seen is not None:
+            scores, rows = self.seen(user_id, scores, rows, self.k)
+        scores = tf.ensure_shape(scores, [None, self.k])
+        rows = tf.ensure_shape(rows, [None, self.k])
+        return {"scores": scores, MOVIE_ID: tf.gather(self.movie_ids, rows), MOVIE_TITLE: tf.gather(self.movie_titles, rows)}
+
+
+def brute_force_layer(vectors: np.ndarray, k: int):
+    """TFRS BruteForce over ``vectors``, taking query embeddings."""
+    layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
+    layer.index(tf.constant(vectors), tf.range(len(vectors), dtype=tf.int32))
+    return layer
+
+
+def scann_layer(index: Scann, k: int):
+    """The TFRS ScaNN layer answering query embeddings from ``index`` (loaded from its directory) with its default
+    search settings."""
+    settings = index.search_settings(k)
+
+    class IndexedScaNN(tfrs.layers.factorized_top_k.ScaNN):
+        """TFRS's ScaNN layer with a given searcher and search settings (TFRS would train its own)."""
+
+        def call(self, queries, k=None):
+            from scann.scann_ops.py import scann_ops
+
+            searcher = scann_ops.searcher_from_module(self._serialized_searcher)
+            result = searcher.search_batched_parallel(queries, **settings)
+            return result.distances, result.indices
+
+    layer = IndexedScaNN(k=k)
+    layer._serialized_searcher = index.tf_state()  # the saved index's own searcher
+    return layer, settings
+
+
+def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: int,
+                     exclude_seen: bool = False) -> Path:
+    """Writes the ``kind`` retrieval SavedModel of ``catalogue`` with k results per query to ``directory``;
+    with ``exclude_seen``, each user's training items are left out of their results."""
+    if kind not in INDEX_KINDS:
+        raise ScaleoutError(f"unknown export kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
+    if not 1 <= k <= len(catalogue.ids):
+        raise ScaleoutError(f"k={k} but there are {len(catalogue.ids)} candidates; "
+                            f"expected 1 <= k <= {len(catalogue.ids)}")
+    info: dict = {}
+    options = None
+    seen = None
+    retrieved = k
+    if exclude_seen:
+        seen = seen_filter(catalogue.seen, catalogue.ids)
+        retrieved = min(k + catalogue.seen.max_count, len(catalogue.ids))
+        info["seen_items"] = {"users": len(catalogue.seen.user_ids), "max_seen": catalogue.seen.max_count,
+                              "retrieved": retrieved}
+        log.info("excluding seen items: retrieving %d per query (k %d + at most %d seen)", retrieved, k,
+                 catalogue.seen.max_count)
+    if kind == SCANN:
+        index = catalogue.index(SCANN)
+        layer, settings = scann_layer(index, retrieved)
+        info["index"] = {"mode": index.mode, "num_leaves": index.num_leaves, "search": settings,
+                         "built_from": index.meta.get("source", {})}
+        options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+    else:
+        layer = brute_force_layer(catalogue.vectors, retrieved)
+    server = _Server(catalogue.towers.query, layer, catalogue.ids, catalogue.titles, k, seen)
+    with atomic_dir(directory) as tmp:
+        tf.saved_model.save(server, str(tmp / "saved_model"), signatures={"serving_default": server.serve},
+                            options=options)
+        write_json(tmp / EXPORT_JSON, {
+            "kind": kind, "k": k, "exclude_seen": exclude_seen, "candidates": len(catalogue.ids),
+            "embedding_dim": int(catalogue.vectors.shape[1]),
+            "scaleout_version": __version__, "versions": artifacts.versions(),
+            "needs": ["tensorflow", "scann (import scann before loading)"] if kind == SCANN else ["tensorflow"],
+            "signature": {"inputs": {USER_ID: "string [batch]"},
+                          "outputs": {"scores": f"float32 [batch, {k}]", MOVIE_ID: f"string [batch, {k}]",
+                                      MOVIE_TITLE: f"string [batch, {k}]"}},
+            "embeddings": catalogue.embeddings.fingerprint if catalogue.embeddings else None,
+            **info,
+        })
+    if catalogue.embeddings is not None and Path(directory).resolve() == catalogue.run.export(kind).resolve():
+        inputs = ("query_tower", "embeddings") + ((f"index/{SCANN}",) if kind == SCANN else ())
+        artifacts.record(catalogue.run, f"export/{kind}", inputs=inputs, path=f"export/{kind}", k=k)
+    log.info("exported the %s retrieval model (k=%d) to %s", kind, k, directory)
+    return Path(directory)
+
+
+def export_info(directory: str | Path) -> dict:
+    meta = Path(directory) / EXPORT_JSON
+    if not (Path(directory) / "saved_model" / "saved_model.pb").is_file() or not meta.is_file():
+        raise ArtifactError(f"{directory}: no exported SavedModel here (expected saved_model/saved_model.pb and "
+                            f"{EXPORT_JSON})")
+    return json.loads(meta.read_text())
+
+
+def load_saved_model(directory: str | Path):
+    """The ``serving_default`` function of an export; registers ScaNN's ops first when it needs them."""
+    info = export_info(directory)
+    missing = None
+    if info.get("kind") == SCANN:
+        try:
+            import scann.scann_ops.py.scann_ops  # noqa: F401  (registers the Scann>* ops)
+        except ImportError as exc:
+            missing = exc
+    try:
+        return tf.saved_model.load(str(Path(directory) / "saved_model")).signatures["serving_default"]
+    except (tf.errors.NotFoundError, RuntimeError) as exc:  # the error's type depends on where loading fails
+        if "Op type not registered" in str(exc) and "Scann" in str(exc):
+            why = f"ScaNN is not importable here ({missing})" if missing else "ScaNN's ops are not registered"
+            raise ScannOpsMissing(f"{directory}: this SavedModel holds ScaNN ops but {why}; {SCANN_FIX}") from exc
+        raise ArtifactError(f"{directory}: cannot load the SavedModel ({exc})") from exc
+
+
+def query_saved_model(directory: str | Path, user_ids: list[str]) -> list[Recommendation]:
+    """Loads an export (see module doc) and answers ``user_ids`` with it."""
+    serve = load_saved_model(directory)
+    out = serve(user_id=tf.constant(user_ids))
+    titles = out[MOVIE_TITLE].numpy()
+    ids = out[MOVIE_ID].numpy()
+    return [
+        Recommendation(u, True, out["scores"].numpy()[i], ids[i].astype(str), [t.decode() for t in titles[i]])
+        for i, u in enumerate(user_ids)
+    ]

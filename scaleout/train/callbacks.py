@@ -1,0 +1,52 @@
+"""The one per-epoch callback of both training backends: loss per example, time, throughput, history."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from scaleout.tfenv import tf
+
+log = logging.getLogger(__name__)
+
+
+class EpochLog(tf.keras.callbacks.Callback):
+    """Logs each epoch's loss, time and throughput and keeps them (``history``) for train.json.
+
+    The loss is the sum of every step's loss (the global batch's, summed over
+    replicas by Keras) over the epoch's examples: comparable across batch sizes
+    and backends, unlike Keras's last-step ``loss``. ``workers`` only words the
+    log line; ``quiet`` keeps a worker other than rank 0 from logging.
+    ``history`` may hold the entries of epochs done before a resume.
+    """
+
+    def __init__(self, examples_per_epoch: int, epochs: int, with_metrics: bool, *, workers: int = 1,
+                 quiet: bool = False, history: list[dict] | None = None):
+        super().__init__()
+        self.examples = examples_per_epoch
+        self.epochs = epochs
+        self.with_metrics = with_metrics
+        self.workers = workers
+        self.quiet = quiet
+        self.history: list[dict] = history if history is not None else []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.loss_sum = 0.0
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.loss_sum += float((logs or {}).get("loss", 0.0))
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self._start
+        entry = {"epoch": epoch + 1, "seconds": round(seconds, 3),
+                 "examples_per_second": round(self.examples / seconds, 1),
+                 "loss_per_example": round(self.loss_sum / self.examples, 6)}
+        # Keras logs the metric variables even when compute_metrics was off; they hold nothing then.
+        entry.update({k: float(v) for k, v in (logs or {}).items()
+                      if self.with_metrics or not k.startswith("factorized_top_k/")})
+        self.history.append(entry)
+        if not self.quiet:
+            log.info("epoch %d/%d: loss %.4f per example, %.1f s, %s examples/s%s", epoch + 1, self.epochs,
+                     entry["loss_per_example"], seconds, f"{entry['examples_per_second']:,.0f}",
+                     f" over {self.workers} workers" if self.workers > 1 else "")

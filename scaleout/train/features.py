@@ -1,0 +1,173 @@
+"""The side features of the towers, coded once from a prepared dataset (NumPy only, no TensorFlow).
+
+Query tower (per user, from users.parquet, and per interaction):
+  age         bucketized_user_age, one code per bucket
+  gender      user_gender
+  occupation  user_occupation_label
+  zip         the first ``ZIP_PREFIX`` characters of user_zip_code
+  timestamp   the interaction's timestamp, bucketised on training quantiles and
+              normalised; where a caller gives none (serving a raw user id), the
+              user's latest training timestamp stands in
+Candidate tower (per candidate, from candidates.parquet):
+  genres      movie_genres, a list pooled by mean
+  title       the words of movie_title (lower-cased, split on non-alphanumerics,
+              words of at least two titles), pooled by mean
+
+Every coded table has one row per vocabulary entry plus row 0 for ids outside
+the vocabulary, and code 0 for "missing" (and list padding). A feature the
+dataset lacks, or whose values are all missing, is left out with a note saying
+why; it is never filled with a placeholder.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from scaleout.config import QUERY_FEATURES
+from scaleout.names import MOVIE_TITLE, USER_ID
+
+log = logging.getLogger(__name__)
+
+USER_COLUMNS = {"age": "bucketized_user_age", "gender": "user_gender", "occupation": "user_occupation_label",
+                "zip": "user_zip_code"}
+ZIP_PREFIX = 3
+TITLE_WORDS = 16
+TITLE_MIN_COUNT = 2
+TIMESTAMP_BUCKETS = 100
+TIMESTAMP_SAMPLE = 1_000_000
+
+
+@dataclass
+class CodedFeature:
+    """``codes[row]``: the codes of one vocabulary row (row 0: unknown id); 1..size are values, 0 missing."""
+
+    name: str
+    codes: np.ndarray  # [rows + 1, width] int32
+    size: int
+
+    @property
+    def pooled(self) -> bool:
+        return self.codes.shape[1] > 1
+
+
+@dataclass
+class Timestamps:
+    """Bucket boundaries and moments of the training timestamps; each user's latest one (row 0: the latest overall)."""
+
+    boundaries: np.ndarray  # [TIMESTAMP_BUCKETS - 1] float64
+    mean: float
+    std: float
+    user_last: np.ndarray  # [users + 1] float64
+
+
+@dataclass
+class FeatureTables:
+    query: list[CodedFeature] = field(default_factory=list)
+    candidate: list[CodedFeature] = field(default_factory=list)
+    timestamp: Timestamps | None = None
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def used(self) -> list[str]:
+        timestamp = ["timestamp"] if self.timestamp else []
+        return [f.name for f in self.query] + timestamp + [f.name for f in self.candidate]
+
+
+def _code(values: list) -> tuple[np.ndarray, int]:
+    """Codes 1..n for the distinct non-missing values (sorted), 0 for missing; with row 0 prepended."""
+    distinct = sorted({v for v in values if v is not None and v != ""})
+    at = {v: i + 1 for i, v in enumerate(distinct)}
+    codes = np.array([0] + [at.get(v, 0) for v in values], np.int32)[:, None]
+    return codes, len(distinct)
+
+
+def _code_lists(lists: list[list[str] | None], width: int, keep: set[str] | None = None) -> tuple[np.ndarray, int]:
+    """Each row's list as up to ``width`` codes, padded with 0; only values in ``keep`` when given."""
+    distinct = sorted({v for vs in lists if vs for v in vs if keep is None or v in keep})
+    at = {v: i + 1 for i, v in enumerate(distinct)}
+    codes = np.zeros((len(lists) + 1, width), np.int32)
+    for row, vs in enumerate(lists, start=1):
+        kept = [at[v] for v in (vs or []) if v in at][:width]
+        codes[row, :len(kept)] = kept
+    return codes, len(distinct)
+
+
+def title_words(title: str | None) -> list[str]:
+    return re.findall(r"[a-z0-9]+", (title or "").lower())
+
+
+def timestamp_table(train_files, users: pa.Table) -> Timestamps:
+    """Quantile boundaries and moments from up to TIMESTAMP_SAMPLE training timestamps (whole row groups)."""
+    parts, n = [], 0
+    for path in train_files:
+        reader = pq.ParquetFile(path)
+        for group in range(reader.num_row_groups):
+            if n >= TIMESTAMP_SAMPLE:
+                break
+            column = reader.read_row_group(group, columns=["timestamp"]).column("timestamp")
+            parts.append(column.drop_null().to_numpy().astype(np.float64))
+            n += len(parts[-1])
+    sample = np.concatenate(parts)
+    boundaries = np.unique(np.quantile(sample, np.linspace(0, 1, TIMESTAMP_BUCKETS + 1)[1:-1]))
+    last = users.column("last_timestamp").to_numpy(zero_copy_only=False).astype(np.float64)
+    last = np.nan_to_num(last, nan=float(sample.max()))
+    return Timestamps(boundaries, float(sample.mean()), float(sample.std() or 1.0),
+                      np.concatenate([[sample.max()], last]))
+
+
+def build_tables(dataset, wanted: tuple[str, ...]) -> FeatureTables:
+    """The coded tables of the ``wanted`` features that ``dataset`` has; notes for the others."""
+    tables = FeatureTables()
+    users = dataset.users
+    user_vocab = dataset.vocabulary(USER_ID)
+    for name in (n for n in QUERY_FEATURES if n in wanted):
+        column = "last_timestamp" if name == "timestamp" else USER_COLUMNS[name]
+        if users is None:
+            tables.left_out[name] = f"{dataset.path} has no users.parquet (prepared by an older scaleout)"
+            continue
+        if column not in users.column_names or users.column(column).null_count == users.num_rows:
+            tables.left_out[name] = f"the dataset has no {column!r} values"
+            continue
+        order = users.column(USER_ID).to_numpy(zero_copy_only=False).astype(str)
+        if len(order) != len(user_vocab) or (order != user_vocab).any():
+            tables.left_out[name] = "users.parquet is not in the user vocabulary's order"
+            continue
+        if name == "timestamp":
+            tables.timestamp = timestamp_table(dataset.files("train"), users)
+            continue
+        values = users.column(column).to_pylist()
+        if name == "zip":
+            values = [None if v is None else str(v)[:ZIP_PREFIX] for v in values]
+        codes, size = _code(values)
+        tables.query.append(CodedFeature(name, codes, size))
+    candidates = dataset.candidates
+    if "genres" in wanted:
+        if "movie_genres" not in candidates.column_names or pc.sum(pc.list_value_length(
+                candidates.column("movie_genres"))).as_py() in (None, 0):
+            tables.left_out["genres"] = "the candidates have no movie_genres"
+        else:
+            lists = candidates.column("movie_genres").to_pylist()
+            codes, size = _code_lists(lists, max(len(v or []) for v in lists))
+            tables.candidate.append(CodedFeature("genres", codes, size))
+    if "title" in wanted:
+        words = [title_words(t) for t in candidates.column(MOVIE_TITLE).to_pylist()]
+        counts: dict[str, int] = {}
+        for ws in words:
+            for w in set(ws):
+                counts[w] = counts.get(w, 0) + 1
+        keep = {w for w, c in counts.items() if c >= TITLE_MIN_COUNT}
+        if not keep:
+            tables.left_out["title"] = f"no title word appears in {TITLE_MIN_COUNT} or more titles"
+        else:
+            codes, size = _code_lists(words, TITLE_WORDS, keep)
+            tables.candidate.append(CodedFeature("title", codes, size))
+    for name, why in tables.left_out.items():
+        log.warning("feature %r left out: %s", name, why)
+    return tables

@@ -1,0 +1,153 @@
+"""The two-tower retrieval model: TFRS's Retrieval task over the towers of scaleout.train.towers.
+
+The loss is ``tfrs.tasks.Retrieval``'s in-batch softmax, with the options of
+ModelConfig: temperature, sampling-bias (logQ) correction from the candidates'
+training counts, removal of accidental hits (the same candidate elsewhere in
+the batch) and hard negatives. Under a multi-replica strategy every option sees
+the global batch (see ``global_batch``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from scaleout.config import ModelConfig
+from scaleout.errors import ConfigError
+from scaleout.names import TRAIN_COUNT
+from scaleout.tfenv import tf, tfrs
+from scaleout.train.features import FeatureTables, build_tables
+from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_embeddings_dataset,
+                                   candidate_tower, query_embeddings, query_tower, uses_timestamp)
+
+def global_batch(values: tf.Tensor) -> tf.Tensor:
+    """The rows of every replica's batch, this replica's first: ``[b, ...]`` -> ``[b * replicas, ...]``.
+
+    Retrieval scores query i against every candidate and takes candidate i as
+    its positive, so this replica's own rows must come first; the others are
+    extra negatives. Every replica must hold the same number of rows.
+    all_gather's gradient sends each replica's share back to it, so the
+    gradients summed across replicas are those of the single-process loss over
+    the global batch. Outside a multi-replica strategy this returns ``values``.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    gathered = context.all_gather(values, axis=0)  # replica-major order
+    own_start = context.replica_id_in_sync_group * tf.shape(values)[0]
+    return tf.roll(gathered, shift=-own_start, axis=0)
+
+
+def sampling_probabilities(counts: np.ndarray) -> np.ndarray:
+    """Q of each candidate row (row 0: ids outside the candidates): training counts + 1, normalised."""
+    counts = np.concatenate([[0], np.asarray(counts, np.float64)]) + 1.0
+    return (counts / counts.sum()).astype(np.float32)
+
+
+class TwoTowerModel(tfrs.Model):
+    """Overrides only ``compute_loss``, as TFRS models do."""
+
+    def __init__(self, query_tower: tf.keras.Model, candidate_tower: tf.keras.Model, candidate_ids: Sequence[str],
+                 cfg: ModelConfig, candidate_counts: np.ndarray | None = None):
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.cfg = cfg
+        if cfg.logq_correction and candidate_counts is None:
+            raise ConfigError("logq_correction needs the candidates' training counts (train_count in "
+                              "candidates.parquet)")
+        self.candidate_row = tf.keras.layers.StringLookup(vocabulary=np.asarray(candidate_ids, dtype=object),
+                                                          mask_token=None)
+        # The dataset columns compute_loss reads.
+        self.columns = (QUERY_FEATURE, CANDIDATE_FEATURE) + \
+            ((TIMESTAMP_FEATURE,) if uses_timestamp(query_tower) else ())
+        self.features = {"used": [], "left_out": {}}
+        self.sampling_q = None if candidate_counts is None else tf.constant(sampling_probabilities(candidate_counts))
+        self.task = tfrs.tasks.Retrieval(
+            metrics=tfrs.metrics.FactorizedTopK(
+                candidates=candidate_embeddings_dataset(candidate_tower, candidate_ids), ks=cfg.top_ks),
+            **self._loss_options(cfg),
+        )
+        # With accidental hits removed, the loss needs candidate ids; given them, FactorizedTopK would
+        # match retrieved ids instead of scoring by value, so that loss has a task of its own.
+        self.hits_task = tfrs.tasks.Retrieval(remove_accidental_hits=True, **self._loss_options(cfg)) \
+            if cfg.remove_accidental_hits else None
+
+    @staticmethod
+    def _loss_options(cfg: ModelConfig) -> dict:
+        return {"temperature": None if cfg.temperature == 1.0 else cfg.temperature,
+                "num_hard_negatives": cfg.hard_negatives or None}
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """features: ``user_id`` and ``movie_id`` (``[batch]`` strings), ``timestamp`` (int64) when there is one."""
+        query = query_embeddings(self.query_tower, features[QUERY_FEATURE], features.get(TIMESTAMP_FEATURE),
+                                 training=training)
+        own = self.candidate_tower(features[CANDIDATE_FEATURE])
+        candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
+        if self.cfg.global_negatives:
+            candidate, rows = global_batch(candidate), global_batch(rows)
+        extra = {}
+        if self.cfg.logq_correction:
+            # Retrieval subtracts log(p) from each candidate's logit.
+            extra["candidate_sampling_probability"] = tf.gather(self.sampling_q, rows)
+        if self.cfg.remove_accidental_hits:
+            extra["candidate_ids"] = rows
+        compute_metrics = self.cfg.train_metrics or not training
+        if self.hits_task is None:
+            loss = self.task(query, candidate, compute_metrics=compute_metrics, **extra)
+        else:
+            loss = self.hits_task(query, candidate, compute_metrics=False, **extra)
+            if compute_metrics:
+                self.task(query, own, compute_metrics=True)
+        return loss + self.l2_penalty() if self.cfg.l2 else loss
+
+    def l2_penalty(self) -> tf.Tensor:
+        """l2 x the squared norm of every embedding table, this replica's share of it.
+
+        The replicas' gradients are summed, so each adds 1 / replicas of the
+        penalty (a Keras regularizer would be counted once per replica).
+        """
+        tables = [v for v in self.trainable_variables if "embeddings" in v.name]
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        return self.cfg.l2 / replicas * tf.add_n([tf.reduce_sum(tf.square(v)) for v in tables])
+
+
+def make_optimizer(cfg: ModelConfig) -> tf.keras.optimizers.Optimizer:
+    cls = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam,
+           "sgd": tf.keras.optimizers.SGD}[cfg.optimizer]
+    return cls(learning_rate=cfg.learning_rate)
+
+
+def build_model(cfg: ModelConfig, user_vocabulary: Sequence[str], candidate_ids: Sequence[str],
+                tables: FeatureTables | None = None, candidate_counts: np.ndarray | None = None) -> TwoTowerModel:
+    """A compiled, freshly initialised model (seeded by ``cfg.seed``)."""
+    tf.keras.utils.set_random_seed(cfg.seed)
+    model = TwoTowerModel(query_tower(cfg, user_vocabulary, tables), candidate_tower(cfg, candidate_ids, tables),
+                          candidate_ids, cfg, candidate_counts)
+    model.compile(optimizer=make_optimizer(cfg))
+    return model
+
+
+def build_for_dataset(cfg: ModelConfig, dataset) -> TwoTowerModel:
+    """``build_model`` with the dataset's vocabularies, the features ``cfg`` asks for and the candidates' counts."""
+    tables = build_tables(dataset, cfg.features)
+    model = build_model(cfg, dataset.vocabulary(QUERY_FEATURE), dataset.vocabulary(CANDIDATE_FEATURE), tables,
+                        candidate_counts(dataset))
+    model.features = {"used": tables.used, "left_out": tables.left_out}
+    return model
+
+
+def candidate_counts(dataset) -> np.ndarray | None:
+    """The candidates' training counts (candidates.parquet's train_count), in candidate order."""
+    columns = dataset.candidates.column_names
+    return dataset.candidates.column(TRAIN_COUNT).to_numpy() if TRAIN_COUNT in columns else None
+
+
+def from_towers(cfg: ModelConfig, query, candidate, candidate_ids: Sequence[str],
+                candidate_counts: np.ndarray | None = None) -> TwoTowerModel:
+    """A model around already trained towers, for evaluation."""
+    model = TwoTowerModel(query, candidate, candidate_ids, cfg, candidate_counts)
+    model.compile(optimizer=make_optimizer(cfg))
+    return model

@@ -1,0 +1,289 @@
+"""Ray Train backend: the two-tower model on N workers under MultiWorkerMirroredStrategy.
+
+The driver (``fit_ray``) checks everything it can before any worker starts,
+then runs ``train_func`` on each worker through ``TensorflowTrainer``. Every
+worker reads only its own train shards (shard i goes to worker i mod N) and
+takes ``batch_size / N`` rows a step; the model gathers candidate embeddings
+across workers so each step trains the single-process objective over the
+global batch (see ``scaleout.train.model.global_batch``).
+
+Each epoch (``checkpoint_every``) the workers write a checkpoint (weights,
+optimizer slots, the epochs done and their history) that Ray Train persists to
+the storage path; when a worker dies Ray Train restarts the group and
+``train_func`` continues from the latest one. The driver finally rebuilds the
+model from the last checkpoint in one process, saves the towers and evaluates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from scaleout.config import ModelConfig, TrainConfig, from_dict
+from scaleout.data.dataset import MANIFEST, Dataset
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
+from scaleout.fsutil import sha256, write_json
+from scaleout.rundir import RunDir
+from scaleout.tfenv import RUNTIME_ENV_VARS
+
+log = logging.getLogger(__name__)
+RUN_NAME = "train"
+STATE = "state.json"
+WEIGHTS = "weights"
+
+
+# -- shared by driver and workers ------------------------------------------------
+
+def assign_files(files: list[Path], workers: int) -> list[list[Path]]:
+    """Worker i reads shards i, i + N, i + 2N, ..."""
+    if len(files) < workers:
+        raise ConfigError(f"{workers} workers but only {len(files)} train shards; every worker needs one. "
+                          f"Prepare with --train-shards {workers} or more")
+    return [files[i::workers] for i in range(workers)]
+
+
+def steps_per_epoch(assignment: list[list[Path]], local_batch: int) -> int:
+    """Steps every worker can take each epoch: all must take the same number (collectives)."""
+    rows = [sum(pq.ParquetFile(f).metadata.num_rows for f in files) for files in assignment]
+    steps = min(rows) // local_batch
+    if steps == 0:
+        raise ConfigError(f"a worker holds {min(rows)} train rows, fewer than its batch of {local_batch}; "
+                          "use fewer workers or a smaller --batch-size")
+    return steps
+
+
+def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> dict:
+    """What a checkpoint must match to be continued, flat and as JSON gives it back."""
+    identity = {f"model.{k}": v for k, v in dataclasses.asdict(model_cfg).items()}
+    identity.update({f"train.{k}": getattr(train_cfg, k) for k in ("batch_size", "shuffle_buffer", "seed")})
+    identity["dataset manifest sha256"] = sha256(dataset.path / MANIFEST)
+    return json.loads(json.dumps(identity))
+
+
+# -- the per-worker function --------------------------------------------------------
+
+def train_func(config: dict) -> None:
+    """Runs on every Ray Train worker. ``config``: dataclass dicts and the dataset path."""
+    import scaleout  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, should the runtime env lack it)
+    import ray.train
+
+    model_cfg = from_dict(ModelConfig, config["model"])
+    train_cfg = from_dict(TrainConfig, config["train"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker {rank}: %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    logging.getLogger("scaleout").setLevel(logging.INFO)
+
+    from scaleout.tfenv import tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(train_cfg.cpus_per_worker)
+    tf.config.threading.set_inter_op_parallelism_threads(train_cfg.cpus_per_worker)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+    from scaleout.data.tfdata import parquet_dataset
+    from scaleout.train.callbacks import EpochLog
+    from scaleout.train.model import build_for_dataset
+
+    dataset = Dataset(config["dataset"])
+    local_batch = train_cfg.batch_size // world
+    assignment = assign_files(dataset.files("train"), world)
+    steps = steps_per_epoch(assignment, local_batch)
+    with strategy.scope():
+        model = build_for_dataset(model_cfg, dataset)
+        model.optimizer.build(model.trainable_variables)
+    saver = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+
+    start_epoch, history, resumed_at = 0, [], []
+    # The newest complete checkpoint in storage, rather than only ray.train.get_checkpoint():
+    # a worker that dies right after its checkpoint is uploaded, before the controller has
+    # registered it, would otherwise send the restarted group back to an older one.
+    found = find_latest_checkpoint(config["storage"])
+    if found is not None:
+        path, state = found
+        if state["identity"] != config["identity"]:
+            raise ArtifactError(f"checkpoint {path} was trained with other settings")
+        fs, _ = _filesystem(config["storage"])
+        with ray.train.Checkpoint(path, filesystem=fs).as_directory() as d:
+            saver.read(os.path.join(d, WEIGHTS)).assert_existing_objects_matched()
+        start_epoch, history = state["epoch"], state["history"]
+        resumed_at = state["resumed_at"] + [start_epoch]
+        log.info("resuming from the checkpoint of epoch %d/%d: epochs %d-%d remain", start_epoch,
+                 train_cfg.epochs, start_epoch + 1, train_cfg.epochs)
+
+    def dataset_fn(input_context):
+        files = assignment[input_context.input_pipeline_id]
+        data = parquet_dataset(files, model.columns,
+                               input_context.get_per_replica_batch_size(train_cfg.batch_size),
+                               train_cfg.shuffle_buffer, seed=train_cfg.seed * 1_000 + input_context.input_pipeline_id,
+                               drop_remainder=True, repeat=True, first_pass=start_epoch)
+        options = tf.data.Options()
+        # Each worker already reads only its own shards.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return data.with_options(options)
+
+    class CheckpointEpochLog(EpochLog):
+        """EpochLog, then a checkpoint every ``checkpoint_every`` epochs (and after the last)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            done = epoch + 1
+            keep = done % train_cfg.checkpoint_every == 0 or done == train_cfg.epochs
+            with tempfile.TemporaryDirectory() as tmp:
+                if keep:
+                    # Every worker writes (MultiWorkerMirroredStrategy needs all of them in
+                    # the save); only rank 0's copy is handed to Ray Train.
+                    saver.write(os.path.join(tmp, WEIGHTS))
+                    files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
+                    write_json(Path(tmp) / STATE, {"epoch": done, "history": self.history, "resumed_at": resumed_at,
+                                                   "identity": config["identity"], "steps_per_epoch": steps,
+                                                   "workers": world, "files": files})
+                report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
+                ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report)
+
+    if start_epoch >= train_cfg.epochs:
+        log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)
+        return
+    log.info("%d workers, %d steps of %d rows per worker per epoch, shards %s", world, steps, local_batch,
+             [f.name for f in assignment[rank]])
+    model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,
+              initial_epoch=start_epoch, steps_per_epoch=steps, verbose=0,
+              callbacks=[CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs, model_cfg.train_metrics,
+                                            workers=world, quiet=rank != 0, history=history)])
+
+
+# -- the driver ---------------------------------------------------------------------
+
+def storage_location(run: RunDir, train_cfg: TrainConfig) -> str:
+    return train_cfg.storage or str((run.root / "checkpoints").resolve())
+
+
+def _filesystem(storage: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in storage:
+        return pafs.FileSystem.from_uri(storage)
+    return pafs.LocalFileSystem(), os.path.abspath(storage)
+
+
+def check_storage(storage: str) -> None:
+    """ScaleoutError unless ``storage`` can be created and written."""
+    fs, base = _filesystem(storage)
+    marker = f"{base}/.scaleout-write-check"
+    try:
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(marker) as f:
+            f.write(b"ok")
+        fs.delete_file(marker)
+    except OSError as exc:
+        raise ScaleoutError(f"checkpoint storage {storage} is not writable: {exc}") from exc
+
+
+def find_latest_checkpoint(storage: str) -> tuple[str, dict] | None:
+    """(path, state) of the newest complete checkpoint of the run under ``storage``, or None.
+
+    A checkpoint is complete when every file its state.json lists is there with
+    its size: an upload cut short by a dying worker is passed over.
+    """
+    fs, base = _filesystem(storage)
+    best = None
+    for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint"):
+            continue
+        if fs.get_file_info(f"{info.path}/{STATE}").type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(f"{info.path}/{STATE}") as f:
+            state = json.loads(f.read())
+        sizes = {i.base_name: i.size for i in fs.get_file_info(pafs.FileSelector(info.path))}
+        if all(sizes.get(name) == size for name, size in state.get("files", {}).items()):
+            if best is None or state["epoch"] > best[1]["epoch"]:
+                best = (info.path, state)
+    return best
+
+
+def latest_checkpoint_state(storage: str) -> dict | None:
+    """state.json of the newest complete checkpoint under ``storage``, or None."""
+    found = find_latest_checkpoint(storage)
+    return None if found is None else found[1]
+
+
+def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
+              cluster_cpus: float) -> str:
+    """Every check that can fail before training; returns the storage location."""
+    needed = train_cfg.workers * train_cfg.cpus_per_worker
+    if needed > cluster_cpus:
+        raise ConfigError(f"{train_cfg.workers} workers x {train_cfg.cpus_per_worker} CPU need {needed} CPUs; "
+                          f"the Ray cluster has {cluster_cpus:g}")
+    steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers), train_cfg.batch_size // train_cfg.workers)
+    storage = storage_location(run, train_cfg)
+    check_storage(storage)
+    state = latest_checkpoint_state(storage)
+    if state is None and train_cfg.resume:
+        raise ArtifactError(f"--resume: no checkpoint to resume from under {storage}/{RUN_NAME}")
+    if state is not None and not train_cfg.resume:
+        raise ArtifactError(f"{storage}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}); "
+                            "pass --resume to continue it, or remove that directory to start over")
+    if state is not None:
+        expected = resume_identity(model_cfg, train_cfg, dataset)
+        differ = sorted(k for k in expected if state["identity"].get(k) != expected[k])
+        if differ:
+            detail = "; ".join(f"{k}: checkpoint {state['identity'].get(k)!r}, now {expected[k]!r}" for k in differ)
+            raise ConfigError(f"--resume: the checkpoint under {storage}/{RUN_NAME} was trained with other settings "
+                              f"({detail})")
+    return storage
+
+
+def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
+    """Trains on the connected Ray cluster; returns (model, history, resumed_at) as one process holds it.
+
+    The caller has connected to the cluster (``ray.init``), with
+    ``scaleout.tfenv.RUNTIME_ENV_VARS`` in the job's runtime environment.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    dataset = Dataset(run.data)
+    storage = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
+    trainer = TensorflowTrainer(
+        train_func,
+        train_loop_config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
+                           "dataset": str(dataset.path.resolve()), "storage": storage,
+                           "identity": resume_identity(model_cfg, train_cfg, dataset)},
+        scaling_config=ScalingConfig(num_workers=train_cfg.workers,
+                                     resources_per_worker={"CPU": train_cfg.cpus_per_worker}),
+        run_config=RunConfig(name=RUN_NAME, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=train_cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             worker_runtime_env={"env_vars": RUNTIME_ENV_VARS}),
+    )
+    log.info("training on %d Ray workers, checkpoints in %s/%s", train_cfg.workers, storage, RUN_NAME)
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray raises its own error types for a failed run
+        raise ScaleoutError(f"Ray training failed: {exc}") from exc
+    found = find_latest_checkpoint(storage)
+    if found is None or found[1]["epoch"] < train_cfg.epochs:
+        raise ArtifactError(f"the Ray run finished without a checkpoint of epoch {train_cfg.epochs} under "
+                            f"{storage}/{RUN_NAME}")
+    return _restore(found, storage, dataset, model_cfg)
+
+
+def _restore(found: tuple[str, dict], storage: str, dataset: Dataset, model_cfg: ModelConfig):
+    """The model of a checkpoint, rebuilt in this process: (model, history, resumed_at)."""
+    from ray.train import Checkpoint
+
+    from scaleout.tfenv import tf
+    from scaleout.train.model import build_for_dataset
+
+    path, state = found
+    model = build_for_dataset(model_cfg, dataset)
+    fs, _ = _filesystem(storage)
+    with Checkpoint(path, filesystem=fs).as_directory() as d:
+        tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()
+    return model, state["history"], state["resumed_at"]

@@ -1,0 +1,56 @@
+"""``scaleout train`` and ``scaleout evaluate``: a run's model fitted (locally or on Ray), saved and evaluated."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from scaleout.config import ModelConfig, TrainConfig
+from scaleout.data.dataset import Dataset
+from scaleout.fsutil import write_json
+from scaleout.rundir import RunDir
+from scaleout.train.local import evaluate, fit
+from scaleout.train.ray_backend import fit_ray
+from scaleout.train.saved import Towers, save_model
+
+log = logging.getLogger(__name__)
+
+
+def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, float]:
+    """Fits on RUN/data, saves RUN/model, writes RUN/metrics/{train,eval}.json; returns the test metrics.
+
+    With ``train_cfg.backend == "ray"`` the caller has connected to a Ray
+    cluster (see scaleout.train.ray_backend.fit_ray).
+    """
+    dataset = Dataset(run.data)
+    start = time.monotonic()
+    resumed_at: list[int] = []
+    if train_cfg.backend == "ray":
+        model, history, resumed_at = fit_ray(run, model_cfg, train_cfg)
+    else:
+        model, history = fit(dataset, model_cfg, train_cfg)
+    fit_seconds = time.monotonic() - start
+    save_model(model, run.model, model_cfg, train_cfg, dataset)
+    write_json(run.train_metrics, {"epochs": history, "fit_seconds": round(fit_seconds, 3),
+                                   "resumed_at_epochs": resumed_at, "backend": train_cfg.backend,
+                                   "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
+    metrics = evaluate(model, dataset, train_cfg)
+    _write_eval(run, dataset, metrics)
+    return metrics
+
+
+def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:
+    """Evaluates the saved towers of RUN/model on the test split; rewrites RUN/metrics/eval.json."""
+    dataset = Dataset(run.data)
+    towers = Towers.load(run.model)
+    metrics = evaluate(towers.as_model(dataset), dataset, train_cfg)
+    _write_eval(run, dataset, metrics)
+    return metrics
+
+
+def _write_eval(run: RunDir, dataset: Dataset, metrics: dict[str, float]) -> None:
+    write_json(run.eval_metrics, {"metrics": metrics, "split": "test", "examples": dataset.counts["test"],
+                                  "candidates": dataset.counts["candidates"], "model": str(run.model)})
+    shown = {k.split("/")[-1]: round(v, 4) for k, v in metrics.items() if k.startswith("factorized_top_k/")}
+    log.info("test metrics: %s (written to %s)", shown, run.eval_metrics)

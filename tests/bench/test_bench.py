@@ -1,0 +1,192 @@
+"""The ANN benchmark suite: measures by hand, the grid, every index through one interface, the quick suite end to end."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+from scaleout.bench import measure
+from scaleout.bench.algorithms import ALGORITHMS, EXACT, NEEDS_TENSORFLOW, make
+from scaleout.bench.datasets import exact_top_k, open_dataset, parse_size, perturbed
+from scaleout.bench.report import TARGET, load_results, tune
+from scaleout.bench.runner import expand, load_config
+from scaleout.config import IndexConfig
+from scaleout.errors import ConfigError
+
+
+def test_recall_counts_rows_scoring_at_least_the_true_kth_score():
+    train = np.array([[3.0], [2.0], [1.0], [2.0]], np.float32)
+    queries = np.array([[1.0]], np.float32)
+    true_scores = np.array([[3.0, 2.0]], np.float32)
+    assert measure.recall(train, queries, np.array([[0, 1]]), true_scores, 2) == 1.0
+    assert measure.recall(train, queries, np.array([[0, 3]]), true_scores, 2) == 1.0  # a tie counts as found
+    assert measure.recall(train, queries, np.array([[2, 0]]), true_scores, 2) == 0.5
+    assert measure.recall(train, queries, np.array([[0, -1]]), true_scores, 2) == 0.5  # padding is not found
+
+
+def test_percentiles_and_throughput():
+    p = measure.percentiles(np.array([0.001] * 98 + [0.002, 0.010]))
+    assert p["p50_ms"] == pytest.approx(1.0) and p["p99_ms"] > 1.0 and p["queries"] == 100
+    calls = []
+    qps, done = measure.throughput(lambda q, k: calls.append(len(q)), np.zeros((10, 2), np.float32), 1, 64, 0.0)
+    assert calls == [64] and done == 64 and qps > 0  # at least one batch, padded past the 10 queries
+
+
+def test_grid_expands_every_combination_and_refuses_unknown_arguments(tmp_path):
+    assert expand([{"M": [16, 32], "ef": 100}]) == [{"M": 16, "ef": 100}, {"M": 32, "ef": 100}]
+    assert expand(None) == [{}]
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("datasets: [synthetic-1K-4]\nalgorithms:\n  faiss_hnsw:\n    build: [{M: 8, efc: 10}]\n")
+    with pytest.raises(ConfigError, match=r"grid.yaml: FaissHNSW: unknown build arguments \['efc'\]"):
+        load_config(bad)
+    bad.write_text("datasets: [synthetic-1K-4]\nalgorithms:\n  hnswlib:\n    query: [{nprobe: 3}]\n")
+    with pytest.raises(ConfigError, match=r"hnswlib: unknown query arguments \['nprobe'\]"):
+        load_config(bad)
+    bad.write_text("datasets: [x]\nalgorithms: {annoy: {}}\n")
+    with pytest.raises(ConfigError, match="unknown index 'annoy'"):
+        load_config(bad)
+    assert parse_size("10M") == 10_000_000 and parse_size("20K") == 20_000
+    with pytest.raises(ConfigError, match="size '1G'"):
+        parse_size("1G")
+
+
+def test_synthetic_dataset_is_seeded_cached_and_exact(tmp_path):
+    a = open_dataset("synthetic-2K-8", tmp_path, queries=50)
+    b = open_dataset("synthetic-2K-8", tmp_path / "other", queries=50)
+    np.testing.assert_array_equal(a.train(), b.train())
+    full = a.queries() @ a.train().T
+    np.testing.assert_array_equal(a.neighbors()[:, :5], np.argsort(-full, axis=1, kind="stable")[:, :5])
+    assert a.meta["n"] == 2000 and a.meta["dim"] == 8 and a.neighbors().shape == (50, 100)
+    with pytest.raises(ConfigError, match="unknown dataset 'random-5'"):
+        open_dataset("random-5", tmp_path)
+    with pytest.raises(ConfigError, match="needs a trained run"):
+        open_dataset("movielens", tmp_path)
+
+
+def test_perturbed_copies_keep_the_originals_and_scale_by_uniform_noise():
+    v = np.arange(12, dtype=np.float32).reshape(3, 4) + 1
+    out = perturbed(v, 8)
+    np.testing.assert_array_equal(out[:3], v)
+    ratio = out[3:] / np.concatenate([v, v])[:5]
+    assert out.shape == (8, 4) and (ratio >= 0).all() and (ratio < 1).all()
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_index_finds_the_neighbours_and_saves(name, tmp_path):
+    if name in NEEDS_TENSORFLOW:
+        import scaleout.tfenv  # noqa: F401  (Keras 2 for the TFRS layers)
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(3000, 16)).astype(np.float32)
+    queries = rng.normal(size=(40, 16)).astype(np.float32)
+    rows, scores = exact_top_k(train, queries, 100)
+    build = {"scann": {"mode": "tree", "leaves_per_sqrt": 0.5}, "tfrs_scann": {"leaves_per_sqrt": 0.5, "leaves_fraction": 1.0, "reorder_per_k": 30},
+             "faiss_ivfpqfs": {"lists_per_sqrt": 0.5}}.get(name, {})
+    query = {"scann": {"leaves_fraction": 1.0, "reorder_per_k": 30}, "faiss_hnsw": {"ef_search": 200},
+             "hnswlib": {"ef_search": 200}, "faiss_ivfpqfs": {"nprobe_fraction": 1.0, "k_factor": 30}}.get(name, {})
+    algo = make(name, build)
+    algo.threads(1)
+    algo.build(train)
+    algo.set_query_args(**query)
+    found = algo.rows(algo.search(queries, 10))
+    assert found.shape == (40, 10) and found.dtype == np.int64
+    recall = measure.recall(train, queries, found, scores, 10)
+    assert recall == 1.0 if name in EXACT else recall >= 0.9, recall
+    algo.save(tmp_path / "saved")
+    assert measure.disk_bytes(tmp_path / "saved") > train.nbytes / 20
+
+
+def test_tuner_picks_the_fastest_setting_meeting_the_target_everywhere():
+    def rec(dataset, leaves, recall, p50):
+        return {"algorithm": "scann", "dataset": dataset, "n": 1_000_000, "build_args": {"leaves_per_sqrt": 1},
+                "query_args": {"leaves_fraction": leaves}, "applied_query_args": {"leaves_fraction": leaves},
+                "recall@10": recall, "latency": {"p50_ms": p50}}
+    results = [rec("synthetic-1M-32", 0.01, 0.90, 0.1), rec("synthetic-1M-32", 0.02, 0.96, 0.2),
+               rec("synthetic-1M-32", 0.05, 0.99, 0.4), rec("synthetic-1M-64", 0.01, 0.94, 0.1),
+               rec("synthetic-1M-64", 0.02, 0.94, 0.3), rec("synthetic-1M-64", 0.05, 0.97, 0.5)]
+    t = tune(results)
+    assert t["per_dataset"]["synthetic-1M-32"]["settings"] == {"leaves_per_sqrt": 1, "leaves_fraction": 0.02}
+    assert t["per_dataset"]["synthetic-1M-64"]["settings"]["leaves_fraction"] == 0.05
+    assert t["defaults"]["settings"] == {"leaves_per_sqrt": 1, "leaves_fraction": 0.05}
+    assert t["defaults"]["min_recall@10"] >= TARGET
+
+
+def test_indexer_defaults_are_the_tuners_choice_in_the_committed_report():
+    summary = json.loads((REPO / "benchmarks" / "reports" / "cpu" / "summary.json").read_text())
+    chosen = summary["tuner"]["defaults"]["settings"]
+    defaults = IndexConfig()
+    assert {key: getattr(defaults, key) for key in chosen} == chosen
+
+
+def test_gpu_half_runs_where_a_gpu_is_visible_and_skips_with_a_note_where_none_is(tmp_path):
+    from scaleout.bench.gpu import detect
+
+    backend, _ = detect()
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_bruteforce.py"), "--out", str(out),
+                           "--sizes", "5K-8", "--scann", "5K-8", "--seconds", "0.05"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if backend is None:
+        assert "GPU half skipped: no GPU visible here" in proc.stdout and not out.exists()
+    else:
+        gpu = json.loads(out.read_text())
+        assert gpu["backend"] == backend and gpu["results"], gpu
+        assert next(r for r in gpu["results"] if r["dtype"] == "float32")["recall@10"] == 1.0
+
+
+def test_gpu_harness_through_tensorflow_feeds_the_report(tmp_path):
+    # No GPU here: the same harness through TensorFlow on the CPU (labelled so), then into a report.
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_bruteforce.py"), "--out", str(out),
+                           "--sizes", "5K-8", "--scann", "5K-8", "--seconds", "0.05", "--allow-cpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gpu = json.loads(out.read_text())
+    assert gpu["device"].startswith("CPU (TensorFlow, no GPU") and gpu["backend"] == "tensorflow"
+    fp32 = next(r for r in gpu["results"] if r["dtype"] == "float32")
+    assert fp32["recall@10"] == 1.0 and {r["dtype"] for r in gpu["results"]} == {"float32", "bfloat16"}
+    assert gpu["cpu_results"][0]["algorithm"] == "scann"
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row (separator rows left out)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.lstrip().startswith("|") and not set(line.strip()) <= set("|-: ")]
+
+
+def test_quick_suite_writes_a_finite_report_and_skips_what_is_done(pipeline_run, tmp_path):
+    run, _, _ = pipeline_run
+    args = ["bench", "--quick", "--run", run, "--results", tmp_path / "results", "--cache", tmp_path / "cache",
+            "--report", tmp_path / "report"]
+    first = run_cli(*args, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-4000:]
+    counts = json.loads(first.stdout.splitlines()[0])
+    assert counts["failed"] == 0 and counts["run"] > 0
+    results = load_results(tmp_path / "results")
+    cfg = load_config(REPO / "benchmarks" / "ann-quick.yaml")
+    assert {r["dataset"] for r in results} == set(cfg.datasets)
+    assert {r["algorithm"] for r in results} == set(cfg.algorithms)
+    for r in results:
+        assert r["algorithm"] not in EXACT or r["recall@10"] == 1.0, r
+        values = [r["recall@10"], r["build_seconds"], r["latency"]["p50_ms"], *r["qps"].values()]
+        assert all(math.isfinite(v) and v >= 0 for v in values), r
+    report = (tmp_path / "report" / "report.md").read_text()
+    for name in cfg.datasets:
+        assert f"## {name}:" in report and (tmp_path / "report" / f"frontier-{name}.png").stat().st_size > 10_000
+    assert (tmp_path / "report" / "latency-vs-size.png").is_file()
+    assert "| ScaNN (scaleout, pybind) |" in report and "| FAISS HNSW |" in report and "p50 / floor" in report
+    assert not re.search(r"\b(nan|inf)\b", report, re.IGNORECASE)
+    tables = report.split("\n\n")  # a table is one paragraph: its header row first
+    for table in (t for t in tables if t.lstrip().startswith("|")):
+        rows = _table_rows(table)
+        assert all(len(r) == len(rows[0]) and all(r) for r in rows), table  # no missing or empty cell
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["machine"]["cores"] >= 1 and "scann" in summary["machine"]["versions"]
+    again = run_cli(*args[:-2], cwd=REPO)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout.splitlines()[0]) == {"run": 0, "skipped": counts["run"] + counts["skipped"],
+                                                         "failed": 0}

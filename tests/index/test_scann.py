@@ -1,0 +1,83 @@
+"""The ScaNN index against exact NumPy answers, in each of its modes, and its save/load round trip."""
+
+import numpy as np
+import pytest
+
+from scaleout.config import IndexConfig
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
+from scaleout.index.brute_force import BruteForce
+from scaleout.index.scann import Scann
+
+
+def clustered(n, dim=16, clusters=50, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim))
+    points = centers[rng.integers(clusters, size=n)] + 0.3 * rng.normal(size=(n, dim))
+    return np.array([f"c{i}" for i in range(n)]), points.astype(np.float32)
+
+
+def recall(found, exact):
+    return np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)])
+
+
+def exact_top(ids, emb, queries, k):
+    return BruteForce().build(ids, emb).search(queries, k)[1]
+
+
+def test_a_small_catalogue_is_scored_exactly(caplog):
+    ids, emb = clustered(500)
+    queries = np.random.default_rng(1).normal(size=(20, 16)).astype(np.float32)
+    with caplog.at_level("INFO"):
+        index = Scann().build(ids, emb)
+    assert index.mode == "brute_force" and "scores them all exactly" in caplog.text
+    scores, found = index.search(queries, k=5)
+    np.testing.assert_array_equal(found, exact_top(ids, emb, queries, 5))
+    np.testing.assert_allclose(scores, np.sort(queries @ emb.T, axis=1)[:, ::-1][:, :5], rtol=1e-5)
+    with pytest.raises(ConfigError, match="leaves_to_search applies to a tree"):
+        index.search(queries, k=5, leaves_to_search=3)
+
+
+def test_hashing_and_tree_modes_reach_high_recall_and_more_leaves_help():
+    ids, emb = clustered(6000)
+    queries = clustered(200, seed=2)[1]
+    exact = exact_top(ids, emb, queries, 10)
+    hashed = Scann(IndexConfig(brute_force_below=100, tree_below=100_000)).build(ids, emb)
+    assert hashed.mode == "ah"
+    default, deeper = (recall(hashed.search(queries, 10, reorder=r)[1], exact) for r in (None, 300))
+    assert deeper >= 0.95 and deeper >= default
+    tree = Scann(IndexConfig(brute_force_below=100, tree_below=1000)).build(ids, emb)
+    assert tree.mode == "tree" and tree.num_leaves == round(IndexConfig().leaves_per_sqrt * 6000 ** 0.5)
+    few = recall(tree.search(queries, 10, leaves_to_search=1, reorder=10)[1], exact)
+    every = recall(tree.search(queries, 10, leaves_to_search=tree.num_leaves, reorder=500)[1], exact)
+    assert every >= 0.99 and every > few
+
+
+def test_round_trip_and_damaged_directories(tmp_path):
+    ids, emb = clustered(3000)
+    queries = clustered(50, seed=3)[1]
+    index = Scann(IndexConfig(brute_force_below=100, tree_below=1000)).build(ids, emb)
+    index.save(tmp_path / "scann")
+    again = Scann.load(tmp_path / "scann")
+    assert (again.mode, again.num_leaves) == (index.mode, index.num_leaves)
+    for a, b in zip(index.search(queries, 10, leaves_to_search=5), again.search(queries, 10, leaves_to_search=5)):
+        np.testing.assert_array_equal(a, b)
+    (tmp_path / "scann" / "scann" / "scann_config.pb").write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError, match="corrupt or truncated ScaNN index"):
+        Scann.load(tmp_path / "scann")
+    with pytest.raises(ArtifactError, match="holds a 'scann' index; expected 'brute_force'"):
+        BruteForce.load(tmp_path / "scann")
+
+
+def test_bad_settings_name_the_combination():
+    ids, emb = clustered(300)
+    with pytest.raises(ConfigError, match="num_leaves=400 but there are 300 candidates"):
+        Scann(IndexConfig(brute_force_below=10, tree_below=100, num_leaves=400)).build(ids, emb)
+    index = Scann(IndexConfig(brute_force_below=10, tree_below=100, leaves_per_sqrt=1)).build(ids, emb)
+    with pytest.raises(ConfigError, match="leaves_to_search=99; expected 1 to 17"):
+        index.search(emb[:2], 5, leaves_to_search=99)
+    with pytest.raises(ScaleoutError, match="k=301 but the index holds 300 candidates"):
+        index.search(emb[:2], 301)
+    with pytest.raises(ConfigError, match="anisotropic_threshold"):
+        IndexConfig(anisotropic_threshold=1.5)
+    with pytest.raises(ConfigError, match="leaves_per_sqrt must be positive, got 0"):
+        IndexConfig(leaves_per_sqrt=0)

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+
+from scaleout.config import ModelConfig
+from scaleout.tfenv import tf
+from scaleout.train.model import build_model
+from scaleout.train.towers import query_inputs
+
+USERS, ITEMS = ["a", "b"], ["x", "y", "z"]
+# Row 0 of each table is the unknown-id row.
+Q = np.array([[0.0, 0.0], [1.0, 0.5], [-0.5, 2.0]], np.float32)
+C = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.7, 0.7]], np.float32)
+
+
+def tiny_model(counts=None, **kwargs):
+    model = build_model(ModelConfig(embedding_dim=2, top_ks=(1, 3), **kwargs), USERS, ITEMS, candidate_counts=counts)
+    model.query_tower.get_layer("user_embedding").set_weights([Q])
+    model.candidate_tower.get_layer("candidate_embedding").set_weights([C])
+    return model
+
+
+def log_softmax(x):
+    return x - np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)) - x.max(axis=1, keepdims=True)
+
+
+def test_towers_look_up_ids_with_an_unknown_row():
+    model = tiny_model()
+    out = model.query_tower(query_inputs(["b", "a", "nobody"])).numpy()
+    np.testing.assert_allclose(out, Q[[2, 1, 0]])
+    assert model.candidate_tower.get_layer("candidate_embedding").input_dim == len(ITEMS) + 1
+
+
+def test_loss_is_the_in_batch_softmax_computed_by_hand():
+    model = tiny_model()
+    features = {"user_id": tf.constant(["a", "b"]), "movie_id": tf.constant(["x", "z"])}
+    q, c = Q[[1, 2]], C[[1, 3]]
+    expected = -np.trace(log_softmax(q @ c.T))  # positives on the diagonal, summed over the batch
+    loss = model.compute_loss(features, training=True).numpy()
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_factorized_top_k_ranks_all_candidates():
+    model = tiny_model()
+    users = ["a", "a", "b", "b"]
+    items = ["x", "y", "z", "x"]
+    data = tf.data.Dataset.from_tensor_slices({"user_id": users, "movie_id": items}).batch(4)
+    metrics = model.evaluate(data, return_dict=True, verbose=0)
+    scores = Q[[USERS.index(u) + 1 for u in users]] @ C[1:].T  # [4 queries, 3 candidates]
+    positive = scores[np.arange(4), [ITEMS.index(i) for i in items]]
+    top1 = np.mean(positive >= scores.max(axis=1))
+    assert metrics["factorized_top_k/top_1_categorical_accuracy"] == pytest.approx(top1)
+    assert metrics["factorized_top_k/top_3_categorical_accuracy"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("train_metrics, expected", [(False, 0.0), (True, 1.0)])
+def test_training_metrics_are_off_unless_asked_for(train_metrics, expected):
+    model = tiny_model(train_metrics=train_metrics)
+    batch = {"user_id": tf.constant(["a", "b"]), "movie_id": tf.constant(["x", "y"])}
+    history = model.fit(tf.data.Dataset.from_tensors(batch), verbose=0).history
+    assert history["factorized_top_k/top_3_categorical_accuracy"] == [expected]
+
+
+BATCH_USERS, BATCH_ITEMS = ["a", "b", "a", "b"], ["x", "z", "x", "y"]
+
+
+def batch_loss(model):
+    features = {"user_id": tf.constant(BATCH_USERS), "movie_id": tf.constant(BATCH_ITEMS)}
+    return model.compute_loss(features, training=True).numpy()
+
+
+def batch_logits():
+    q = Q[[USERS.index(u) + 1 for u in BATCH_USERS]]
+    c = C[[ITEMS.index(i) + 1 for i in BATCH_ITEMS]]
+    return q @ c.T
+
+
+def test_logq_correction_subtracts_the_log_sampling_probability_of_each_candidate():
+    counts = np.array([5, 1, 2])  # training counts of x, y, z
+    model = tiny_model(counts=counts, logq_correction=True)
+    q = (np.append(0, counts) + 1.0) / (counts.sum() + 4.0)  # row 0: ids outside the candidates
+    log_q = np.log(q[[ITEMS.index(i) + 1 for i in BATCH_ITEMS]])
+    expected = -np.trace(log_softmax(batch_logits() - log_q[None, :]))
+    np.testing.assert_allclose(batch_loss(model), expected, rtol=1e-5)
+
+
+def test_accidental_hits_are_removed_and_temperature_divides_the_logits():
+    model = tiny_model(remove_accidental_hits=True, temperature=0.5)
+    logits = batch_logits() / 0.5
+    same = np.array([[i == j for j in BATCH_ITEMS] for i in BATCH_ITEMS])
+    logits = np.where(same & ~np.eye(4, dtype=bool), logits - 1e9, logits)  # x at 0 and 2: not a negative of the other
+    expected = -np.trace(log_softmax(logits))
+    np.testing.assert_allclose(batch_loss(model), expected, rtol=1e-4)
+    assert batch_loss(tiny_model(temperature=0.5)) > expected  # the copies of x counted as negatives
+
+
+def test_hard_negatives_keep_only_the_highest_scoring_negatives():
+    model = tiny_model(hard_negatives=1)
+    logits = batch_logits()
+    expected = 0.0
+    for i in range(4):
+        negatives = np.delete(logits[i], i)
+        row = np.array([logits[i, i], negatives.max()])
+        expected -= row[0] - np.log(np.exp(row).sum())
+    np.testing.assert_allclose(batch_loss(model), expected, rtol=1e-5)
+
+
+def test_logq_without_counts_is_refused():
+    from scaleout.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train_count"):
+        tiny_model(logq_correction=True)
+
+
+def test_l2_adds_its_weight_times_the_squared_norm_of_every_embedding_table():
+    plain, penalised = batch_loss(tiny_model()), batch_loss(tiny_model(l2=0.3))
+    np.testing.assert_allclose(penalised - plain, 0.3 * ((Q ** 2).sum() + (C ** 2).sum()), rtol=1e-5)
+
+
+def test_a_query_tower_saved_before_features_existed_is_still_called_with_ids_alone(tmp_path):
+    from scaleout.train.towers import embed_users, id_tower
+
+    tower = id_tower(USERS, 2, "query_tower")  # one string input, as towers were saved before side features
+    tower.layers[1].set_weights([Q])
+    tower.save(tmp_path / "query_tower")
+    loaded = tf.keras.models.load_model(tmp_path / "query_tower", compile=False)
+    assert len(loaded.inputs) == 1
+    np.testing.assert_allclose(embed_users(loaded, ["b", "nobody"]), Q[[2, 0]])
