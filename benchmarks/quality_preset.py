@@ -74,7 +74,7 @@ def main() -> None:
                 ray.shutdown()
             fit = json.loads(run.train_metrics.read_text())["fit_seconds"]
             runs[name] = {"fit_seconds": fit, "train_and_evaluate_seconds": round(seconds, 1),
-                          **evaluate_scores(model_scorer(Towers.load(run.model), data), data)}
+                          **evaluate_scores(model_scorer(Towers.load(run.model, Dataset(run.data)), data), data)}
         base = baselines(data)
     results["runs"] = runs
     results["baselines"] = base

@@ -17,7 +17,7 @@ import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
 from scaleout.cli.options import index_args, index_job_config
 from scaleout.errors import ScaleoutError
 from scaleout.pipeline import connect_ray, index_job
-from scaleout.rundir import RunDir
+from scaleout.rundir import RunDir, writing
 
 
 def main() -> int:
@@ -29,7 +29,8 @@ def main() -> int:
     try:
         cfg = index_job_config(args, "ray")
         connect_ray(args.address)
-        summary = index_job(RunDir(args.run), cfg)
+        with writing(RunDir(args.run), "jobs/embed_index.py") as run:
+            summary = index_job(run, cfg)
     except ScaleoutError as exc:
         print(f"jobs/embed_index.py: error: {exc}", file=sys.stderr)
         return 1

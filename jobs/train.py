@@ -14,7 +14,7 @@ import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
 from scaleout.cli.options import add_train_args, configs_from_args
 from scaleout.errors import ScaleoutError
 from scaleout.pipeline import connect_ray
-from scaleout.rundir import RunDir
+from scaleout.rundir import RunDir, writing
 from scaleout.train.run import train_run
 
 
@@ -26,7 +26,8 @@ def main() -> int:
     try:
         model_cfg, train_cfg = configs_from_args(args, backend="ray")
         connect_ray(args.address)
-        metrics = train_run(RunDir(args.run), model_cfg, train_cfg)
+        with writing(RunDir(args.run), "jobs/train.py") as run:
+            metrics = train_run(run, model_cfg, train_cfg)
     except ScaleoutError as exc:
         print(f"jobs/train.py: error: {exc}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ T = TypeVar("T")
 
 SOURCES = ("movielens", "tfds", "generic", "synthetic", "prepared")
 SPLITS = ("random", "temporal")
+REPEATED_PAIRS = ("first", "all")  # generic source: keep one row per (user, item) pair, or every row
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 # Side features of the towers (see scaleout.train.features).
 QUERY_FEATURES = ("age", "gender", "occupation", "zip", "timestamp")
@@ -69,12 +70,18 @@ class DataConfig:
     synthetic_items: int = 5_000
     synthetic_interactions: int = 200_000
     synthetic_zipf: float = 1.1
+    # generic source only: "first" keeps the first row of each (user, item) pair, so that a pair never
+    # lands in both train and test; "all" keeps repeated rows (repeat interactions as data)
+    repeated_pairs: str = "first"
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ConfigError(f"unknown source {self.source!r}; expected one of {', '.join(SOURCES)}")
         if self.split not in SPLITS:
             raise ConfigError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
+        if self.repeated_pairs not in REPEATED_PAIRS:
+            raise ConfigError(f"unknown repeated_pairs {self.repeated_pairs!r}; expected one of "
+                              f"{', '.join(REPEATED_PAIRS)}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         _at_least(self, 1, "train_shards", "test_shards", "row_group_size", "chunk_rows")

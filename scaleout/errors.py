@@ -15,3 +15,7 @@ class ArtifactError(ScaleoutError):
 
 class ConfigError(ScaleoutError, ValueError):
     """A setting is out of range or names something unknown."""
+
+
+class TrainingDiverged(ScaleoutError):
+    """The training loss became NaN or infinite; nothing was saved."""

@@ -14,15 +14,17 @@ from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
+def atomic_dir(final: str | Path, marker: str, force: bool = False) -> Iterator[Path]:
     """Yields an empty temporary directory beside ``final``; renames it to ``final`` on success.
 
     On an exception the temporary directory is removed and an existing
     ``final`` is left as it was. An existing ``final`` is replaced only once
     the new one is complete (moved aside, the new one renamed in, the old one
-    deleted).
+    deleted), and only if scaleout wrote it: see ``check_replaceable``, which
+    runs before the work starts as well, so a refusal costs nothing.
     """
     final = Path(final)
+    check_replaceable(final, marker, force)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -31,18 +33,41 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_dir(tmp, final)
+    replace_dir(tmp, final, marker, force)
 
 
-def replace_dir(complete: Path, final: Path) -> None:
-    """Renames the finished directory ``complete`` to ``final``, replacing an existing one only now."""
+def check_replaceable(final: str | Path, marker: str, force: bool = False) -> None:
+    """ArtifactError unless ``final`` may be replaced: it is absent or empty, or it holds ``marker``, the file
+    scaleout writes into every directory of this kind (a dataset's manifest.json, a model's model.json, ...).
+
+    A directory of someone else's files is never removed unless ``force``.
+    """
+    from scaleout.errors import ArtifactError
+
+    final = Path(final)
+    if force or not final.exists():
+        return
+    if not final.is_dir():
+        raise ArtifactError(f"{final}: exists and is not a directory; choose another path (or pass --force to "
+                            "replace it)")
+    entries = sorted(p.name for p in final.iterdir())
+    if entries and marker not in entries:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise ArtifactError(f"{final}: not written by scaleout (no {marker}; it holds {shown}); refusing to replace "
+                            "it: choose another path, or pass --force to replace it")
+
+
+def replace_dir(complete: Path, final: Path, marker: str, force: bool = False) -> None:
+    """Renames the finished directory ``complete`` to ``final``, replacing an existing one only now (and only one
+    that ``check_replaceable`` allows)."""
+    check_replaceable(final, marker, force)
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, old)
     os.rename(complete, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
 def utc_now() -> str:

@@ -44,13 +44,13 @@ def fresh_query(export_dir, users):
 def in_process_answers(root, users, k=10):
     from scaleout.embed.embedding_set import EmbeddingSet
     from scaleout.index.build import open_index
-    from scaleout.train.towers import embed_users
     from scaleout.rundir import RunDir
     from scaleout.train.saved import Towers
+    from scaleout.train.towers import embed_users
 
     run = RunDir(root)
     index = open_index(run, "scann", EmbeddingSet(run.embeddings))
-    queries = embed_users(Towers.load(run.model).query, users)
+    queries = embed_users(Towers.load(run.model, None).query, users)
     return index, index.search(queries, k)[1].tolist()
 
 

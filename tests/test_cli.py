@@ -35,3 +35,19 @@ def test_missing_directory_and_missing_stages_are_explained(tmp_path):
 def test_out_of_range_settings_are_refused(tmp_path):
     result = run_cli("prepare", "--run", tmp_path / "run", "--source", "synthetic", "--test-fraction", "1.5")
     assert result.returncode == 1 and "test_fraction must be in (0, 1)" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("recommend", "--run", "RUN", "--user", "42", "-k", "-1", "--exclude-seen"), "argument -k: -1 is below 1"),
+    (("recommend", "--saved-model", "EXPORT", "--user", "42", "-k", "0"), "argument -k: 0 is below 1"),
+    (("export", "--run", "RUN", "-k", "ten"), "argument -k: 'ten' is not a whole number"),
+    (("index", "--run", "RUN", "--part-rows", "0"), "argument --part-rows: 0 is below 1"),
+    (("index", "--run", "RUN", "--reorder", "-5"), "argument --reorder: -5 is below 0"),
+    (("train", "--run", "RUN", "--epochs", "0"), "argument --epochs: 0 is below 1"),
+    (("pipeline", "--run", "RUN", "--export-k", "-3"), "argument --export-k: -3 is below 1"),
+    (("prepare", "--run", "RUN", "--train-shards", "0"), "argument --train-shards: 0 is below 1"),
+])
+def test_counts_are_checked_when_the_command_line_is_parsed(tmp_path, args, message):
+    result = run_cli(*[str(tmp_path / a) if a in ("RUN", "EXPORT") else a for a in args])
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "RUN").exists()

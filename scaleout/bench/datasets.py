@@ -132,7 +132,7 @@ def make_dataset(name: str, path: Path, queries: int, run: str | Path | None) ->
                           "movielens or movielens-perturbed-<n>")
     log.info("%s: exact top %d of %d queries over %s candidates", name, TRUE_K, len(q), f"{len(train):,}")
     neighbors, scores = exact_top_k(train, q)
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, "dataset.json") as tmp:
         np.save(tmp / "train.npy", train)
         np.save(tmp / "queries.npy", q)
         np.save(tmp / "neighbors.npy", neighbors)
@@ -147,11 +147,11 @@ def movielens_vectors(run: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """(candidate embeddings, one query per test user, meta) of a trained run."""
     from scaleout.data.dataset import Dataset as Split
     from scaleout.data.tfdata import iter_batches
-    from scaleout.names import USER_ID
     from scaleout.embed.embedding_set import EmbeddingSet
-    from scaleout.train.towers import embed_users
+    from scaleout.names import USER_ID
     from scaleout.rundir import RunDir
     from scaleout.train.saved import Towers
+    from scaleout.train.towers import embed_users
 
     run = RunDir(run)
     _, vectors, _ = EmbeddingSet(run.embeddings).load()
@@ -159,7 +159,7 @@ def movielens_vectors(run: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     for batch in iter_batches(Split(run.data).files("test"), [USER_ID], 65536, 0, None):
         users.update(np.asarray(batch[USER_ID]).astype(str).tolist())
     users = np.array(sorted(users), dtype=object)
-    queries = embed_users(Towers.load(run.model).query, users).astype(np.float32)
+    queries = embed_users(Towers.load(run.model, Split(run.data)).query, users).astype(np.float32)
     return vectors, queries, {"kind": "movielens", "run": str(run.root), "queries_are": "test users (one each)"}
 
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from scaleout.bench.algorithms import EXACT
+from scaleout.errors import ConfigError
 from scaleout.fsutil import atomic_dir, write_json
 
 TARGET = 0.95
+SUMMARY_JSON = "summary.json"
 LABELS = {"bruteforce": "scaleout BruteForce (NumPy)", "tf_bruteforce": "TensorFlow matmul+top_k",
           "tfrs_bruteforce": "TFRS BruteForce", "faiss_flat": "FAISS Flat", "scann": "ScaNN (scaleout, pybind)",
           "tfrs_scann": "TFRS ScaNN", "faiss_hnsw": "FAISS HNSW", "faiss_ivfpqfs": "FAISS IVF-PQ fast scan",
@@ -202,12 +204,11 @@ def targets(results: list[dict], dataset: str = "synthetic-1M-32") -> list[str]:
 
 
 def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Path | None = None,
-                 title: str = "CPU") -> dict:
-    """Writes report.md, PNG plots and summary.json into ``out`` (replaced whole); returns the summary."""
+                 title: str = "CPU", force: bool = False) -> dict:
+    """Writes report.md, PNG plots and summary.json into ``out`` (replaced whole, if it is a report or empty,
+    or with ``force``); returns the summary."""
     results = load_results(results_dir)
     if not results:
-        from scaleout.errors import ConfigError
-
         raise ConfigError(f"{results_dir}: no result files; run `scaleout bench` first")
     gpu = json.loads(Path(gpu_results).read_text()) if gpu_results else None
     machine = results[-1]["machine"]
@@ -235,7 +236,7 @@ def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Pa
                   f"({', '.join(d['datasets'])}; lowest recall@10 {d['min_recall@10']:.3f}, geometric-mean p50 "
                   f"{d['geomean_p50_ms']:.3f} ms).") if d else
            "No single ScaNN setting of the grid met the target on every large synthetic dataset.", ""]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, SUMMARY_JSON, force) as tmp:
         for name in datasets:
             rs = [r for r in results if r["dataset"] == name]
             _plot_frontiers(rs, name, tmp / f"frontier-{name}.png")
@@ -277,7 +278,7 @@ def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Pa
                    "best": {name: {a: _brief(best_at([r for r in results if r["dataset"] == name and
                                                       r["algorithm"] == a]))
                                    for a in LABELS} for name in datasets}}
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / SUMMARY_JSON, summary)
     return summary
 
 

@@ -17,15 +17,17 @@ import sys
 from pathlib import Path
 
 from scaleout.cli.options import (add_train_args, baseline_args, configs_from_args, data_args, data_config, index_args,
-                                  index_job_config, pipeline_args, pipeline_config)
+                                  index_job_config, pipeline_args, pipeline_config, positive)
 from scaleout.config import BACKENDS, TrainConfig
 from scaleout.errors import ScaleoutError
 from scaleout.names import BRUTE_FORCE, INDEX_KINDS
 from scaleout.pipeline import connect_ray
-from scaleout.rundir import RunDir
+from scaleout.rundir import RunDir, writing
 from scaleout.train.presets import describe as describe_preset
 
 log = logging.getLogger("scaleout")
+# The commands that write into RUN: one at a time per run directory (see scaleout.rundir.writing).
+WRITERS = ("prepare", "train", "evaluate", "index", "export", "pipeline", "quality")
 
 
 def _print_recommendation(rec) -> None:
@@ -37,7 +39,7 @@ def _print_recommendation(rec) -> None:
 def cmd_prepare(a) -> None:
     from scaleout.data.prepare import prepare
 
-    ds = prepare(data_config(a), a.out or RunDir(a.run).data)
+    ds = prepare(data_config(a), a.out or RunDir(a.run).data, force=a.force)
     print(json.dumps({"dataset": str(ds.path), **ds.counts}))
 
 
@@ -96,7 +98,7 @@ def cmd_export(a) -> None:
     run = RunDir(a.run)
     for kind in a.kind:
         out = (Path(a.out) / kind if len(a.kind) > 1 else Path(a.out)) if a.out else run.export(kind)
-        print(export_retrieval(catalogue, kind, out, a.k, exclude_seen=a.exclude_seen))
+        print(export_retrieval(catalogue, kind, out, a.k, exclude_seen=a.exclude_seen, force=a.force))
 
 
 def cmd_index(a) -> None:
@@ -150,8 +152,13 @@ def cmd_bench(a) -> None:
 def cmd_bench_report(a) -> None:
     from scaleout.bench.report import write_report
 
-    write_report(a.results, a.out, a.gpu_results, a.title)
+    write_report(a.results, a.out, a.gpu_results, a.title, force=a.force)
     print(f"report: {Path(a.out) / 'report.md'}")
+
+
+def force_arg(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"replace the output directory even if it is not {kind} scaleout wrote (its files are lost)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,14 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prepare", cmd_prepare, "read a source and write train/test Parquet shards to RUN/data",
                 run_required=False)
     p.add_argument("--out", help="dataset directory to write instead of RUN/data")
+    force_arg(p, "a dataset")
     data_args(p)
 
     p = command("train", cmd_train, "train on RUN/data, save RUN/model, evaluate on the test split")
     add_train_args(p)
 
     p = command("evaluate", cmd_evaluate, "evaluate RUN/model on the test split of RUN/data")
-    p.add_argument("--eval-batch-size", type=int, default=TrainConfig().eval_batch_size)
-    p.add_argument("--max-parts", type=int, default=None,
+    p.add_argument("--eval-batch-size", type=positive, default=TrainConfig().eval_batch_size)
+    p.add_argument("--max-parts", type=positive, default=None,
                    help="embed at most this many parts in this run, then stop (run again to continue)")
     p.add_argument("--indexes", nargs="+", choices=INDEX_KINDS,
                    help="FactorizedTopK through these indexes of RUN/index instead (after `scaleout index`)")
@@ -188,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("recommend", cmd_recommend, "print the top k titles for one user", run_required=False)
     p.add_argument("--user", required=True, help="raw user id, e.g. 42")
-    p.add_argument("-k", type=int, default=3, help="how many (default %(default)s)")
+    p.add_argument("-k", type=positive, default=3, help="how many (default %(default)s)")
     p.add_argument("--index", choices=INDEX_KINDS, default=BRUTE_FORCE,
                    help="answer from this index of RUN (scann needs `scaleout index`; default %(default)s)")
     p.add_argument("--saved-model", help="answer from this exported SavedModel directory instead; with --run, "
@@ -199,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", cmd_export, "export retrieval SavedModels to RUN/export/KIND")
     p.add_argument("--kind", nargs="+", choices=INDEX_KINDS, default=[BRUTE_FORCE],
                    help="which (scann needs `scaleout index`; default brute_force)")
-    p.add_argument("-k", type=int, default=10, help="results per query, fixed in the SavedModel (default %(default)s)")
+    p.add_argument("-k", type=positive, default=10, help="results per query, fixed in the SavedModel (default %(default)s)")
     p.add_argument("--out", help="export directory instead of RUN/export/KIND")
+    force_arg(p, "an export")
     p.add_argument("--exclude-seen", action="store_true",
                    help="the SavedModel leaves out each user's training items (it retrieves k + the most any user saw)")
 
@@ -231,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-report", help="result files -> Markdown report, PNG plots, summary.json")
     p.add_argument("--results", default="benchmarks/results/ann", help="result files (default %(default)s)")
     p.add_argument("--out", required=True, help="report directory (replaced)")
+    force_arg(p, "a report")
     p.add_argument("--gpu-results", help="JSON written by benchmarks/gpu_bruteforce.py, for the GPU section")
     p.add_argument("--title", default="CPU", help="report title (default %(default)s)")
     p.set_defaults(fn=cmd_bench_report)
@@ -247,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
-        args.fn(args)
-    except ScaleoutError as exc:
+        if args.command in WRITERS and args.run:
+            with writing(RunDir(args.run), f"scaleout {args.command}"):
+                args.fn(args)
+        else:
+            args.fn(args)
+    except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"scaleout {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -10,14 +10,34 @@ from __future__ import annotations
 import argparse
 import os
 
-from scaleout.config import (BACKENDS, FEATURES, INDEX_MODES, OPTIMIZERS, SOURCES, SPLITS, DataConfig, EmbedConfig,
-                             IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
+from scaleout.config import (BACKENDS, FEATURES, INDEX_MODES, OPTIMIZERS, REPEATED_PAIRS, SOURCES, SPLITS, DataConfig,
+                             EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
 from scaleout.train.presets import PRESETS
 from scaleout.train.presets import configs as preset_configs
 
 MOVIELENS_DIR_ENV = "SCALEOUT_MOVIELENS_DIR"
+
+
+def positive(text: str) -> int:
+    """An argparse type: a count of at least 1 (refused at parse time, with the option's name)."""
+    return _count(text, 1)
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: 0 (automatic, or none) or more."""
+    return _count(text, 0)
+
+
+def _count(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+    return value
 
 
 def data_args(p: argparse.ArgumentParser) -> None:
@@ -33,14 +53,17 @@ def data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", choices=SPLITS, default=d.split, help="random (default) or temporal")
     g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="default %(default)s")
     g.add_argument("--seed", type=int, default=d.seed, help="split seed (default %(default)s)")
-    g.add_argument("--train-shards", type=int, default=d.train_shards, help="default %(default)s")
-    g.add_argument("--test-shards", type=int, default=d.test_shards, help="default %(default)s")
-    g.add_argument("--row-group-size", type=int, default=d.row_group_size, help="default %(default)s")
-    g.add_argument("--chunk-rows", type=int, default=d.chunk_rows, help="rows processed at a time (default %(default)s)")
-    g.add_argument("--synthetic-users", type=int, default=d.synthetic_users)
-    g.add_argument("--synthetic-items", type=int, default=d.synthetic_items)
-    g.add_argument("--synthetic-interactions", type=int, default=d.synthetic_interactions)
+    g.add_argument("--train-shards", type=positive, default=d.train_shards, help="default %(default)s")
+    g.add_argument("--test-shards", type=positive, default=d.test_shards, help="default %(default)s")
+    g.add_argument("--row-group-size", type=positive, default=d.row_group_size, help="default %(default)s")
+    g.add_argument("--chunk-rows", type=positive, default=d.chunk_rows, help="rows processed at a time (default %(default)s)")
+    g.add_argument("--synthetic-users", type=positive, default=d.synthetic_users)
+    g.add_argument("--synthetic-items", type=positive, default=d.synthetic_items)
+    g.add_argument("--synthetic-interactions", type=positive, default=d.synthetic_interactions)
     g.add_argument("--synthetic-zipf", type=float, default=d.synthetic_zipf, help="item popularity exponent")
+    g.add_argument("--repeated-pairs", choices=REPEATED_PAIRS, default=d.repeated_pairs,
+                   help="generic: first keeps one row per (user, item) pair, so a pair never lands in both train "
+                        "and test; all keeps repeated rows (default %(default)s)")
 
 
 def data_config(a: argparse.Namespace) -> DataConfig:
@@ -53,7 +76,7 @@ def data_config(a: argparse.Namespace) -> DataConfig:
         test_fraction=a.test_fraction, seed=a.seed, train_shards=a.train_shards, test_shards=a.test_shards,
         row_group_size=a.row_group_size, chunk_rows=a.chunk_rows, synthetic_users=a.synthetic_users,
         synthetic_items=a.synthetic_items, synthetic_interactions=a.synthetic_interactions,
-        synthetic_zipf=a.synthetic_zipf,
+        synthetic_zipf=a.synthetic_zipf, repeated_pairs=a.repeated_pairs,
     )
 
 
@@ -71,22 +94,22 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     if backend:
         g.add_argument("--backend", choices=BACKENDS, default=t.backend,
                        help="local: this process; ray: Ray Train workers (default %(default)s)")
-    g.add_argument("--embedding-dim", type=int)
+    g.add_argument("--embedding-dim", type=positive)
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--learning-rate", type=float)
-    g.add_argument("--batch-size", type=int, help="global batch")
-    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=positive, help="global batch")
+    g.add_argument("--epochs", type=positive)
     g.add_argument("--features", nargs="*", choices=FEATURES, metavar="FEATURE",
                    help=f"side features of the towers, some of: {', '.join(FEATURES)} (none: ids only)")
-    g.add_argument("--deep-layers", nargs="*", type=int, metavar="WIDTH", help="ReLU layers above the features")
+    g.add_argument("--deep-layers", nargs="*", type=positive, metavar="WIDTH", help="ReLU layers above the features")
     g.add_argument("--temperature", type=float, help="softmax temperature (logits / t)")
     g.add_argument("--logq-correction", action=argparse.BooleanOptionalAction,
                    help="correct the in-batch softmax for sampling bias with the candidates' training counts")
     g.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
                    help="do not count the positive's other copies in the batch as negatives")
-    g.add_argument("--hard-negatives", type=int, help="keep only this many hardest in-batch negatives (0: all)")
+    g.add_argument("--hard-negatives", type=non_negative, help="keep only this many hardest in-batch negatives (0: all)")
     g.add_argument("--l2", type=float, help="L2 penalty on the embedding tables")
-    g.add_argument("--shuffle-buffer", type=int, help=f"rows (default {t.shuffle_buffer})")
+    g.add_argument("--shuffle-buffer", type=non_negative, help=f"rows (default {t.shuffle_buffer})")
     g.add_argument("--train-metrics", action="store_true", default=None,
                    help="compute FactorizedTopK during training too (slow; off as the tutorial advises)")
     g.add_argument("--model-seed", type=int, help="initialisation and shuffle seed (default 42)")
@@ -95,9 +118,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     r = p.add_argument_group("Ray backend")
     r.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS, else the cluster on this machine, else a new local one)")
-    r.add_argument("--workers", type=int, default=t.workers, help="training workers (default %(default)s)")
-    r.add_argument("--cpus-per-worker", type=int, default=t.cpus_per_worker, help="default %(default)s")
-    r.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every, help="epochs (default %(default)s)")
+    r.add_argument("--workers", type=positive, default=t.workers, help="training workers (default %(default)s)")
+    r.add_argument("--cpus-per-worker", type=positive, default=t.cpus_per_worker, help="default %(default)s")
+    r.add_argument("--checkpoint-every", type=positive, default=t.checkpoint_every, help="epochs (default %(default)s)")
     r.add_argument("--max-failures", type=int, default=t.max_failures,
                    help="worker failures survived by restarting from the last checkpoint; -1: no limit (default %(default)s)")
     r.add_argument("--storage", default=None, help="checkpoint storage: a path or s3:// gs:// URI (default RUN/checkpoints)")
@@ -129,9 +152,9 @@ def index_args(p: argparse.ArgumentParser) -> None:
                                         "(default RUN/data/candidates.parquet)")
     p.add_argument("--embeddings", help="index these embeddings (Parquet: movie_id, embedding [, movie_title]) "
                                         "instead of embedding with RUN/model; checked against the candidates")
-    p.add_argument("--part-rows", type=int, default=e.part_rows,
+    p.add_argument("--part-rows", type=positive, default=e.part_rows,
                    help="candidates per output part, the unit of work and of resuming (default %(default)s)")
-    p.add_argument("--max-parts", type=int, default=e.max_parts,
+    p.add_argument("--max-parts", type=positive, default=e.max_parts,
                    help="embed at most this many parts in this run, then stop (run again to continue)")
     p.add_argument("--indexes", nargs="+", choices=INDEX_KINDS, default=list(j.kinds),
                    help="indexes to build (default: all)")
@@ -139,26 +162,26 @@ def index_args(p: argparse.ArgumentParser) -> None:
                    help="skip FactorizedTopK through each index on the test split")
     p.add_argument("--export", nargs="*", choices=INDEX_KINDS, default=list(j.export),
                    help="then export these retrieval SavedModels to RUN/export/KIND")
-    p.add_argument("--export-k", type=int, default=j.export_k, help="k of the exports (default %(default)s)")
+    p.add_argument("--export-k", type=positive, default=j.export_k, help="k of the exports (default %(default)s)")
     g = p.add_argument_group("ScaNN (0: scale with the number of candidates)")
     g.add_argument("--scann-mode", choices=INDEX_MODES, default=c.mode,
                    help="auto: exact below %s candidates, hashing below %s, else tree + hashing"
                         % (f"{c.brute_force_below:,}", f"{c.tree_below:,}"))
-    g.add_argument("--num-leaves", type=int, default=c.num_leaves,
+    g.add_argument("--num-leaves", type=non_negative, default=c.num_leaves,
                    help="tree leaves (default --leaves-per-sqrt x sqrt(N))")
     g.add_argument("--leaves-per-sqrt", type=float, default=c.leaves_per_sqrt,
                    help="tree leaves per sqrt(N) when --num-leaves is 0 (default %(default)s)")
-    g.add_argument("--leaves-to-search", type=int, default=c.leaves_to_search,
+    g.add_argument("--leaves-to-search", type=non_negative, default=c.leaves_to_search,
                    help=f"default {c.leaves_fraction:g} of the leaves")
-    g.add_argument("--reorder", type=int, default=c.reorder,
+    g.add_argument("--reorder", type=non_negative, default=c.reorder,
                    help=f"candidates rescored exactly (default max({c.reorder_per_k} k, {c.reorder_min}))")
-    g.add_argument("--dims-per-block", type=int, default=c.dims_per_block, help="default %(default)s")
+    g.add_argument("--dims-per-block", type=positive, default=c.dims_per_block, help="default %(default)s")
     g.add_argument("--anisotropic-threshold", type=float, default=c.anisotropic_threshold, help="default %(default)s")
-    g.add_argument("--training-sample-size", type=int, default=c.training_sample_size,
+    g.add_argument("--training-sample-size", type=non_negative, default=c.training_sample_size,
                    help="tree training sample (default min(N, 250k))")
     r = p.add_argument_group("Ray backend")
-    r.add_argument("--workers", type=int, default=e.workers, help="embedding actors (default %(default)s)")
-    r.add_argument("--cpus-per-worker", type=int, default=e.cpus_per_worker, help="default %(default)s")
+    r.add_argument("--workers", type=positive, default=e.workers, help="embedding actors (default %(default)s)")
+    r.add_argument("--cpus-per-worker", type=positive, default=e.cpus_per_worker, help="default %(default)s")
 
 
 def index_job_config(a: argparse.Namespace, backend: str) -> IndexJobConfig:
@@ -174,8 +197,8 @@ def index_job_config(a: argparse.Namespace, backend: str) -> IndexJobConfig:
 def pipeline_args(p: argparse.ArgumentParser) -> None:
     c = PipelineConfig()
     p.add_argument("--user", default=c.user, help="user to recommend for (default %(default)s)")
-    p.add_argument("-k", type=int, default=c.k, help="recommendations to print (default %(default)s)")
-    p.add_argument("--export-k", type=int, default=c.export_k, help="k of the exported SavedModel (default %(default)s)")
+    p.add_argument("-k", type=positive, default=c.k, help="recommendations to print (default %(default)s)")
+    p.add_argument("--export-k", type=positive, default=c.export_k, help="k of the exported SavedModel (default %(default)s)")
     p.add_argument("--exclude-seen", action="store_true",
                    help="recommendations and exports leave out each user's training items")
     baseline_args(p)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scaleout.errors import ArtifactError
-from scaleout.fsutil import read_manifest, sha256
+from scaleout.fsutil import json_fingerprint, read_manifest, sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "scaleout-dataset/1"
@@ -31,6 +31,11 @@ class Dataset:
             if sha256(self.path / name) != entry["sha256"]:
                 raise ArtifactError(f"{self.path / name}: checksum differs from {MANIFEST}; the file changed "
                                     "after it was prepared")
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the manifest's checksums of every file: what the data is, whatever its path or time."""
+        return json_fingerprint(self.manifest["files"])
 
     @property
     def counts(self) -> dict[str, int]:

@@ -3,16 +3,27 @@
 Optional columns: ``timestamp`` (integer seconds), ``rating`` and an item
 title (``item_title`` or ``title``; the item id stands in where there is
 none). Other columns are ignored. ``path`` is one file or a directory of
-``*.csv`` / ``*.parquet`` files read in name order.
+``*.csv`` / ``*.parquet`` files read in name order; a CSV file may start with
+a UTF-8 byte-order mark.
+
+Refused, naming the file and line (CSV) or row (Parquet): an empty or
+whitespace-only id, a NaN or infinite rating. Repeated (user, item) pairs:
+``repeated_pairs="first"`` (the default) keeps the first row of each pair, so
+that one pair never lands in both the train and the test split; ``"all"``
+keeps every row. Keeping the first means remembering every pair seen: memory
+grows with the distinct pairs (about 100 bytes each).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scaleout.data.schema import conform, interaction_schema
@@ -30,12 +41,15 @@ KNOWN = {
 }
 REQUIRED = ("user_id", "item_id")
 
+log = logging.getLogger(__name__)
+
 
 class GenericInteractions:
     name = "generic"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, repeated_pairs: str = "first"):
         self.path = Path(path)
+        self.repeated_pairs = repeated_pairs
         if self.path.is_dir():
             self.paths = sorted(p for p in self.path.iterdir() if p.suffix.lower() in (".csv", ".parquet"))
             if not self.paths:
@@ -67,7 +81,9 @@ class GenericInteractions:
 
     def interactions(self, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         schema = interaction_schema(self.columns)
+        seen = _Pairs() if self.repeated_pairs == "first" else None
         for path, cols in zip(self.paths, self._columns):
+            first_row = 0
             for batch in self._read(path, cols, chunk_rows):
                 renamed = {}
                 for c in batch.schema.names:
@@ -75,7 +91,13 @@ class GenericInteractions:
                         renamed[KNOWN[c][0]] = batch.column(c)
                 if "movie_title" not in renamed:
                     renamed["movie_title"] = renamed["movie_id"]
-                yield conform(pa.RecordBatch.from_pydict(renamed), schema, str(path))
+                _check_values(renamed, path, first_row)
+                first_row += batch.num_rows
+                out = conform(pa.RecordBatch.from_pydict(renamed), schema, str(path))
+                yield out if seen is None else seen.first_of(out)
+        if seen is not None and seen.dropped:
+            log.info("%s: %s repeated (user, item) rows left out, the first row of each pair kept (--repeated-pairs "
+                     "all keeps them)", self.path, f"{seen.dropped:,}")
 
     def _file_columns(self, path: Path) -> list[str]:
         if path.suffix.lower() == ".parquet":
@@ -86,8 +108,8 @@ class GenericInteractions:
         else:
             with open(path, "rb") as f:
                 header = f.readline()
-            try:
-                names = [c.strip().strip('"') for c in header.decode("utf-8").rstrip("\r\n").split(",")]
+            try:  # utf-8-sig: a byte-order mark before the header is not part of the first name
+                names = [c.strip().strip('"') for c in header.decode("utf-8-sig").rstrip("\r\n").split(",")]
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}, line 1: the header is not valid UTF-8") from exc
         missing = [c for c in REQUIRED if c not in names]
@@ -118,3 +140,58 @@ def distinct_items(table: pa.Table) -> pa.Table:
 def merge_items(parts: list[pa.Table]) -> pa.Table:
     """Folds per-chunk ``distinct_items`` results into one table sorted by id."""
     return distinct_items(pa.concat_tables(parts)).sort_by("movie_id")
+
+
+# file column of each checked value, for messages
+_FILE_NAMES = {"user_id": "user_id", "movie_id": "item_id", "user_rating": "rating"}
+
+
+def _check_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
+    """DataError naming the line (CSV) or row (Parquet) of the first empty id or non-finite rating."""
+    for name in ("user_id", "movie_id"):
+        ids = columns[name].cast(pa.string())
+        blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0), True)
+        if pc.any(blank).as_py():
+            row = first_row + pc.index(blank, True).as_py()
+            raise DataError(f"{_where(path, row)}: field {_FILE_NAMES[name]!r} is empty; every interaction needs one")
+    if "user_rating" in columns:
+        ratings = columns["user_rating"].cast(pa.float64())
+        bad = pc.fill_null(pc.invert(pc.is_finite(ratings)), True)  # Arrow reads "nan", "NA", "" as null
+        if pc.any(bad).as_py():
+            i = pc.index(bad, True).as_py()
+            value = ratings[i].as_py()
+            raise DataError(f"{_where(path, first_row + i)}: field 'rating' is "
+                            f"{'empty or NaN' if value is None else repr(value)}; expected a finite number")
+
+
+def _where(path: Path, row: int) -> str:
+    """How an error names data row ``row`` (0-based) of ``path``: its line in a CSV file, its row in Parquet."""
+    if path.suffix.lower() == ".parquet":
+        return f"{path}, row {row + 1}"
+    with open(path, "rb") as f:  # the error path only: count the lines Arrow read (blank ones are skipped)
+        next(f, None)
+        line, data_rows = 1, -1
+        for raw in f:
+            line += 1
+            if raw.strip(b"\r\n"):
+                data_rows += 1
+                if data_rows == row:
+                    break
+    return f"{path}, line {line}"
+
+
+class _Pairs:
+    """The (user, item) pairs seen so far; ``first_of`` keeps the rows of a batch whose pair is new."""
+
+    def __init__(self):
+        self.seen = pa.table({"user_id": pa.array([], pa.string()), "movie_id": pa.array([], pa.string())})
+        self.dropped = 0
+
+    def first_of(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        table = pa.Table.from_batches([batch]).append_column("_row", pa.array(np.arange(batch.num_rows)))
+        firsts = table.group_by(["user_id", "movie_id"], use_threads=False).aggregate([("_row", "min")])
+        new = firsts.join(self.seen, keys=["user_id", "movie_id"], join_type="left anti", use_threads=False)
+        keep = np.sort(new.column("_row_min").to_numpy())
+        self.seen = pa.concat_tables([self.seen, new.select(["user_id", "movie_id"])]).combine_chunks()
+        self.dropped += batch.num_rows - len(keep)
+        return batch.take(pa.array(keep)) if len(keep) < batch.num_rows else batch

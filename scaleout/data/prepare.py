@@ -45,7 +45,7 @@ def open_source(cfg: DataConfig):
     if cfg.source == "movielens":
         return MovieLensFiles(cfg.path)
     if cfg.source == "generic":
-        return GenericInteractions(cfg.path)
+        return GenericInteractions(cfg.path, cfg.repeated_pairs)
     if cfg.source == "synthetic":
         return Synthetic(cfg)
     if cfg.source == "prepared":
@@ -170,8 +170,11 @@ def _temporal_cut(source, cfg: DataConfig) -> int:
     return int(pc.quantile(timestamps, q=1.0 - cfg.test_fraction, interpolation="higher")[0].as_py())
 
 
-def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
-    """Reads ``cfg``'s source and writes the dataset directory ``out`` (see module doc)."""
+def prepare(cfg: DataConfig, out: str | Path, force: bool = False) -> Dataset:
+    """Reads ``cfg``'s source and writes the dataset directory ``out`` (see module doc).
+
+    An existing ``out`` is replaced only if it is a dataset (or empty), unless ``force``.
+    """
     started = time.monotonic()
     source = open_source(cfg)
     items = source.items()
@@ -182,7 +185,7 @@ def prepare(cfg: DataConfig, out: str | Path) -> Dataset:
     user_table: _Users | None = None
     seen_items: list[pa.Table] = []
     total = n_test_before = 0
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, MANIFEST, force) as tmp:
         train = test = None
         for chunk, batch in enumerate(rechunk(source.interactions(cfg.chunk_rows), cfg.chunk_rows)):
             if train is None:

@@ -156,15 +156,21 @@ def _diagnose(data: IO[bytes], layout: Layout, where: str) -> None:
 def _parses(value: str, dtype: pa.DataType) -> bool:
     try:
         if pa.types.is_integer(dtype):
-            int(value)
-        elif pa.types.is_floating(dtype):
+            number = int(value)
+            return dtype != pa.int64() or _INT_RANGE[0] <= number <= _INT_RANGE[1]
+        if pa.types.is_floating(dtype):
             float(value)
     except ValueError:
         return False
     return True
 
 
+_INT_RANGE = (-(1 << 63), (1 << 63) - 1)
+
+
 def _expected(dtype: pa.DataType) -> str:
+    if dtype == pa.int64():
+        return f"an integer from {_INT_RANGE[0]:,} to {_INT_RANGE[1]:,}"
     if pa.types.is_integer(dtype):
         return "an integer"
     if pa.types.is_floating(dtype):

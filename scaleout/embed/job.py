@@ -210,7 +210,9 @@ def _resume(work: Path, plan: dict, parts: list[Part]) -> set[int]:
             summary = json.loads(meta.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if summary.get("rows") == p.rows and path.is_file() and path.stat().st_size == summary.get("bytes"):
+        # The checksum, not only the size: a part damaged in place is embedded again.
+        if summary.get("rows") == p.rows and path.is_file() and path.stat().st_size == summary.get("bytes") \
+                and sha256(path) == summary.get("sha256"):
             done.add(p.number)
     return done
 

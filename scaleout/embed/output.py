@@ -79,7 +79,7 @@ def complete_set(work: Path, out_dir: Path, n_parts: int, model: dict, sources: 
     (work / PLAN_JSON).unlink(missing_ok=True)
     for n in range(n_parts):
         (work / part_name(n, "json")).unlink()
-    replace_dir(work, out_dir)
+    replace_dir(work, out_dir, EMBEDDINGS_JSON)
     log.info("embeddings of %s candidates (dim %d) in %s after %.1f s", f"{body['candidates']:,}", dim, out_dir,
              seconds)
     return EmbeddingSet(out_dir)

@@ -39,10 +39,12 @@ def model_scorer(towers, data: Data):
 def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES) -> dict:
     """The model of RUN and the baselines under both protocols; writes RUN/metrics/quality.json."""
     start = time.monotonic()
-    data = load(Dataset(run.data))
+    dataset = Dataset(run.data)
+    towers = Towers.load(run.model, dataset)
+    data = load(dataset)
     report = {"test_interactions": int(len(data.test.users)), "candidates": int(len(data.item_ids)),
               "ks": list(KS), "ndcg_ks": list(NDCG_KS), "protocols": list(PROTOCOLS),
-              "model": evaluate_scores(model_scorer(Towers.load(run.model), data), data)}
+              "model": evaluate_scores(model_scorer(towers, data), data)}
     report["baselines"] = baselines(data, which)
     report["seconds"] = round(time.monotonic() - start, 1)
     write_json(run.quality_metrics, report)

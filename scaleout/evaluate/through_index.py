@@ -69,7 +69,8 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     Also reports each approximate index's recall@k against BruteForce's answers
     for the same test queries (the index's own loss, apart from the model's).
     """
-    dataset, towers, emb = Dataset(run.data), Towers.load(run.model), EmbeddingSet(run.embeddings)
+    dataset = Dataset(run.data)
+    towers, emb = Towers.load(run.model, dataset), EmbeddingSet(run.embeddings)
     check_embeddings_of_model(run, emb)
     check_query_dim(towers.query, emb)
     ids, vectors, _ = emb.load()

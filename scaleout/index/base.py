@@ -65,6 +65,18 @@ class Index(abc.ABC):
         if not 1 <= k <= len(self.ids):
             raise ScaleoutError(f"k={k} but the index holds {len(self.ids)} candidates; expected 1 <= k <= {len(self.ids)}")
 
+    @staticmethod
+    def _checked_queries(queries, dim: int) -> np.ndarray:
+        """``queries`` as float32 [batch, dim]; ScaleoutError for another dimension or NaN / infinite values."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != dim:
+            raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {dim}")
+        bad = ~np.isfinite(queries).all(axis=1)
+        if bad.any():
+            raise ScaleoutError(f"{int(bad.sum())} of {len(queries)} query embeddings hold NaN or infinite values "
+                                f"(the first: query {int(bad.argmax())}); the query tower is broken, not the index")
+        return queries
+
 
 def read_meta(directory: Path, kind: str | None) -> dict:
     try:

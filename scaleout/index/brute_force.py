@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaleout.errors import ArtifactError, ScaleoutError
+from scaleout.errors import ArtifactError
 from scaleout.fsutil import atomic_dir, write_json
 from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta
 from scaleout.names import BRUTE_FORCE
@@ -29,9 +29,7 @@ class BruteForce(Index):
 
     def search(self, queries, k):
         self._check_k(k)
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if queries.shape[1] != self.embeddings.shape[1]:
-            raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {self.embeddings.shape[1]}")
+        queries = self._checked_queries(queries, self.embeddings.shape[1])
         # Tiles of at most QUERY_BLOCK queries x CHUNK candidates: the candidates are streamed once
         # per query block, and a tile's scores stay in cache while they are compared with each
         # query's running k-th best score. Only the few scores above it are merged, so one query
@@ -52,7 +50,7 @@ class BruteForce(Index):
         return np.concatenate(all_scores), self.ids[np.concatenate(all_rows)]
 
     def save(self, directory, source=None):
-        with atomic_dir(directory) as tmp:
+        with atomic_dir(directory, INDEX_JSON) as tmp:
             np.save(tmp / "embeddings.npy", self.embeddings)
             np.save(tmp / "ids.npy", self.ids)
             write_json(tmp / INDEX_JSON, {"kind": self.kind, "candidates": len(self.ids),

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from scaleout import artifacts
 from scaleout.config import IndexConfig, IndexJobConfig
+from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.embed.embedding_set import ID, EmbeddingSet
 from scaleout.embed.imports import import_embeddings
 from scaleout.embed.job import embed_candidates
@@ -30,7 +31,7 @@ from scaleout.index.load import load_index
 from scaleout.index.scann import Scann
 from scaleout.names import BRUTE_FORCE, SCANN
 from scaleout.rundir import RunDir
-from scaleout.train.saved import Towers
+from scaleout.train.saved import MODEL_JSON, Towers, check_trained_on
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,14 @@ def index_run(run: RunDir, cfg: IndexJobConfig = IndexJobConfig()) -> dict:
     """
     started = time.monotonic()
     source = Path(cfg.candidates) if cfg.candidates else run.data / "candidates.parquet"
+    dataset = Dataset(run.data) if (run.data / MANIFEST).is_file() else None
+    if dataset is not None and (run.model / MODEL_JSON).is_file():
+        check_trained_on(run.model, dataset)  # embeddings of a model over other data would serve the wrong items
     for tower in ("query_tower", "candidate_tower"):
         artifacts.record(run, tower, inputs=("vocabularies",), path=f"model/{tower}")
     if cfg.embeddings:
         table = pq.read_table(source, columns=[ID]) if Path(source).exists() else None
-        dim = query_dim(Towers.load(run.model).query) if (run.model / "model.json").is_file() else None
+        dim = query_dim(Towers.load(run.model, dataset).query) if (run.model / MODEL_JSON).is_file() else None
         emb = import_embeddings(cfg.embeddings, run.embeddings, None if table is None else
                                 table.column(ID).combine_chunks().cast(pa.string()), dim, cfg.embed.part_rows)
         artifacts.record(run, "embeddings", fp=emb.fingerprint, dim=emb.dim, candidates=len(emb), path="embeddings",

@@ -96,9 +96,7 @@ class Scann(Index):
 
     def search(self, queries, k, leaves_to_search: int | None = None, reorder: int | None = None):
         self._check_k(k)
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if queries.shape[1] != self.dim:
-            raise ScaleoutError(f"queries have dimension {queries.shape[1]}; the index holds {self.dim}")
+        queries = self._checked_queries(queries, self.dim)
         settings = self.search_settings(k, leaves_to_search, reorder)
         if len(queries) == 1:  # ScaNN's one-query call skips the batch set-up: ~25 us less per query
             rows, scores = self.searcher.search(queries[0], **settings)
@@ -108,7 +106,7 @@ class Scann(Index):
         return scores.astype(np.float32, copy=False), self.ids[rows.astype(np.int64)]
 
     def save(self, directory, source=None):
-        with atomic_dir(directory) as tmp:
+        with atomic_dir(directory, INDEX_JSON) as tmp:
             (tmp / "scann").mkdir()
             # Relative asset paths: the directory is renamed into place after writing.
             self.searcher.serialize(str(tmp / "scann"), relative_path=True)

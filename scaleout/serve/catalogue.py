@@ -17,7 +17,7 @@ from scaleout.data.dataset import Dataset
 from scaleout.embed.embedding_set import EMBEDDINGS_JSON, EmbeddingSet
 from scaleout.embed.job import embed
 from scaleout.errors import ArtifactError
-from scaleout.index.base import Index
+from scaleout.index.base import Index, check_embeddings
 from scaleout.index.brute_force import BruteForce
 from scaleout.index.build import check_embeddings_of_model, check_query_dim, open_index
 from scaleout.names import BRUTE_FORCE, MOVIE_ID, MOVIE_TITLE, USER_ID
@@ -48,7 +48,7 @@ class Catalogue:
     def __init__(self, run: RunDir):
         self.run = run
         self.dataset = Dataset(run.data)
-        self.towers = Towers.load(run.model)
+        self.towers = Towers.load(run.model, self.dataset)
         self.users = set(self.dataset.vocabulary(USER_ID))
         if (run.embeddings / EMBEDDINGS_JSON).is_file():
             self.embeddings = EmbeddingSet(run.embeddings)
@@ -63,6 +63,7 @@ class Catalogue:
             self.ids = candidates.column(MOVIE_ID).to_numpy(zero_copy_only=False).astype(str)
             self.titles = candidates.column(MOVIE_TITLE).to_numpy(zero_copy_only=False).astype(str)
             self.vectors = embed(self.towers.candidate, self.ids)
+            check_embeddings(self.ids, self.vectors)  # as an index build would: no NaN, no id twice
         self._title_of = dict(zip(self.ids, self.titles))
         self._seen: SeenItems | None = None
 

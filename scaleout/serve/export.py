@@ -93,10 +93,11 @@ def scann_layer(index: Scann, k: int):
     return layer, settings
 
 
-def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: int,
-                     exclude_seen: bool = False) -> Path:
+def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: int, exclude_seen: bool = False,
+                     force: bool = False) -> Path:
     """Writes the ``kind`` retrieval SavedModel of ``catalogue`` with k results per query to ``directory``;
-    with ``exclude_seen``, each user's training items are left out of their results."""
+    with ``exclude_seen``, each user's training items are left out of their results. An existing
+    ``directory`` that is not an export is refused unless ``force``."""
     if kind not in INDEX_KINDS:
         raise ScaleoutError(f"unknown export kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
     if not 1 <= k <= len(catalogue.ids):
@@ -122,7 +123,7 @@ def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: 
     else:
         layer = brute_force_layer(catalogue.vectors, retrieved)
     server = _Server(catalogue.towers.query, layer, catalogue.ids, catalogue.titles, k, seen)
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, EXPORT_JSON, force) as tmp:
         tf.saved_model.save(server, str(tmp / "saved_model"), signatures={"serving_default": server.serve},
                             options=options)
         write_json(tmp / EXPORT_JSON, {

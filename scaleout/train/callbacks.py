@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
+from scaleout.errors import TrainingDiverged
 from scaleout.tfenv import tf
 
 log = logging.getLogger(__name__)
@@ -18,6 +20,8 @@ class EpochLog(tf.keras.callbacks.Callback):
     and backends, unlike Keras's last-step ``loss``. ``workers`` only words the
     log line; ``quiet`` keeps a worker other than rank 0 from logging.
     ``history`` may hold the entries of epochs done before a resume.
+    A step whose loss is NaN or infinite stops training (TrainingDiverged), so
+    a diverged model is never saved.
     """
 
     def __init__(self, examples_per_epoch: int, epochs: int, with_metrics: bool, *, workers: int = 1,
@@ -32,10 +36,15 @@ class EpochLog(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.loss_sum = 0.0
+        self._epoch = epoch + 1
         self._start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.loss_sum += float((logs or {}).get("loss", 0.0))
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged: the loss was {loss} at step {batch + 1} of epoch {self._epoch}; "
+                                   "no model was saved. Try a lower --learning-rate")
+        self.loss_sum += loss
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self._start

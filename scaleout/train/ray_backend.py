@@ -197,8 +197,15 @@ def find_latest_checkpoint(storage: str) -> tuple[str, dict] | None:
             continue
         if fs.get_file_info(f"{info.path}/{STATE}").type != pafs.FileType.File:
             continue
-        with fs.open_input_stream(f"{info.path}/{STATE}") as f:
-            state = json.loads(f.read())
+        try:
+            with fs.open_input_stream(f"{info.path}/{STATE}") as f:
+                state = json.loads(f.read())
+            if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) \
+                    or not isinstance(state.get("files", {}), dict):
+                raise ValueError("it names no epoch or no files")
+        except (OSError, ValueError) as exc:  # a truncated upload, a partly written file
+            log.warning("skipping the damaged checkpoint %s (%s: %s)", info.path, STATE, exc)
+            continue
         sizes = {i.base_name: i.size for i in fs.get_file_info(pafs.FileSelector(info.path))}
         if all(sizes.get(name) == size for name, size in state.get("files", {}).items()):
             if best is None or state["epoch"] > best[1]["epoch"]:

@@ -43,7 +43,7 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig) -> di
 def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:
     """Evaluates the saved towers of RUN/model on the test split; rewrites RUN/metrics/eval.json."""
     dataset = Dataset(run.data)
-    towers = Towers.load(run.model)
+    towers = Towers.load(run.model, dataset)
     metrics = evaluate(towers.as_model(dataset), dataset, train_cfg)
     _write_eval(run, dataset, metrics)
     return metrics

@@ -20,7 +20,7 @@ MODEL_JSON = "model.json"
 
 def save_model(model, model_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> None:
     """Writes the two towers and model.json into ``model_dir``, atomically."""
-    with atomic_dir(model_dir) as tmp:
+    with atomic_dir(model_dir, MODEL_JSON) as tmp:
         model.query_tower.save(tmp / "query_tower")
         model.candidate_tower.save(tmp / "candidate_tower")
         write_json(tmp / MODEL_JSON, {
@@ -29,6 +29,7 @@ def save_model(model, model_dir: Path, model_cfg: ModelConfig, train_cfg: TrainC
             "train": dataclasses.asdict(train_cfg),
             "dataset": str(dataset.path.resolve()),
             "dataset_created": dataset.manifest["created"],
+            "dataset_fingerprint": dataset.fingerprint,
             "features": model.features,
             "vocab_sizes": {QUERY_FEATURE: len(dataset.vocabulary(QUERY_FEATURE)),
                             CANDIDATE_FEATURE: len(dataset.vocabulary(CANDIDATE_FEATURE))},
@@ -45,12 +46,13 @@ class Towers:
     info: dict
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "Towers":
+    def load(cls, model_dir: str | Path, dataset: Dataset | None) -> "Towers":
+        """The towers of ``model_dir``, refused unless they were trained on ``dataset`` (None: no data to check
+        against, for callers that hold none)."""
         model_dir = Path(model_dir)
-        meta = model_dir / MODEL_JSON
-        if not meta.is_file():
-            raise ArtifactError(f"{model_dir}: no trained model here (no {MODEL_JSON}); run `scaleout train` first")
-        info = json.loads(meta.read_text())
+        info = model_info(model_dir)
+        if dataset is not None:
+            check_trained_on(model_dir, dataset, info)
         towers = []
         for name in ("query_tower", "candidate_tower"):
             try:
@@ -60,5 +62,42 @@ class Towers:
         return cls(towers[0], towers[1], from_dict(ModelConfig, info["model"]), info)
 
     def as_model(self, dataset: Dataset):
+        """A TFRS model around the towers, with ``dataset``'s candidates (check it with ``load`` first)."""
         return from_towers(self.model_cfg, self.query, self.candidate, dataset.vocabulary(CANDIDATE_FEATURE),
                            candidate_counts(dataset))
+
+
+def model_info(model_dir: str | Path) -> dict:
+    """model.json of a trained model directory; ArtifactError when there is none or it is unreadable."""
+    meta = Path(model_dir) / MODEL_JSON
+    if not meta.is_file():
+        raise ArtifactError(f"{model_dir}: no trained model here (no {MODEL_JSON}); run `scaleout train` first")
+    try:
+        return json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{meta}: unreadable ({exc}); train again with `scaleout train`") from exc
+
+
+def check_trained_on(model_dir: str | Path, dataset: Dataset, info: dict | None = None) -> None:
+    """ArtifactError unless the model of ``model_dir`` was trained on ``dataset`` as it is now.
+
+    The towers map ids to rows of the vocabularies they were trained with: over
+    data prepared again (another source, split or seed) they would answer with
+    the wrong items. Models saved before fingerprints were recorded are checked
+    by their vocabulary sizes.
+    """
+    info = info if info is not None else model_info(model_dir)
+    trained_on = info.get("dataset_fingerprint")
+    if trained_on is None:
+        now = {QUERY_FEATURE: len(dataset.vocabulary(QUERY_FEATURE)),
+               CANDIDATE_FEATURE: len(dataset.vocabulary(CANDIDATE_FEATURE))}
+        if info.get("vocab_sizes") == now:
+            return
+        trained_on, detail = "?", f"vocabularies of {info.get('vocab_sizes')} ids, now {now}"
+    elif trained_on == dataset.fingerprint:
+        return
+    else:
+        detail = f"data {trained_on[:12]}, prepared {info.get('dataset_created')}; now {dataset.fingerprint[:12]}, " \
+                 f"prepared {dataset.manifest.get('created')}"
+    raise ArtifactError(f"{model_dir} was trained on other data than {dataset.path} holds now ({detail}): the data "
+                        "was prepared again after training; train again (`scaleout train`) or restore the data")

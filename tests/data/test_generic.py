@@ -1,3 +1,5 @@
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -40,7 +42,8 @@ def test_candidates_are_the_distinct_items_with_first_titles(tmp_path):
     f = tmp_path / "events.csv"
     lines = ["user_id,item_id,title"] + [f"u{i % 7},i{i % 5},title {i % 5}" for i in range(50)]
     f.write_text("\n".join(lines) + "\n")
-    ds = prepare(DataConfig(source="generic", path=str(f), train_shards=2, chunk_rows=8), tmp_path / "data")
+    ds = prepare(DataConfig(source="generic", path=str(f), train_shards=2, chunk_rows=8, repeated_pairs="all"),
+                 tmp_path / "data")
     cand = ds.candidates.to_pylist()
     assert [c["movie_id"] for c in cand] == ["i0", "i1", "i2", "i3", "i4"]
     assert all(c["movie_title"] == f"title {c['movie_id'][1:]}" for c in cand)
@@ -56,8 +59,46 @@ def test_missing_columns_and_bad_rows_are_named(tmp_path):
     with pytest.raises(DataError, match=r"events.csv, line 3: field 'timestamp' is 'yesterday'; expected an integer"):
         read_all(GenericInteractions(str(f)))
     f.write_text("user_id,item_id\nu1,i1\n,i2\n")
-    with pytest.raises(DataError, match=r"column 'user_id' has 1 empty value"):
+    with pytest.raises(DataError, match=r"events.csv, line 3: field 'user_id' is empty; every interaction needs one"):
         read_all(GenericInteractions(str(f)))
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(DataError, match=r"x.json: expected a .csv or .parquet file"):
         GenericInteractions(str(tmp_path / "x.json"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("user_id,item_id,rating\nu1,i1,5\nu2,i2,nan\n", "line 3: field 'rating' is empty or NaN; expected a finite number"),
+    ("user_id,item_id,rating\nu1,i1,5\n\nu2,i2,-inf\n", "line 4: field 'rating' is -inf; expected a finite number"),
+    ("user_id,item_id\nu1,i1\nu2,  \t\n", "line 3: field 'item_id' is empty; every interaction needs one"),
+    ("user_id,item_id,timestamp\nu1,i1,1\nu2,i2,99999999999999999999\n",
+     "line 3: field 'timestamp' is '99999999999999999999'; expected an integer from -9,223,372,036,854,775,808"),
+])
+def test_non_finite_ratings_blank_ids_and_overflows_are_named_by_line(tmp_path, content, message):
+    f = tmp_path / "events.csv"
+    f.write_text(content)
+    with pytest.raises(DataError, match=re.escape(f"{f}, {message}")):
+        read_all(GenericInteractions(str(f)))
+
+
+def test_a_byte_order_mark_is_accepted_and_parquet_rows_are_named(tmp_path):
+    f = tmp_path / "events.csv"
+    f.write_bytes(b"\xef\xbb\xbfuser_id,item_id\nu1,i1\n")
+    assert read_all(GenericInteractions(str(f))) == [{"user_id": "u1", "movie_id": "i1", "movie_title": "i1"}]
+    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["i1", "i2"], "rating": [1.0, float("inf")]}),
+                   tmp_path / "events.parquet")
+    with pytest.raises(DataError, match=r"events.parquet, row 2: field 'rating' is inf"):
+        read_all(GenericInteractions(str(tmp_path / "events.parquet")))
+
+
+def test_repeated_pairs_keep_the_first_row_so_no_pair_is_in_both_splits_unless_all_are_asked_for(tmp_path):
+    f = tmp_path / "events.csv"
+    rows = [f"u{i % 4},i{i % 3},{i}" for i in range(60)]  # 12 distinct pairs, each 5 times
+    f.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    kept = read_all(GenericInteractions(str(f)))
+    assert [r["timestamp"] for r in kept] == list(range(12))  # the first row of each pair, in file order
+    ds = prepare(DataConfig(source="generic", path=str(f), chunk_rows=7, test_fraction=0.3), tmp_path / "data")
+    pairs = {split: {(r["user_id"], r["movie_id"]) for p in ds.files(split) for r in pq.read_table(p).to_pylist()}
+             for split in ("train", "test")}
+    assert ds.counts["interactions"] == 12 and not pairs["train"] & pairs["test"]
+    everything = read_all(GenericInteractions(str(f), repeated_pairs="all"))
+    assert len(everything) == 60

@@ -81,12 +81,17 @@ def test_an_interrupted_embedding_job_resumes_without_recomputing_finished_parts
     assert first.returncode == 0, first.stderr[-2000:]
     assert "stopped after 3 more parts as asked" in first.stderr and not (root / "embeddings").exists()
     partial = root / ".embeddings.partial"
-    done = {p.name: p.stat().st_mtime_ns for p in partial.glob("part-*.parquet")}
+    done = {p.name: p.stat().st_mtime_ns for p in sorted(partial.glob("part-*.parquet"))}
     assert len(done) == 3
+    damaged = partial / sorted(done)[1]  # changed in place, its size kept: found by its checksum
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    del done[damaged.name]
     second = run_cli("index", "--run", root, "--part-rows", 200, "--indexes", "brute_force", "--no-eval")
     assert second.returncode == 0, second.stderr[-2000:]
-    assert "resuming: 3 of 9 parts (600 candidates) already embedded" in second.stderr
-    assert second.stderr.count("embedded part") == 6
+    assert "resuming: 2 of 9 parts (400 candidates) already embedded" in second.stderr
+    assert second.stderr.count("embedded part") == 7
     assert {name: (root / "embeddings" / name).stat().st_mtime_ns for name in done} == done
     assert not partial.exists()
     from scaleout.embed.embedding_set import EmbeddingSet

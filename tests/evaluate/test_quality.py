@@ -60,8 +60,9 @@ def test_tutorial_protocol_agrees_with_factorized_top_k_and_exclusion_only_helps
     from scaleout.train.saved import Towers
 
     run = RunDir(pipeline_run[0])
-    data = load(Dataset(run.data))
-    m = evaluate_scores(model_scorer(Towers.load(run.model), data), data)
+    dataset = Dataset(run.data)
+    data = load(dataset)
+    m = evaluate_scores(model_scorer(Towers.load(run.model, dataset), data), data)
     tfrs = json.loads(run.eval_metrics.read_text())["metrics"]
     for k in (1, 5, 10, 50, 100):
         # FactorizedTopK compares the true candidate's score from the batch with its own score from the

@@ -81,3 +81,17 @@ def test_bad_settings_name_the_combination():
         IndexConfig(anisotropic_threshold=1.5)
     with pytest.raises(ConfigError, match="leaves_per_sqrt must be positive, got 0"):
         IndexConfig(leaves_per_sqrt=0)
+
+
+@pytest.mark.parametrize("kind", ["brute_force", "scann"])
+def test_queries_with_nan_or_infinite_values_are_refused_by_both_kinds(kind):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 8)).astype(np.float32)
+    index = BruteForce() if kind == "brute_force" else Scann(IndexConfig(mode="ah"))
+    index.build(np.arange(500).astype(str), vectors)
+    queries = rng.normal(size=(4, 8)).astype(np.float32)
+    queries[2, 5] = np.nan
+    queries[3, 0] = np.inf
+    with pytest.raises(ScaleoutError, match=r"2 of 4 query embeddings hold NaN or infinite values \(the first: query 2\)"):
+        index.search(queries, 5)
+    assert index.search(queries[:2], 5)[1].shape == (2, 5)

@@ -53,7 +53,7 @@ import scaleout
 from scaleout.train.saved import Towers
 from scaleout.tfenv import tf
 from scaleout.train.towers import embed_users
-towers = Towers.load(sys.argv[1])
+towers = Towers.load(sys.argv[1], None)
 users = json.loads(sys.argv[2])
 print(json.dumps({"query": embed_users(towers.query, users).tolist(),
                   "candidate": towers.candidate(tf.constant(json.loads(sys.argv[3]))).numpy().tolist()}))

@@ -72,3 +72,16 @@ def test_checkpoints_of_another_run_need_resume_and_matching_settings(run, tmp_p
     with pytest.raises(ConfigError, match="train.batch_size: checkpoint 512, now 1024"):
         preflight(run, dataset, ModelConfig(), TrainConfig(backend="ray", batch_size=1024, storage=str(storage),
                                                            resume=True), cluster_cpus=2)
+
+
+def test_a_damaged_checkpoint_is_skipped_with_a_warning_and_the_newest_intact_one_is_used(tmp_path, caplog):
+    from scaleout.train.ray_backend import find_latest_checkpoint
+
+    storage = tmp_path / "ckpt"
+    fake_checkpoint(storage, {"x": 1}, epoch=2)
+    newest = storage / RUN_NAME / "checkpoint_2026-01-02_00-00-00.000000"
+    newest.mkdir()
+    (newest / STATE).write_text('{"epoch": 3, "identity": {"x": 1}, "hist')  # cut short by a dying worker
+    path, state = find_latest_checkpoint(str(storage))
+    assert state["epoch"] == 2 and path.endswith("checkpoint_2026-01-01_00-00-00.000000")
+    assert f"skipping the damaged checkpoint {newest}" in caplog.text

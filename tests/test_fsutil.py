@@ -1,0 +1,80 @@
+"""Writing whole or not at all, and never replacing a directory scaleout did not write."""
+
+import os
+
+import pytest
+
+from conftest import run_cli
+from scaleout.errors import ArtifactError
+from scaleout.fsutil import atomic_dir, tree_fingerprint
+
+MARKER = "manifest.json"
+
+
+def test_a_directory_of_someone_elses_files_is_refused_before_any_work(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "events.csv").write_text("user_id,item_id\n")
+    (final / "notes.txt").write_text("mine")
+    before = tree_fingerprint(final)
+    worked = []
+    with pytest.raises(ArtifactError, match=r"out: not written by scaleout \(no manifest.json; it holds events.csv, "
+                                            r"notes.txt\); refusing to replace it"):
+        with atomic_dir(final, MARKER) as tmp:
+            worked.append(tmp)
+    assert worked == [] and tree_fingerprint(final) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary leftovers
+
+
+def test_an_empty_directory_or_one_of_the_same_kind_is_replaced_and_force_replaces_anything(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    for content in ("first", "second"):  # empty first, then the one the first write left
+        with atomic_dir(final, MARKER) as tmp:
+            (tmp / MARKER).write_text(content)
+        assert (final / MARKER).read_text() == content
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ArtifactError, match="exists and is not a directory"):
+        with atomic_dir(tmp_path / "file", MARKER):
+            pass
+    (final / MARKER).unlink()
+    (final / "notes.txt").write_text("mine")
+    with atomic_dir(final, MARKER, force=True) as tmp:
+        (tmp / MARKER).write_text("forced")
+    assert sorted(p.name for p in final.iterdir()) == [MARKER]
+
+
+def test_prepare_out_keeps_a_users_folder_unless_forced(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "events.csv").write_text("user_id,item_id\nu1,i1\n")
+    args = ("prepare", "--out", folder, "--source", "synthetic", "--synthetic-interactions", 2000)
+    refused = run_cli(*args)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "mine: not written by scaleout (no manifest.json; it holds events.csv)" in refused.stderr
+    assert "--force" in refused.stderr and (folder / "events.csv").read_text() == "user_id,item_id\nu1,i1\n"
+    again = run_cli(*args, "--force")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (folder / "manifest.json").is_file() and not (folder / "events.csv").exists()
+    replaced = run_cli(*args)  # now it is a dataset scaleout wrote: replaced without --force
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+
+
+def test_one_writer_per_run_and_leftovers_of_killed_writers_are_removed(tmp_path):
+    from scaleout.rundir import RunDir, writing
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    with writing(run, "scaleout train"):
+        busy = run_cli("evaluate", "--run", run.root)
+        assert busy.returncode == 1 and "Traceback" not in busy.stderr
+        assert f"{run.root} is in use by pid {os.getpid()}" in busy.stderr and "(scaleout train, started " in busy.stderr
+    # What `kill -9` in the middle of a stage leaves: temporary directories and files beside the outputs.
+    (run.root / ".model.tmp-0badc0de").mkdir()
+    (run.root / "metrics").mkdir()
+    (run.root / "metrics" / ".train.json.tmp-0badc0de").write_text("{")
+    (run.root / ".embeddings.partial").mkdir()  # resumable: kept
+    after = run_cli("evaluate", "--run", run.root)
+    assert after.returncode == 1 and "not a prepared dataset" in after.stderr  # the lock was free: it ran
+    assert "removing what an interrupted command left" in after.stderr and ".model.tmp-0badc0de" in after.stderr
+    assert sorted(p.name for p in run.root.rglob("*")) == [".embeddings.partial", "metrics"]

@@ -1,0 +1,41 @@
+"""`scaleout train` end to end on small data: a diverging run saves nothing; a model is bound to its data."""
+
+import pytest
+
+from conftest import run_cli
+
+SMALL = ("--source", "synthetic", "--synthetic-users", 200, "--synthetic-items", 100, "--synthetic-interactions", 3000)
+
+
+def test_a_loss_that_becomes_nan_stops_training_and_saves_no_model(tmp_path):
+    run = tmp_path / "run"
+    prepared = run_cli("prepare", "--run", run, *SMALL)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    result = run_cli("train", "--run", run, "--optimizer", "sgd", "--learning-rate", "1e30", "--epochs", 2,
+                     "--batch-size", 256)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "training diverged: the loss was nan at step" in result.stderr and "no model was saved" in result.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["data"]  # no model, no metrics, no temporary leftovers
+
+
+@pytest.fixture(scope="module")
+def reprepared(tmp_path_factory):
+    """A small run trained, then its data prepared again with another split seed."""
+    run = tmp_path_factory.mktemp("bound") / "run"
+    for args in (("prepare", "--run", run, *SMALL), ("train", "--run", run, "--epochs", 1, "--batch-size", 256),
+                 ("index", "--run", run, "--indexes", "brute_force", "--no-eval"),
+                 ("prepare", "--run", run, *SMALL, "--seed", 7)):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr[-2000:]
+    return run
+
+
+@pytest.mark.parametrize("command", [
+    ("evaluate",), ("quality", "--baselines"), ("index", "--indexes", "brute_force"),
+    ("recommend", "--user", "u1"), ("export", "--kind", "brute_force"),
+])
+def test_every_stage_refuses_a_model_trained_on_data_prepared_again(reprepared, command):
+    result = run_cli(command[0], "--run", reprepared, *command[1:])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{reprepared / 'model'} was trained on other data than {reprepared / 'data'} holds now" in result.stderr
+    assert "the data was prepared again after training" in result.stderr
