@@ -1,4 +1,4 @@
-"""Writing outputs whole or not at all: temporary path, then rename."""
+"""Writing outputs whole or not at all (temporary path, then rename), and checksums remembered per file state."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -102,11 +103,67 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """sha256 of the file at ``path``, remembered per file state (see ``ChecksumCache``): a file unchanged since
+    it was last hashed is not read again."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    found = _CACHE.get(key)
+    if found is not None:
+        return found
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(block):
             h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    _CACHE.put(key, digest)
+    return digest
+
+
+class ChecksumCache:
+    """sha256 per file state (absolute path, size, mtime in ns, inode), in a SQLite file shared by the processes
+    of this machine: ``$SCALEOUT_CACHE_DIR/checksums.sqlite`` (default ``~/.cache/scaleout``). A file written
+    again gets a new mtime and inode, so its old entry no longer matches. Where the cache cannot be opened
+    (a read-only home), files are hashed every time."""
+
+    def __init__(self):
+        self._db = None
+
+    def _open(self):
+        if self._db is None:
+            root = Path(os.environ.get("SCALEOUT_CACHE_DIR", Path.home() / ".cache" / "scaleout"))
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(root / "checksums.sqlite", timeout=30, isolation_level=None)
+                db.execute("CREATE TABLE IF NOT EXISTS sha256 (path TEXT, size INTEGER, mtime_ns INTEGER, "
+                           "inode INTEGER, digest TEXT, PRIMARY KEY (path, size, mtime_ns, inode))")
+                self._db = db
+            except (OSError, sqlite3.Error):
+                self._db = False
+        return self._db
+
+    def get(self, key):
+        db = self._open()
+        if not db:
+            return None
+        try:
+            row = db.execute("SELECT digest FROM sha256 WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
+                             key).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+    def put(self, key, digest):
+        db = self._open()
+        if db:
+            try:
+                db.execute("DELETE FROM sha256 WHERE path=?", key[:1])
+                db.execute("INSERT OR REPLACE INTO sha256 VALUES (?, ?, ?, ?, ?)", (*key, digest))
+            except sqlite3.Error:
+                pass
+
+
+_CACHE = ChecksumCache()
 
 
 def tree_fingerprint(root: str | Path) -> str:

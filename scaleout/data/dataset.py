@@ -17,16 +17,21 @@ FORMAT = "scaleout-dataset/1"
 
 
 class Dataset:
-    def __init__(self, path: str | Path):
+    """A prepared dataset; opening it checks every file against the manifest's checksums (``verify``)."""
+
+    def __init__(self, path: str | Path, verify: bool = True):
         self.path = Path(path)
         self.manifest = read_manifest(self.path / MANIFEST, FORMAT, f"{self.path}: not a prepared dataset "
                                       f"(no {MANIFEST}); run `scaleout prepare` first")
         missing = [name for name in self.manifest["files"] if not (self.path / name).is_file()]
         if missing:
             raise ArtifactError(f"{self.path}: files listed in {MANIFEST} are missing: {missing[:5]}")
+        if verify:
+            self.verify()
 
     def verify(self) -> None:
-        """Recomputes every file's checksum; ArtifactError names the first that differs."""
+        """Checks every file's checksum (hashed once per file state: see scaleout.fsutil.sha256); ArtifactError
+        names the first that differs."""
         for name, entry in self.manifest["files"].items():
             if sha256(self.path / name) != entry["sha256"]:
                 raise ArtifactError(f"{self.path / name}: checksum differs from {MANIFEST}; the file changed "

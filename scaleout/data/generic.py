@@ -112,6 +112,10 @@ class GenericInteractions:
                 names = [c.strip().strip('"') for c in header.decode("utf-8-sig").rstrip("\r\n").split(",")]
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}, line 1: the header is not valid UTF-8") from exc
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            where = f"{path}, line 1" if path.suffix.lower() == ".csv" else str(path)
+            raise DataError(f"{where}: column {repeated[0]!r} appears twice in the header; expected each column once")
         missing = [c for c in REQUIRED if c not in names]
         if missing:
             raise DataError(f"{path}: missing column(s) {missing}; found {names}, expected {list(REQUIRED)} "

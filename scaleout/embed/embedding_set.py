@@ -24,10 +24,15 @@ class EmbeddingSet:
         self.path = Path(path)
         self.meta = read_manifest(self.path / EMBEDDINGS_JSON, FORMAT, f"{self.path}: no candidate embeddings "
                                   f"here (no {EMBEDDINGS_JSON}); run `scaleout index` first")
+        missing = [key for key in ("parts", "dim", "candidates", "fingerprint") if key not in self.meta]
+        if missing:
+            raise ArtifactError(f"{self.path / EMBEDDINGS_JSON}: no {', '.join(map(repr, missing))}; it is damaged: "
+                                "run `scaleout index` again")
         for e in self.meta["parts"]:
             f = self.path / e["name"]
             if not f.is_file() or f.stat().st_size != e["bytes"]:
                 raise ArtifactError(f"{f}: missing or truncated ({EMBEDDINGS_JSON} says {e['bytes']} bytes)")
+        self.verify()
 
     @property
     def fingerprint(self) -> str:
@@ -41,7 +46,7 @@ class EmbeddingSet:
         return self.meta["candidates"]
 
     def verify(self) -> None:
-        """Recomputes each part's sha256; ArtifactError names the first that differs."""
+        """Checks each part's sha256 (hashed once per file state); ArtifactError names the first that differs."""
         for e in self.meta["parts"]:
             if sha256(self.path / e["name"]) != e["sha256"]:
                 raise ArtifactError(f"{self.path / e['name']}: checksum differs from {EMBEDDINGS_JSON}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleout.errors import ArtifactError, ScaleoutError
+from scaleout.fsutil import checksums, sha256, write_json
 
 INDEX_JSON = "index.json"
 
@@ -79,10 +80,22 @@ class Index(abc.ABC):
 
 
 def read_meta(directory: Path, kind: str | None) -> dict:
+    """index.json of a saved index of ``kind`` (None: any), after checking the files it lists against their
+    checksums (indexes saved before checksums were recorded list none)."""
     try:
         meta = json.loads((directory / INDEX_JSON).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{directory}: not a saved index ({INDEX_JSON}: {exc})") from exc
     if kind is not None and meta.get("kind") != kind:
         raise ArtifactError(f"{directory}: holds a {meta.get('kind')!r} index; expected {kind!r}")
+    for name, entry in meta.get("files", {}).items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
+            raise ArtifactError(f"{directory}: corrupt or truncated index: {name} differs from its checksum in "
+                                f"{INDEX_JSON}; rebuild it with `scaleout index`")
     return meta
+
+
+def write_meta(directory: Path, meta: dict) -> None:
+    """index.json, written last: the index's settings and the checksum of every other file of ``directory``."""
+    write_json(directory / INDEX_JSON, {**meta, "files": checksums(directory)})

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from scaleout.errors import ArtifactError
-from scaleout.fsutil import atomic_dir, write_json
-from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta
+from scaleout.fsutil import atomic_dir
+from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta, write_meta
 from scaleout.names import BRUTE_FORCE
 
 
@@ -53,8 +53,8 @@ class BruteForce(Index):
         with atomic_dir(directory, INDEX_JSON) as tmp:
             np.save(tmp / "embeddings.npy", self.embeddings)
             np.save(tmp / "ids.npy", self.ids)
-            write_json(tmp / INDEX_JSON, {"kind": self.kind, "candidates": len(self.ids),
-                                          "dim": int(self.embeddings.shape[1]), "source": source or {}})
+            write_meta(tmp, {"kind": self.kind, "candidates": len(self.ids), "dim": int(self.embeddings.shape[1]),
+                             "source": source or {}})
 
     @classmethod
     def load(cls, directory):

@@ -11,8 +11,8 @@ import numpy as np
 
 from scaleout.config import IndexConfig, from_dict
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
-from scaleout.fsutil import atomic_dir, write_json
-from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta
+from scaleout.fsutil import atomic_dir
+from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta, write_meta
 from scaleout.names import SCANN
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,9 @@ class Scann(Index):
             # Relative asset paths: the directory is renamed into place after writing.
             self.searcher.serialize(str(tmp / "scann"), relative_path=True)
             np.save(tmp / "ids.npy", self.ids)
-            write_json(tmp / INDEX_JSON, {"kind": self.kind, "mode": self.mode, "candidates": len(self.ids),
-                                          "dim": int(self.dim), "num_leaves": self.num_leaves,
-                                          "config": dataclasses.asdict(self.cfg), "source": source or {}})
+            write_meta(tmp, {"kind": self.kind, "mode": self.mode, "candidates": len(self.ids), "dim": int(self.dim),
+                             "num_leaves": self.num_leaves, "config": dataclasses.asdict(self.cfg),
+                             "source": source or {}})
 
     @classmethod
     def load(cls, directory):

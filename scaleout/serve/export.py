@@ -163,7 +163,7 @@ def load_saved_model(directory: str | Path):
             missing = exc
     try:
         return tf.saved_model.load(str(Path(directory) / "saved_model")).signatures["serving_default"]
-    except (tf.errors.NotFoundError, RuntimeError) as exc:  # the error's type depends on where loading fails
+    except (tf.errors.NotFoundError, RuntimeError, OSError) as exc:  # the type depends on where loading fails
         if "Op type not registered" in str(exc) and "Scann" in str(exc):
             why = f"ScaNN is not importable here ({missing})" if missing else "ScaNN's ops are not registered"
             raise ScannOpsMissing(f"{directory}: this SavedModel holds ScaNN ops but {why}; {SCANN_FIX}") from exc

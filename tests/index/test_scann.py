@@ -1,5 +1,7 @@
 """The ScaNN index against exact NumPy answers, in each of its modes, and its save/load round trip."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -62,6 +64,12 @@ def test_round_trip_and_damaged_directories(tmp_path):
     for a, b in zip(index.search(queries, 10, leaves_to_search=5), again.search(queries, 10, leaves_to_search=5)):
         np.testing.assert_array_equal(a, b)
     (tmp_path / "scann" / "scann" / "scann_config.pb").write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError, match="corrupt or truncated index: scann/scann_config.pb differs from its "
+                                            "checksum in index.json"):
+        Scann.load(tmp_path / "scann")
+    meta = json.loads((tmp_path / "scann" / "index.json").read_text())
+    del meta["files"]  # as an index saved before checksums were recorded: ScaNN's own loading finds the damage
+    (tmp_path / "scann" / "index.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="corrupt or truncated ScaNN index"):
         Scann.load(tmp_path / "scann")
     with pytest.raises(ArtifactError, match="holds a 'scann' index; expected 'brute_force'"):

@@ -1,0 +1,113 @@
+"""`kill -9` in the middle of prepare, train, index and export: the previous outputs stay as they were, nothing
+half-written is trusted, and the next command cleans up (or resumes) and succeeds."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from scaleout.fsutil import tree_fingerprint
+
+pytestmark = pytest.mark.slow  # trains a model and kills four commands
+
+SMALL = ("--source", "synthetic", "--synthetic-users", 300, "--synthetic-items", 120, "--synthetic-interactions",
+         4000, "--train-shards", 2)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill") / "run"
+    for args in (("prepare", "--run", root, *SMALL), ("train", "--run", root, "--epochs", 1, "--batch-size", 512),
+                 ("index", "--run", root, "--indexes", "brute_force", "--export", "brute_force")):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def start(*args) -> subprocess.Popen:
+    command = Path(sys.executable).parent / "scaleout"
+    return subprocess.Popen([str(command), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def kill_when(process: subprocess.Popen, ready, what: str, timeout: float = 120.0) -> None:
+    """SIGKILL ``process`` as soon as ``ready()`` holds (polled every 5 ms); fails if it ended first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, f"the command ended before {what}: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def glob_any(directory: Path, pattern: str) -> bool:
+    return directory.is_dir() and any(directory.glob(pattern))
+
+
+def test_kill_prepare_keeps_the_previous_dataset(finished, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    before = tree_fingerprint(run / "data")
+    bigger = ("--source", "synthetic", "--synthetic-users", 30000, "--synthetic-items", 3000,
+              "--synthetic-interactions", 3_000_000)
+    kill_when(start("prepare", "--run", run, *bigger), lambda: glob_any(run, ".data.tmp-*"), "temporary dataset")
+    assert tree_fingerprint(run / "data") == before and glob_any(run, ".data.tmp-*")
+    evaluated = run_cli("evaluate", "--run", run)  # the old dataset, still whole, with the model trained on it
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "removing what an interrupted command left" in evaluated.stderr and not glob_any(run, ".data.tmp-*")
+
+
+def test_kill_train_keeps_the_previous_model(finished, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    before = tree_fingerprint(run / "model")
+    process = start("train", "--run", run, "--epochs", 200, "--batch-size", 64)
+    lines = []
+
+    def epoch_done():
+        lines.append(process.stderr.readline())
+        return "epoch 1/200" in lines[-1]
+    kill_when(process, epoch_done, "first epoch")
+    assert tree_fingerprint(run / "model") == before
+    recommended = run_cli("recommend", "--run", run, "--user", "1")
+    assert recommended.returncode == 0, recommended.stderr[-2000:]
+
+
+def test_kill_index_keeps_the_previous_embeddings_and_the_next_run_resumes(finished, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    before = {part: tree_fingerprint(run / part) for part in ("embeddings", "index")}
+    partial = run / ".embeddings.partial"
+    process = start("index", "--run", run, "--indexes", "brute_force", "--part-rows", 5, "--no-eval")
+    kill_when(process, lambda: (partial / "part-00002.json").is_file(), "third finished part")
+    assert {part: tree_fingerprint(run / part) for part in before} == before
+    resumed = run_cli("index", "--run", run, "--indexes", "brute_force", "--part-rows", 5, "--no-eval")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming: " in resumed.stderr and not partial.exists()
+    recommended = run_cli("recommend", "--run", run, "--user", "1")
+    assert recommended.returncode == 0, recommended.stderr[-2000:]
+    # The new embeddings are cut into other parts: the export made from the old ones is visibly stale.
+    verified = run_cli("verify", "--run", run)
+    assert verified.returncode == 1 and "export/brute_force was built from other embeddings" in verified.stderr
+
+
+def test_kill_export_keeps_the_previous_export(finished, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    before = tree_fingerprint(run / "export" / "brute_force")
+    process = start("export", "--run", run, "--kind", "brute_force", "--exclude-seen")
+    kill_when(process, lambda: glob_any(run / "export", ".brute_force.tmp-*"), "temporary export")
+    assert tree_fingerprint(run / "export" / "brute_force") == before
+    served = run_cli("recommend", "--saved-model", run / "export" / "brute_force", "--user", "1")
+    assert served.returncode == 0, served.stderr[-2000:]
+    again = run_cli("export", "--run", run, "--kind", "brute_force")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "removing what an interrupted command left" in again.stderr
+    assert not glob_any(run / "export", ".brute_force.tmp-*")
