@@ -68,12 +68,20 @@ def load(run: RunDir) -> dict:
 
 
 def record(run: RunDir, name: str, inputs: tuple[str, ...] = (), fp: str | None = None, **info) -> str:
-    """Records artifact ``name`` (fingerprinted now unless ``fp``) and the current fingerprints of ``inputs``."""
+    """Records artifact ``name`` (fingerprinted now unless ``fp``), linked to the fingerprints ``inputs`` have now.
+
+    The stage recording ``name`` has checked that it was built from its inputs
+    as they are now (towers against their data, embeddings against their
+    tower, an index against its embeddings), so a link is never recorded to an
+    input's old state: an input whose entry is out of date is recorded again,
+    and whatever was built on its old state shows as stale in ``verify_run``.
+    """
     manifest = load(run)
     entries = manifest["artifacts"]
     for dep in inputs:
-        if dep not in entries:
-            entries[dep] = {"fingerprint": fingerprint(run, dep), "inputs": {}, "recorded": utc_now()}
+        now = fingerprint(run, dep)
+        if entries.get(dep, {}).get("fingerprint") != now:
+            entries[dep] = {"inputs": {}, **entries.get(dep, {}), "fingerprint": now, "recorded": utc_now()}
     fp = fp or fingerprint(run, name)
     entries[name] = {"fingerprint": fp, "inputs": {dep: entries[dep]["fingerprint"] for dep in inputs},
                      "recorded": utc_now(), **info}

@@ -39,3 +39,9 @@ def test_every_stage_refuses_a_model_trained_on_data_prepared_again(reprepared, 
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{reprepared / 'model'} was trained on other data than {reprepared / 'data'} holds now" in result.stderr
     assert "the data was prepared again after training" in result.stderr
+
+
+def test_verify_shows_what_was_built_on_the_data_prepared_before(reprepared):
+    result = run_cli("verify", "--run", reprepared)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "vocabularies: its files changed since it was recorded" in result.stderr
