@@ -150,6 +150,17 @@ def test_impossible_settings_fail_before_training(cluster, tmp_path):
     assert unreachable.returncode == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in unreachable.stderr
 
 
+def test_a_diverging_run_on_two_workers_stops_once_with_one_line_and_saves_nothing(cluster, tmp_path):
+    root = small_run(tmp_path)
+    result = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address, "--epochs", 3,
+                     "--optimizer", "sgd", "--learning-rate", "1e30", *SMALL, env=cluster.env)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("scaleout train: error:")]
+    assert len(errors) == 1 and "training diverged: the loss was nan at step" in errors[0]
+    assert "resuming from the checkpoint" not in result.stderr  # not restarted into the same divergence
+    assert not (root / "model").exists()
+
+
 FRESH_QUERY = """
 import sys, json
 import scann  # registers ScaNN's ops for the ScaNN export; TensorFlow alone serves the BruteForce one

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import MANIFEST, Dataset
-from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingDiverged
 from scaleout.fsutil import sha256, write_json
 from scaleout.rundir import RunDir
 from scaleout.tfenv import RUNTIME_ENV_VARS
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 RUN_NAME = "train"
 STATE = "state.json"
 WEIGHTS = "weights"
+DIVERGED = "diverged.txt"  # written by rank 0 when the loss became NaN or infinite
 
 
 # -- shared by driver and workers ------------------------------------------------
@@ -153,10 +154,19 @@ def train_func(config: dict) -> None:
         return
     log.info("%d workers, %d steps of %d rows per worker per epoch, shards %s", world, steps, local_batch,
              [f.name for f in assignment[rank]])
-    model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,
-              initial_epoch=start_epoch, steps_per_epoch=steps, verbose=0,
-              callbacks=[CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs, model_cfg.train_metrics,
-                                            workers=world, quiet=rank != 0, history=history)])
+    try:
+        model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,
+                  initial_epoch=start_epoch, steps_per_epoch=steps, verbose=0,
+                  callbacks=[CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs, model_cfg.train_metrics,
+                                                workers=world, quiet=rank != 0, history=history)])
+    except TrainingDiverged as exc:
+        # Every worker sees the same global loss and stops at the same step. Ending normally, rather than
+        # raising, keeps Ray Train from restarting the group from the last checkpoint into the same
+        # divergence; the driver reads why from storage.
+        if rank == 0:
+            fs, base = _filesystem(config["storage"])
+            with fs.open_output_stream(f"{base}/{RUN_NAME}/{DIVERGED}") as f:
+                f.write(str(exc).encode())
 
 
 # -- the driver ---------------------------------------------------------------------
@@ -270,10 +280,17 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
                              worker_runtime_env={"env_vars": RUNTIME_ENV_VARS}),
     )
     log.info("training on %d Ray workers, checkpoints in %s/%s", train_cfg.workers, storage, RUN_NAME)
+    fs, base = _filesystem(storage)
+    diverged = f"{base}/{RUN_NAME}/{DIVERGED}"
+    if fs.get_file_info(diverged).type == pafs.FileType.File:
+        fs.delete_file(diverged)  # an earlier attempt's
     try:
         trainer.fit()
     except Exception as exc:  # Ray raises its own error types for a failed run
         raise ScaleoutError(f"Ray training failed: {exc}") from exc
+    if fs.get_file_info(diverged).type == pafs.FileType.File:
+        with fs.open_input_stream(diverged) as f:
+            raise TrainingDiverged(f.read().decode())
     found = find_latest_checkpoint(storage)
     if found is None or found[1]["epoch"] < train_cfg.epochs:
         raise ArtifactError(f"the Ray run finished without a checkpoint of epoch {train_cfg.epochs} under "
