@@ -14,7 +14,7 @@ from scaleout.config import DataConfig
 REPO = Path(__file__).resolve().parents[1]
 
 # Fixtures that run the main job or start a Ray cluster: every test that asks for one is slow.
-SLOW_FIXTURES = {"pipeline_run", "tree_run", "imported_run", "cluster"}
+SLOW_FIXTURES = {"pipeline_run", "tree_run", "imported_run", "cluster", "small_finished_run"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -78,3 +78,19 @@ def imported_run(tree_run, tmp_path):
 
     ids, vectors, _ = EmbeddingSet(root / "embeddings").load()
     return root, ids, vectors
+
+
+# A small synthetic run, fast to train: for tests that damage, kill or race its stages.
+SMALL_RUN = ("--source", "synthetic", "--synthetic-users", 300, "--synthetic-items", 120, "--synthetic-interactions",
+             4000, "--train-shards", 2)
+
+
+@pytest.fixture(scope="session")
+def small_finished_run(tmp_path_factory):
+    """A small run with every stage done: data, model, embeddings, both indexes (ScaNN hashed), both exports."""
+    root = tmp_path_factory.mktemp("small-finished") / "run"
+    for args in (("prepare", "--run", root, *SMALL_RUN), ("train", "--run", root, "--epochs", 1, "--batch-size", 512),
+                 ("index", "--run", root, "--scann-mode", "ah", "--export", "brute_force", "scann")):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root

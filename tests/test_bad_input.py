@@ -14,24 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import movielens_100k, run_cli
+from conftest import SMALL_RUN, movielens_100k, run_cli
 from scaleout.fsutil import tree_fingerprint
-
-pytestmark = pytest.mark.slow  # some fifty commands, each in a fresh process
-
-SMALL = ("--source", "synthetic", "--synthetic-users", 300, "--synthetic-items", 120, "--synthetic-interactions",
-         4000, "--train-shards", 2)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A small run with every stage done: data, model, embeddings, both indexes, both exports."""
-    root = tmp_path_factory.mktemp("finished") / "run"
-    for args in (("prepare", "--run", root, *SMALL), ("train", "--run", root, "--epochs", 1, "--batch-size", 512),
-                 ("index", "--run", root, "--scann-mode", "ah", "--export", "brute_force", "scann")):
-        result = run_cli(*args)
-        assert result.returncode == 0, result.stderr[-3000:]
-    return root
 
 
 def truncate(path: Path) -> None:
@@ -169,7 +153,7 @@ CASES = [
      ("evaluate", "--run", "RUN"), 1, "model.json: unreadable"),
     ("query-tower-truncated", lambda run, inp: truncate(run / "model" / "query_tower" / "saved_model.pb"),
      ("recommend", "--run", "RUN", "--user", "1"), 1, "query_tower: cannot load the saved tower"),
-    ("data-prepared-again", lambda run, inp: run_cli("prepare", "--run", run, *SMALL, "--seed", 5),
+    ("data-prepared-again", lambda run, inp: run_cli("prepare", "--run", run, *SMALL_RUN, "--seed", 5),
      ("recommend", "--run", "RUN", "--user", "1"), 1, "was trained on other data than"),
     # embeddings, indexes, exports
     ("embeddings-json-without-parts", lambda run, inp: edit_json(run / "embeddings" / "embeddings.json",
@@ -201,9 +185,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, damage, command, status, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gives_one_line_and_changes_nothing(finished, tmp_path, name, damage, command, status, message):
+def test_bad_input_gives_one_line_and_changes_nothing(small_finished_run, tmp_path, name, damage, command, status,
+                                                     message):
     run, inp = tmp_path / "run", tmp_path / "in"
-    shutil.copytree(finished, run)
+    shutil.copytree(small_finished_run, run)
     inp.mkdir()
     if damage is not None:
         damage(run, inp)

@@ -8,25 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import run_cli
 from scaleout.fsutil import tree_fingerprint
-
-pytestmark = pytest.mark.slow  # trains a model and kills four commands
-
-SMALL = ("--source", "synthetic", "--synthetic-users", 300, "--synthetic-items", 120, "--synthetic-interactions",
-         4000, "--train-shards", 2)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill") / "run"
-    for args in (("prepare", "--run", root, *SMALL), ("train", "--run", root, "--epochs", 1, "--batch-size", 512),
-                 ("index", "--run", root, "--indexes", "brute_force", "--export", "brute_force")):
-        result = run_cli(*args)
-        assert result.returncode == 0, result.stderr[-3000:]
-    return root
 
 
 def start(*args) -> subprocess.Popen:
@@ -51,9 +34,9 @@ def glob_any(directory: Path, pattern: str) -> bool:
     return directory.is_dir() and any(directory.glob(pattern))
 
 
-def test_kill_prepare_keeps_the_previous_dataset(finished, tmp_path):
+def test_kill_prepare_keeps_the_previous_dataset(small_finished_run, tmp_path):
     run = tmp_path / "run"
-    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    subprocess.run(["cp", "-a", str(small_finished_run), str(run)], check=True)
     before = tree_fingerprint(run / "data")
     bigger = ("--source", "synthetic", "--synthetic-users", 30000, "--synthetic-items", 3000,
               "--synthetic-interactions", 3_000_000)
@@ -64,9 +47,9 @@ def test_kill_prepare_keeps_the_previous_dataset(finished, tmp_path):
     assert "removing what an interrupted command left" in evaluated.stderr and not glob_any(run, ".data.tmp-*")
 
 
-def test_kill_train_keeps_the_previous_model(finished, tmp_path):
+def test_kill_train_keeps_the_previous_model(small_finished_run, tmp_path):
     run = tmp_path / "run"
-    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    subprocess.run(["cp", "-a", str(small_finished_run), str(run)], check=True)
     before = tree_fingerprint(run / "model")
     process = start("train", "--run", run, "--epochs", 200, "--batch-size", 64)
     lines = []
@@ -80,9 +63,9 @@ def test_kill_train_keeps_the_previous_model(finished, tmp_path):
     assert recommended.returncode == 0, recommended.stderr[-2000:]
 
 
-def test_kill_index_keeps_the_previous_embeddings_and_the_next_run_resumes(finished, tmp_path):
+def test_kill_index_keeps_the_previous_embeddings_and_the_next_run_resumes(small_finished_run, tmp_path):
     run = tmp_path / "run"
-    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    subprocess.run(["cp", "-a", str(small_finished_run), str(run)], check=True)
     before = {part: tree_fingerprint(run / part) for part in ("embeddings", "index")}
     partial = run / ".embeddings.partial"
     process = start("index", "--run", run, "--indexes", "brute_force", "--part-rows", 5, "--no-eval")
@@ -93,14 +76,14 @@ def test_kill_index_keeps_the_previous_embeddings_and_the_next_run_resumes(finis
     assert "resuming: " in resumed.stderr and not partial.exists()
     recommended = run_cli("recommend", "--run", run, "--user", "1")
     assert recommended.returncode == 0, recommended.stderr[-2000:]
-    # The new embeddings are cut into other parts: the export made from the old ones is visibly stale.
+    # The new embeddings are cut into other parts: what was built from the old ones is visibly stale.
     verified = run_cli("verify", "--run", run)
-    assert verified.returncode == 1 and "export/brute_force was built from other embeddings" in verified.stderr
+    assert verified.returncode == 1 and "was built from other embeddings" in verified.stderr
 
 
-def test_kill_export_keeps_the_previous_export(finished, tmp_path):
+def test_kill_export_keeps_the_previous_export(small_finished_run, tmp_path):
     run = tmp_path / "run"
-    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    subprocess.run(["cp", "-a", str(small_finished_run), str(run)], check=True)
     before = tree_fingerprint(run / "export" / "brute_force")
     process = start("export", "--run", run, "--kind", "brute_force", "--exclude-seen")
     kill_when(process, lambda: glob_any(run / "export", ".brute_force.tmp-*"), "temporary export")
