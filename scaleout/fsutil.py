@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -128,13 +129,15 @@ class ChecksumCache:
 
     def __init__(self):
         self._db = None
+        self._lock = threading.Lock()  # one connection, used from any thread (Ray actors call from several)
 
     def _open(self):
         if self._db is None:
             root = Path(os.environ.get("SCALEOUT_CACHE_DIR", Path.home() / ".cache" / "scaleout"))
             try:
                 root.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(root / "checksums.sqlite", timeout=30, isolation_level=None)
+                db = sqlite3.connect(root / "checksums.sqlite", timeout=30, isolation_level=None,
+                                     check_same_thread=False)
                 db.execute("CREATE TABLE IF NOT EXISTS sha256 (path TEXT, size INTEGER, mtime_ns INTEGER, "
                            "inode INTEGER, digest TEXT, PRIMARY KEY (path, size, mtime_ns, inode))")
                 self._db = db
@@ -143,24 +146,27 @@ class ChecksumCache:
         return self._db
 
     def get(self, key):
-        db = self._open()
-        if not db:
-            return None
-        try:
-            row = db.execute("SELECT digest FROM sha256 WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
-                             key).fetchone()
-        except sqlite3.Error:
-            return None
+        with self._lock:
+            db = self._open()
+            if not db:
+                return None
+            try:
+                row = db.execute("SELECT digest FROM sha256 WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
+                                 key).fetchone()
+            except sqlite3.Error:
+                return None
         return row[0] if row else None
 
     def put(self, key, digest):
-        db = self._open()
-        if db:
+        with self._lock:
+            db = self._open()
+            if not db:
+                return
             try:
                 db.execute("DELETE FROM sha256 WHERE path=?", key[:1])
                 db.execute("INSERT OR REPLACE INTO sha256 VALUES (?, ?, ?, ?, ?)", (*key, digest))
             except sqlite3.Error:
-                pass
+                pass  # a busy or read-only cache: the file is hashed again next time
 
 
 _CACHE = ChecksumCache()
