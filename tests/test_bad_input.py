@@ -123,6 +123,8 @@ CASES = [
      "u.data, line 7: expected 4 fields separated by '\\t', found 3"),
     ("movielens-missing", None, ("prepare", "--run", "RUN", "--source", "movielens", "--path", "IN/nowhere"), 1,
      "nowhere: no such file or directory"),
+    ("run-under-a-file", lambda run, inp: (inp / "file").write_text("not a directory"),
+     ("prepare", "--run", "IN/file/run", "--source", "synthetic"), 1, "Not a directory"),
     # settings
     ("test-fraction", None, ("prepare", "--run", "RUN", "--source", "synthetic", "--test-fraction", "1.5"), 1,
      "test_fraction must be in (0, 1), got 1.5"),
