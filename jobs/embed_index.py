@@ -31,7 +31,7 @@ def main() -> int:
         connect_ray(args.address)
         with writing(RunDir(args.run), "jobs/embed_index.py") as run:
             summary = index_job(run, cfg)
-    except ScaleoutError as exc:
+    except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"jobs/embed_index.py: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, sort_keys=True))

@@ -28,7 +28,7 @@ def main() -> int:
         connect_ray(args.address)
         with writing(RunDir(args.run), "jobs/train.py") as run:
             metrics = train_run(run, model_cfg, train_cfg)
-    except ScaleoutError as exc:
+    except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"jobs/train.py: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(metrics, indent=2, sort_keys=True))
