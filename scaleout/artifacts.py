@@ -49,9 +49,7 @@ def fingerprint(run: RunDir, name: str) -> str:
     if name in ("query_tower", "candidate_tower"):
         return tree_fingerprint(run.model / name)
     if name == "embeddings":
-        emb = EmbeddingSet(run.embeddings)
-        emb.verify()
-        return emb.fingerprint
+        return EmbeddingSet(run.embeddings).fingerprint  # opening it checks every part's checksum
     kind, _, sub = name.partition("/")
     if kind in ("index", "export") and sub:
         path = run.index(sub) if kind == "index" else run.export(sub)

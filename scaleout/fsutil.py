@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from scaleout.errors import ArtifactError
+
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, marker: str, force: bool = False) -> Iterator[Path]:
@@ -44,8 +46,6 @@ def check_replaceable(final: str | Path, marker: str, force: bool = False) -> No
 
     A directory of someone else's files is never removed unless ``force``.
     """
-    from scaleout.errors import ArtifactError
-
     final = Path(final)
     if force or not final.exists():
         return
@@ -69,7 +69,10 @@ def replace_dir(complete: Path, final: Path, marker: str, force: bool = False) -
         os.rename(final, old)
     os.rename(complete, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # a file replaced with --force
+            old.unlink()
 
 
 def utc_now() -> str:
@@ -79,8 +82,6 @@ def utc_now() -> str:
 
 def read_manifest(path: Path, fmt: str, missing: str) -> dict:
     """The JSON manifest at ``path``, of format ``fmt``; ArtifactError with ``missing`` when there is none."""
-    from scaleout.errors import ArtifactError
-
     if not path.is_file():
         raise ArtifactError(missing)
     try:

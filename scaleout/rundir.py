@@ -141,4 +141,7 @@ def _remove_leftovers(root: Path) -> None:
         log.warning("removing what an interrupted command left in %s: %s", root,
                     ", ".join(str(p.relative_to(root)) for p in found))
     for p in found:
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
