@@ -1,9 +1,9 @@
 """Ray job: embed every candidate in parallel with Ray Data, build the indexes, evaluate through them, export.
 
-    ray job submit --working-dir . -- python jobs/embed_index.py --run /shared/runs/ml-100k --workers 2 \\
+    ray job submit --working-dir . -- python jobs/embed_index.py --run s3://BUCKET/runs/ml-100k --workers 2 \\
         --export brute_force scann
 
-RUN/model must exist (``scaleout train``) on storage every node can read. The
+RUN/model must exist (``scaleout train``); actors read it and the candidates from the store. The
 job writes RUN/embeddings, RUN/index/*, RUN/metrics/index_eval.json,
 RUN/export/* and RUN/artifacts.json as ``scaleout index --backend ray`` does.
 Started again after a failure, it keeps the embedding parts already written.
@@ -17,19 +17,19 @@ import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
 from scaleout.cli.options import index_args, index_job_config
 from scaleout.errors import ScaleoutError
 from scaleout.pipeline import connect_ray, index_job
-from scaleout.rundir import RunDir, writing
+from scaleout.rundir import opened
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="run directory holding model/ (absolute, shared by the nodes)")
+    parser.add_argument("--run", required=True, help="run directory holding model/: s3://BUCKET/PREFIX (or gs://) on a cluster, or a path every node mounts")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: the job's cluster)")
     index_args(parser)
     args = parser.parse_args()
     try:
         cfg = index_job_config(args, "ray")
         connect_ray(args.address)
-        with writing(RunDir(args.run), "jobs/embed_index.py") as run:
+        with opened(args.run, "jobs/embed_index.py") as run:
             summary = index_job(run, cfg)
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"jobs/embed_index.py: error: {exc}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Ray job: train the two-tower model with Ray Train on the cluster the job runs on.
 
-    ray job submit --working-dir . -- python jobs/train.py --run /shared/runs/ml-100k --workers 2
+    ray job submit --working-dir . -- python jobs/train.py --run s3://BUCKET/runs/ml-100k --workers 2
 
-RUN/data must exist (``scaleout prepare``) on storage every node can read; the
+RUN/data must exist (``scaleout prepare --run s3://...``); workers fetch their shards from the store. The
 job writes RUN/model and RUN/metrics as ``scaleout train --backend ray`` does.
 """
 
@@ -14,19 +14,19 @@ import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
 from scaleout.cli.options import add_train_args, configs_from_args
 from scaleout.errors import ScaleoutError
 from scaleout.pipeline import connect_ray
-from scaleout.rundir import RunDir, writing
+from scaleout.rundir import opened
 from scaleout.train.run import train_run
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="run directory holding data/ (absolute, shared by the nodes)")
+    parser.add_argument("--run", required=True, help="run directory holding data/: s3://BUCKET/PREFIX (or gs://) on a cluster, or a path every node mounts")
     add_train_args(parser, backend=False)
     args = parser.parse_args()
     try:
         model_cfg, train_cfg = configs_from_args(args, backend="ray")
         connect_ray(args.address)
-        with writing(RunDir(args.run), "jobs/train.py") as run:
+        with opened(args.run, "jobs/train.py") as run:
             metrics = train_run(run, model_cfg, train_cfg)
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"jobs/train.py: error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from scaleout.data.prepare import prepare
 from scaleout.errors import ScaleoutError
 from scaleout.names import INDEX_KINDS, USER_ID
 from scaleout.rundir import RunDir
+from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ def connect_ray(address: str | None) -> None:
     if target and target != "auto":
         _check_reachable(target)
     try:
-        ray.init(address=address, runtime_env={"env_vars": RUNTIME_ENV_VARS}, log_to_driver=True)
+        ray.init(address=address, runtime_env={"env_vars": {**RUNTIME_ENV_VARS, **forwarded_env()}},
+                 log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ScaleoutError(f"cannot connect to the Ray cluster at {address or 'the default address'}: {exc}") from exc
 
@@ -87,10 +89,13 @@ def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
 
     start = time.monotonic()
     dataset = prepare(cfg.data, run.data)
+    run.sync()  # each stage committed as it ends (a remote run): a later failure keeps it
     metrics = train_run(run, cfg.model, cfg.train)
+    run.sync()
     embed_cfg = EmbedConfig(backend=cfg.train.backend, workers=cfg.train.workers,
                             cpus_per_worker=cfg.train.cpus_per_worker)
     indexed = index_run(run, IndexJobConfig(embed=embed_cfg, index=cfg.index))
+    run.sync()
     through = evaluate_through_indexes(run)
     catalogue = Catalogue(run)
     exports = {kind: str(export_retrieval(catalogue, kind, run.export(kind), cfg.export_k, cfg.exclude_seen))
@@ -100,7 +105,7 @@ def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
     log.info("quality on the test split (%s; written to %s):\n%s", quality_sentence(quality), run.quality_metrics,
              format_report(quality))
     summary = {
-        "run": str(run.root),
+        "run": run.location,
         "counts": dataset.counts,
         "metrics": metrics,
         "index": dict(indexed["indexes"]),

@@ -14,7 +14,7 @@ from scaleout.config import DataConfig
 REPO = Path(__file__).resolve().parents[1]
 
 # Fixtures that run the main job or start a Ray cluster: every test that asks for one is slow.
-SLOW_FIXTURES = {"pipeline_run", "tree_run", "imported_run", "cluster", "small_finished_run"}
+SLOW_FIXTURES = {"pipeline_run", "tree_run", "imported_run", "cluster", "small_finished_run", "two_nodes"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,6 +9,7 @@ that need it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,12 +23,16 @@ from scaleout.config import BACKENDS, TrainConfig
 from scaleout.errors import ScaleoutError
 from scaleout.names import BRUTE_FORCE, INDEX_KINDS
 from scaleout.pipeline import connect_ray
-from scaleout.rundir import RunDir, writing
+from scaleout.rundir import opened
+from scaleout.storage import is_remote, join, local_inputs, staged_output
 from scaleout.train.presets import describe as describe_preset
 
 log = logging.getLogger("scaleout")
 # The commands that write into RUN: one at a time per run directory (see scaleout.rundir.writing).
 WRITERS = ("prepare", "train", "evaluate", "index", "export", "pipeline", "quality")
+# Inputs that may be s3:// or gs:// URIs but are read through libraries that need local files (the source
+# files of `--path`, a SavedModel): copied from the store into a temporary directory for the command.
+LOCAL_INPUTS = ("path", "saved_model")
 
 
 def _print_recommendation(rec) -> None:
@@ -39,7 +44,12 @@ def _print_recommendation(rec) -> None:
 def cmd_prepare(a) -> None:
     from scaleout.data.prepare import prepare
 
-    ds = prepare(data_config(a), a.out or RunDir(a.run).data, force=a.force)
+    if a.out and is_remote(a.out):
+        with staged_output(a.out, "scaleout prepare", force=a.force) as out:
+            ds = prepare(data_config(a), out, force=True)
+        print(json.dumps({"dataset": a.out, **ds.counts}))
+        return
+    ds = prepare(data_config(a), a.out or a.rundir.data, force=a.force)
     print(json.dumps({"dataset": str(ds.path), **ds.counts}))
 
 
@@ -50,7 +60,7 @@ def cmd_train(a) -> None:
     log.info("preset %s: %s", a.preset, describe_preset(a.preset))
     if train_cfg.backend == "ray":
         connect_ray(a.address)
-    metrics = train_run(RunDir(a.run), model_cfg, train_cfg)
+    metrics = train_run(a.rundir, model_cfg, train_cfg)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
@@ -58,11 +68,11 @@ def cmd_evaluate(a) -> None:
     if a.indexes:
         from scaleout.evaluate.through_index import evaluate_through_indexes
 
-        print(json.dumps(evaluate_through_indexes(RunDir(a.run), tuple(a.indexes)), indent=2, sort_keys=True))
+        print(json.dumps(evaluate_through_indexes(a.rundir, tuple(a.indexes)), indent=2, sort_keys=True))
         return
     from scaleout.train.run import evaluate_run
 
-    metrics = evaluate_run(RunDir(a.run), TrainConfig(eval_batch_size=a.eval_batch_size))
+    metrics = evaluate_run(a.rundir, TrainConfig(eval_batch_size=a.eval_batch_size))
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
@@ -88,16 +98,21 @@ def cmd_recommend(a) -> None:
 def _catalogue(a):
     from scaleout.serve.catalogue import Catalogue
 
-    return Catalogue(RunDir(a.run))
+    return Catalogue(a.rundir)
 
 
 def cmd_export(a) -> None:
     from scaleout.serve.export import export_retrieval
 
     catalogue = _catalogue(a)
-    run = RunDir(a.run)
     for kind in a.kind:
-        out = (Path(a.out) / kind if len(a.kind) > 1 else Path(a.out)) if a.out else run.export(kind)
+        if a.out and is_remote(a.out):
+            uri = join(a.out, kind) if len(a.kind) > 1 else a.out
+            with staged_output(uri, "scaleout export", force=a.force) as out:
+                export_retrieval(catalogue, kind, out, a.k, exclude_seen=a.exclude_seen, force=True)
+            print(uri)
+            continue
+        out = (Path(a.out) / kind if len(a.kind) > 1 else Path(a.out)) if a.out else a.rundir.export(kind)
         print(export_retrieval(catalogue, kind, out, a.k, exclude_seen=a.exclude_seen, force=a.force))
 
 
@@ -107,13 +122,13 @@ def cmd_index(a) -> None:
     cfg = index_job_config(a, a.backend)
     if cfg.embed.backend == "ray":
         connect_ray(a.address)
-    print(json.dumps(index_job(RunDir(a.run), cfg), indent=2, sort_keys=True))
+    print(json.dumps(index_job(a.rundir, cfg), indent=2, sort_keys=True))
 
 
 def cmd_verify(a) -> None:
     from scaleout.artifacts import verify_run
 
-    for line in verify_run(RunDir(a.run)):
+    for line in verify_run(a.rundir):
         print(line)
 
 
@@ -124,14 +139,14 @@ def cmd_pipeline(a) -> None:
     log.info("preset %s: %s", a.preset, describe_preset(a.preset))
     if cfg.train.backend == "ray":
         connect_ray(a.address)
-    summary = run_pipeline(RunDir(a.run), cfg)
+    summary = run_pipeline(a.rundir, cfg)
     print(json.dumps(summary, indent=2, sort_keys=True))
 
 
 def cmd_quality(a) -> None:
     from scaleout.evaluate.quality import format_report, quality_report
 
-    report = quality_report(RunDir(a.run), tuple(a.baselines))
+    report = quality_report(a.rundir, tuple(a.baselines))
     print(format_report(report))
 
 
@@ -257,10 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
-        if args.command in WRITERS and args.run:
-            with writing(RunDir(args.run), f"scaleout {args.command}"):
-                args.fn(args)
-        else:
+        with contextlib.ExitStack() as stack:
+            fetch = stack.enter_context(local_inputs())
+            for name in LOCAL_INPUTS:  # read by libraries that need local files: fetched from the store first
+                if is_remote(getattr(args, name, None)):
+                    setattr(args, name, str(fetch(getattr(args, name))))
+            if args.run:
+                args.rundir = stack.enter_context(
+                    opened(args.run, f"scaleout {args.command}" if args.command in WRITERS else None))
             args.fn(args)
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"scaleout {args.command}: error: {exc}", file=sys.stderr)

@@ -19,12 +19,13 @@ FORMAT = "scaleout-dataset/1"
 class Dataset:
     """A prepared dataset; opening it checks every file against the manifest's checksums (``verify``)."""
 
-    def __init__(self, path: str | Path, verify: bool = True):
+    def __init__(self, path: str | Path, verify: bool = True, partial: bool = False):
+        """``partial``: files the manifest lists may be absent (a Ray worker fetches only its own shards)."""
         self.path = Path(path)
         self.manifest = read_manifest(self.path / MANIFEST, FORMAT, f"{self.path}: not a prepared dataset "
                                       f"(no {MANIFEST}); run `scaleout prepare` first")
         missing = [name for name in self.manifest["files"] if not (self.path / name).is_file()]
-        if missing:
+        if missing and not partial:
             raise ArtifactError(f"{self.path}: files listed in {MANIFEST} are missing: {missing[:5]}")
         if verify:
             self.verify()
@@ -33,6 +34,8 @@ class Dataset:
         """Checks every file's checksum (hashed once per file state: see scaleout.fsutil.sha256); ArtifactError
         names the first that differs."""
         for name, entry in self.manifest["files"].items():
+            if not (self.path / name).is_file():
+                continue  # a partial dataset's
             if sha256(self.path / name) != entry["sha256"]:
                 raise ArtifactError(f"{self.path / name}: checksum differs from {MANIFEST}; the file changed "
                                     "after it was prepared")

@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 from scaleout.config import EmbedConfig
 from scaleout.embed.embedding_set import ID, TITLE, VECTOR, EmbeddingSet
 from scaleout.embed.output import check_ids, complete_set, write_part
-from scaleout.embed.parts import candidate_files, open_parquet
+from scaleout.embed.parts import candidate_files, file_label, file_sha256, open_parquet
 from scaleout.errors import DataError
-from scaleout.fsutil import sha256
+
 
 
 def import_embeddings(source: str | Path, out_dir: str | Path, candidate_ids: pa.Array | None = None,
@@ -60,7 +60,7 @@ def import_embeddings(source: str | Path, out_dir: str | Path, candidate_ids: pa
         if candidate_ids is not None:
             _check_coverage(source, ids, candidate_ids)
         return complete_set(work, out_dir, number, {"imported_from": str(Path(source).resolve())},
-                         [{"file": str(f.resolve()), "sha256": sha256(f)} for f in files], started,
+                         [{"file": file_label(f), "sha256": file_sha256(f)} for f in files], started,
                          {"backend": "import"})
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +42,9 @@ import pyarrow.compute as pc
 
 from scaleout.embed.embedding_set import FORMAT, ID, TITLE, EmbeddingSet
 from scaleout.embed.output import EMBED_BATCH, PLAN_JSON, check_ids, complete_set, throughput, write_part
-from scaleout.embed.parts import PART_COLUMN, Part, candidate_files, plan_parts, read_part
+from scaleout.embed.parts import (PART_COLUMN, Part, candidate_files, file_label, file_sha256, plan_parts,
+                                  read_part)
+from scaleout import storage
 from scaleout.config import EmbedConfig
 from scaleout.errors import ArtifactError, DataError, ScaleoutError
 from scaleout.fsutil import sha256, tree_fingerprint, write_json
@@ -94,8 +97,13 @@ class PartEmbedder:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # this process already ran TensorFlow ops: keep its pools
             pass
+        if storage.is_remote(model_dir):  # a committed model in the store: this node fetches its own copy
+            self._tmp = tempfile.TemporaryDirectory(prefix="scaleout-tower-")
+            local = Path(self._tmp.name) / "model"
+            storage.fetch_dir(model_dir, local, only=lambda name: name.startswith("candidate_tower/"))
+            model_dir = str(local)
         self.tower = load_candidate_tower(model_dir)
-        self.out_dir = Path(out_dir)
+        self.out_dir = out_dir if storage.is_remote(out_dir) else Path(out_dir)
         self.worker = f"{os.uname().nodename}:{os.getpid()}"
 
     def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
@@ -121,30 +129,51 @@ class PartEmbedder:
 # --------------------------------------------------------------------------- the job
 
 
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """Where the Ray backend's processes find a remote run's inputs and put their parts: in the store, since
+    they may run on nodes that cannot see the driver's disk.
+
+    model: the committed model directory's URI; work: the URI the parts go to
+    (RUN/.embeddings.partial); candidates: local candidate file -> its URI.
+    """
+    model: str
+    work: str
+    candidates: dict[str, str]
+
+
 def embed_candidates(model_dir: str | Path, candidates: str | Path, out_dir: str | Path,
-                     cfg: EmbedConfig = EmbedConfig()) -> "EmbeddingSet | None":
+                     cfg: EmbedConfig = EmbedConfig(), stored: Stored | None = None) -> "EmbeddingSet | None":
     """Embeds every candidate of ``candidates`` with the tower of ``model_dir`` into ``out_dir``.
 
     Backend "ray" needs a connected Ray cluster and runs ``cfg.workers`` actors
-    of ``cfg.cpus_per_worker`` CPUs. Returns the finished set, or None when
-    ``cfg.max_parts`` stopped it before the last part (run it again to continue
-    where it stopped).
+    of ``cfg.cpus_per_worker`` CPUs; with ``stored`` they read the model and
+    the candidates from the store and write their parts there. Returns the
+    finished set, or None when ``cfg.max_parts`` stopped it before the last part
+    (run it again to continue where it stopped).
     """
     backend, cpus_per_worker = cfg.backend, cfg.cpus_per_worker
     workers = cfg.workers if backend == "ray" else 1
+    stored = stored if backend == "ray" else None
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     started = time.time()
     files = candidate_files(candidates)
     parts = plan_parts(files, cfg.part_rows)
+    if workers > 1 and len(parts) < workers:  # cut finer, so that every worker has a part to embed
+        total = sum(p.rows for p in parts)
+        parts = plan_parts(files, max(1, -(-total // workers)))
+    if stored is not None:
+        parts = [dataclasses.replace(p, file=stored.candidates.get(p.file, p.file)) for p in parts]
     load_candidate_tower_check(model_dir)
     plan = {
         "format": FORMAT,
-        "model": {"path": str(model_dir), "candidate_tower": tree_fingerprint(model_dir / "candidate_tower")},
-        "candidates": [{"file": str(f.resolve()), "sha256": sha256(f)} for f in files],
+        "model": {"path": stored.model if stored else str(model_dir),
+                  "candidate_tower": tree_fingerprint(model_dir / "candidate_tower")},
+        "candidates": [{"file": file_label(f), "sha256": file_sha256(f)} for f in files],
         "parts": [dataclasses.asdict(p) for p in parts],
     }
     work = out_dir.parent / f".{out_dir.name}.partial"
-    done = _resume(work, plan, parts)
+    done = _resume_stored(stored.work, plan, parts) if stored else _resume(work, plan, parts)
     pending = [p for p in parts if p.number not in done]
     total = sum(p.rows for p in parts)
     if done:
@@ -157,12 +186,17 @@ def embed_candidates(model_dir: str | Path, candidates: str | Path, out_dir: str
     if stop_early:
         pending = pending[:cfg.max_parts]
     if pending:
-        run = _run_ray if backend == "ray" else _run_local
-        run(pending, model_dir, work, workers, cpus_per_worker, progress)
+        if backend == "ray":
+            _run_ray(pending, stored.model if stored else str(model_dir), stored.work if stored else str(work),
+                     workers, cpus_per_worker, progress)
+        else:
+            _run_local(pending, model_dir, work, workers, cpus_per_worker, progress)
     if stop_early:
         log.info("stopped after %d more parts as asked (--max-parts): %d of %d parts done in %s; run again to "
-                 "continue", len(pending), progress.count, len(parts), work)
+                 "continue", len(pending), progress.count, len(parts), stored.work if stored else work)
         return None
+    if stored is not None:
+        _download_parts(stored.work, work, len(parts))
     return _finish(work, out_dir, plan, parts, backend, workers, started, progress.summaries)
 
 
@@ -217,6 +251,48 @@ def _resume(work: Path, plan: dict, parts: list[Part]) -> set[int]:
     return done
 
 
+def _resume_stored(work: str, plan: dict, parts: list[Part]) -> set[int]:
+    """Part numbers already complete under the store's ``work`` prefix (their sidecar there, the part of its size);
+    starts ``work`` afresh if its plan differs. Each part's checksum is checked when the driver fetches it."""
+    try:
+        same = json.loads(storage.read_bytes(storage.join(work, PLAN_JSON))) == json.loads(json.dumps(plan))
+    except (FileNotFoundError, json.JSONDecodeError):
+        same = False
+    present = storage.list_files(work)
+    if present and not same:
+        log.warning("%s holds parts of another plan (other candidates or model): starting again", work)
+        storage.delete_tree(work)
+        present = {}
+    if not same:
+        storage.write_bytes(storage.join(work, PLAN_JSON), json.dumps(plan, indent=2, sort_keys=True).encode())
+        return set()
+    done = set()
+    for p in parts:
+        sidecar = part_name(p.number, "json")
+        if sidecar not in present or p.name not in present:
+            continue
+        try:
+            summary = json.loads(storage.read_bytes(storage.join(work, sidecar)))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if summary.get("rows") == p.rows and present[p.name] == summary.get("bytes"):
+            done.add(p.number)
+    return done
+
+
+def _download_parts(work_uri: str, work: Path, n_parts: int) -> None:
+    """The parts under the store's ``work_uri`` into the local ``work``, each checked against its sidecar."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    for n in range(n_parts):
+        sidecar = json.loads(storage.read_bytes(storage.join(work_uri, part_name(n, "json"))))
+        storage.download_file(storage.join(work_uri, part_name(n)), work / part_name(n), sidecar["sha256"])
+        write_json(work / part_name(n, "json"), sidecar)
+    log.info("fetched %d embedding parts from %s in %.1f s", n_parts, work_uri, time.monotonic() - started)
+
+
 def _run_local(pending, model_dir, work, workers, cpus_per_worker, progress) -> None:
     embedder = PartEmbedder(str(model_dir), str(work), threads=cpus_per_worker)
     for part in pending:
@@ -233,7 +309,7 @@ def _run_ray(pending, model_dir, work, workers, cpus_per_worker, progress) -> No
     ds = ds.map_batches(PartEmbedder, fn_constructor_kwargs={"model_dir": str(model_dir), "out_dir": str(work),
                                                             "threads": cpus_per_worker},
                         batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers),
-                        num_cpus=cpus_per_worker)
+                        num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")  # actors over the nodes
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             for row in batch.to_dict("records"):

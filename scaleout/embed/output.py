@@ -10,9 +10,11 @@ elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from scaleout import __version__
+from scaleout import __version__, storage
 from scaleout.embed.embedding_set import EMBEDDINGS_JSON, FORMAT, ID, TITLE, VECTOR, EmbeddingSet
 from scaleout.errors import ArtifactError, DataError
 from scaleout.fsutil import json_fingerprint, replace_dir, sha256, utc_now, write_json
@@ -44,16 +46,25 @@ def write_part(out_dir: Path, number: int, ids: pa.Array, titles: pa.Array, vect
     out = pa.table({ID: ids, TITLE: titles,
                     VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), type=vector_type(dim))})
     name = part_name(number)
-    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-    # Non-null floats without statistics or compression: the list column dominates the writing time.
-    pq.write_table(out, tmp, row_group_size=EMBED_BATCH, use_dictionary=[TITLE], write_statistics=[ID],
-                   compression={ID: "zstd", TITLE: "zstd", VECTOR: "none"})
-    size = tmp.stat().st_size
-    digest = sha256(tmp)
-    os.replace(tmp, out_dir / name)
+    remote = storage.is_remote(str(out_dir))
+    with tempfile.TemporaryDirectory(prefix="part-") if remote else contextlib.nullcontext(out_dir) as local:
+        tmp = Path(local) / f".{name}.tmp-{os.getpid()}"
+        # Non-null floats without statistics or compression: the list column dominates the writing time.
+        pq.write_table(out, tmp, row_group_size=EMBED_BATCH, use_dictionary=[TITLE], write_statistics=[ID],
+                       compression={ID: "zstd", TITLE: "zstd", VECTOR: "none"})
+        size = tmp.stat().st_size
+        digest = sha256(tmp)
+        if remote:  # straight to the store: the driver may be on another node
+            storage.upload_file(tmp, storage.join(str(out_dir), name))
+        else:
+            os.replace(tmp, out_dir / name)
     summary = {"part": number, "rows": out.num_rows, "dim": dim, "bytes": size, "sha256": digest,
                "start": started, "end": time.time(), "tower_seconds": tower_seconds, "worker": worker}
-    write_json(out_dir / part_name(number, "json"), summary)
+    if remote:  # the sidecar last: a part counts as done only once it is there
+        storage.write_bytes(storage.join(str(out_dir), part_name(number, "json")),
+                            json.dumps(summary, indent=2, sort_keys=True).encode())
+    else:
+        write_json(out_dir / part_name(number, "json"), summary)
     return summary
 
 

@@ -9,6 +9,7 @@ time.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scaleout.embed.embedding_set import ID, TITLE
+from scaleout import storage
 from scaleout.errors import DataError, ScaleoutError
+from scaleout.fsutil import sha256
 from scaleout.names import part_name
 
 PART_COLUMN = "_part"
@@ -39,8 +42,21 @@ class Part:
         return part_name(self.number)
 
 
-def candidate_files(path: str | Path) -> list[Path]:
-    """The Parquet files of a candidate table: ``path`` itself, or every ``*.parquet`` under it."""
+def candidate_files(path: str | Path) -> list[Path] | list[str]:
+    """The Parquet files of a candidate table: ``path`` itself, or every ``*.parquet`` under it (paths, or URIs
+    for a table on object storage)."""
+    if storage.is_remote(str(path)):
+        uri = str(path).rstrip("/")
+        try:
+            if uri.endswith(".parquet") and storage.exists(uri):
+                return [uri]
+            files = [storage.join(uri, rel) for rel in sorted(storage.list_files(uri))
+                     if rel.endswith(".parquet") and not rel.rsplit("/", 1)[-1].startswith(".")]
+        except OSError as exc:
+            raise storage.StorageError(storage.describe_error(uri, exc)) from None
+        if files:
+            return files
+        raise DataError(f"{uri}: no .parquet objects under this prefix; expected the candidate table's shards")
     path = Path(path)
     if path.is_file():
         return [path]
@@ -52,8 +68,29 @@ def candidate_files(path: str | Path) -> list[Path]:
     raise DataError(f"{path}: no such candidate table (a Parquet file or a directory of them)")
 
 
-def open_parquet(f: Path) -> pq.ParquetFile:
+def file_label(f: Path | str) -> str:
+    """How a manifest names a candidate file: its URI, or its absolute path."""
+    return str(f) if storage.is_remote(str(f)) else str(Path(f).resolve())
+
+
+def file_sha256(f: Path | str) -> str:
+    """sha256 of a candidate file, local or in the store (streamed)."""
+    if not storage.is_remote(str(f)):
+        return sha256(f)
+    fs, path = storage.filesystem(str(f))
+    h = hashlib.sha256()
+    with fs.open_input_stream(path) as src:
+        while chunk := src.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def open_parquet(f: Path | str) -> pq.ParquetFile:
+    """The Parquet file at a path or URI (only its footer is read now)."""
     try:
+        if storage.is_remote(str(f)):
+            fs, path = storage.filesystem(str(f))
+            return pq.ParquetFile(fs.open_input_file(path))
         return pq.ParquetFile(f)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{f}: not a readable Parquet file ({exc})") from exc
@@ -72,7 +109,7 @@ def plan_parts(files: list[Path], part_rows: int) -> list[Part]:
                             f"it has {names}")
         n = meta.metadata.num_rows
         for start in range(0, n, part_rows):
-            parts.append(Part(len(parts), str(f.resolve()), start, min(n, start + part_rows)))
+            parts.append(Part(len(parts), file_label(f), start, min(n, start + part_rows)))
     if not parts:
         raise DataError(f"the candidate table {', '.join(map(str, files))} has no rows; nothing to embed")
     return parts
@@ -80,7 +117,7 @@ def plan_parts(files: list[Path], part_rows: int) -> list[Part]:
 
 def read_part(part: Part) -> pa.Table:
     """The part's rows: movie_id (string), movie_title (string or null) and the part number."""
-    pf = pq.ParquetFile(part.file)
+    pf = open_parquet(part.file)
     columns = [ID] + ([TITLE] if TITLE in pf.schema_arrow.names else [])
     groups, offset, first = [], 0, None
     for g in range(pf.metadata.num_row_groups):

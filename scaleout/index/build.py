@@ -17,12 +17,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scaleout import artifacts
+from scaleout import artifacts, storage
 from scaleout.config import IndexConfig, IndexJobConfig
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.embed.embedding_set import ID, EmbeddingSet
 from scaleout.embed.imports import import_embeddings
-from scaleout.embed.job import embed_candidates
+from scaleout.embed.job import Stored, embed_candidates
 from scaleout.errors import ArtifactError
 from scaleout.fsutil import tree_fingerprint
 from scaleout.index.base import Index, check_embeddings
@@ -42,21 +42,21 @@ def index_run(run: RunDir, cfg: IndexJobConfig = IndexJobConfig()) -> dict:
     Evaluation and exports (the rest of ``cfg``) are the caller's to run after.
     """
     started = time.monotonic()
-    source = Path(cfg.candidates) if cfg.candidates else run.data / "candidates.parquet"
+    source = cfg.candidates or run.data / "candidates.parquet"  # a path, or a URI the embedding job reads
     dataset = Dataset(run.data) if (run.data / MANIFEST).is_file() else None
     if dataset is not None and (run.model / MODEL_JSON).is_file():
         check_trained_on(run.model, dataset)  # embeddings of a model over other data would serve the wrong items
     for tower in ("query_tower", "candidate_tower"):
         artifacts.record(run, tower, inputs=("vocabularies",), path=f"model/{tower}")
     if cfg.embeddings:
-        table = pq.read_table(source, columns=[ID]) if Path(source).exists() else None
+        table = _candidate_ids(source)
         dim = query_dim(Towers.load(run.model, dataset).query) if (run.model / MODEL_JSON).is_file() else None
         emb = import_embeddings(cfg.embeddings, run.embeddings, None if table is None else
                                 table.column(ID).combine_chunks().cast(pa.string()), dim, cfg.embed.part_rows)
         artifacts.record(run, "embeddings", fp=emb.fingerprint, dim=emb.dim, candidates=len(emb), path="embeddings",
                          imported_from=str(cfg.embeddings))
     else:
-        emb = embed_candidates(run.model, source, run.embeddings, cfg.embed)
+        emb = embed_candidates(run.model, source, run.embeddings, cfg.embed, stored=_stored(run, cfg, source))
         if emb is None:
             return {"embeddings": {"complete": False}, "indexes": {}}
         artifacts.record(run, "embeddings", inputs=("candidate_tower",), fp=emb.fingerprint, dim=emb.dim,
@@ -65,6 +65,27 @@ def index_run(run: RunDir, cfg: IndexJobConfig = IndexJobConfig()) -> dict:
                               **emb.meta["job"]}, "indexes": build_indexes(run, emb, cfg.kinds, cfg.index)}
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
+
+
+def _candidate_ids(source) -> pa.Table | None:
+    """The id column of the candidate table ``source`` (a path or URI), or None when there is none."""
+    if storage.is_remote(str(source)):
+        if not storage.exists(str(source)):
+            return None
+        fs, path = storage.filesystem(str(source))
+        return pq.read_table(path, columns=[ID], filesystem=fs)
+    return pq.read_table(source, columns=[ID]) if Path(source).exists() else None
+
+
+def _stored(run: RunDir, cfg: IndexJobConfig, source) -> Stored | None:
+    """For the Ray backend on a remote run: the URIs its actors read and write instead of the driver's files."""
+    if run.remote is None or cfg.embed.backend != "ray":
+        return None
+    run.sync()  # the model this command trained, committed before other nodes look for it
+    candidates = {}
+    if not cfg.candidates:
+        candidates[str(Path(source).resolve())] = run.stored_file("data", "candidates.parquet")
+    return Stored(model=run.remote_uri("model"), work=run.remote_uri(".embeddings.partial"), candidates=candidates)
 
 
 def build_indexes(run: RunDir, emb: EmbeddingSet, kinds: tuple[str, ...], index_cfg: IndexConfig) -> dict:

@@ -30,7 +30,9 @@ from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingDiverged
 from scaleout.fsutil import sha256, write_json
+from scaleout import storage
 from scaleout.rundir import RunDir
+from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,23 @@ def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dat
     return json.loads(json.dumps(identity))
 
 
+def worker_dataset(location: str, rank: int, world: int, scratch: Path) -> Dataset:
+    """The dataset as worker ``rank`` of ``world`` sees it: the driver's directory when it is local, else fetched
+    from the store into ``scratch``, with this worker's train shards only (every file checked on the way)."""
+    if not storage.is_remote(location):
+        return Dataset(location)
+    record = storage.read_commit(location)
+    if record is None:
+        raise ArtifactError(f"{location}: no committed dataset (no {storage.COMMIT})")
+    manifest = json.loads(storage.read_bytes(storage.join(storage.generation_uri(location, record), MANIFEST)))
+    train = manifest["shards"]["train"]
+    others = {name for shards in manifest["shards"].values() for name in shards} - set(train[rank::world])
+    storage.fetch_dir(location, scratch / "data", record, only=lambda name: name not in others)
+    log.info("fetched the dataset from %s: manifest, vocabularies and train shards %s", location,
+             train[rank::world])
+    return Dataset(scratch / "data", verify=False, partial=True)  # fetch_dir checked every file
+
+
 # -- the per-worker function --------------------------------------------------------
 
 def train_func(config: dict) -> None:
@@ -93,10 +112,11 @@ def train_func(config: dict) -> None:
     from scaleout.train.callbacks import EpochLog
     from scaleout.train.model import build_for_dataset
 
-    dataset = Dataset(config["dataset"])
     local_batch = train_cfg.batch_size // world
+    fetched = tempfile.TemporaryDirectory(prefix="scaleout-data-")  # removed with this process
+    dataset = worker_dataset(config["dataset"], rank, world, Path(fetched.name))
     assignment = assign_files(dataset.files("train"), world)
-    steps = steps_per_epoch(assignment, local_batch)
+    steps = config["steps"]
     with strategy.scope():
         model = build_for_dataset(model_cfg, dataset)
         model.optimizer.build(model.trainable_variables)
@@ -172,18 +192,19 @@ def train_func(config: dict) -> None:
 # -- the driver ---------------------------------------------------------------------
 
 def storage_location(run: RunDir, train_cfg: TrainConfig) -> str:
-    return train_cfg.storage or str((run.root / "checkpoints").resolve())
+    return train_cfg.storage or run.checkpoints
 
 
-def _filesystem(storage: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in storage:
-        return pafs.FileSystem.from_uri(storage)
-    return pafs.LocalFileSystem(), os.path.abspath(storage)
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    return storage.filesystem(location)
 
 
-def check_storage(storage: str) -> None:
-    """ScaleoutError unless ``storage`` can be created and written."""
-    fs, base = _filesystem(storage)
+def check_storage(location: str) -> None:
+    """ScaleoutError unless ``location`` can be created and written."""
+    if storage.is_remote(location):
+        storage.preflight(location)
+        return
+    fs, base = _filesystem(location)
     marker = f"{base}/.scaleout-write-check"
     try:
         fs.create_dir(base, recursive=True)
@@ -191,16 +212,16 @@ def check_storage(storage: str) -> None:
             f.write(b"ok")
         fs.delete_file(marker)
     except OSError as exc:
-        raise ScaleoutError(f"checkpoint storage {storage} is not writable: {exc}") from exc
+        raise ScaleoutError(f"checkpoint storage {location} is not writable: {exc}") from exc
 
 
-def find_latest_checkpoint(storage: str) -> tuple[str, dict] | None:
-    """(path, state) of the newest complete checkpoint of the run under ``storage``, or None.
+def find_latest_checkpoint(location: str) -> tuple[str, dict] | None:
+    """(path, state) of the newest complete checkpoint of the run under ``location``, or None.
 
     A checkpoint is complete when every file its state.json lists is there with
     its size: an upload cut short by a dying worker is passed over.
     """
-    fs, base = _filesystem(storage)
+    fs, base = _filesystem(location)
     best = None
     for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
         if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint"):
@@ -223,36 +244,36 @@ def find_latest_checkpoint(storage: str) -> tuple[str, dict] | None:
     return best
 
 
-def latest_checkpoint_state(storage: str) -> dict | None:
-    """state.json of the newest complete checkpoint under ``storage``, or None."""
-    found = find_latest_checkpoint(storage)
+def latest_checkpoint_state(location: str) -> dict | None:
+    """state.json of the newest complete checkpoint under ``location``, or None."""
+    found = find_latest_checkpoint(location)
     return None if found is None else found[1]
 
 
 def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
               cluster_cpus: float) -> str:
-    """Every check that can fail before training; returns the storage location."""
+    """Every check that can fail before training; returns the checkpoint location."""
     needed = train_cfg.workers * train_cfg.cpus_per_worker
     if needed > cluster_cpus:
         raise ConfigError(f"{train_cfg.workers} workers x {train_cfg.cpus_per_worker} CPU need {needed} CPUs; "
                           f"the Ray cluster has {cluster_cpus:g}")
     steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers), train_cfg.batch_size // train_cfg.workers)
-    storage = storage_location(run, train_cfg)
-    check_storage(storage)
-    state = latest_checkpoint_state(storage)
+    location = storage_location(run, train_cfg)
+    check_storage(location)
+    state = latest_checkpoint_state(location)
     if state is None and train_cfg.resume:
-        raise ArtifactError(f"--resume: no checkpoint to resume from under {storage}/{RUN_NAME}")
+        raise ArtifactError(f"--resume: no checkpoint to resume from under {location}/{RUN_NAME}")
     if state is not None and not train_cfg.resume:
-        raise ArtifactError(f"{storage}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}); "
+        raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}); "
                             "pass --resume to continue it, or remove that directory to start over")
     if state is not None:
         expected = resume_identity(model_cfg, train_cfg, dataset)
         differ = sorted(k for k in expected if state["identity"].get(k) != expected[k])
         if differ:
             detail = "; ".join(f"{k}: checkpoint {state['identity'].get(k)!r}, now {expected[k]!r}" for k in differ)
-            raise ConfigError(f"--resume: the checkpoint under {storage}/{RUN_NAME} was trained with other settings "
+            raise ConfigError(f"--resume: the checkpoint under {location}/{RUN_NAME} was trained with other settings "
                               f"({detail})")
-    return storage
+    return location
 
 
 def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -266,21 +287,27 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     from ray.train.tensorflow import TensorflowTrainer
 
     dataset = Dataset(run.data)
-    storage = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
+    location = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
+    run.sync()  # a remote run's dataset, committed before the workers fetch it
+    steps = steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers),
+                            train_cfg.batch_size // train_cfg.workers)
+    fs, storage_path = _filesystem(location)
     trainer = TensorflowTrainer(
         train_func,
         train_loop_config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
-                           "dataset": str(dataset.path.resolve()), "storage": storage,
-                           "identity": resume_identity(model_cfg, train_cfg, dataset)},
-        scaling_config=ScalingConfig(num_workers=train_cfg.workers,
+                           # workers on other nodes read the store, never the driver's disk
+                           "dataset": run.remote_uri("data") or str(dataset.path.resolve()), "steps": steps,
+                           "storage": location, "identity": resume_identity(model_cfg, train_cfg, dataset)},
+        # SPREAD: one worker per node where the cluster allows (each node's cores and network to itself)
+        scaling_config=ScalingConfig(num_workers=train_cfg.workers, placement_strategy="SPREAD",
                                      resources_per_worker={"CPU": train_cfg.cpus_per_worker}),
-        run_config=RunConfig(name=RUN_NAME, storage_path=storage,
+        run_config=RunConfig(name=RUN_NAME, storage_path=storage_path, storage_filesystem=fs,
                              failure_config=FailureConfig(max_failures=train_cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             worker_runtime_env={"env_vars": RUNTIME_ENV_VARS}),
+                             worker_runtime_env={"env_vars": {**RUNTIME_ENV_VARS, **forwarded_env()}}),
     )
-    log.info("training on %d Ray workers, checkpoints in %s/%s", train_cfg.workers, storage, RUN_NAME)
-    fs, base = _filesystem(storage)
+    log.info("training on %d Ray workers, checkpoints in %s/%s", train_cfg.workers, location, RUN_NAME)
+    fs, base = _filesystem(location)
     diverged = f"{base}/{RUN_NAME}/{DIVERGED}"
     if fs.get_file_info(diverged).type == pafs.FileType.File:
         fs.delete_file(diverged)  # an earlier attempt's
@@ -291,14 +318,14 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     if fs.get_file_info(diverged).type == pafs.FileType.File:
         with fs.open_input_stream(diverged) as f:
             raise TrainingDiverged(f.read().decode())
-    found = find_latest_checkpoint(storage)
+    found = find_latest_checkpoint(location)
     if found is None or found[1]["epoch"] < train_cfg.epochs:
         raise ArtifactError(f"the Ray run finished without a checkpoint of epoch {train_cfg.epochs} under "
-                            f"{storage}/{RUN_NAME}")
-    return _restore(found, storage, dataset, model_cfg)
+                            f"{location}/{RUN_NAME}")
+    return _restore(found, location, dataset, model_cfg)
 
 
-def _restore(found: tuple[str, dict], storage: str, dataset: Dataset, model_cfg: ModelConfig):
+def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg: ModelConfig):
     """The model of a checkpoint, rebuilt in this process: (model, history, resumed_at)."""
     from ray.train import Checkpoint
 
@@ -307,7 +334,7 @@ def _restore(found: tuple[str, dict], storage: str, dataset: Dataset, model_cfg:
 
     path, state = found
     model = build_for_dataset(model_cfg, dataset)
-    fs, _ = _filesystem(storage)
+    fs, _ = _filesystem(location)
     with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()
     return model, state["history"], state["resumed_at"]

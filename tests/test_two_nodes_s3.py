@@ -1,0 +1,130 @@
+"""The whole pipeline on two Ray nodes that share no disk, with the run directory in an S3-compatible store.
+
+The second node runs in its own mount namespace with an empty tmpfs over the
+head's temp files (where the job's driver keeps its local mirror), so any
+stage that handed a local path to the other node fails here as it would on a
+real cluster. The job is submitted as users submit it (`ray job submit`), a
+training worker is killed mid-run, and everything is read back from the store.
+"""
+
+import json
+import subprocess
+
+import psutil
+import pytest
+
+from conftest import REPO, run_cli
+from raycluster import two_node_cluster
+from s3server import local_s3, wait_until, with_s3_env
+from scaleout import storage
+from scaleout.train.ray_backend import latest_checkpoint_state
+
+
+@pytest.fixture(scope="module")
+def s3_for_nodes():
+    with local_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def two_nodes(s3_for_nodes):
+    env, _ = s3_for_nodes
+    undo = with_s3_env(env)
+    try:
+        with two_node_cluster(env) as (cluster, hidden):
+            yield cluster, hidden
+    finally:
+        undo()
+
+
+def node_names(cluster) -> dict[str, str]:
+    """node id -> node_a / node_b (the custom resource each node was started with)."""
+    return {n["node_id"]: next(r for r in ("node_a", "node_b") if r in n["resources_total"])
+            for n in cluster.state("nodes")}
+
+
+def test_the_second_node_cannot_see_the_heads_files(two_nodes):
+    cluster, hidden = two_nodes
+    marker = hidden / "tmp" / "visible-to-node-a-only"
+    marker.write_text("x")
+    code = ("import os, ray; ray.init(); print('SEEN', ray.get([ray.remote(num_cpus=0, resources={r: 1})("
+            f"os.path.exists).remote({str(marker)!r}) for r in ('node_a', 'node_b')]))")
+    result = cluster.ray("job", "submit", "--address", cluster.dashboard, "--", "python", "-c", code)
+    assert "SEEN [True, False]" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_a_client_without_the_token_is_refused(two_nodes):
+    cluster, _ = two_nodes
+    env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    refused = subprocess.run([cluster.env["PATH"].split(":")[0] + "/ray", "job", "list", "--address",
+                              cluster.dashboard], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "auth" in (refused.stdout + refused.stderr).lower()
+
+
+def test_pipeline_on_two_nodes_with_the_run_in_s3(two_nodes, s3_for_nodes, pipeline_run, ml100k):
+    cluster, hidden = two_nodes
+    _, make_bucket = s3_for_nodes
+    run = f"{make_bucket('scaleout-e2e')}/runs/ml-100k"
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
+                            text=True).stdout
+    job = subprocess.Popen(
+        [cluster.env["PATH"].split(":")[0] + "/ray", "job", "submit", "--address", cluster.dashboard,
+         "--working-dir", str(REPO), "--", "scaleout", "pipeline", "--run", run, "--source", "movielens",
+         "--path", str(ml100k), "--backend", "ray", "--workers", "2"],
+        env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # A worker killed once the first checkpoint is in the store: Ray Train restarts the group from it.
+        state = wait_until(lambda: job.poll() is None and latest_checkpoint_state(f"{run}/checkpoints")
+                           or (job.poll() is not None and {"ended": True}), 900, "the first checkpoint in the store")
+        assert "ended" not in state, job.communicate()[0][-4000:]
+        workers = wait_until(lambda: cluster.processes("ray::RayTrainWorker"), 60, "the training workers")
+        victim = workers[-1]
+        victim.kill()
+        psutil.wait_procs([victim], timeout=30)
+        out, _ = job.communicate(timeout=1800)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, out[-6000:]
+    assert "resuming from the checkpoint of epoch" in out, out[-4000:]
+
+    # Placement, from Ray's state API: training workers on both nodes, embedding actors on both nodes.
+    names = node_names(cluster)
+    trainers = cluster.state("actors", "class_name=RayTrainWorker")
+    assert {names[a["node_id"]] for a in trainers} == {"node_a", "node_b"}, trainers
+    actors = cluster.state("actors")
+    # MapWorker(...MapBatches(PartEmbedder)); one the pool asked for but never placed has no node.
+    embedders = [a for a in actors if "PartEmbedder" in a["class_name"] and a.get("node_id")]
+    assert {names[a["node_id"]] for a in embedders} == {"node_a", "node_b"}, [
+        (a["class_name"], names.get(a.get("node_id")), a["state"]) for a in actors]
+
+    # The run, read back from the store: every stage committed, the restart recorded, quality as one process.
+    listed = storage.list_files(run)
+    for stage in ("data", "model", "embeddings", "index/brute_force", "index/scann", "export/brute_force",
+                  "export/scann"):
+        assert f"{stage}/{storage.COMMIT}" in listed, stage
+    assert not any(name.startswith(".embeddings.partial") for name in listed)
+    trained = json.loads(storage.read_bytes(f"{run}/metrics/train.json"))
+    assert trained["backend"] == "ray" and len(trained["resumed_at_epochs"]) == 1
+    assert trained["resumed_at_epochs"][0] >= state["epoch"]
+    quality = json.loads(storage.read_bytes(f"{run}/metrics/quality.json"))["model"]["exclude_seen"]
+    local = pipeline_run[1]["quality"]["model"]["exclude_seen"]
+    for k in ("recall@10", "recall@100"):
+        assert abs(quality[k] - local[k]) <= 0.02, (k, quality[k], local[k])
+    embedded = json.loads(storage.read_bytes(
+        f"{run}/embeddings/{storage.read_commit(f'{run}/embeddings')['generation']}/embeddings.json"))
+    assert embedded["job"]["backend"] == "ray" and len(embedded["job"]["per_worker_candidates_per_s"]) == 2
+
+    # Nothing written outside the bucket and temporary directories: the working tree as it was, the
+    # driver's mirror removed.
+    after = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
+                           text=True).stdout
+    assert after == before
+    assert not list((hidden / "tmp").glob("scaleout-run-*"))
+
+    # A user reads the results back from anywhere the store is reachable.
+    rec = run_cli("recommend", "--run", run, "--user", "42", "-k", 5, env={})
+    assert rec.returncode == 0 and rec.stdout.count("movie_id") == 5, rec.stderr[-2000:]
+    verified = run_cli("verify", "--run", run)
+    assert verified.returncode == 0 and "ok" in verified.stdout, verified.stdout + verified.stderr[-2000:]
