@@ -86,25 +86,23 @@ def local_cluster(num_cpus: int = 2):
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     cluster = Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", env, proc.pid)
     try:
-        _wait(lambda: proc.poll() is not None or cluster.ray("job", "list", "--address", cluster.dashboard,
-                                                               timeout=60).returncode == 0,
-              120, "the Ray dashboard's job server")
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}: {(root / 'ray-start.log').read_text()[-2000:]}")
+        _wait_for_job_server(proc, cluster, root / "ray-start.log")
         yield cluster
     finally:
-        proc.send_signal(signal.SIGTERM)  # ray start --block drains and stops its processes
-        try:
-            proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            pass
-        for p in cluster.processes(""):
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        _stop(proc, proc.pid)
         log.close()
 
 
-def _stop(proc: subprocess.Popen, cluster: Cluster, session: int) -> None:
+def _wait_for_job_server(head: subprocess.Popen, cluster: Cluster, log: Path) -> None:
+    _wait(lambda: head.poll() is not None or cluster.ray("job", "list", "--address", cluster.dashboard,
+                                                         timeout=60).returncode == 0,
+          120, "the Ray dashboard's job server")
+    if head.poll() is not None:
+        raise RuntimeError(f"ray start --head exited with {head.returncode}: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen, session: int) -> None:
+    """Stops a `ray start --block` and then kills whatever of its process session is left."""
     proc.send_signal(signal.SIGTERM)  # ray start --block drains and stops its processes
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=45)
@@ -143,11 +141,7 @@ def two_node_cluster(extra_env: dict, object_store_bytes: int = 300 * 1024 ** 2)
     cluster = Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", env, head.pid)
     node = None
     try:
-        _wait(lambda: head.poll() is not None or cluster.ray("job", "list", "--address", cluster.dashboard,
-                                                             timeout=60).returncode == 0,
-              120, "the Ray dashboard's job server")
-        if head.poll() is not None:
-            raise RuntimeError(f"ray start --head exited with {head.returncode}: {(base / 'head.log').read_text()[-2000:]}")
+        _wait_for_job_server(head, cluster, base / "head.log")
         script = f'mount -t tmpfs tmpfs {hidden} && mkdir -p {hidden}/b {hidden}/tmp && exec "$0" "$@"'
         node = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(BIN / "ray"), "start",
@@ -165,7 +159,7 @@ def two_node_cluster(extra_env: dict, object_store_bytes: int = 300 * 1024 ** 2)
         yield cluster, hidden
     finally:
         if node is not None:
-            _stop(node, cluster, node.pid)
-        _stop(head, cluster, head.pid)
+            _stop(node, node.pid)
+        _stop(head, head.pid)
         head_log.close()
         node_log.close()

@@ -13,7 +13,7 @@ import subprocess
 import psutil
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, SMALL_RUN, run_cli
 from raycluster import two_node_cluster
 from s3server import local_s3, wait_until, with_s3_env
 from scaleout import storage
@@ -128,3 +128,29 @@ def test_pipeline_on_two_nodes_with_the_run_in_s3(two_nodes, s3_for_nodes, pipel
     assert rec.returncode == 0 and rec.stdout.count("movie_id") == 5, rec.stderr[-2000:]
     verified = run_cli("verify", "--run", run)
     assert verified.returncode == 0 and "ok" in verified.stdout, verified.stdout + verified.stderr[-2000:]
+
+
+def test_the_embed_and_index_job_resumes_from_parts_in_the_store(two_nodes, s3_for_nodes, tmp_path):
+    """jobs/embed_index.py as the README runs it: stopped after some parts (in the store), then finished."""
+    cluster, _ = two_nodes
+    _, make_bucket = s3_for_nodes
+    run = f"{make_bucket('scaleout-jobs')}/runs/small"
+    for args in (("prepare", "--run", run, *SMALL_RUN), ("train", "--run", run, "--epochs", 1, "--batch-size", 512)):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    def submit(*args):
+        return cluster.ray("job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
+                           "python", "jobs/embed_index.py", "--run", run, "--workers", 2, "--part-rows", 30, *args)
+
+    first = submit("--max-parts", 2)
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert "stopped after 2 more parts as asked" in first.stdout
+    partial = storage.list_files(f"{run}/.embeddings.partial")
+    assert {"part-00000.json", "part-00001.json"} <= set(partial) and "part-00002.json" not in partial
+    second = submit("--export", "scann")
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-4000:]
+    assert "resuming: 2 of 4 parts (60 candidates) already embedded" in out
+    assert storage.read_commit(f"{run}/export/scann") is not None
+    assert not storage.list_files(f"{run}/.embeddings.partial")

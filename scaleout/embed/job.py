@@ -169,7 +169,10 @@ def embed_candidates(model_dir: str | Path, candidates: str | Path, out_dir: str
         "format": FORMAT,
         "model": {"path": stored.model if stored else str(model_dir),
                   "candidate_tower": tree_fingerprint(model_dir / "candidate_tower")},
-        "candidates": [{"file": file_label(f), "sha256": file_sha256(f)} for f in files],
+        # Named as the workers read them: the store's URIs, not this command's temporary mirror, so that a
+        # later command finds the same plan and resumes.
+        "candidates": [{"file": stored.candidates.get(file_label(f), file_label(f)) if stored else file_label(f),
+                        "sha256": file_sha256(f)} for f in files],
         "parts": [dataclasses.asdict(p) for p in parts],
     }
     work = out_dir.parent / f".{out_dir.name}.partial"
@@ -303,12 +306,18 @@ def _run_ray(pending, model_dir, work, workers, cpus_per_worker, progress) -> No
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    DataContext.get_current().enable_progress_bars = False  # our own progress lines instead
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # our own progress lines instead
+    # Every actor of the pool up (its tower loaded) before parts are handed out, so that the work is spread
+    # over all of them, and a cluster that cannot place them fails with a timeout instead of running on fewer.
+    context.wait_for_min_actors_s = 600
     ds = ray.data.read_datasource(CandidateParts(pending), override_num_blocks=len(pending), num_cpus=0,
                                  concurrency=max(1, workers))  # 0-CPU reads: bounded, or Ray starts one process each
     ds = ds.map_batches(PartEmbedder, fn_constructor_kwargs={"model_dir": str(model_dir), "out_dir": str(work),
                                                             "threads": cpus_per_worker},
-                        batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=workers),
+                        batch_size=None, batch_format="pyarrow",
+                        # one part at a time per actor: parts are large, and the idle actor takes the next
+                        compute=ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
                         num_cpus=cpus_per_worker, scheduling_strategy="SPREAD")  # actors over the nodes
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
