@@ -24,28 +24,19 @@ a local mirror of what it reads (``opened``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import shutil
-import socket
 import tempfile
-import threading
-import time
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 from scaleout import storage
 from scaleout.errors import ScaleoutError
-from scaleout.fsutil import sha256, utc_now
+from scaleout.fsutil import sha256
+from scaleout.runlock import hold_local, hold_remote
 
 log = logging.getLogger(__name__)
-LOCK = ".scaleout.lock"
-# What a writer killed mid-stage leaves: atomic_dir's temporary and set-aside directories, an embeddings import.
-# (.embeddings.partial is kept: the embedding job resumes from it.)
-LEFTOVERS = (".*.tmp-*", ".*.old-*", ".*.import-*")
 
 
 class RunDir:
@@ -77,6 +68,10 @@ class RunDir:
         if self.remote is not None and rel not in self._fetched:
             self._fetched[rel] = _fetch(self.remote, rel, path)
         return path
+
+    def shown(self, rel: str) -> str:
+        """How messages and records name a part of the run: its URI for a remote run (never the local mirror)."""
+        return self.remote_uri(rel) or str(self.root / rel)
 
     def remote_uri(self, rel: str) -> str | None:
         """The URI of a stage directory of a remote run, for processes that read the store themselves."""
@@ -150,10 +145,12 @@ class RunDir:
         for rel in STAGES:
             local = self.root / rel
             if local.is_dir() and not storage.same_content(local, self._fetched.get(rel)):
-                self._fetched[rel] = storage.commit_dir(local, storage.join(self.remote, rel), command)
+                in_store = stored_parts(self.remote) if rel == "embeddings" else None
+                self._fetched[rel] = storage.commit_dir(local, storage.join(self.remote, rel), command,
+                                                        in_store=in_store)
                 pushed.append(rel)
                 if rel == "embeddings":  # the parts the Ray job wrote there are in the set now
-                    storage.delete_tree(storage.join(self.remote, ".embeddings.partial"))
+                    storage.delete_tree(storage.join(self.remote, PARTIAL))
         for rel in FILES:
             local = self.root / rel
             if local.is_file() and sha256(local) != (self._fetched.get(rel) or {}).get("sha256"):
@@ -167,6 +164,22 @@ class RunDir:
 STAGES = ("data", "model", "embeddings", "index/brute_force", "index/scann", "export/brute_force", "export/scann")
 FILES = ("metrics/train.json", "metrics/eval.json", "metrics/index_eval.json", "metrics/quality.json",
          "artifacts.json")
+
+
+PARTIAL = ".embeddings.partial"  # where the Ray embedding job's actors put their parts (scaleout.embed.job)
+
+
+def stored_parts(remote: str) -> dict[str, tuple[str, str]]:
+    """{part file: (URI, sha256)} of the parts the Ray embedding job left in the store, from their sidecars."""
+    work = storage.join(remote, PARTIAL)
+    found = {}
+    for name in storage.list_files(work):
+        if name.startswith("part-") and name.endswith(".json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                sidecar = json.loads(storage.read_bytes(storage.join(work, name)))
+                part = name[:-len(".json")] + ".parquet"
+                found[part] = (storage.join(work, part), sidecar["sha256"])
+    return found
 
 
 def _fetch(remote: str, rel: str, path: Path) -> dict | None:
@@ -214,7 +227,7 @@ def opened(location: str | Path, command: str | None = None) -> Iterator[RunDir]
         if command is None:
             yield run
             return
-        with _remote_lock(uri, command):
+        with hold_remote(uri, command):
             try:
                 yield run
             except BaseException:
@@ -224,119 +237,16 @@ def opened(location: str | Path, command: str | None = None) -> Iterator[RunDir]
                     log.warning("could not commit the finished stages to %s: %s", uri, exc)
                 raise
             run.sync()
+    except ScaleoutError as exc:
+        if str(mirror) in str(exc):  # name the store, not the temporary mirror
+            raise type(exc)(str(exc).replace(str(mirror), uri)) from exc
+        raise
     finally:
         shutil.rmtree(mirror, ignore_errors=True)
 
 
-LOCK_STALE_SECONDS = 300  # a holder renews its lock every minute; one not renewed for this long is gone
-
-
-@contextlib.contextmanager
-def _remote_lock(uri: str, command: str) -> Iterator[None]:
-    """An advisory lock object, RUN/.scaleout.lock, renewed every minute while the command runs.
-
-    Object stores have no file locks: two writers starting in the same second
-    could both take it. It stops the common mistake (a second job on a run
-    in use) and names the holder; one that died stops counting after
-    LOCK_STALE_SECONDS.
-    """
-    lock = storage.join(uri, LOCK)
-    try:
-        holder = json.loads(storage.read_bytes(lock))
-    except FileNotFoundError:
-        holder = None
-    except ValueError:
-        holder = {}
-    if holder is not None and time.time() - float(holder.get("renewed", 0)) < LOCK_STALE_SECONDS:
-        raise ScaleoutError(f"{uri} is in use by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                            f"({holder.get('command', 'scaleout')}, started {holder.get('started', '?')}); wait "
-                            f"for it to finish, or stop it (a lock not renewed for {LOCK_STALE_SECONDS} s is "
-                            "taken over)")
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "started": utc_now(),
-          "token": uuid.uuid4().hex}
-    stop = threading.Event()
-
-    def write() -> None:
-        storage.write_bytes(lock, json.dumps({**me, "renewed": time.time()}).encode())
-
-    def renew() -> None:
-        while not stop.wait(60):
-            with contextlib.suppress(OSError):
-                write()
-
-    write()
-    thread = threading.Thread(target=renew, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        with contextlib.suppress(OSError):
-            current = json.loads(storage.read_bytes(lock))
-            if current.get("token") == me["token"]:
-                fs, path = storage.filesystem(lock)
-                fs.delete_file(path)
-
-
 @contextlib.contextmanager
 def writing(run: RunDir, command: str) -> Iterator[RunDir]:
-    """Holds ``run`` for one writer: a second command writing it meanwhile is refused, naming this one.
-
-    The lock is an OS file lock (``flock``) on RUN/.scaleout.lock, released by
-    the kernel when the process ends however it ends, so a killed writer never
-    blocks the next one; the file is removed when the command ends. Whoever
-    takes the lock removes what killed writers left behind (temporary
-    directories, named in a warning): no one else is writing then.
-    """
-    created = not run.root.exists()
-    run.root.mkdir(parents=True, exist_ok=True)
-    path = run.root / LOCK
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = _holder(path)
-            raise ScaleoutError(f"{run.root} is in use by pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                                f"({holder.get('command', 'scaleout')}, started {holder.get('started', '?')}); wait "
-                                "for it to finish, or stop it") from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the holder we waited on removed the file as it finished: lock the new one
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                                 "started": utc_now()}).encode())
-        _remove_leftovers(run.root)
+    """Holds the local run ``run`` for ``command`` (see scaleout.runlock.hold_local)."""
+    with hold_local(run.root, command):
         yield run
-    finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)  # releases the lock
-        if created and not any(run.root.iterdir()):
-            run.root.rmdir()  # a command that wrote nothing leaves no empty run behind
-
-
-def _holder(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
-
-
-def _remove_leftovers(root: Path) -> None:
-    found = sorted({p for d in (root, *(c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")))
-                    for pattern in LEFTOVERS for p in d.glob(pattern)})
-    if found:
-        log.warning("removing what an interrupted command left in %s: %s", root,
-                    ", ".join(str(p.relative_to(root)) for p in found))
-    for p in found:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)

@@ -108,8 +108,9 @@ def describe_error(uri: str, exc: Exception) -> str:
     elif "credentials" in low or "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low:
         why = "no valid credentials (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or use an instance profile)"
     elif "curl" in low or "connect" in low or "resolve" in low or "timed out" in low or "timeout" in low:
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the default"
-        why = f"the store cannot be reached (endpoint {endpoint})"
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        why = (f"the store cannot be reached (endpoint {endpoint})" if endpoint else
+               "the store cannot be reached (AWS's own endpoint: AWS_ENDPOINT_URL_S3 is not set)")
     else:
         why = text[:300]
     return f"{uri}: {why}"
@@ -234,28 +235,40 @@ def check_committable(uri: str, force: bool = False) -> dict | None:
     return record
 
 
-def commit_dir(local: Path, uri: str, command: str, force: bool = False) -> dict:
+def commit_dir(local: Path, uri: str, command: str, force: bool = False,
+               in_store: dict[str, tuple[str, str]] | None = None) -> dict:
     """Uploads the directory ``local`` to ``uri`` as a new generation, then writes the record; returns it.
 
     Until the record is written the previous generation stays the one readers
-    see; after it, the previous generation and any left by failed uploads are removed.
+    see; after it, the previous generation and any left by failed uploads are
+    removed. ``in_store``: {name: (URI, sha256)} of files already in the same
+    store (the parts the Ray embedding job uploaded): copied there by the store
+    itself when the checksum matches, instead of uploaded again.
     """
     check_committable(uri, force)
     generation = f"{GENERATION_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     files = checksums(local)
     started = time.monotonic()
-    for name in files:
-        upload_file(local / name, join(uri, generation, name))
+    fs, _ = filesystem(uri)
+    copied = 0
+    for name, entry in files.items():
+        source = (in_store or {}).get(name)
+        if source is not None and source[1] == entry["sha256"]:
+            fs.copy_file(filesystem(source[0])[1], filesystem(join(uri, generation, name))[1])  # server side
+            copied += 1
+        else:
+            upload_file(local / name, join(uri, generation, name))
     record = {"format": COMMIT_FORMAT, "generation": generation, "files": files, "written": utc_now(),
               "command": command}
     write_bytes(join(uri, COMMIT), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
-    fs, path = filesystem(uri)
+    path = filesystem(uri)[1]
     for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
         if info.type == pafs.FileType.Directory and info.base_name.startswith(GENERATION_PREFIX) \
                 and info.base_name != generation:
             fs.delete_dir(info.path)
     size = sum(e["bytes"] for e in files.values())
-    log.info("uploaded %s (%d files, %.1f MB) in %.1f s", uri, len(files), size / 1e6, time.monotonic() - started)
+    log.info("uploaded %s (%d files, %.1f MB%s) in %.1f s", uri, len(files), size / 1e6,
+             f"; {copied} copied within the store" if copied else "", time.monotonic() - started)
     return record
 
 

@@ -11,7 +11,8 @@ from raycluster import free_port
 from s3server import local_s3, with_s3_env
 from scaleout import storage
 from scaleout.errors import ArtifactError, ScaleoutError
-from scaleout.rundir import LOCK, opened
+from scaleout.rundir import opened
+from scaleout.runlock import LOCK
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +119,14 @@ def test_a_run_in_use_is_refused_and_a_dead_holders_lock_is_taken_over(bucket):
 
 
 @pytest.mark.slow
-def test_every_stage_runs_on_an_s3_run_directory(bucket, tmp_path):
+def test_every_stage_runs_on_an_s3_run_directory(bucket, tmp_path, ml100k):
     run = f"{bucket}/runs/small"
+    for f in ml100k.iterdir():  # a source in the store too
+        if f.is_file():
+            storage.upload_file(f, f"{bucket}/sources/ml-100k/{f.name}")
     steps = [
+        ("prepare", "--out", f"{bucket}/datasets/ml-100k", "--source", "movielens", "--path",
+         f"{bucket}/sources/ml-100k"),
         ("prepare", "--run", run, *SMALL_RUN),
         ("train", "--run", run, "--epochs", 1, "--batch-size", 512),
         ("evaluate", "--run", run),
@@ -142,6 +148,10 @@ def test_every_stage_runs_on_an_s3_run_directory(bucket, tmp_path):
     assert "artifacts.json" in listed and LOCK not in listed
     embeddings = storage.read_commit(f"{run}/embeddings")
     assert sum(name.startswith("part-") for name in embeddings["files"]) == 3  # 120 candidates, 50 a part
+
+    ml = storage.read_commit(f"{bucket}/datasets/ml-100k")
+    assert json.loads(storage.read_bytes(f"{bucket}/datasets/ml-100k/{ml['generation']}/manifest.json"))[
+        "counts"]["interactions"] == 100_000
 
     by_run = run_cli("recommend", "--run", run, "--user", "5", "-k", 3, "--index", "scann")
     by_export = run_cli("recommend", "--saved-model", f"{bucket}/exports/bf", "--user", "5", "-k", 3)
@@ -190,3 +200,28 @@ def test_refused_credentials_and_a_read_only_policy_are_one_line_before_any_work
             "scaleout prepare: error: s3://guarded/runs/x: access to s3://guarded/runs/x is denied (check the "
             "credentials or the instance profile's policy)"), reader.stderr[-2000:]
         assert "prepare: 4,000 interactions read" not in reader.stderr  # refused before any work
+
+
+def test_files_already_in_the_store_are_copied_there_only_when_their_checksum_matches(bucket, tmp_path, caplog):
+    import logging
+
+    from scaleout.fsutil import sha256
+
+    src = tree(tmp_path / "set", {"part-00000.parquet": "zero", "part-00001.parquet": "one", "embeddings.json": "{}"})
+    storage.write_bytes(f"{bucket}/work/part-00000.parquet", b"zero")
+    storage.write_bytes(f"{bucket}/work/part-00001.parquet", b"stale")  # its sidecar's checksum is not ours
+    in_store = {"part-00000.parquet": (f"{bucket}/work/part-00000.parquet", sha256(src / "part-00000.parquet")),
+                "part-00001.parquet": (f"{bucket}/work/part-00001.parquet", "0" * 64)}
+    with caplog.at_level(logging.INFO, logger="scaleout.storage"):
+        storage.commit_dir(src, f"{bucket}/run/embeddings", "test", in_store=in_store)
+    assert "1 copied within the store" in caplog.text
+    storage.fetch_dir(f"{bucket}/run/embeddings", tmp_path / "back")  # every file checked against the record
+    assert (tmp_path / "back" / "part-00001.parquet").read_text() == "one"
+
+
+def test_errors_name_the_store_never_the_local_mirror(bucket):
+    result = run_cli("index", "--run", f"{bucket}/runs/empty")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"scaleout index: error: {bucket}/runs/empty/"), last
+    assert "scaleout-run-" not in last

@@ -152,5 +152,6 @@ def test_the_embed_and_index_job_resumes_from_parts_in_the_store(two_nodes, s3_f
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-4000:]
     assert "resuming: 2 of 4 parts (60 candidates) already embedded" in out
+    assert "4 copied within the store" in out  # the actors' parts, not uploaded a second time by the driver
     assert storage.read_commit(f"{run}/export/scann") is not None
     assert not storage.list_files(f"{run}/.embeddings.partial")

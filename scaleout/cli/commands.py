@@ -50,7 +50,7 @@ def cmd_prepare(a) -> None:
         print(json.dumps({"dataset": a.out, **ds.counts}))
         return
     ds = prepare(data_config(a), a.out or a.rundir.data, force=a.force)
-    print(json.dumps({"dataset": str(ds.path), **ds.counts}))
+    print(json.dumps({"dataset": a.out or a.rundir.shown("data"), **ds.counts}))
 
 
 def cmd_train(a) -> None:

@@ -30,7 +30,7 @@ from scaleout.index.brute_force import BruteForce
 from scaleout.index.load import load_index
 from scaleout.index.scann import Scann
 from scaleout.names import BRUTE_FORCE, SCANN
-from scaleout.rundir import RunDir
+from scaleout.rundir import PARTIAL, RunDir
 from scaleout.train.saved import MODEL_JSON, Towers, check_trained_on
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def index_run(run: RunDir, cfg: IndexJobConfig = IndexJobConfig()) -> dict:
             return {"embeddings": {"complete": False}, "indexes": {}}
         artifacts.record(run, "embeddings", inputs=("candidate_tower",), fp=emb.fingerprint, dim=emb.dim,
                          candidates=len(emb), path="embeddings")
-    summary = {"embeddings": {"path": str(run.embeddings), "candidates": len(emb), "dim": emb.dim,
+    summary = {"embeddings": {"path": run.shown("embeddings"), "candidates": len(emb), "dim": emb.dim,
                               **emb.meta["job"]}, "indexes": build_indexes(run, emb, cfg.kinds, cfg.index)}
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
@@ -85,7 +85,7 @@ def _stored(run: RunDir, cfg: IndexJobConfig, source) -> Stored | None:
     candidates = {}
     if not cfg.candidates:
         candidates[str(Path(source).resolve())] = run.stored_file("data", "candidates.parquet")
-    return Stored(model=run.remote_uri("model"), work=run.remote_uri(".embeddings.partial"), candidates=candidates)
+    return Stored(model=run.remote_uri("model"), work=run.remote_uri(PARTIAL), candidates=candidates)
 
 
 def build_indexes(run: RunDir, emb: EmbeddingSet, kinds: tuple[str, ...], index_cfg: IndexConfig) -> dict:

@@ -51,6 +51,6 @@ def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:
 
 def _write_eval(run: RunDir, dataset: Dataset, metrics: dict[str, float]) -> None:
     write_json(run.eval_metrics, {"metrics": metrics, "split": "test", "examples": dataset.counts["test"],
-                                  "candidates": dataset.counts["candidates"], "model": str(run.model)})
+                                  "candidates": dataset.counts["candidates"], "model": run.shown("model")})
     shown = {k.split("/")[-1]: round(v, 4) for k, v in metrics.items() if k.startswith("factorized_top_k/")}
     log.info("test metrics: %s (written to %s)", shown, run.eval_metrics)
