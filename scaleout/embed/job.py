@@ -40,11 +40,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scaleout import storage
 from scaleout.embed.embedding_set import FORMAT, ID, TITLE, EmbeddingSet
 from scaleout.embed.output import EMBED_BATCH, PLAN_JSON, check_ids, complete_set, throughput, write_part
 from scaleout.embed.parts import (PART_COLUMN, Part, candidate_files, file_label, file_sha256, plan_parts,
                                   read_part)
-from scaleout import storage
 from scaleout.config import EmbedConfig
 from scaleout.errors import ArtifactError, DataError, ScaleoutError
 from scaleout.fsutil import sha256, tree_fingerprint, write_json
