@@ -130,18 +130,26 @@ def test_pipeline_on_two_nodes_with_the_run_in_s3(two_nodes, s3_for_nodes, pipel
     assert verified.returncode == 0 and "ok" in verified.stdout, verified.stdout + verified.stderr[-2000:]
 
 
-def test_the_embed_and_index_job_resumes_from_parts_in_the_store(two_nodes, s3_for_nodes, tmp_path):
-    """jobs/embed_index.py as the README runs it: stopped after some parts (in the store), then finished."""
+def test_the_readme_jobs_train_then_embed_and_index_resuming_from_parts_in_the_store(two_nodes, s3_for_nodes):
+    """jobs/train.py and jobs/embed_index.py as the README runs them; the second stopped after some parts (in the
+    store), then finished."""
     cluster, _ = two_nodes
     _, make_bucket = s3_for_nodes
     run = f"{make_bucket('scaleout-jobs')}/runs/small"
-    for args in (("prepare", "--run", run, *SMALL_RUN), ("train", "--run", run, "--epochs", 1, "--batch-size", 512)):
-        result = run_cli(*args)
-        assert result.returncode == 0, result.stderr[-3000:]
+    prepared = run_cli("prepare", "--run", run, *SMALL_RUN)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+
+    def job(script, *args):
+        return cluster.ray("job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
+                           "python", script, "--run", run, "--workers", 2, *args)
+
+    trained = job("jobs/train.py", "--epochs", 2, "--batch-size", 512)
+    assert trained.returncode == 0, trained.stdout[-4000:]
+    assert storage.read_commit(f"{run}/model") is not None
+    assert json.loads(storage.read_bytes(f"{run}/metrics/train.json"))["backend"] == "ray"
 
     def submit(*args):
-        return cluster.ray("job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
-                           "python", "jobs/embed_index.py", "--run", run, "--workers", 2, "--part-rows", 30, *args)
+        return job("jobs/embed_index.py", "--part-rows", 30, *args)
 
     first = submit("--max-parts", 2)
     assert first.returncode == 0, first.stdout[-4000:]
