@@ -39,8 +39,8 @@ log = logging.getLogger("gpu_bruteforce")
 QUERIES = 1024
 
 
-def gpu_record(backend, dtype, name, train, queries, true_scores, cfg) -> dict:
-    index = GpuBruteForce(backend, train, dtype)
+def gpu_record(backend, dtype, name, train, queries, true_scores, cfg, on_cpu=False) -> dict:
+    index = GpuBruteForce(backend, train, dtype, on_cpu)
     index.search(queries[:64], 10)  # compile / warm up
     out = measure.measure_queries(_Adapter(index), train, queries, true_scores, cfg)
     return {"dataset": name, "n": len(train), "dim": train.shape[1], "backend": backend, "dtype": dtype, **out}
@@ -82,16 +82,17 @@ def main(argv=None) -> int:
                         help="of those, the ones ScaNN also runs on, on the CPUs (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=2.0, help="per latency / throughput measure")
     parser.add_argument("--budget", type=float, default=420.0, help="start no new dataset after this many seconds")
-    parser.add_argument("--allow-cpu", action="store_true",
-                        help="run the harness through TensorFlow on the CPU when there is no GPU (a check, not a result)")
+    parser.add_argument("--cpu-check", choices=("tensorflow", "jax", "torch"),
+                        help="run the harness through this library on the CPU, GPU or not (a check, not a result)")
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    backend, found = detect(a.allow_cpu)
+    on_cpu = a.cpu_check is not None
+    backend, found = (a.cpu_check, {}) if on_cpu else detect()
     if backend is None:
         print("GPU half skipped: no GPU visible here (" + "; ".join(f"{k}: {v}" for k, v in found.items()) + "). "
               "Run this script on a GPU machine; nothing was written.")
         return 0
-    device = device_name(backend)
+    device = device_name(backend, on_cpu)
     log.info("backend %s on %s", backend, device)
     cfg = {"k": 10, "seconds": a.seconds, "recall_queries": 1000, "latency_queries": 1000, "batch_sizes": [1, 64, 1024]}
     results, cpu_results, skipped = [], [], []
@@ -103,11 +104,11 @@ def main(argv=None) -> int:
         n, dim = (parse_size(x) if i == 0 else int(x) for i, x in enumerate(size.split("-")))
         name = f"synthetic-{size}"
         train, queries = synthetic_vectors(n, dim, QUERIES)
-        rows = GpuBruteForce(backend, train, "float32").search(queries, 100)
+        rows = GpuBruteForce(backend, train, "float32", on_cpu).search(queries, 100)
         true_scores = np.einsum("qd,qkd->qk", queries, train[rows])
         for dtype in ("float32", "bfloat16"):
             try:
-                results.append(gpu_record(backend, dtype, name, train, queries, true_scores, cfg))
+                results.append(gpu_record(backend, dtype, name, train, queries, true_scores, cfg, on_cpu))
             except NotImplementedError as exc:
                 log.info("%s %s: %s", name, dtype, exc)
                 continue

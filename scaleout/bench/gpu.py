@@ -22,16 +22,15 @@ def _present(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def detect(allow_cpu: bool = False) -> tuple[str | None, dict]:
-    """(backend name or None, what was found per library). ``allow_cpu`` accepts TensorFlow on the CPU
-    (the tests check the harness that way; the results then say so)."""
+def detect() -> tuple[str | None, dict]:
+    """(backend name or None, what was found per library): the first library that sees a GPU."""
     found = {}
     if _present("tensorflow"):
         from scaleout.tfenv import tf
 
         gpus = tf.config.list_physical_devices("GPU")
         found["tensorflow"] = f"{len(gpus)} GPU(s)"
-        if gpus or allow_cpu:
+        if gpus:
             return "tensorflow", found
     else:
         found["tensorflow"] = "not installed"
@@ -68,7 +67,12 @@ def detect(allow_cpu: bool = False) -> tuple[str | None, dict]:
     return None, found
 
 
-def device_name(backend: str) -> str:
+CPU_CHECK = "harness check only, not a GPU result"
+
+
+def device_name(backend: str, on_cpu: bool = False) -> str:
+    if on_cpu:
+        return f"CPU ({backend}, {CPU_CHECK})"
     if backend == "torch":
         import torch
 
@@ -84,20 +88,24 @@ def device_name(backend: str) -> str:
     from scaleout.tfenv import tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU (TensorFlow, no GPU: harness check only)"
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
 
 
 class GpuBruteForce:
-    """Exact top k on the device for one (backend, dtype): ``search(queries [b, dim], k) -> rows [b, k]``."""
+    """Exact top k on the device for one (backend, dtype): ``search(queries [b, dim], k) -> rows [b, k]``.
 
-    def __init__(self, backend: str, train: np.ndarray, dtype: str = "float32"):
+    ``on_cpu`` runs the same code on the library's CPU device, GPU or not: the
+    test suite checks every path that way against NumPy (CuPy has no CPU device).
+    """
+
+    def __init__(self, backend: str, train: np.ndarray, dtype: str = "float32", on_cpu: bool = False):
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype {dtype!r}: expected float32 or bfloat16")
         if backend == "cupy" and dtype == "bfloat16":
             raise NotImplementedError("CuPy has no bfloat16")
-        self.backend, self.dtype, self.n = backend, dtype, len(train)
+        if backend == "cupy" and on_cpu:
+            raise NotImplementedError("CuPy has no CPU device")
+        self.backend, self.dtype, self.n, self.on_cpu = backend, dtype, len(train), on_cpu
         getattr(self, f"_init_{backend}")(train)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
@@ -110,7 +118,7 @@ class GpuBruteForce:
 
         self.tf = tf
         self.dt = tf.bfloat16 if self.dtype == "bfloat16" else tf.float32
-        device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
+        device = "/GPU:0" if tf.config.list_physical_devices("GPU") and not self.on_cpu else "/CPU:0"
         with tf.device(device):
             self.x = tf.cast(tf.constant(train), self.dt)
         self.device = device
@@ -142,12 +150,13 @@ class GpuBruteForce:
 
         self.torch = torch
         self.dt = torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
-        self.x = torch.from_numpy(train).to("cuda").to(self.dt)
+        self.device = "cpu" if self.on_cpu else "cuda"
+        self.x = torch.from_numpy(train).to(self.device).to(self.dt)
 
     def _search_torch(self, queries, k, chunk):
         torch = self.torch
         with torch.inference_mode():
-            q = torch.from_numpy(queries).to("cuda").to(self.dt)
+            q = torch.from_numpy(queries).to(self.device).to(self.dt)
             best_s = best_i = None
             for c0 in range(0, self.n, chunk):
                 s, i = torch.topk((q @ self.x[c0:c0 + chunk].T).float(), min(k, min(chunk, self.n - c0)), dim=1)
@@ -165,12 +174,13 @@ class GpuBruteForce:
 
         self.jax, self.jnp = jax, jnp
         self.dt = jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
-        self.x = jax.device_put(jnp.asarray(train, dtype=self.dt))
+        self.device = jax.devices("cpu")[0] if self.on_cpu else jax.devices()[0]
+        self.x = jax.device_put(jnp.asarray(train, dtype=self.dt), self.device)
         self.tile = jax.jit(lambda q, x, k: jax.lax.top_k((q @ x.T).astype(jnp.float32), k), static_argnums=2)
 
     def _search_jax(self, queries, k, chunk):
         jnp, jax = self.jnp, self.jax
-        q = jax.device_put(jnp.asarray(queries, dtype=self.dt))
+        q = jax.device_put(jnp.asarray(queries, dtype=self.dt), self.device)
         best_s = best_i = None
         for c0 in range(0, self.n, chunk):
             s, i = self.tile(q, self.x[c0:c0 + chunk], min(k, min(chunk, self.n - c0)))

@@ -138,15 +138,16 @@ def test_gpu_half_runs_where_a_gpu_is_visible_and_skips_with_a_note_where_none_i
         assert next(r for r in gpu["results"] if r["dtype"] == "float32")["recall@10"] == 1.0
 
 
-def test_gpu_harness_through_tensorflow_feeds_the_report(tmp_path):
-    # No GPU here: the same harness through TensorFlow on the CPU (labelled so), then into a report.
+@pytest.mark.parametrize("library", ["tensorflow", "jax"])
+def test_gpu_harness_on_the_cpu_feeds_the_report(tmp_path, library):
+    # The same harness on the CPU (labelled so), GPU or not, then into a report.
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_bruteforce.py"), "--out", str(out),
-                           "--sizes", "5K-8", "--scann", "5K-8", "--seconds", "0.05", "--allow-cpu"],
+                           "--sizes", "5K-8", "--scann", "5K-8", "--seconds", "0.05", "--cpu-check", library],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     gpu = json.loads(out.read_text())
-    assert gpu["device"].startswith("CPU (TensorFlow, no GPU") and gpu["backend"] == "tensorflow"
+    assert gpu["device"] == f"CPU ({library}, harness check only, not a GPU result)" and gpu["backend"] == library
     fp32 = next(r for r in gpu["results"] if r["dtype"] == "float32")
     assert fp32["recall@10"] == 1.0 and {r["dtype"] for r in gpu["results"]} == {"float32", "bfloat16"}
     assert gpu["cpu_results"][0]["algorithm"] == "scann"
