@@ -34,14 +34,6 @@ def popularity_scores(train: sp.csr_matrix) -> np.ndarray:
     return scores
 
 
-def with_tiebreak(scores: np.ndarray, popularity: np.ndarray) -> np.ndarray:
-    """Scores with ties broken by popularity: adds less than half the smallest gap between distinct scores."""
-    scores = scores.astype(np.float64)
-    distinct = np.unique(scores)
-    gap = np.diff(distinct).min() if len(distinct) > 1 else 1.0
-    return (scores + 0.49 * gap * popularity / popularity.max()).astype(np.float64)
-
-
 def ease(train: sp.csr_matrix, lam: float) -> np.ndarray:
     """EASE item-item weights [n_items, n_items] with a zero diagonal."""
     gram = (train.T @ train).toarray().astype(np.float64)
@@ -68,38 +60,40 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES) -> dict[str, dict]
     fit_m = data.matrix(fit)
     out = {}
     if "popularity" in which:
-        out["popularity"] = {"setting": "training counts", **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data)}
+        out["popularity"] = {"setting": "training counts",
+                             **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, tiebreak=pop)}
     if "ease" in which:
-        best = _choose(EASE_LAMBDAS, lambda lam: _ease_scorer(fit_m, lam, pop), data, fit_m, val)
-        out["ease"] = {"setting": {"lambda": best}, **evaluate_scores(_ease_scorer(train, best, pop), data)}
+        best = _choose(EASE_LAMBDAS, lambda lam: _ease_scorer(fit_m, lam), data, fit_m, val, pop)
+        out["ease"] = {"setting": {"lambda": best}, **evaluate_scores(_ease_scorer(train, best), data, tiebreak=pop)}
     if "ials" in which:
-        best = _choose(IALS_GRID, lambda s: _ials_scorer(fit_m, s, pop), data, fit_m, val)
-        out["ials"] = {"setting": best, **evaluate_scores(_ials_scorer(train, best, pop), data)}
+        best = _choose(IALS_GRID, lambda s: _ials_scorer(fit_m, s), data, fit_m, val, pop)
+        out["ials"] = {"setting": best, **evaluate_scores(_ials_scorer(train, best), data, tiebreak=pop)}
     return out
 
 
-def _choose(grid, make_scorer, data: Data, fit: sp.csr_matrix, val: Split):
+def _choose(grid, make_scorer, data: Data, fit: sp.csr_matrix, val: Split, tiebreak: np.ndarray):
     """The grid point with the best validation recall@10, seen (fit) items excluded."""
     scored = []
     for setting in grid:
         start = time.monotonic()
-        r = rank_metrics(make_scorer(setting), val, fit, ks=(10,), ndcg_ks=())["recall@10"]
+        r = rank_metrics(make_scorer(setting), val, fit, ks=(10,), ndcg_ks=(), tiebreak=tiebreak)["recall@10"]
         log.info("validation: %s recall@10 %.4f (%.1f s)", setting, r, time.monotonic() - start)
         scored.append((r, setting))
     return max(scored, key=lambda t: t[0])[1]
 
 
-def _ease_scorer(train: sp.csr_matrix, lam: float, pop: np.ndarray):
+def _ease_scorer(train: sp.csr_matrix, lam: float):
+    """Scores of EASE; ties (for a user outside the vocabulary: every item) are broken by the ranking's tiebreak."""
     b = ease(train, lam)
 
     def score(users):
         rows = train[np.maximum(users, 0)].toarray() @ b
         rows[users < 0] = 0.0
-        return with_tiebreak(rows, pop)
+        return rows
     return score
 
 
-def _ials_scorer(train: sp.csr_matrix, setting: dict, pop: np.ndarray):
+def _ials_scorer(train: sp.csr_matrix, setting: dict):
     from implicit.cpu.als import AlternatingLeastSquares
 
     model = AlternatingLeastSquares(factors=setting["factors"], regularization=setting["regularization"],
@@ -111,5 +105,5 @@ def _ials_scorer(train: sp.csr_matrix, setting: dict, pop: np.ndarray):
     def score(u):
         rows = users[np.maximum(u, 0)] @ items.T
         rows[u < 0] = 0.0
-        return with_tiebreak(rows, pop)
+        return rows
     return score

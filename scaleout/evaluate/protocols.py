@@ -73,40 +73,76 @@ def load(dataset: Dataset) -> Data:
 
 
 def rank_metrics(score_users, test: Split, seen: sp.csr_matrix | None, ks=KS, ndcg_ks=NDCG_KS,
-                 batch: int = 2048) -> dict[str, float]:
-    """Hit rate and NDCG per test interaction over the full catalogue.
+                 batch: int = 2048, tiebreak: np.ndarray | None = None) -> dict[str, float]:
+    """Hit rate and NDCG per test interaction over the full catalogue, under one protocol.
 
-    ``score_users(users [b] int64) -> [b, n_items] float32`` scores; with
-    ``seen``, each user's seen items (other than the true one) are ranked last.
-    A test row whose item is outside the candidates counts as a miss.
+    ``score_users(users [b] int64) -> [b, n_items]`` scores; with ``seen``, each
+    user's seen items (other than the true one) are ranked last. A test row whose
+    item is outside the candidates counts as a miss. ``tiebreak`` ([n_items],
+    distinct values) orders items of equal score, higher first. See ``rank_protocols``.
+    """
+    name = "exclude_seen" if seen is not None else "tutorial"
+    return rank_protocols(score_users, test, {name: seen}, ks, ndcg_ks, batch, tiebreak)[name]
+
+
+def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix | None], ks=KS, ndcg_ks=NDCG_KS,
+                   batch: int = 2048, tiebreak: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Hit rate and NDCG per test interaction under several protocols ({name: seen items or None}), scoring each
+    test user once: test rows are grouped by user, ``batch`` users scored at a time, and every protocol ranks
+    the rows of those users from the same scores.
+
+    A row's rank counts the candidates scoring strictly above its true item (with
+    ``tiebreak``: above, or equal and ahead on the tiebreak), the user's seen
+    items left out under a protocol with ``seen`` (never the true item).
     """
     n = len(test.users)
-    hits = {k: 0.0 for k in ks}
-    gains = {k: 0.0 for k in ndcg_ks}
-    valid = test.items >= 0
-    for start in range(0, n, batch):
-        users, items = test.users[start:start + batch], test.items[start:start + batch]
-        ok = valid[start:start + batch]
-        users, items = users[ok], items[ok]
-        scores = np.array(score_users(users), dtype=np.float32, copy=True)
-        true = scores[np.arange(len(items)), items].copy()
-        if seen is not None:
-            mask = seen[np.maximum(users, 0)].toarray().astype(bool)
-            mask[users < 0] = False
-            mask[np.arange(len(items)), items] = False
-            scores[mask] = -np.inf
-        rank = (scores > true[:, None]).sum(axis=1)
-        for k in ks:
-            hits[k] += float((rank < k).sum())
-        for k in ndcg_ks:
-            gains[k] += float(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0).sum())
-    out = {f"recall@{k}": hits[k] / n for k in ks}
-    out.update({f"ndcg@{k}": gains[k] / n for k in ndcg_ks})
+    hits = {p: {k: 0.0 for k in ks} for p in protocols}
+    gains = {p: {k: 0.0 for k in ndcg_ks} for p in protocols}
+    keep = np.flatnonzero(test.items >= 0)  # an item outside the candidates is a miss: no rank to add
+    order = keep[np.argsort(test.users[keep], kind="stable")]
+    users_sorted, items_sorted = test.users[order], test.items[order]
+    unique, first = np.unique(users_sorted, return_index=True)
+    bounds = np.append(first, len(order))
+    for u0 in range(0, len(unique), batch):
+        users = unique[u0:u0 + batch]
+        lo, hi = bounds[u0], bounds[min(u0 + batch, len(unique))]
+        which = np.repeat(np.arange(len(users)), np.diff(bounds[u0:u0 + len(users) + 1]))  # row -> user in batch
+        items = items_sorted[lo:hi]
+        scores = np.asarray(score_users(users), dtype=np.float32)
+        for name, seen in protocols.items():
+            masked = scores
+            if seen is not None:
+                masked = scores.copy()
+                mask = seen[np.maximum(users, 0)].toarray().astype(bool)
+                mask[users < 0] = False
+                masked[mask] = -np.inf  # the true item too: it is never counted above itself
+            rank = _ranks(masked, scores[which, items], which, items, tiebreak, batch)
+            for k in ks:
+                hits[name][k] += float((rank < k).sum())
+            for k in ndcg_ks:
+                gains[name][k] += float(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0).sum())
+    out = {}
+    for name in protocols:
+        out[name] = {f"recall@{k}": hits[name][k] / n for k in ks}
+        out[name].update({f"ndcg@{k}": gains[name][k] / n for k in ndcg_ks})
     return out
 
 
-def evaluate_scores(score_users, data: Data) -> dict[str, dict[str, float]]:
-    """Both protocols for one scorer."""
-    seen = data.matrix(data.train)
-    return {"tutorial": rank_metrics(score_users, data.test, None),
-            "exclude_seen": rank_metrics(score_users, data.test, seen)}
+def _ranks(scores: np.ndarray, true: np.ndarray, which: np.ndarray, items: np.ndarray,
+           tiebreak: np.ndarray | None, block: int) -> np.ndarray:
+    """Per test row: candidates of its user's ``scores`` row ranked above ``true``, ``block`` rows at a time."""
+    rank = np.empty(len(which), np.int64)
+    for r0 in range(0, len(which), block):
+        rows = scores[which[r0:r0 + block]]
+        t = true[r0:r0 + block, None]
+        above = rows > t
+        if tiebreak is not None:
+            above |= (rows == t) & (tiebreak[None, :] > tiebreak[items[r0:r0 + block], None])
+        rank[r0:r0 + block] = above.sum(axis=1)
+    return rank
+
+
+def evaluate_scores(score_users, data: Data, tiebreak: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Both protocols for one scorer, each test user scored once."""
+    return rank_protocols(score_users, data.test, {"tutorial": None, "exclude_seen": data.matrix(data.train)},
+                          tiebreak=tiebreak)

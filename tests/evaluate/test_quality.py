@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scaleout.evaluate.baselines import ease, popularity_scores, with_tiebreak
-from scaleout.evaluate.protocols import Split, rank_metrics
+from scaleout.evaluate.baselines import ease, popularity_scores
+from scaleout.evaluate.protocols import Split, rank_metrics, rank_protocols
 
 
 def test_rank_metrics_by_hand_with_and_without_seen_items():
@@ -34,10 +34,49 @@ def test_popularity_is_a_strict_order_and_breaks_ties_of_other_scores():
     train = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [0, 1, 1]], np.float32))  # counts 1, 3, 1
     pop = popularity_scores(train)
     assert list(np.argsort(-pop)) == [1, 0, 2]
-    tied = with_tiebreak(np.zeros((1, 3)), pop)
-    assert list(np.argsort(-tied[0])) == [1, 0, 2]
-    ordered = with_tiebreak(np.array([[0.0, 1.0, 2.0]]), pop)  # distinct scores keep their order
-    assert list(np.argsort(-ordered[0])) == [2, 1, 0]
+    # All scores tied: the rank is the true item's place in the popularity order (1, 0, 2).
+    test = Split(users=np.array([0, 0, 0]), items=np.array([1, 0, 2]))
+    tied = rank_metrics(lambda u: np.zeros((len(u), 3), np.float32), test, None, ks=(1, 2), ndcg_ks=(),
+                        tiebreak=pop)
+    assert tied["recall@1"] == pytest.approx(1 / 3) and tied["recall@2"] == pytest.approx(2 / 3)
+    # Distinct scores keep their order whatever the popularity: item 2 first, then 1, then 0.
+    ordered = rank_metrics(lambda u: np.tile(np.array([0.0, 1.0, 2.0], np.float32), (len(u), 1)), test, None,
+                           ks=(1, 2), ndcg_ks=(), tiebreak=pop)
+    assert ordered["recall@1"] == pytest.approx(1 / 3) and ordered["recall@2"] == pytest.approx(2 / 3)
+    assert rank_metrics(lambda u: np.tile(np.array([0.0, 1.0, 2.0], np.float32), (len(u), 1)),
+                        Split(np.array([0]), np.array([2])), None, ks=(1,), ndcg_ks=(), tiebreak=pop)["recall@1"] == 1
+
+
+def test_each_test_user_is_scored_once_for_both_protocols():
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((50, 30)).astype(np.float32)
+    test = Split(users=rng.integers(0, 50, 400), items=rng.integers(-1, 30, 400))  # many rows a user, some -1
+    seen = sp.csr_matrix((rng.random((50, 30)) < 0.2).astype(np.float32))
+    calls = []
+
+    def score(users):
+        calls.append(users.copy())
+        return scores[users]
+    both = rank_protocols(score, test, {"tutorial": None, "exclude_seen": seen}, batch=7)
+    scored = np.concatenate(calls)
+    assert len(scored) == len(np.unique(scored)) == len(np.unique(test.users[test.items >= 0]))
+    # The same figures as ranking row by row, by hand.
+    for name, mask in (("tutorial", None), ("exclude_seen", seen)):
+        ranks = []
+        for u, i in zip(test.users, test.items):
+            if i < 0:
+                continue
+            row = scores[u].copy()
+            if mask is not None:
+                drop = mask[u].toarray().ravel().astype(bool)
+                drop[i] = False
+                row[drop] = -np.inf
+            ranks.append((row > scores[u, i]).sum())
+        ranks = np.array(ranks)
+        for k in (1, 5, 10):
+            assert both[name][f"recall@{k}"] == pytest.approx((ranks < k).sum() / len(test.users))
+        assert both[name]["ndcg@10"] == pytest.approx(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0).sum()
+                                                      / len(test.users))
 
 
 def test_ease_columns_are_ridge_regressions_on_the_other_items():
