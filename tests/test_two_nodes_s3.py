@@ -114,7 +114,8 @@ def test_pipeline_on_two_nodes_with_the_run_in_s3(two_nodes, s3_for_nodes, pipel
         assert abs(quality[k] - local[k]) <= 0.02, (k, quality[k], local[k])
     embedded = json.loads(storage.read_bytes(
         f"{run}/embeddings/{storage.read_commit(f'{run}/embeddings')['generation']}/embeddings.json"))
-    assert embedded["job"]["backend"] == "ray" and len(embedded["job"]["per_worker_candidates_per_s"]) == 2
+    # A pool of 2 (both placed, above); which of them embeds the 2 small parts is Ray Data's choice.
+    assert embedded["job"]["backend"] == "ray" and embedded["job"]["workers"] == 2
 
     # Nothing written outside the bucket and temporary directories: the working tree as it was, the
     # driver's mirror removed.
