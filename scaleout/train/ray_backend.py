@@ -131,7 +131,7 @@ def train_func(config: dict) -> None:
         path, state = found
         if state["identity"] != config["identity"]:
             raise ArtifactError(f"checkpoint {path} was trained with other settings")
-        fs, _ = _filesystem(config["storage"])
+        fs, _ = storage.filesystem(config["storage"])
         with ray.train.Checkpoint(path, filesystem=fs).as_directory() as d:
             saver.read(os.path.join(d, WEIGHTS)).assert_existing_objects_matched()
         start_epoch, history = state["epoch"], state["history"]
@@ -184,7 +184,7 @@ def train_func(config: dict) -> None:
         # raising, keeps Ray Train from restarting the group from the last checkpoint into the same
         # divergence; the driver reads why from storage.
         if rank == 0:
-            fs, base = _filesystem(config["storage"])
+            fs, base = storage.filesystem(config["storage"])
             with fs.open_output_stream(f"{base}/{RUN_NAME}/{DIVERGED}") as f:
                 f.write(str(exc).encode())
 
@@ -195,16 +195,12 @@ def storage_location(run: RunDir, train_cfg: TrainConfig) -> str:
     return train_cfg.storage or run.checkpoints
 
 
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    return storage.filesystem(location)
-
-
 def check_storage(location: str) -> None:
     """ScaleoutError unless ``location`` can be created and written."""
     if storage.is_remote(location):
         storage.preflight(location)
         return
-    fs, base = _filesystem(location)
+    fs, base = storage.filesystem(location)
     marker = f"{base}/.scaleout-write-check"
     try:
         fs.create_dir(base, recursive=True)
@@ -221,7 +217,7 @@ def find_latest_checkpoint(location: str) -> tuple[str, dict] | None:
     A checkpoint is complete when every file its state.json lists is there with
     its size: an upload cut short by a dying worker is passed over.
     """
-    fs, base = _filesystem(location)
+    fs, base = storage.filesystem(location)
     best = None
     for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
         if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint"):
@@ -291,7 +287,7 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     run.sync()  # a remote run's dataset, committed before the workers fetch it
     steps = steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers),
                             train_cfg.batch_size // train_cfg.workers)
-    fs, storage_path = _filesystem(location)
+    fs, storage_path = storage.filesystem(location)
     trainer = TensorflowTrainer(
         train_func,
         train_loop_config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
@@ -307,7 +303,7 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
                              worker_runtime_env={"env_vars": {**RUNTIME_ENV_VARS, **forwarded_env()}}),
     )
     log.info("training on %d Ray workers, checkpoints in %s/%s", train_cfg.workers, location, RUN_NAME)
-    fs, base = _filesystem(location)
+    fs, base = storage.filesystem(location)
     diverged = f"{base}/{RUN_NAME}/{DIVERGED}"
     if fs.get_file_info(diverged).type == pafs.FileType.File:
         fs.delete_file(diverged)  # an earlier attempt's
@@ -334,7 +330,7 @@ def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg
 
     path, state = found
     model = build_for_dataset(model_cfg, dataset)
-    fs, _ = _filesystem(location)
+    fs, _ = storage.filesystem(location)
     with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()
     return model, state["history"], state["resumed_at"]
