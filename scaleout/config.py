@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Type, TypeVar
 
 from scaleout.errors import ConfigError
-from scaleout.names import BASELINES, INDEX_KINDS
+from scaleout.names import BASELINES, INDEX_KINDS, SCANN
 
 T = TypeVar("T")
 
@@ -206,6 +206,7 @@ class EmbedConfig:
 
 
 INDEX_MODES = ("auto", "brute_force", "ah", "tree")
+REORDER_DTYPES = ("float32", "bfloat16", "int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,32 +221,64 @@ class IndexConfig:
 
     mode: str = "auto"  # or brute_force, ah, tree
     num_leaves: int = 0  # 0: leaves_per_sqrt x sqrt(N)
-    # The tree and search defaults are the ANN benchmark tuner's choice: the one setting of its grid
-    # reaching recall@10 >= 0.95 on every synthetic catalogue of 100K to 10M at the lowest latency
-    # (benchmarks/reports/cpu; tests/bench/test_bench.py checks the two agree).
+    # The tree and search defaults are the ANN benchmark tuner's choice (benchmarks/reports/cpu;
+    # tests/bench/test_bench.py checks the two agree): per k served, the one setting of its grid reaching
+    # recall@k >= 0.95 on every synthetic catalogue of 100K to 10M at the lowest latency.
     leaves_per_sqrt: float = 2.0
     training_sample_size: int = 0
     dims_per_block: int = 1
     anisotropic_threshold: float = 0.2
     brute_force_below: int = 20_000
     tree_below: int = 100_000
-    # Default search settings (each search call may override them):
-    leaves_to_search: int = 0  # 0: leaves_fraction of the leaves
-    leaves_fraction: float = 0.1
+    # ScaNN's newer options, in the benchmark grid (benchmarks/reports/cpu says what they cost and give):
+    soar_lambda: float = 0.0  # > 0: SOAR spilling, each candidate also in a second leaf (dot product; ~1.0-1.5)
+    reorder_dtype: str = "float32"  # the copy rescored exactly: float32, bfloat16 or int8 (a quarter the memory)
+    # Default search settings (each search call may override them). A search for k results looks in
+    # enough leaves to visit points_per_result x k candidates, and at least leaves_fraction of the leaves,
+    # then rescores reorder_per_k x k exactly: one row of search_by_k, the first whose k is >= the k asked
+    # for (the last beyond it). A non-zero field below replaces that row's value for every k.
+    search_by_k: tuple = ((10, 0.02, 1000, 6), (100, 0.02, 500, 3), (1000, 0.02, 300, 3))
+    leaves_to_search: int = 0  # 0: from the k searched for (search_by_k)
+    leaves_fraction: float = 0.0  # 0: search_by_k's; else this share of the leaves, whatever k
+    points_per_result: int = 0  # 0: search_by_k's
     reorder: int = 0  # 0: max(reorder_per_k * k, reorder_min)
-    reorder_per_k: int = 6
+    reorder_per_k: int = 0  # 0: search_by_k's
     reorder_min: int = 30  # a floor for small k
+
+    def search_row(self, k: int) -> tuple[float, int, int]:
+        """(leaves_fraction, points_per_result, reorder_per_k) for a search for k results: the row of
+        search_by_k for k, with the fields set on this config in its place. A leaves_fraction set here means
+        that share of the leaves alone (as before the rows existed): points_per_result then applies only if
+        set too."""
+        row = next((r for r in self.search_by_k if k <= r[0]), self.search_by_k[-1])
+        fraction, per_result, per_k = row[1], row[2], row[3]
+        if self.leaves_fraction:
+            fraction, per_result = self.leaves_fraction, self.points_per_result
+        elif self.points_per_result:
+            per_result = self.points_per_result
+        return fraction, per_result, self.reorder_per_k or per_k
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "num_leaves", "training_sample_size", "brute_force_below", "tree_below",
                   "leaves_to_search", "reorder", note="0 (automatic) or more")
-        _at_least(self, 1, "dims_per_block", "reorder_per_k", "reorder_min")
+        _at_least(self, 0, "points_per_result", "reorder_per_k", note="0 (by k, search_by_k) or more")
+        _at_least(self, 1, "dims_per_block", "reorder_min")
+        rows = tuple(tuple(r) for r in self.search_by_k)
+        object.__setattr__(self, "search_by_k", rows)  # lists from JSON or YAML, kept as tuples
+        if not rows or any(len(r) != 4 for r in rows) or [r[0] for r in rows] != sorted({r[0] for r in rows}) \
+                or any(not (r[0] >= 1 and 0.0 < r[1] <= 1.0 and r[2] >= 0 and r[3] >= 1) for r in rows):
+            raise ConfigError(f"search_by_k {rows!r}: expected rows (k, leaves_fraction in (0, 1], "
+                              "points_per_result >= 0, reorder_per_k >= 1) in increasing k")
+        if self.soar_lambda < 0.0:
+            raise ConfigError(f"soar_lambda must be 0 (off) or positive, got {self.soar_lambda}")
+        if self.reorder_dtype not in REORDER_DTYPES:
+            raise ConfigError(f"reorder_dtype {self.reorder_dtype!r}: expected one of {', '.join(REORDER_DTYPES)}")
         if self.mode not in INDEX_MODES:
             raise ConfigError(f"unknown ScaNN mode {self.mode!r}; expected one of {', '.join(INDEX_MODES)}")
         if not self.leaves_per_sqrt > 0.0:
             raise ConfigError(f"leaves_per_sqrt must be positive, got {self.leaves_per_sqrt}")
-        if not 0.0 < self.leaves_fraction <= 1.0:
-            raise ConfigError(f"leaves_fraction must be in (0, 1], got {self.leaves_fraction}")
+        if not 0.0 <= self.leaves_fraction <= 1.0:
+            raise ConfigError(f"leaves_fraction must be in (0, 1] (or 0: by k), got {self.leaves_fraction}")
         if not 0.0 <= self.anisotropic_threshold < 1.0:
             raise ConfigError(f"anisotropic_threshold must be in [0, 1), got {self.anisotropic_threshold}")
 
@@ -283,6 +316,11 @@ class IndexJobConfig:
         if not self.kinds:
             raise ConfigError(f"kinds is empty; expected some of {', '.join(INDEX_KINDS)}")
         _at_least(self, 1, "export_k")
+        uncarried = [o for o, on in (("soar_lambda", self.index.soar_lambda),
+                                     ("reorder_dtype=bfloat16", self.index.reorder_dtype == "bfloat16")) if on]
+        if SCANN in self.export and uncarried:
+            raise ConfigError(f"a ScaNN SavedModel cannot carry {' or '.join(uncarried)}: ScaNN's TensorFlow ops "
+                              "have no place for their files; drop the option or the scann export")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,7 +63,8 @@ def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
 def tree_run(pipeline_run, tmp_path_factory):
     """The pipeline's model, indexed again with ScaNN forced into a tree (1,682 candidates would get exact scoring)."""
     root = copy_trained(pipeline_run[0], tmp_path_factory.mktemp("tree") / "run")
-    result = run_cli("index", "--run", root, "--scann-mode", "tree", "--num-leaves", 40, "--part-rows", 500,
+    result = run_cli("index", "--run", root, "--scann-mode", "tree", "--num-leaves", 40, "--leaves-fraction", 0.1,
+                     "--part-rows", 500,
                      "--export", "scann", "brute_force")
     assert result.returncode == 0, result.stderr[-3000:]
     return root, json.loads(result.stdout)

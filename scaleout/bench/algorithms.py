@@ -119,13 +119,16 @@ class ScaleoutBruteForce(Algorithm):
 
 class ScaleoutScann(Algorithm):
     """scaleout.index.scann.Scann (scann_ops_pybind). Build: any IndexConfig field (leaves_per_sqrt, num_leaves, mode,
-    dims_per_block, anisotropic_threshold, training_sample_size). Query: leaves_fraction (of the leaves
-    searched) and reorder_per_k (candidates rescored exactly, per result asked for): the IndexConfig
-    fields of the same names, so the tuner's choice is a set of IndexConfig defaults."""
+    dims_per_block, anisotropic_threshold, training_sample_size). Query: leaves_fraction (of the leaves searched,
+    at least), points_per_result (leaves enough to visit that many candidates per result asked for) and
+    reorder_per_k (candidates rescored exactly, per result asked for): the IndexConfig fields of the same names,
+    so the tuner's choice per k is a row of IndexConfig.search_by_k. A setting without points_per_result searches
+    leaves_fraction of the leaves whatever k (the grid before rows by k existed); one with none of the three
+    uses IndexConfig's defaults."""
 
     modules = ("scann",)
 
-    query_params = {"leaves_fraction": float, "reorder_per_k": int}
+    query_params = {"leaves_fraction": float, "points_per_result": int, "reorder_per_k": int}
     build_params = None  # IndexConfig's fields, checked by it
 
     def build(self, train):
@@ -141,17 +144,26 @@ class ScaleoutScann(Algorithm):
         args = super().applicable(query_args)
         if self.index.mode != "tree":
             args.pop("leaves_fraction", None)
+            args.pop("points_per_result", None)
         if self.index.mode == "brute_force":
             args.pop("reorder_per_k", None)
         return args
 
     def set_query_args(self, **query_args):
         super().set_query_args(**query_args)
-        fraction, self.per_k = self.query_args.get("leaves_fraction"), self.query_args.get("reorder_per_k")
-        self.leaves = max(1, math.ceil(fraction * self.index.num_leaves)) if fraction else None
+        self.fraction = self.query_args.get("leaves_fraction") or 0.0
+        self.per_result = self.query_args.get("points_per_result") or 0
+        self.per_k = self.query_args.get("reorder_per_k")
+
+    def leaves(self, k):
+        from scaleout.index.scann import leaves_for
+
+        if self.index.mode != "tree" or not (self.fraction or self.per_result):
+            return None
+        return leaves_for(k, self.index.size, self.index.num_leaves, self.fraction, self.per_result)
 
     def search(self, queries, k):
-        return self.index.search(queries, k, leaves_to_search=self.leaves,
+        return self.index.search(queries, k, leaves_to_search=self.leaves(k),
                                  reorder=self.per_k * k if self.per_k else None)[1]
 
     def rows(self, result):
@@ -237,12 +249,15 @@ class TFRSScaNN(_TFRSLayer):
     def build(self, train):
         from scaleout.tfenv import tfrs
 
+        from scaleout.index.scann import leaves_for
+
         cfg = dataclasses.replace(IndexConfig(), **self.build_args)
         leaves = _leaves(len(train), self.build_args)
         self.dim = train.shape[1]
+        fraction, per_result, per_k = cfg.search_row(10)  # fixed at build: the defaults for k=10
         layer = tfrs.layers.factorized_top_k.ScaNN(
-            k=100, num_leaves=leaves, num_leaves_to_search=max(1, math.ceil(cfg.leaves_fraction * leaves)),
-            dimensions_per_block=cfg.dims_per_block, num_reordering_candidates=cfg.reorder_per_k * 10,
+            k=100, num_leaves=leaves, num_leaves_to_search=leaves_for(10, len(train), leaves, fraction, per_result),
+            dimensions_per_block=cfg.dims_per_block, num_reordering_candidates=per_k * 10,
             parallelize_batch_searches=False)
         self._index(layer, train)
 

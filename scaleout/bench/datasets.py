@@ -1,9 +1,10 @@
 """Benchmark datasets: candidate vectors, queries and their exact top 100, cached on disk.
 
 A dataset directory holds ``train.npy`` [n, dim] float32 (the candidates),
-``queries.npy`` [q, dim] float32, ``neighbors.npy`` [q, 100] int64 (exact
-top 100 by dot product, best first), ``scores.npy`` [q, 100] float32 (their
-scores) and ``dataset.json``. It is written under a temporary name and renamed,
+``queries.npy`` [q, dim] float32, ``neighbors.npy`` [q, 1000] int64 (exact
+top 1000 by dot product, best first), ``scores.npy`` [q, 1000] float32 (their
+scores) and ``dataset.json``. A cached dataset holding fewer exact neighbours
+(made before recall@1000 was measured) is made again. It is written under a temporary name and renamed,
 so a cached dataset is always whole.
 
 Names:
@@ -33,7 +34,7 @@ from scaleout.fsutil import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
-TRUE_K = 100
+TRUE_K = 1000  # exact neighbours kept per query: recall@k up to k = 1000
 SEED = 0
 CENTRES = 2_000  # clusters of the synthetic mixture
 SPREAD = 0.6  # Gaussian noise around a centre, relative to the unit-variance centres
@@ -107,7 +108,8 @@ class Dataset:
 def open_dataset(name: str, cache: str | Path, queries: int = 2048, run: str | Path | None = None) -> Dataset:
     """The dataset ``name`` from ``cache``, made first if it is not there."""
     path = Path(cache) / name
-    if not (path / "dataset.json").is_file():
+    meta = path / "dataset.json"
+    if not meta.is_file() or json.loads(meta.read_text()).get("true_k", 0) < TRUE_K:
         make_dataset(name, path, queries, run)
     return Dataset(name, path, json.loads((path / "dataset.json").read_text()))
 

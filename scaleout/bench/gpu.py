@@ -15,7 +15,13 @@ import importlib.util
 
 import numpy as np
 
-SCORES_PER_TILE = 1 << 28  # 1 GiB of fp32 scores per tile at most
+SCORES_PER_TILE = 1 << 30  # 4 GiB of fp32 scores per tile at most
+# PyTorch: rows of scores wider than GROUPED_ABOVE take their top k through the maxima of groups of GROUP
+# columns (GpuBruteForce._top_k_wide); benchmarks/gpu_bruteforce.py times both ways on the GPU
+GROUPED_ABOVE = 1 << 12
+GROUPED_MAX_ROWS = 1 << 30
+GROUP = 128
+SMALL_SORT = 4096  # PyTorch sorts rows of up to 4,096 in one kernel (bitonic, in shared memory)
 
 
 def _present(module: str) -> bool:
@@ -149,23 +155,124 @@ class GpuBruteForce:
         import torch
 
         self.torch = torch
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: TF32 would round the scores
         self.dt = torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
         self.device = "cpu" if self.on_cpu else "cuda"
         self.x = torch.from_numpy(train).to(self.device).to(self.dt)
+        self.scores = "float32"
+        if self.dtype == "bfloat16":
+            # bf16 products summed into fp32 scores where the library offers it (torch.mm's out_dtype, CUDA);
+            # else the matmul rounds the scores to bf16 and they are widened before the top k.
+            try:
+                torch.mm(self.x[:2], self.x[:2].T, out_dtype=torch.float32)
+            except (RuntimeError, TypeError, NotImplementedError):
+                self.scores = "bfloat16"
+
+    def _tile_scores(self, q, c0, c1):
+        """Scores [b, c1 - c0] (fp32) of device queries q against candidates c0:c1.
+
+        One query is a matrix-vector product with the candidates as the matrix: as a matrix product of a
+        single row, cuBLAS pads the row to its tile height and does that many times the arithmetic (in
+        fp32 on an H200, 1M x 64 took 0.29 ms, compute-bound, against 0.06 ms to read the candidates)."""
+        torch = self.torch
+        x = self.x[c0:c1]
+        widen = self.dtype == "bfloat16" and self.scores == "float32"
+        if len(q) == 1:
+            if widen:
+                return torch.mm(x, q.T, out_dtype=torch.float32).T
+            return torch.mv(x, q[0]).float().unsqueeze(0)
+        if widen:
+            return torch.mm(q, x.T, out_dtype=torch.float32)
+        return (q @ x.T).float()
+
+    def _top_k_torch(self, q, k, chunk):
+        """rows [b, k] (device, int64) of the k best candidates for device queries q, best first."""
+        torch = self.torch
+        scores, rows = [], []
+        for c0 in range(0, self.n, chunk):
+            c1 = min(self.n, c0 + chunk)
+            s, i = self._top_k_wide(self._tile_scores(q, c0, c1), min(k, c1 - c0))
+            scores.append(s)
+            rows.append(i + c0 if c0 else i)
+        if len(scores) == 1:
+            return rows[0]
+        s, j = torch.topk(torch.cat(scores, 1), k, dim=1)
+        return torch.gather(torch.cat(rows, 1), 1, j)
+
+    def _top_k_wide(self, s, k):
+        """(scores, columns) of the k best of each row of s [b, w], best first.
+
+        torch.topk's radix select over a wide row runs in one thread block and launches several kernels
+        per call (160 us for one row of a million on an H200, three times the matrix-vector product
+        before it), while sorting at most SMALL_SORT columns a row is a single kernel. So rows wider than
+        SMALL_SORT are cut into groups of GROUP columns or more (at most SMALL_SORT groups): the maximum of
+        every group (one pass, a plain reduction), the k groups with the highest maxima, then the best k of
+        those groups' k x GROUP scores, the same way again. Exact: a group holding one of the k best scores
+        has a maximum at least the k-th best, and at most k - 1 groups have a higher one. Every shape is
+        fixed, so the search can be captured in a CUDA graph. Batches of more than GROUPED_MAX_ROWS rows
+        (which keep the GPU busy through torch.topk alone) and k of SMALL_SORT or more take torch.topk.
+        """
+        torch = self.torch
+        b, w = s.shape
+        if w <= SMALL_SORT:
+            v, j = torch.sort(s, dim=1, descending=True)
+            return v[:, :k], j[:, :k]
+        group = max(GROUP, -(-w // SMALL_SORT))
+        groups = w // group
+        if w <= GROUPED_ABOVE or b > GROUPED_MAX_ROWS or groups <= k or k * group >= w:
+            return torch.topk(s, k, dim=1)
+        head = groups * group
+        maxima = s[:, :head].reshape(b, groups, group).amax(dim=2)  # [b, groups <= SMALL_SORT]
+        best_groups = torch.sort(maxima, dim=1, descending=True).indices[:, :k]
+        cols = (best_groups.unsqueeze(2) * group + torch.arange(group, device=s.device)).reshape(b, k * group)
+        if head < w:  # the last, partial group: every column of it
+            cols = torch.cat([cols, torch.arange(head, w, device=s.device).expand(b, w - head)], 1)
+        top, j = self._top_k_wide(torch.gather(s, 1, cols), k)
+        return top, torch.gather(cols, 1, j)
 
     def _search_torch(self, queries, k, chunk):
         torch = self.torch
         with torch.inference_mode():
-            q = torch.from_numpy(queries).to(self.device).to(self.dt)
-            best_s = best_i = None
-            for c0 in range(0, self.n, chunk):
-                s, i = torch.topk((q @ self.x[c0:c0 + chunk].T).float(), min(k, min(chunk, self.n - c0)), dim=1)
-                i = i + c0
-                if best_s is not None:
-                    s, j = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
-                    i = torch.gather(torch.cat([best_i, i], 1), 1, j)
-                best_s, best_i = s, i
-            return best_i.cpu().numpy()
+            q = torch.from_numpy(np.ascontiguousarray(queries, np.float32)).to(self.device).to(self.dt)
+            return self._top_k_torch(q, k, chunk).cpu().numpy()
+
+    def graphed(self, batch: int, k: int):
+        """``search(queries [batch, dim]) -> rows [batch, k]`` replaying one CUDA graph of the whole search
+        (every tile's matmul and top k, and the merge): one launch instead of one per kernel. The queries go
+        through a pinned host buffer; the copies in and out are in the time as in ``search``. PyTorch on a
+        GPU only."""
+        if self.backend != "torch" or self.on_cpu:
+            raise NotImplementedError("CUDA graphs: PyTorch on a GPU only")
+        torch = self.torch
+        chunk = max(k, SCORES_PER_TILE // batch)
+        dim = self.x.shape[1]
+        host_q = torch.empty((batch, dim), dtype=torch.float32, pin_memory=True)
+        host_rows = torch.empty((batch, k), dtype=torch.int64, pin_memory=True)
+        dev_q = torch.zeros((batch, dim), dtype=torch.float32, device="cuda")
+        with torch.inference_mode():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph: cuBLAS picks its kernels and workspace
+                for _ in range(2):
+                    self._top_k_torch(dev_q.to(self.dt), k, chunk)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                dev_rows = self._top_k_torch(dev_q.to(self.dt), k, chunk)
+        torch.cuda.synchronize()
+
+        def search(queries: np.ndarray) -> np.ndarray:
+            if queries.shape != (batch, dim):
+                raise ValueError(f"queries of shape {queries.shape}; this graph was captured for {(batch, dim)}")
+            host_q.numpy()[:] = queries
+            dev_q.copy_(host_q, non_blocking=True)
+            graph.replay()
+            host_rows.copy_(dev_rows, non_blocking=True)
+            torch.cuda.current_stream().synchronize()
+            return host_rows.numpy().copy()
+
+        search.graph = graph  # keeps the graph (and its memory pool) alive with the function
+        return search
 
     # JAX
     def _init_jax(self, train):
@@ -176,7 +283,9 @@ class GpuBruteForce:
         self.dt = jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
         self.device = jax.devices("cpu")[0] if self.on_cpu else jax.devices()[0]
         self.x = jax.device_put(jnp.asarray(train, dtype=self.dt), self.device)
-        self.tile = jax.jit(lambda q, x, k: jax.lax.top_k((q @ x.T).astype(jnp.float32), k), static_argnums=2)
+        highest = jax.lax.Precision.HIGHEST  # XLA on a GPU would otherwise multiply fp32 in TF32
+        self.tile = jax.jit(lambda q, x, k: jax.lax.top_k(
+            jnp.matmul(q, x.T, precision=highest, preferred_element_type=jnp.float32), k), static_argnums=2)
 
     def _search_jax(self, queries, k, chunk):
         jnp, jax = self.jnp, self.jax

@@ -60,13 +60,15 @@ def throughput(search, queries: np.ndarray, k: int, batch: int, seconds: float) 
 
 
 def measure_queries(algo, train, queries, true_scores, cfg) -> dict:
-    """Recall@10 and @100 (each from a search for that k, in batches of 1024) over the first
-    ``recall_queries`` queries, then single-query latency and throughput per batch size at k."""
+    """Recall@k for every k of ``cfg["ks"]`` (default 10 and 100) that the exact answers reach, each from a
+    search for that k in batches of 1024, over the first ``recall_queries`` queries; then at cfg["k"]:
+    single-query latency and throughput per batch size; and single-query latency at every other k.
+    ``by_k`` holds, per k, the recall and the latency of searches for that k: what a retrieval stage serving
+    k candidates gets."""
     k, seconds, m = cfg["k"], cfg["seconds"], min(len(queries), cfg.get("recall_queries", len(queries)))
+    ks = sorted({kk for kk in cfg.get("ks", (10, 100)) if kk <= min(len(train), true_scores.shape[1])} | {k})
     out = {"recall_queries": m}
-    for kk in (10, 100):
-        if kk > len(train):
-            continue
+    for kk in ks:
         rows = np.concatenate([algo.rows(algo.search(queries[i:min(m, i + 1024)], kk)) for i in range(0, m, 1024)])
         out[f"recall@{kk}"] = recall(train, queries[:m], rows, true_scores[:m], kk)
     lat = latencies(algo.search, queries, k, cfg["latency_queries"], seconds)
@@ -77,6 +79,11 @@ def measure_queries(algo, train, queries, true_scores, cfg) -> dict:
             out["qps"]["1"] = 1.0 / lat.mean()
         else:
             out["qps"][str(batch)] = throughput(algo.search, queries, k, batch, seconds)[0]
+    out["by_k"] = {str(k): {"recall": out[f"recall@{k}"], "latency": out["latency"]}}
+    for kk in ks:
+        if kk != k:
+            out["by_k"][str(kk)] = {"recall": out[f"recall@{kk}"], "latency": percentiles(
+                latencies(algo.search, queries, kk, cfg["latency_queries"], seconds))}
     return out
 
 

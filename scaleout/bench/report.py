@@ -2,10 +2,11 @@
 
 Sections: the machine; the issue's targets checked on the results; per dataset
 a table of every index at its fastest setting reaching recall@10 >= 0.95 (and
-at its best recall otherwise) and a recall-vs-throughput frontier plot; p50
-latency against catalogue size; brute force against the memory-bandwidth
-floor; the ScaNN tuner's choice per dataset and for the indexer's defaults;
-CPU against GPU when GPU results are given.
+at its best recall otherwise) and recall-vs-throughput frontier plots at k = 10
+and 100; p50 latency against catalogue size; brute force against the
+memory-bandwidth floor; the ScaNN tuner's choice per k served (10, 100, 1000),
+per dataset and for the indexer's defaults; the GPU half against its floors and
+the CPU when GPU results are given, and which device is cheapest.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from scaleout.bench import cost
 from scaleout.bench.algorithms import EXACT
+from scaleout.bench.cost import Prices
 from scaleout.errors import ConfigError
 from scaleout.fsutil import atomic_dir, write_json
 
 TARGET = 0.95
+KS = (10, 100, 1000)  # the ks a retrieval stage serves: the tuner chooses per k
 SUMMARY_JSON = "summary.json"
 LABELS = {"bruteforce": "scaleout BruteForce (NumPy)", "tf_bruteforce": "TensorFlow matmul+top_k",
           "tfrs_bruteforce": "TFRS BruteForce", "faiss_flat": "FAISS Flat", "scann": "ScaNN (scaleout, pybind)",
@@ -58,59 +62,107 @@ def settings(r: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(args.items())) or "defaults"
 
 
-def best_at(records: list[dict], target: float = TARGET) -> dict | None:
-    """The record with the lowest p50 latency among those reaching recall@10 >= target (None if none do)."""
-    ok = [r for r in records if r.get("recall@10", 0.0) >= target]
-    return min(ok, key=lambda r: r["latency"]["p50_ms"]) if ok else None
+def at_k(r: dict, k: int) -> tuple[float, float, float] | None:
+    """(recall@k, p50 ms, mean ms) of a record's searches for k results, or None where it has none: records
+    made before searches were timed per k hold only the timed k (10)."""
+    by = r.get("by_k", {}).get(str(k))
+    if by:
+        lat, recall = by["latency"], by["recall"]
+    elif k == r.get("k", 10) and f"recall@{k}" in r:
+        lat, recall = r["latency"], r[f"recall@{k}"]
+    else:
+        return None
+    return recall, lat["p50_ms"], lat.get("mean_ms", lat["p50_ms"])
 
 
-def tune(results: list[dict], target: float = TARGET) -> dict:
-    """ScaNN's settings meeting recall@10 >= target at the lowest p50 latency: per dataset, and the one
-    setting that meets it on every synthetic dataset of 100K or more at the lowest geometric-mean latency."""
+def best_at(records: list[dict], target: float = TARGET, k: int = 10) -> dict | None:
+    """The record with the lowest p50 latency of searches for k among those reaching recall@k >= target
+    (None if none do)."""
+    ok = [r for r in records if (m := at_k(r, k)) and m[0] >= target]
+    return min(ok, key=lambda r: at_k(r, k)[1]) if ok else None
+
+
+def tune(results: list[dict], target: float = TARGET, ks: tuple[int, ...] = KS) -> dict:
+    """ScaNN's settings meeting recall@k >= target at the lowest p50 latency of searches for k, per k: per
+    dataset, and the one setting that meets it on every synthetic dataset of 100K or more at the lowest
+    geometric-mean latency among builds a SavedModel can carry (the indexer's defaults: a row of
+    IndexConfig.search_by_k per k). The first k
+    chooses the build too; the other ks choose among that build's search settings (one index serves every
+    k). ``per_dataset`` and ``defaults`` repeat the first k's."""
     scann = [r for r in results if r["algorithm"] == "scann"]
-    per_dataset = {}
-    for name in sorted({r["dataset"] for r in scann}):
-        best = best_at([r for r in scann if r["dataset"] == name], target)
-        per_dataset[name] = None if best is None else {
-            "settings": {**best["build_args"], **best["applied_query_args"]}, "recall@10": best["recall@10"],
-            "p50_ms": best["latency"]["p50_ms"]}
     large = sorted({r["dataset"] for r in scann if r["dataset"].startswith("synthetic") and r["n"] >= 100_000})
-    by_setting = defaultdict(dict)
-    for r in scann:
-        if r["dataset"] in large:
-            by_setting[json.dumps({**r["build_args"], **r["query_args"]}, sort_keys=True)][r["dataset"]] = r
-    common = []
-    for key, rs in by_setting.items():
-        if len(rs) == len(large) and all(r["recall@10"] >= target for r in rs.values()):
-            common.append((float(np.exp(np.mean([np.log(r["latency"]["p50_ms"]) for r in rs.values()]))), key))
-    defaults = None
-    if common:
-        gm, key = min(common)
-        defaults = {"settings": json.loads(key), "datasets": large, "geomean_p50_ms": gm,
-                    "min_recall@10": min(r["recall@10"] for r in by_setting[key].values())}
-    return {"target_recall@10": target, "per_dataset": per_dataset, "defaults": defaults}
+    out, build = {"target_recall": target, "by_k": {}}, None
+    for k in ks:
+        recs = [r for r in scann if at_k(r, k) and (build is None or r["build_args"] == build)]
+        if not recs:
+            continue
+        per_dataset = {}
+        for name in sorted({r["dataset"] for r in recs}):
+            best = best_at([r for r in recs if r["dataset"] == name], target, k)
+            per_dataset[name] = None if best is None else {
+                "settings": {**best["build_args"], **best["applied_query_args"]}, f"recall@{k}": at_k(best, k)[0],
+                "p50_ms": at_k(best, k)[1]}
+        by_setting = defaultdict(dict)
+        for r in recs:
+            if r["dataset"] in large and exportable(r["build_args"]):
+                by_setting[json.dumps([r["build_args"], r["query_args"]], sort_keys=True)][r["dataset"]] = r
+        common = []
+        for key, rs in by_setting.items():
+            if len(rs) == len(large) and all(at_k(r, k)[0] >= target for r in rs.values()):
+                common.append((float(np.exp(np.mean([np.log(at_k(r, k)[1]) for r in rs.values()]))), key))
+        defaults = None
+        if common:
+            gm, key = min(common)
+            b, q = json.loads(key)
+            defaults = {"settings": {**b, **q}, "build": b, "query": q, "datasets": large, "geomean_p50_ms": gm,
+                        f"min_recall@{k}": min(at_k(r, k)[0] for r in by_setting[key].values()),
+                        "per_dataset": {d: {"recall": at_k(r, k)[0], "p50_ms": at_k(r, k)[1]}
+                                        for d, r in sorted(by_setting[key].items())}}
+            build = build or b
+        out["by_k"][str(k)] = {"per_dataset": per_dataset, "defaults": defaults}
+    first = out["by_k"].get(str(ks[0]), {"per_dataset": {}, "defaults": None})
+    out["per_dataset"], out["defaults"] = first["per_dataset"], first["defaults"]
+    return out
+
+
+def exportable(build: dict) -> bool:
+    """Whether a ScaNN SavedModel can carry an index of this build (not SOAR, not bf16 reordering): only such
+    builds can be the indexer's defaults."""
+    return not build.get("soar_lambda") and build.get("reorder_dtype", "float32") != "bfloat16"
+
+
+def search_row(defaults: dict, k: int) -> tuple:
+    """The IndexConfig.search_by_k row the tuner's defaults for k stand for."""
+    q = defaults["query"]
+    return (k, q["leaves_fraction"], q.get("points_per_result", 0), q["reorder_per_k"])
 
 
 def _plot_frontiers(results, name, path):
+    """recall@k against one-query throughput of searches for k, k = 10 and 100 side by side (indexes measured
+    at k = 10 only are left out of the second)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for algo in sorted({r["algorithm"] for r in results}):
-        pts = sorted((r["recall@10"], r["qps"]["1"]) for r in results if r["algorithm"] == algo)
-        front, best = [], -1.0
-        for rec, qps in sorted(pts, key=lambda p: -p[0]):  # Pareto frontier: highest recall first
-            if qps > best:
-                front.append((rec, qps))
-                best = qps
-        xs, ys = zip(*sorted(front))
-        ax.plot(xs, ys, marker="o" if algo not in EXACT else "s", label=LABELS.get(algo, algo), color=_color(algo))
-    ax.axvline(TARGET, color="grey", linestyle=":", linewidth=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("recall@10")
-    ax.set_ylabel("queries/s (one query at a time, 1 thread)")
-    ax.set_title(name)
-    ax.legend(fontsize=7, loc="lower left")
-    ax.grid(True, which="both", alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, k in zip(axes, (10, 100)):
+        for algo in sorted({r["algorithm"] for r in results}):
+            pts = [(m[0], 1e3 / m[2]) for r in results if r["algorithm"] == algo and (m := at_k(r, k))]
+            if not pts:
+                continue
+            front, best = [], -1.0
+            for rec, qps in sorted(pts, key=lambda p: -p[0]):  # Pareto frontier: highest recall first
+                if qps > best:
+                    front.append((rec, qps))
+                    best = qps
+            xs, ys = zip(*sorted(front))
+            ax.plot(xs, ys, marker="o" if algo not in EXACT else "s", label=LABELS.get(algo, algo),
+                    color=_color(algo))
+        ax.axvline(TARGET, color="grey", linestyle=":", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"recall@{k} (searches for {k})")
+        ax.set_ylabel(f"queries/s, searches for {k} (one at a time, 1 thread)")
+        ax.set_title(f"{name}, k = {k}")
+        ax.legend(fontsize=7, loc="lower left")
+        ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -150,10 +202,14 @@ def _plot_gpu(gpu, cpu, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     rows = []
     for r in gpu["results"]:
-        rows.append((r["dataset"], f"GPU {r['backend']} {r['dtype']}", r["latency"]["p50_ms"], r["qps"].get("1024")))
+        g = r.get("graph", {})
+        rows.append((r["dataset"], f"GPU {r['backend']} {r['dtype']} brute force",
+                     min(r["latency"]["p50_ms"], g.get("latency", {}).get("p50_ms", float("inf"))),
+                     max([q for b, q in list(r["qps"].items()) + list(g.get("qps", {}).items()) if b != "1"])))
     for r in cpu:
+        whole = r["parallel"]["qps"] if r["algorithm"] == "scann" else r["qps"].get("1024")
         rows.append((r["dataset"], f"{r['where']} {LABELS.get(r['algorithm'], r['algorithm'])}",
-                     r["latency"]["p50_ms"], r["qps"].get("1024")))
+                     r["latency"]["p50_ms"], whole))
     datasets = sorted({d for d, *_ in rows})
     series = sorted({s for _, s, *_ in rows})
     width = 0.8 / max(1, len(series))
@@ -161,7 +217,8 @@ def _plot_gpu(gpu, cpu, path):
         for ax, col in zip(axes, (2, 3)):
             vals = [next((row[col] for row in rows if row[0] == d and row[1] == s), 0) or 0 for d in datasets]
             ax.bar(np.arange(len(datasets)) + i * width, vals, width, label=s)
-    for ax, title in zip(axes, ("p50 ms, one query (lower is better)", "queries/s at batch 1024")):
+    for ax, title in zip(axes, ("p50 ms, one query, k=10 (lower is better)",
+                                "queries/s, k=10: the GPU at its best batch; all CPU cores")):
         ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=20, fontsize=7)
         ax.set_yscale("log")
         ax.set_title(title)
@@ -194,6 +251,14 @@ def targets(results: list[dict], dataset: str = "synthetic-1M-32") -> list[str]:
                      f"{'meets' if b <= 0.2 else 'misses'} the <= 0.2x target).")
     elif not hnsw:
         lines.append(f"- {dataset}: FAISS HNSW reached recall@10 >= {TARGET} with none of its settings here.")
+    scann100 = best_at([r for r in rs if r["algorithm"] == "scann"], k=100)
+    bf100 = [r for r in bf if at_k(r, 100)]
+    if scann100 and bf100:
+        (rec, _, s_mean), (_, _, b_mean) = at_k(scann100, 100), at_k(bf100[0], 100)
+        ratio = b_mean / s_mean
+        lines.append(f"- {dataset}, one thread, k=100: ScaNN at recall@100 {rec:.3f} answers {1e3 / s_mean:,.0f} "
+                     f"queries/s, exact brute force {1e3 / b_mean:,.1f}: **{ratio:,.0f}x** "
+                     f"({'meets' if ratio >= 50 else 'misses'} the 50x target).")
     for r in [r for r in results if r["algorithm"] == "bruteforce" and "bandwidth" in r]:
         if r["dataset"] == dataset:
             f = r["bandwidth"]["p50_over_floor"]
@@ -203,8 +268,65 @@ def targets(results: list[dict], dataset: str = "synthetic-1M-32") -> list[str]:
     return lines
 
 
+OPTION_KEYS = ("soar_lambda", "reorder_dtype")
+
+
+def options_section(results: list[dict]) -> list[str]:
+    """ScaNN's newer build options (SOAR spilling, int8 / bf16 reordering) against the plain build of the same
+    tree, over the search settings both ran: build time, memory, disk and the fastest search reaching the
+    target at k = 10 and 100."""
+    scann = [r for r in results if r["algorithm"] == "scann"]
+    with_options = [r for r in scann if any(key in r["build_args"] for key in OPTION_KEYS)]
+    if not with_options:
+        return []
+    md = ["## ScaNN's newer options", "",
+          "SOAR spills each candidate into a second leaf (dot product); int8 and bf16 keep the copy rescored exactly "
+          "in 1 or 2 bytes a value instead of 4. Each build against the plain build of the same tree, over the "
+          "search settings both ran (benchmarks/ann-scann-options.yaml). A ScaNN SavedModel cannot carry SOAR or "
+          "bf16 (ScaNN's TensorFlow state has no place for their files), so neither can be a default while the "
+          "export serves ScaNN.", "",
+          f"| dataset | build | build s | memory MiB | disk MiB | p50 ms at recall@10 >= {TARGET} | "
+          f"p50 ms at recall@100 >= {TARGET} |", "|---|---|---|---|---|---|---|"]
+    for name in sorted({r["dataset"] for r in with_options}, key=lambda d: (len(d), d)):
+        mine = [r for r in scann if r["dataset"] == name]
+        grid = {json.dumps(r["query_args"], sort_keys=True) for r in mine if r in with_options}
+        base_build = {k: v for k, v in with_options[0]["build_args"].items() if k not in OPTION_KEYS}
+        builds = [base_build] + sorted({json.dumps(r["build_args"], sort_keys=True) for r in mine
+                                        if r in with_options and r["dataset"] == name}, key=str)
+        for b in builds:
+            b = b if isinstance(b, dict) else json.loads(b)
+            rs = [r for r in mine if r["build_args"] == b and json.dumps(r["query_args"], sort_keys=True) in grid]
+            if not rs:
+                continue
+            cells = []
+            for k in (10, 100):
+                best = best_at(rs, k=k)
+                cells.append("— (none reaches it)" if best is None else
+                             f"{fmt(at_k(best, k)[1])} ({fmt(at_k(best, k)[0])})")
+            label = ", ".join(f"{k}={b[k]}" for k in OPTION_KEYS if k in b) or "plain (float32, no spilling)"
+            md.append(f"| {name} | {label} | {fmt(rs[0]['build_seconds'])} | {fmt(rs[0]['memory_bytes'] / 2**20)} | "
+                      f"{fmt(rs[0]['disk_bytes'] / 2**20)} | {' | '.join(cells)} |")
+    return md + [""]
+
+
+def default_targets(tuned: dict) -> list[str]:
+    """The indexer's defaults per k against the target on every large synthetic dataset."""
+    lines = []
+    for k in ("10", "100"):
+        d = tuned["by_k"].get(k, {}).get("defaults")
+        if d is None:
+            lines.append(f"- k = {k}: no default setting meets recall@{k} >= {TARGET} on every synthetic dataset of "
+                         "100K or more (**misses**).")
+            continue
+        low = d[f"min_recall@{k}"]
+        lines.append(f"- The indexer's defaults, searching for k = {k}: recall@{k} >= {low:.3f} on every synthetic "
+                     f"dataset of 100K or more ({', '.join(d['datasets'])}): "
+                     f"**{'meets' if low >= TARGET else 'misses'}** the {TARGET} target.")
+    return lines
+
+
 def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Path | None = None,
-                 title: str = "CPU", force: bool = False) -> dict:
+                 title: str = "CPU", force: bool = False, prices: Prices = Prices()) -> dict:
     """Writes report.md, PNG plots and summary.json into ``out`` (replaced whole, if it is a report or empty,
     or with ``force``); returns the summary."""
     results = load_results(results_dir)
@@ -223,19 +345,27 @@ def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Pa
           "query per call, k=10; throughput at batch 1 is 1 / mean latency. Recall@k counts returned candidates "
           "scoring at least the exact k-th score (ann-benchmarks' rule), each k from its own search. Memory is the "
           "process's resident-set growth over the build with the input dropped; disk is what `save` writes.", "",
-          "## Targets", "", *targets(results), "", "## ScaNN tuner", "",
-          f"Settings reaching recall@10 >= {TARGET} at the lowest p50 latency (grid in the YAML file):", ""]
-    md += ["| dataset | settings | recall@10 | p50 ms |", "|---|---|---|---|"]
-    for name, t in tuned["per_dataset"].items():
-        md.append(f"| {name} | " + ("none of the grid reaches the target | — | — |" if t is None else
-                                    f"{', '.join(f'{k}={v}' for k, v in sorted(t['settings'].items()))} | "
-                                    f"{fmt(t['recall@10'])} | {fmt(t['p50_ms'])} |"))
-    d = tuned["defaults"]
-    md += ["", ("The indexer's defaults (`IndexConfig`): " + ", ".join(f"{k}={v}" for k, v in sorted(d["settings"].items()))
-                + f", the one setting meeting the target on every synthetic dataset of 100K or more "
-                  f"({', '.join(d['datasets'])}; lowest recall@10 {d['min_recall@10']:.3f}, geometric-mean p50 "
-                  f"{d['geomean_p50_ms']:.3f} ms).") if d else
-           "No single ScaNN setting of the grid met the target on every large synthetic dataset.", ""]
+          "## Targets", "", *targets(results), *default_targets(tuned), "", "## ScaNN tuner, per k served", "",
+          f"Per k, the settings reaching recall@k >= {TARGET} at the lowest p50 latency of searches for k (grid in "
+          "the YAML file). The first k chooses the build; the others choose among that build's search settings. "
+          "Records made before searches were timed per k count for k=10 only.", ""]
+    for k, t in tuned["by_k"].items():
+        md += [f"### k = {k}", "", f"| dataset | settings | recall@{k} | p50 ms |", "|---|---|---|---|"]
+        for name, b in t["per_dataset"].items():
+            md.append(f"| {name} | " + ("none of the grid reaches the target | — | — |" if b is None else
+                                        f"{', '.join(f'{a}={v}' for a, v in sorted(b['settings'].items()))} | "
+                                        f"{fmt(b[f'recall@{k}'])} | {fmt(b['p50_ms'])} |"))
+        d = t["defaults"]
+        md += ["", (f"The indexer's defaults for k = {k} (`IndexConfig.search_by_k` row {search_row(d, int(k))}): "
+                    + ", ".join(f"{a}={v}" for a, v in sorted(d["settings"].items()))
+                    + f", the one setting meeting the target on every synthetic dataset of 100K or more at the lowest "
+                      f"geometric-mean p50 ({fmt(d['geomean_p50_ms'])} ms; lowest recall@{k} "
+                      f"{d[f'min_recall@{k}']:.3f}):") if d else
+               f"No single ScaNN setting of the grid met the target at k = {k} on every large synthetic dataset.", ""]
+        if d:
+            md += ["| dataset | " + " | ".join(d["per_dataset"]) + " |", "|---" * (len(d["per_dataset"]) + 1) + "|",
+                   f"| recall@{k} | " + " | ".join(fmt(v["recall"]) for v in d["per_dataset"].values()) + " |",
+                   "| p50 ms | " + " | ".join(fmt(v["p50_ms"]) for v in d["per_dataset"].values()) + " |", ""]
     with atomic_dir(out, SUMMARY_JSON, force) as tmp:
         for name in datasets:
             rs = [r for r in results if r["dataset"] == name]
@@ -256,6 +386,7 @@ def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Pa
             if absent:
                 md.append(f"\nNot run on this dataset (limits of the grid file): {', '.join(absent)}.")
             md.append("")
+        md += options_section(results)
         md += ["## Brute force against the memory-bandwidth floor", "",
                "Floor: N x d x 4 bytes read per unbatched query / single-thread read bandwidth measured in the same "
                "process (best of a NumPy sum and a BLAS matrix-vector product). It bounds catalogues far larger "
@@ -270,7 +401,7 @@ def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Pa
             _plot_scaling(results, tmp / "latency-vs-size.png")
             md += ["", "## Latency against catalogue size", "", "![p50 vs catalogue size](latency-vs-size.png)", ""]
         if gpu:
-            md += gpu_section(gpu, results, tmp)
+            md += gpu_section(gpu, results, tmp, prices)
         else:
             md += ["", "## GPU", "", "No GPU results in this report (`--gpu-results`); see benchmarks/gpu_bruteforce.py.", ""]
         (tmp / "report.md").write_text("\n".join(md) + "\n")
@@ -289,16 +420,64 @@ def _brief(r: dict | None) -> dict | None:
             "p50_ms": r["latency"]["p50_ms"], "qps": r["qps"], "build_seconds": r["build_seconds"]}
 
 
-def gpu_section(gpu: dict, results: list[dict], tmp: Path) -> list[str]:
-    md = ["", f"## GPU: {gpu['device']}", "", gpu.get("note", ""), "",
-          "| dataset | backend | dtype | recall@10 | p50 / p99 ms (one query) | q/s at 1 / 64 / 1024 |",
-          "|---|---|---|---|---|---|"]
+def gpu_section(gpu: dict, results: list[dict], tmp: Path, prices: Prices = Prices()) -> list[str]:
+    """The GPU half: the device's ceilings, brute force against its floors (eager and CUDA graph), the other
+    array libraries' paths, the same machine's CPU side, the CPU-vs-GPU plot and the cost table."""
+    c = gpu.get("ceilings", {})
+    note = gpu.get("note") or ("This run ended at its time limit before its last step (the note it writes at the "
+                               "end is missing); what it measured is below, and what it did not reach is absent.")
+    md = ["", f"## GPU: {gpu['device']}", "", note, ""]
+    if "grouped_above" in c:
+        grouped = c["grouped_above"] < (1 << 40)
+        md += [f"Top k of wide rows: {'through group maxima' if grouped else 'torch.topk on every row'} in this run "
+               f"(times on the device: " + "; ".join(
+                   f"{shape.removeprefix('topk_')}: torch.topk {v['torch.topk_s'] * 1e3:.3g} ms, group maxima "
+                   f"{v['group_maxima_s'] * 1e3:.3g} ms" for shape, v in c.items() if shape.startswith("topk_")) + ").",
+               ""]
+    if "read_bytes_per_s" in c:
+        md += [f"Measured on the device: read {c['read_bytes_per_s'] / 1e12:.2f} TB/s (a sum over 4 GiB), copy "
+               f"{c['copy_bytes_per_s'] / 1e12:.2f} TB/s (read + write), matrix products {c['float32_flops'] / 1e12:.1f} "
+               f"TFLOP/s fp32 and {c['bfloat16_flops'] / 1e12:.0f} TFLOP/s bf16 (8192^3). Datasheet bandwidth "
+               f"{(c.get('datasheet_bytes_per_s') or 0) / 1e12:.1f} TB/s. The **floor** of a search of b queries over "
+               "N x d candidates is max(N x d x bytes per element / datasheet bandwidth, 2 b N d FLOP / measured "
+               "matrix rate): what a kernel that reads the candidates once and never writes the scores out could "
+               "reach. The searches here write the b x N scores and read them back for the top k, so batched bf16 "
+               "(fast arithmetic) sits far above its floor.", ""]
+    md += ["| dataset | dtype | recall@10 / @100 | one query p50 ms: eager / CUDA graph / floor | "
+           "q/s at 64 / 1024 / 16384 (best of eager, graph) | x floor at 1 / 64 / 1024 / 16384 |",
+           "|---|---|---|---|---|---|"]
     for r in gpu["results"]:
-        md.append(f"| {r['dataset']} | {r['backend']} | {r['dtype']} | {fmt(r['recall@10'])} | "
-                  f"{fmt(r['latency']['p50_ms'])} / {fmt(r['latency']['p99_ms'])} | "
-                  f"{' / '.join(fmt(r['qps'].get(b)) for b in ('1', '64', '1024'))} |")
-    cpu = []
-    for r in gpu.get("cpu_results", []):
-        cpu.append({**r, "where": "GPU machine CPU"})
-    _plot_gpu(gpu, cpu, tmp / "cpu-vs-gpu.png")
-    return md + ["", "![CPU vs GPU](cpu-vs-gpu.png)", ""]
+        g, fl = r.get("graph", {}), r.get("floors", {})
+        qps = {b: max(q, g.get("qps", {}).get(b, 0)) for b, q in r["qps"].items()}
+        p50 = min(r["latency"]["p50_ms"], g.get("latency", {}).get("p50_ms", float("inf")))
+        ratios = [p50 / 1e3 / fl["1"]["floor_s"] if "1" in fl else None] + \
+                 [fl[b]["floor_qps"] / qps[b] if b in fl and b in qps else None for b in ("64", "1024", "16384")]
+        md.append(f"| {r['dataset']} | {r['dtype']} | {fmt(r['recall@10'])} / {fmt(r.get('recall@100'))} | "
+                  f"{fmt(r['latency']['p50_ms'])} / {fmt(g.get('latency', {}).get('p50_ms'))} / "
+                  f"{fmt(fl['1']['floor_s'] * 1e3) if '1' in fl else '—'} | "
+                  f"{' / '.join(fmt(qps.get(b)) for b in ('64', '1024', '16384'))} | "
+                  f"{' / '.join('—' if x is None else f'{x:.2f}' for x in ratios)} |")
+    if gpu.get("paths"):
+        md += ["", "The other array libraries' paths on the same GPU (fp32, against PyTorch's exact top 100):", "",
+               "| library | recall@100 | same rows | one query p50 ms |", "|---|---|---|---|"]
+        for r in gpu["paths"]:
+            md.append(f"| {r['backend']} | " + (f"failed: {r['error']} | | |" if "error" in r else
+                      f"{fmt(r['recall@100'])} | {fmt(r['same_rows@100'])} | {fmt(r['latency']['p50_ms'])} |"))
+    cpu = [r for r in gpu.get("cpu_results", []) if "error" not in r]
+    if cpu:
+        md += ["", f"The same machine's CPUs ({gpu['machine']['cpu']}, {gpu['machine']['cores']} cores):", "",
+               "| dataset | index | recall@10 / @100 | one query p50 ms (1 thread) | all cores q/s, k=10 / 100 |",
+               "|---|---|---|---|---|"]
+        for r in cpu:
+            if r["algorithm"] == "scann":
+                allc = r["parallel"].get("qps_by_k", {"10": r["parallel"]["qps"]})
+                label = f"ScaNN (IndexConfig defaults; build {fmt(r['build_seconds'])} s)"
+            else:
+                allc = {k: v["qps"]["1024"] for k, v in r["by_k"].items()}
+                label = f"NumPy brute force (batch 1024, {r['threads']} threads: one-query p50 too)"
+            md.append(f"| {r['dataset']} | {label} | {fmt(r['recall@10'])} / {fmt(r.get('recall@100'))} | "
+                      f"{fmt(r['latency']['p50_ms'])} | {fmt(allc.get('10'))} / {fmt(allc.get('100'))} |")
+    _plot_gpu(gpu, [{**r, "where": "GPU machine CPU"} for r in cpu], tmp / "cpu-vs-gpu.png")
+    md += ["", "![CPU vs GPU](cpu-vs-gpu.png)", "", "## Which device is cheapest", "", cost.__doc__.split("\n\n", 1)[1].strip(), "",
+           *cost.table(gpu, prices), ""]
+    return md

@@ -41,7 +41,8 @@ class BenchConfig:
     latency_queries: int = 1000  # single queries timed at most
     seconds: float = 5.0  # time budget of each latency / throughput measure
     batch_sizes: tuple[int, ...] = (1, 64, 1024)
-    k: int = 10  # k of the timed searches
+    k: int = 10  # k of the throughput searches
+    ks: tuple[int, ...] = (10, 100, 1000)  # recall@k and one-query latency of searches for each k
     bandwidth_mb: int = 1024
 
     def __post_init__(self):
@@ -68,6 +69,7 @@ def load_config(path: str | Path, **overrides) -> BenchConfig:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; expected {sorted(fields)}")
     raw["datasets"] = tuple(raw["datasets"])
     raw["batch_sizes"] = tuple(raw.get("batch_sizes", BenchConfig.batch_sizes))
+    raw["ks"] = tuple(raw.get("ks", BenchConfig.ks))
     raw["algorithms"] = {name: spec or {} for name, spec in raw["algorithms"].items()}
     try:
         cfg = BenchConfig(**raw)

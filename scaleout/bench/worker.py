@@ -87,8 +87,8 @@ def main(spec: dict) -> None:
             "search_threads": 1, "build_threads": 1 if name in NEEDS_TENSORFLOW else cores, "k": cfg["k"],
         }
         if key in seen:  # the same search as an earlier setting (e.g. leaves on an index without a tree)
-            record.update({m: seen[key][m] for m in ("recall_queries", "recall@10", "recall@100", "latency", "qps")
-                           if m in seen[key]})
+            record.update({m: seen[key][m] for m in seen[key] if m == "recall_queries" or m.startswith("recall@")
+                           or m in ("latency", "qps", "by_k")})
         else:
             record.update(measure.measure_queries(algo, train, queries, true_scores, cfg))
             seen[key] = record

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from scaleout.cli.options import (add_train_args, baseline_args, configs_from_args, data_args, data_config, index_args,
                                   index_job_config, pipeline_args, pipeline_config, positive)
+from scaleout.bench.cost import Prices
 from scaleout.config import BACKENDS, TrainConfig
 from scaleout.errors import ScaleoutError
 from scaleout.names import BRUTE_FORCE, INDEX_KINDS
@@ -167,7 +168,8 @@ def cmd_bench(a) -> None:
 def cmd_bench_report(a) -> None:
     from scaleout.bench.report import write_report
 
-    write_report(a.results, a.out, a.gpu_results, a.title, force=a.force)
+    write_report(a.results, a.out, a.gpu_results, a.title, force=a.force,
+                 prices=Prices(cpu_core_hour=a.cpu_core_hour, gpu_hour=a.gpu_hour))
     print(f"report: {Path(a.out) / 'report.md'}")
 
 
@@ -258,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     force_arg(p, "a report")
     p.add_argument("--gpu-results", help="JSON written by benchmarks/gpu_bruteforce.py, for the GPU section")
     p.add_argument("--title", default="CPU", help="report title (default %(default)s)")
+    prices = Prices()
+    p.add_argument("--cpu-core-hour", type=float, default=prices.cpu_core_hour,
+                   help="dollars per CPU core-hour in the cost table (default %(default)s)")
+    p.add_argument("--gpu-hour", type=float, default=prices.gpu_hour,
+                   help="dollars per GPU-hour in the cost table (default %(default)s)")
     p.set_defaults(fn=cmd_bench_report)
     return parser
 
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in LOCAL_INPUTS:  # read by libraries that need local files: fetched from the store first
                 if is_remote(getattr(args, name, None)):
                     setattr(args, name, str(fetch(getattr(args, name))))
-            if args.run:
+            if getattr(args, "run", None):  # bench-report has no --run
                 args.rundir = stack.enter_context(
                     opened(args.run, f"scaleout {args.command}" if args.command in WRITERS else None))
             args.fn(args)

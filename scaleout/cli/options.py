@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from scaleout.config import (BACKENDS, FEATURES, INDEX_MODES, OPTIMIZERS, REPEATED_PAIRS, SOURCES, SPLITS, DataConfig,
-                             EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
+from scaleout.config import (BACKENDS, FEATURES, INDEX_MODES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
+                             SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
 from scaleout.train.presets import PRESETS
@@ -171,11 +171,27 @@ def index_args(p: argparse.ArgumentParser) -> None:
                    help="tree leaves (default --leaves-per-sqrt x sqrt(N))")
     g.add_argument("--leaves-per-sqrt", type=float, default=c.leaves_per_sqrt,
                    help="tree leaves per sqrt(N) when --num-leaves is 0 (default %(default)s)")
+    rows = "; ".join(f"k <= {r[0]}: {r[1]:g}, {r[2]}, {r[3]}" for r in c.search_by_k)
     g.add_argument("--leaves-to-search", type=non_negative, default=c.leaves_to_search,
-                   help=f"default {c.leaves_fraction:g} of the leaves")
+                   help="leaves searched, whatever k (default: by the k searched for: enough to visit "
+                        "points-per-result x k candidates and at least leaves-fraction of the leaves; "
+                        f"leaves-fraction, points-per-result, reorder-per-k by k: {rows})")
+    g.add_argument("--leaves-fraction", type=float, default=c.leaves_fraction,
+                   help="search this share of the leaves, whatever k (default 0: by k, as above)")
+    g.add_argument("--points-per-result", type=non_negative, default=c.points_per_result,
+                   help="with --leaves-fraction, also enough leaves to visit this many candidates per result "
+                        "(default 0: by k, as above)")
     g.add_argument("--reorder", type=non_negative, default=c.reorder,
-                   help=f"candidates rescored exactly (default max({c.reorder_per_k} k, {c.reorder_min}))")
+                   help=f"candidates rescored exactly (default max(reorder-per-k x k, {c.reorder_min}))")
+    g.add_argument("--reorder-per-k", type=non_negative, default=c.reorder_per_k,
+                   help="candidates rescored exactly per result asked for (default 0: by k, as above)")
     g.add_argument("--dims-per-block", type=positive, default=c.dims_per_block, help="default %(default)s")
+    g.add_argument("--soar-lambda", type=float, default=c.soar_lambda,
+                   help="SOAR spilling: each candidate also in a second leaf (about 1 to 1.5; default 0: off; "
+                        "a ScaNN SavedModel cannot carry it)")
+    g.add_argument("--reorder-dtype", choices=REORDER_DTYPES, default=c.reorder_dtype,
+                   help="the copy rescored exactly (default %(default)s; int8 takes a quarter of the memory; "
+                        "a ScaNN SavedModel cannot carry bfloat16)")
     g.add_argument("--anisotropic-threshold", type=float, default=c.anisotropic_threshold, help="default %(default)s")
     g.add_argument("--training-sample-size", type=non_negative, default=c.training_sample_size,
                    help="tree training sample (default min(N, 250k))")
@@ -189,6 +205,8 @@ def index_job_config(a: argparse.Namespace, backend: str) -> IndexJobConfig:
                         max_parts=a.max_parts)
     index = IndexConfig(mode=a.scann_mode, num_leaves=a.num_leaves, leaves_per_sqrt=a.leaves_per_sqrt,
                         leaves_to_search=a.leaves_to_search, reorder=a.reorder, dims_per_block=a.dims_per_block,
+                        leaves_fraction=a.leaves_fraction, points_per_result=a.points_per_result,
+                        reorder_per_k=a.reorder_per_k, soar_lambda=a.soar_lambda, reorder_dtype=a.reorder_dtype,
                         anisotropic_threshold=a.anisotropic_threshold, training_sample_size=a.training_sample_size)
     return IndexJobConfig(embed=embed, index=index, kinds=tuple(a.indexes), candidates=a.candidates,
                           embeddings=a.embeddings, evaluate=a.evaluate, export=tuple(a.export), export_k=a.export_k)

@@ -103,6 +103,7 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
         if kind == SCANN:
             report[kind]["mode"] = indexes[kind].mode
             report[kind]["search"] = {k: v for k, v in indexes[kind].search_settings(k_max).items()}
+            report[kind]["search_k"] = k_max  # one search for the largest k; the smaller ks are its head
     if BRUTE_FORCE in answers:
         exact = np.concatenate(answers[BRUTE_FORCE])
         for kind in kinds:

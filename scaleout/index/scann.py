@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,18 @@ from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta, 
 from scaleout.names import SCANN
 
 log = logging.getLogger(__name__)
+
+# Files of a serialized searcher that scann_ops.ScannState has no field for, and the option that writes them
+UNCARRIED = {"hashed_dataset_soar.npy": "SOAR spilling (soar_lambda)", "bfloat16_dataset.npy": "bf16 reordering"}
+
+
+def leaves_for(k: int, n: int, num_leaves: int, fraction: float, per_result: int) -> int:
+    """Leaves of a tree of ``num_leaves`` over n candidates to search for k results: enough to visit
+    per_result x k candidates (leaves hold n / num_leaves on average), at least ``fraction`` of them, one at
+    least, all at most. Small catalogues thus search a larger share for the same k: their top k spreads over
+    more leaves."""
+    by_points = math.ceil(per_result * k * num_leaves / n) if per_result else 0
+    return min(num_leaves, max(1, math.ceil(fraction * num_leaves), by_points))
 
 
 def tree_leaves(n: int, leaves_per_sqrt: float, num_leaves: int = 0) -> int:
@@ -32,9 +45,10 @@ class Scann(Index):
       tree         a partition into leaves_per_sqrt x sqrt(N) leaves, hashing
                    within the leaves searched, then exact reordering
     Search settings are arguments of ``search``: ``leaves_to_search`` (tree
-    mode; default leaves_fraction of the leaves) and ``reorder`` (candidates
-    rescored exactly; default max(reorder_per_k x k, reorder_min)). The
-    defaults are the ANN benchmark tuner's choice (see IndexConfig).
+    mode) and ``reorder`` (candidates rescored exactly). Their defaults grow
+    with the k searched for (IndexConfig.search_by_k): a top 100 spreads over
+    more leaves than a top 10 and needs more candidates rescored. They are
+    the ANN benchmark tuner's choice per k (see IndexConfig).
     """
 
     kind = SCANN
@@ -53,29 +67,44 @@ class Scann(Index):
         self.mode = cfg.mode if cfg.mode != "auto" else \
             "brute_force" if n < cfg.brute_force_below else "ah" if n < cfg.tree_below else "tree"
         self.num_leaves = tree_leaves(n, cfg.leaves_per_sqrt, cfg.num_leaves) if self.mode == "tree" else 0
+        self.ids = ids
         if self.num_leaves > n:
             raise ConfigError(f"num_leaves={self.num_leaves} but there are {n} candidates; a leaf needs at least one")
         if self.mode == "brute_force":
             log.info("%s candidates, fewer than %s: ScaNN scores them all exactly (no tree, no hashing)",
                      f"{n:,}", f"{cfg.brute_force_below:,}")
+        from scann import ReorderType
+
+        if cfg.soar_lambda and self.mode != "tree":
+            log.info("soar_lambda=%g applies to a tree; this %s index has none", cfg.soar_lambda, self.mode)
         builder = scann_ops_pybind.builder(embeddings, 10, "dot_product")
         if self.mode == "tree":
             builder = builder.tree(num_leaves=self.num_leaves, num_leaves_to_search=self.default_leaves_to_search(),
-                                   training_sample_size=cfg.training_sample_size or min(n, 250_000))
+                                   training_sample_size=cfg.training_sample_size or min(n, 250_000),
+                                   soar_lambda=cfg.soar_lambda or None)
         if self.mode == "brute_force":
             builder = builder.score_brute_force()
         else:
             builder = builder.score_ah(cfg.dims_per_block, anisotropic_quantization_threshold=cfg.anisotropic_threshold)
-            builder = builder.reorder(self.default_reorder(10))
+            builder = builder.reorder(self.default_reorder(10), quantize={
+                "float32": ReorderType.FLOAT32, "bfloat16": ReorderType.BFLOAT16, "int8": ReorderType.INT8}[
+                    cfg.reorder_dtype])
         self.searcher = builder.build()
         self.ids, self.dim = ids, embeddings.shape[1]
         return self
 
-    def default_leaves_to_search(self) -> int:
-        return self.cfg.leaves_to_search or max(1, math.ceil(self.num_leaves * self.cfg.leaves_fraction))
+    def default_leaves_to_search(self, k: int = 10) -> int:
+        """Leaves a search for k results looks in by default: leaves_to_search if set, else enough leaves to
+        visit points_per_result x k candidates and at least leaves_fraction of the leaves (IndexConfig.search_row),
+        all of them at most."""
+        if self.cfg.leaves_to_search:
+            return self.cfg.leaves_to_search
+        return leaves_for(k, len(self.ids), self.num_leaves, *self.cfg.search_row(k)[:2])
 
     def default_reorder(self, k: int) -> int:
-        return max(k, self.cfg.reorder or max(self.cfg.reorder_per_k * k, self.cfg.reorder_min))
+        """Candidates rescored exactly by default for k results: reorder if set, else max(reorder_per_k x k,
+        reorder_min), reorder_per_k by k (IndexConfig.search_row)."""
+        return max(k, self.cfg.reorder or max(self.cfg.search_row(k)[2] * k, self.cfg.reorder_min))
 
     def search_settings(self, k: int, leaves_to_search: int | None = None, reorder: int | None = None) -> dict:
         """The keyword arguments of ScaNN's search for these settings (defaults filled in), checked."""
@@ -84,7 +113,7 @@ class Scann(Index):
             raise ConfigError(f"leaves_to_search applies to a tree; this {self.mode} index of {len(self.ids):,} "
                               "candidates has none")
         if self.mode == "tree":
-            leaves = leaves_to_search or self.default_leaves_to_search()
+            leaves = leaves_to_search or self.default_leaves_to_search(k)
             if not 1 <= leaves <= self.num_leaves:
                 raise ConfigError(f"leaves_to_search={leaves}; expected 1 to {self.num_leaves} (the tree's leaves)")
             settings["leaves_to_search"] = leaves
@@ -147,6 +176,12 @@ class Scann(Index):
         if self.directory is None:
             raise ScaleoutError("save the ScaNN index and load it back before turning it into TensorFlow state")
         d = self.directory / "scann"
+        for name, option in UNCARRIED.items():
+            if (d / name).is_file():
+                raise ConfigError(f"{d}: this index was built with {option}, which ScaNN's TensorFlow ops "
+                                  f"(scann {version('scann')}) cannot load ({name} has no place in their state); "
+                                  "serve it through scaleout.index (`scaleout recommend --run`), or rebuild it "
+                                  "without that option to export a SavedModel")
 
         def blob(name):
             return tf.constant([(d / name).read_bytes() if (d / name).is_file() else b""])

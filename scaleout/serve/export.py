@@ -117,7 +117,10 @@ def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: 
     if kind == SCANN:
         index = catalogue.index(SCANN)
         layer, settings = scann_layer(index, retrieved)
-        info["index"] = {"mode": index.mode, "num_leaves": index.num_leaves, "search": settings,
+        fraction, per_result, per_k = index.cfg.search_row(retrieved)
+        info["index"] = {"mode": index.mode, "num_leaves": index.num_leaves, "search_k": retrieved, "search": settings,
+                         "search_row": {"leaves_fraction": fraction, "points_per_result": per_result,
+                                        "reorder_per_k": per_k, "search_by_k": [list(r) for r in index.cfg.search_by_k]},
                          "built_from": index.meta.get("source", {})}
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
     else:

@@ -13,7 +13,7 @@ from conftest import REPO, run_cli
 from scaleout.bench import measure
 from scaleout.bench.algorithms import ALGORITHMS, EXACT, NEEDS_TENSORFLOW, make
 from scaleout.bench.datasets import exact_top_k, open_dataset, parse_size, perturbed
-from scaleout.bench.report import TARGET, load_results, tune
+from scaleout.bench.report import TARGET, load_results, search_row, tune
 from scaleout.bench.runner import expand, load_config
 from scaleout.config import IndexConfig
 from scaleout.errors import ConfigError
@@ -61,7 +61,12 @@ def test_synthetic_dataset_is_seeded_cached_and_exact(tmp_path):
     np.testing.assert_array_equal(a.train(), b.train())
     full = a.queries() @ a.train().T
     np.testing.assert_array_equal(a.neighbors()[:, :5], np.argsort(-full, axis=1, kind="stable")[:, :5])
-    assert a.meta["n"] == 2000 and a.meta["dim"] == 8 and a.neighbors().shape == (50, 100)
+    assert a.meta["n"] == 2000 and a.meta["dim"] == 8 and a.neighbors().shape == (50, 1000)
+    # a cache made when 100 exact neighbours were kept is made again, not read short
+    meta = json.loads((a.path / "dataset.json").read_text())
+    (a.path / "dataset.json").write_text(json.dumps({**meta, "true_k": 100}))
+    np.save(a.path / "neighbors.npy", a.neighbors()[:, :100])
+    assert open_dataset("synthetic-2K-8", tmp_path, queries=50).neighbors().shape == (50, 1000)
     with pytest.raises(ConfigError, match="unknown dataset 'random-5'"):
         open_dataset("random-5", tmp_path)
     with pytest.raises(ConfigError, match="needs a trained run"):
@@ -115,11 +120,41 @@ def test_tuner_picks_the_fastest_setting_meeting_the_target_everywhere():
     assert t["defaults"]["min_recall@10"] >= TARGET
 
 
-def test_indexer_defaults_are_the_tuners_choice_in_the_committed_report():
+def test_tuner_chooses_per_k_among_the_first_ks_build():
+    def rec(dataset, build, query, by_k):
+        return {"algorithm": "scann", "dataset": dataset, "n": 1_000_000, "build_args": build, "query_args": query,
+                "applied_query_args": query, "recall@10": by_k[10][0], "latency": {"p50_ms": by_k[10][1]},
+                "by_k": {str(k): {"recall": r, "latency": {"p50_ms": ms, "mean_ms": ms}} for k, (r, ms) in by_k.items()}}
+    b1, b2 = {"leaves_per_sqrt": 1}, {"leaves_per_sqrt": 2}
+    fast, wide = {"leaves_fraction": 0.01, "points_per_result": 300, "reorder_per_k": 3}, \
+        {"leaves_fraction": 0.01, "points_per_result": 1000, "reorder_per_k": 3}
+    results = [rec(d, b1, fast, {10: (0.97, 0.1), 100: (0.90, 0.3)}) for d in ("synthetic-1M-32", "synthetic-1M-64")]
+    results += [rec(d, b1, wide, {10: (0.99, 0.2), 100: (0.96, 0.6)}) for d in ("synthetic-1M-32", "synthetic-1M-64")]
+    # another build, faster at k=100 but slower at k=10: k=10 chooses the build, so k=100 may not take it
+    results += [rec(d, b2, fast, {10: (0.97, 0.15), 100: (0.97, 0.2)}) for d in ("synthetic-1M-32", "synthetic-1M-64")]
+    # an old record, timed at k=10 only, counts at k=10 and nowhere else
+    old = rec("synthetic-1M-32", b1, {"leaves_fraction": 0.005}, {10: (0.99, 0.05)})
+    del old["by_k"]
+    t = tune(results + [old])
+    assert t["by_k"]["10"]["defaults"]["settings"] == {**b1, **fast}
+    assert t["by_k"]["100"]["defaults"]["settings"] == {**b1, **wide}
+    assert t["by_k"]["100"]["defaults"]["min_recall@100"] == 0.96
+    assert t["by_k"]["10"]["per_dataset"]["synthetic-1M-32"]["settings"] == {**b1, "leaves_fraction": 0.005}
+    assert search_row(t["by_k"]["100"]["defaults"], 100) == (100, 0.01, 1000, 3)
+    assert "1000" not in t["by_k"] and t["defaults"] == t["by_k"]["10"]["defaults"]
+
+
+def test_indexer_defaults_are_the_tuners_choice_per_k_in_the_committed_report():
     summary = json.loads((REPO / "benchmarks" / "reports" / "cpu" / "summary.json").read_text())
-    chosen = summary["tuner"]["defaults"]["settings"]
     defaults = IndexConfig()
-    assert {key: getattr(defaults, key) for key in chosen} == chosen
+    by_k = summary["tuner"]["by_k"]
+    assert {"10", "100", "1000"} <= set(by_k)
+    build = by_k["10"]["defaults"]["build"]
+    assert {key: getattr(defaults, key) for key in build} == build
+    rows = [search_row(by_k[k]["defaults"], int(k)) for k in sorted(by_k, key=int)]
+    assert defaults.search_by_k == tuple(rows)
+    for k in ("10", "100"):  # the bar: recall@k >= 0.95 at k = 10 and 100 on every large synthetic set
+        assert by_k[k]["defaults"][f"min_recall@{k}"] >= TARGET
 
 
 def test_gpu_half_runs_where_a_gpu_is_visible_and_skips_with_a_note_where_none_is(tmp_path):
@@ -138,19 +173,30 @@ def test_gpu_half_runs_where_a_gpu_is_visible_and_skips_with_a_note_where_none_i
         assert next(r for r in gpu["results"] if r["dtype"] == "float32")["recall@10"] == 1.0
 
 
-@pytest.mark.parametrize("library", ["tensorflow", "jax"])
+@pytest.mark.parametrize("library", ["tensorflow", "jax", "torch"])
 def test_gpu_harness_on_the_cpu_feeds_the_report(tmp_path, library):
     # The same harness on the CPU (labelled so), GPU or not, then into a report.
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_bruteforce.py"), "--out", str(out),
-                           "--sizes", "5K-8", "--scann", "5K-8", "--seconds", "0.05", "--cpu-check", library],
+                           "--sizes", "5K-8", "--scann", "5K-8", "--cpu-bruteforce", "5K-8", "--seconds", "0.05",
+                           "--cpu-check", library],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     gpu = json.loads(out.read_text())
     assert gpu["device"] == f"CPU ({library}, harness check only, not a GPU result)" and gpu["backend"] == library
     fp32 = next(r for r in gpu["results"] if r["dtype"] == "float32")
     assert fp32["recall@10"] == 1.0 and {r["dtype"] for r in gpu["results"]} == {"float32", "bfloat16"}
-    assert gpu["cpu_results"][0]["algorithm"] == "scann"
+    assert {r["algorithm"] for r in gpu["cpu_results"]} == {"bruteforce", "scann"}
+    if library == "torch":
+        assert {r["backend"] for r in gpu["results"]} == {"torch"} and "qps_by_k" in fp32
+        # and into a report through the command users run: the GPU section and the cost table, priced as asked
+        report = tmp_path / "report"
+        made = run_cli("bench-report", "--results", REPO / "benchmarks" / "results" / "ann" / "synthetic-100K-32",
+                       "--out", report, "--gpu-results", out, "--gpu-hour", "7.5", cwd=REPO)
+        assert made.returncode == 0, made.stderr[-3000:]
+        text = (report / "report.md").read_text()
+        assert "## GPU: CPU (torch, harness check only, not a GPU result)" in text and (report / "cpu-vs-gpu.png").is_file()
+        assert "$7.50 per GPU-hour" in text and "| synthetic-5K-8 | 10 | ScaNN, CPU |" in text
 
 
 def _table_rows(text: str) -> list[list[str]]:

@@ -54,6 +54,56 @@ def test_hashing_and_tree_modes_reach_high_recall_and_more_leaves_help():
     assert every >= 0.99 and every > few
 
 
+def test_default_search_settings_grow_with_k_as_the_rows_of_search_by_k_say():
+    ids, emb = clustered(20_000, clusters=200)
+    rows = ((10, 0.05, 100, 6), (100, 0.05, 50, 3))
+    tree = Scann(IndexConfig(mode="tree", num_leaves=100, search_by_k=rows)).build(ids, emb)
+    # k=10: max(5% of 100 leaves, 100 x 10 candidates / 200 a leaf) = 5; k=100: 50 x 100 / 200 = 25
+    assert tree.search_settings(10) == {"final_num_neighbors": 10, "leaves_to_search": 5, "pre_reorder_num_neighbors": 60}
+    assert tree.search_settings(100) == {"final_num_neighbors": 100, "leaves_to_search": 25,
+                                         "pre_reorder_num_neighbors": 300}
+    assert tree.search_settings(5)["leaves_to_search"] == 5 and tree.search_settings(5)["pre_reorder_num_neighbors"] == 30
+    assert tree.search_settings(1000)["leaves_to_search"] == 100  # beyond the last row, its values: all 100 leaves
+    queries = emb[:50] + 0.1
+    exact = exact_top(ids, emb, queries, 100)
+    assert recall(tree.search(queries, 100)[1], exact) > recall(tree.search(queries, 100, leaves_to_search=5)[1], exact)
+    # a field set on the config replaces the rows' value for every k
+    fixed = Scann(IndexConfig(mode="tree", num_leaves=100, search_by_k=rows, leaves_fraction=0.1)).build(ids, emb)
+    assert fixed.default_leaves_to_search(10) == fixed.default_leaves_to_search(100) == 10
+    assert Scann(IndexConfig(mode="tree", num_leaves=100, search_by_k=rows, reorder_per_k=2)).build(
+        ids, emb).search_settings(100)["pre_reorder_num_neighbors"] == 200
+    with pytest.raises(ConfigError, match="search_by_k"):
+        IndexConfig(search_by_k=((100, 0.1, 0, 3), (10, 0.1, 0, 3)))
+    with pytest.raises(ConfigError, match="search_by_k"):
+        IndexConfig(search_by_k=((10, 0.0, 0, 3),))
+
+
+@pytest.mark.parametrize("option,written", [({"soar_lambda": 1.5}, "hashed_dataset_soar.npy"),
+                                            ({"reorder_dtype": "bfloat16"}, "bfloat16_dataset.npy"),
+                                            ({"reorder_dtype": "int8"}, "int8_dataset.npy")])
+def test_soar_and_quantized_reordering_build_search_and_round_trip(tmp_path, option, written):
+    from scaleout.config import IndexJobConfig
+
+    ids, emb = clustered(5000)
+    queries = emb[:40] + 0.05
+    index = Scann(IndexConfig(mode="tree", num_leaves=40, **option)).build(ids, emb)
+    assert recall(index.search(queries, 10)[1], exact_top(ids, emb, queries, 10)) > 0.8
+    index.save(tmp_path / "index")
+    assert (tmp_path / "index" / "scann" / written).is_file()
+    again = Scann.load(tmp_path / "index")
+    assert (again.search(queries, 10)[1] == index.search(queries, 10)[1]).all()
+    job = dict(kinds=("scann",), export=("scann",))
+    if written == "int8_dataset.npy":  # ScaNN's TensorFlow state carries int8 reordering
+        again.tf_state()
+        IndexJobConfig(index=IndexConfig(**option), **job)
+    else:  # but neither SOAR nor bf16: refused by name, before any work in the job
+        with pytest.raises(ConfigError, match="TensorFlow ops .* cannot load"):
+            again.tf_state()
+        with pytest.raises(ConfigError, match="a ScaNN SavedModel cannot carry"):
+            IndexJobConfig(index=IndexConfig(**option), **job)
+        IndexJobConfig(index=IndexConfig(**option), kinds=("scann",), export=("brute_force",))
+
+
 def test_round_trip_and_damaged_directories(tmp_path):
     ids, emb = clustered(3000)
     queries = clustered(50, seed=3)[1]

@@ -30,8 +30,16 @@ def test_a_tree_index_and_its_saved_model_give_the_same_answers(tree_run):
     evaluation = json.loads((root / "metrics" / "index_eval.json").read_text())
     recall = evaluation["scann"]["recall_vs_brute_force"]["@10"]
     assert 0.0 < recall < 1.0  # a few of 40 leaves searched: approximate, and reported as such
-    expected = math.ceil(40 * IndexConfig().leaves_fraction)
-    assert evaluation["scann"]["search"]["leaves_to_search"] == index.default_leaves_to_search() == expected
+    k_max = evaluation["scann"]["search_k"]
+    fraction, per_result, per_k = index.cfg.search_row(k_max)  # --leaves-fraction 0.1: 4 of 40 leaves, whatever k
+    assert (fraction, per_result) == (0.1, 0)
+    expected = math.ceil(40 * fraction)
+    assert evaluation["scann"]["search"]["leaves_to_search"] == index.default_leaves_to_search(k_max) == expected
+    assert evaluation["scann"]["search"]["pre_reorder_num_neighbors"] == max(per_k * k_max, 30)
+    exported = json.loads((root / "export" / "scann" / "export.json").read_text())["index"]
+    assert exported["search_k"] == 10 and exported["search"]["leaves_to_search"] == index.default_leaves_to_search(10)
+    assert exported["search_row"]["search_by_k"] == [list(r) for r in IndexConfig().search_by_k]
+    assert exported["search_row"]["leaves_fraction"] == 0.1
     verify = run_cli("verify", "--run", root)
     assert verify.returncode == 0, verify.stderr[-2000:]
     for name in ("vocabularies", "query_tower", "candidate_tower", "embeddings", "index/scann", "export/scann"):
