@@ -325,14 +325,16 @@ def default_targets(tuned: dict) -> list[str]:
     return lines
 
 
-def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Path | None = None,
+def write_report(results_dir: str | Path, out: str | Path, gpu_results=None,
                  title: str = "CPU", force: bool = False, prices: Prices = Prices()) -> dict:
     """Writes report.md, PNG plots and summary.json into ``out`` (replaced whole, if it is a report or empty,
     or with ``force``); returns the summary."""
     results = load_results(results_dir)
     if not results:
         raise ConfigError(f"{results_dir}: no result files; run `scaleout bench` first")
-    gpu = json.loads(Path(gpu_results).read_text()) if gpu_results else None
+    if isinstance(gpu_results, (str, Path)):
+        gpu_results = [gpu_results]
+    gpus = [(Path(g).name, json.loads(Path(g).read_text())) for g in gpu_results or ()]
     machine = results[-1]["machine"]
     tuned = tune(results)
     datasets = sorted({r["dataset"] for r in results}, key=lambda d: (not d.startswith("movielens"),
@@ -400,12 +402,12 @@ def write_report(results_dir: str | Path, out: str | Path, gpu_results: str | Pa
         if any(r["dataset"].startswith("synthetic") for r in results):
             _plot_scaling(results, tmp / "latency-vs-size.png")
             md += ["", "## Latency against catalogue size", "", "![p50 vs catalogue size](latency-vs-size.png)", ""]
-        if gpu:
-            md += gpu_section(gpu, results, tmp, prices)
-        else:
+        for i, (name, gpu) in enumerate(gpus):
+            md += gpu_section(gpu, results, tmp, prices, name, f"cpu-vs-gpu{'-' + str(i + 1) if i else ''}.png")
+        if not gpus:
             md += ["", "## GPU", "", "No GPU results in this report (`--gpu-results`); see benchmarks/gpu_bruteforce.py.", ""]
         (tmp / "report.md").write_text("\n".join(md) + "\n")
-        summary = {"machine": machine, "tuner": tuned, "targets": targets(results), "gpu": gpu and gpu["device"],
+        summary = {"machine": machine, "tuner": tuned, "targets": targets(results), "gpu": [{"file": name, "device": gpu["device"]} for name, gpu in gpus],
                    "best": {name: {a: _brief(best_at([r for r in results if r["dataset"] == name and
                                                       r["algorithm"] == a]))
                                    for a in LABELS} for name in datasets}}
@@ -420,13 +422,14 @@ def _brief(r: dict | None) -> dict | None:
             "p50_ms": r["latency"]["p50_ms"], "qps": r["qps"], "build_seconds": r["build_seconds"]}
 
 
-def gpu_section(gpu: dict, results: list[dict], tmp: Path, prices: Prices = Prices()) -> list[str]:
+def gpu_section(gpu: dict, results: list[dict], tmp: Path, prices: Prices = Prices(), source: str = "",
+                plot: str = "cpu-vs-gpu.png") -> list[str]:
     """The GPU half: the device's ceilings, brute force against its floors (eager and CUDA graph), the other
     array libraries' paths, the same machine's CPU side, the CPU-vs-GPU plot and the cost table."""
     c = gpu.get("ceilings", {})
     note = gpu.get("note") or ("This run ended at its time limit before its last step (the note it writes at the "
                                "end is missing); what it measured is below, and what it did not reach is absent.")
-    md = ["", f"## GPU: {gpu['device']}", "", note, ""]
+    md = ["", f"## GPU: {gpu['device']}" + (f" ({source})" if source else ""), "", note, ""]
     if "grouped_above" in c:
         grouped = c["grouped_above"] < (1 << 40)
         md += [f"Top k of wide rows: {'through group maxima' if grouped else 'torch.topk on every row'} in this run "
@@ -471,13 +474,19 @@ def gpu_section(gpu: dict, results: list[dict], tmp: Path, prices: Prices = Pric
         for r in cpu:
             if r["algorithm"] == "scann":
                 allc = r["parallel"].get("qps_by_k", {"10": r["parallel"]["qps"]})
-                label = f"ScaNN (IndexConfig defaults; build {fmt(r['build_seconds'])} s)"
+                st = r.get("search_settings", {}).get("10", {})
+                label = (f"ScaNN (the IndexConfig defaults of its day: at k=10 {st.get('leaves_to_search', '?')} leaves, "
+                         f"reorder {st.get('pre_reorder_num_neighbors', '?')}; build {fmt(r['build_seconds'])} s)")
             else:
                 allc = {k: v["qps"]["1024"] for k, v in r["by_k"].items()}
                 label = f"NumPy brute force (batch 1024, {r['threads']} threads: one-query p50 too)"
             md.append(f"| {r['dataset']} | {label} | {fmt(r['recall@10'])} / {fmt(r.get('recall@100'))} | "
                       f"{fmt(r['latency']['p50_ms'])} | {fmt(allc.get('10'))} / {fmt(allc.get('100'))} |")
-    _plot_gpu(gpu, [{**r, "where": "GPU machine CPU"} for r in cpu], tmp / "cpu-vs-gpu.png")
-    md += ["", "![CPU vs GPU](cpu-vs-gpu.png)", "", "## Which device is cheapest", "", cost.__doc__.split("\n\n", 1)[1].strip(), "",
-           *cost.table(gpu, prices), ""]
+    _plot_gpu(gpu, [{**r, "where": "GPU machine CPU"} for r in cpu], tmp / plot)
+    md += ["", f"![CPU vs GPU]({plot})", ""]
+    table = cost.table(gpu, prices)
+    if len(table) > 4:  # rows beyond the heading: the run measured the options at a k
+        md += ["### Which device is cheapest" + (f" ({source})" if source else ""), "",
+               cost.__doc__.split("\n\n", 1)[1].strip(), "", *table, ""]
+    return md
     return md

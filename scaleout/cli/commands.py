@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from scaleout.cli.options import (add_train_args, baseline_args, configs_from_args, data_args, data_config, index_args,
-                                  index_job_config, pipeline_args, pipeline_config, positive)
+                                  index_job_config, non_negative, pipeline_args, pipeline_config, positive)
 from scaleout.bench.cost import Prices
 from scaleout.config import BACKENDS, TrainConfig
 from scaleout.errors import ScaleoutError
@@ -147,7 +147,7 @@ def cmd_pipeline(a) -> None:
 def cmd_quality(a) -> None:
     from scaleout.evaluate.quality import format_report, quality_report
 
-    report = quality_report(a.rundir, tuple(a.baselines))
+    report = quality_report(a.rundir, tuple(a.baselines), a.sample_users, a.seed, a.ease_max_gib)
     print(format_report(report))
 
 
@@ -240,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("quality", cmd_quality, "hit rate and NDCG per test interaction over the full catalogue, with and "
                 "without the user's training items, beside popularity, EASE and iALS; writes RUN/metrics/quality.json")
     baseline_args(p)
+    p.add_argument("--sample-users", type=non_negative, default=0,
+                   help="evaluate the test rows of this many test users drawn at random, with 95%% intervals "
+                        "(default 0: every test user)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample-users (default %(default)s)")
+    p.add_argument("--ease-max-gib", type=float, default=0.0,
+                   help="skip EASE (with a note) if its item x item matrices need more (default 0: a third of "
+                        "this machine's memory)")
 
     p = command("bench", cmd_bench, "run the ANN benchmark grid: every index on every dataset, one result file each",
                 run_required=False)
@@ -258,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="benchmarks/results/ann", help="result files (default %(default)s)")
     p.add_argument("--out", required=True, help="report directory (replaced)")
     force_arg(p, "a report")
-    p.add_argument("--gpu-results", help="JSON written by benchmarks/gpu_bruteforce.py, for the GPU section")
+    p.add_argument("--gpu-results", nargs="+",
+                   help="JSON files written by benchmarks/gpu_bruteforce.py: a GPU section (and cost table) each")
     p.add_argument("--title", default="CPU", help="report title (default %(default)s)")
     prices = Prices()
     p.add_argument("--cpu-core-hour", type=float, default=prices.cpu_core_hour,

@@ -10,6 +10,7 @@ popularity so a row of equal scores is not counted as a hit.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -52,22 +53,46 @@ def validation_cut(data: Data, fraction: float = 0.1, seed: int = 0) -> tuple[Sp
             Split(data.train.users[held], data.train.items[held]))
 
 
-def baselines(data: Data, which: tuple[str, ...] = BASELINES) -> dict[str, dict]:
-    """Each baseline's metrics under both protocols, with the setting chosen on validation."""
+def ease_bytes(n_items: int) -> int:
+    """Peak memory of fitting EASE: three dense float64 [n_items, n_items] matrices (the Gram matrix, its
+    inverse and the weights)."""
+    return 3 * 8 * n_items * n_items
+
+
+def memory_limit(max_gib: float = 0.0) -> int:
+    """Bytes a baseline may take: ``max_gib``, else a third of this machine's memory."""
+    if max_gib:
+        return int(max_gib * 2**30)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
+
+
+def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: int = 0,
+              ease_max_gib: float = 0.0) -> dict[str, dict]:
+    """Each baseline's metrics under both protocols, with the setting chosen on validation (and 95% intervals
+    when the test split is a sample of ``population_users`` users). A baseline that cannot fit in memory is
+    skipped with a note saying what it would need (EASE: three item x item matrices; see ``ease_bytes``)."""
     train = data.matrix(data.train)
     pop = popularity_scores(train)
     fit, val = validation_cut(data)
     fit_m = data.matrix(fit)
     out = {}
+    n = population_users
     if "popularity" in which:
         out["popularity"] = {"setting": "training counts",
-                             **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, tiebreak=pop)}
+                             **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, pop, n)}
     if "ease" in which:
-        best = _choose(EASE_LAMBDAS, lambda lam: _ease_scorer(fit_m, lam), data, fit_m, val, pop)
-        out["ease"] = {"setting": {"lambda": best}, **evaluate_scores(_ease_scorer(train, best), data, tiebreak=pop)}
+        need, limit = ease_bytes(data.shape[1]), memory_limit(ease_max_gib)
+        if need > limit:
+            out["ease"] = {"skipped": f"EASE needs about {need / 2**30:.1f} GiB for its {data.shape[1]:,} x "
+                                      f"{data.shape[1]:,} item matrices; the limit is {limit / 2**30:.1f} GiB "
+                                      "(--ease-max-gib; default a third of this machine's memory)"}
+            log.warning("quality: %s", out["ease"]["skipped"])
+        else:
+            best = _choose(EASE_LAMBDAS, lambda lam: _ease_scorer(fit_m, lam), data, fit_m, val, pop)
+            out["ease"] = {"setting": {"lambda": best}, **evaluate_scores(_ease_scorer(train, best), data, pop, n)}
     if "ials" in which:
         best = _choose(IALS_GRID, lambda s: _ials_scorer(fit_m, s), data, fit_m, val, pop)
-        out["ials"] = {"setting": best, **evaluate_scores(_ials_scorer(train, best), data, tiebreak=pop)}
+        out["ials"] = {"setting": best, **evaluate_scores(_ials_scorer(train, best), data, pop, n)}
     return out
 
 

@@ -86,22 +86,27 @@ def rank_metrics(score_users, test: Split, seen: sp.csr_matrix | None, ks=KS, nd
 
 
 def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix | None], ks=KS, ndcg_ks=NDCG_KS,
-                   batch: int = 2048, tiebreak: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+                   batch: int = 2048, tiebreak: np.ndarray | None = None,
+                   per_user: bool = False) -> dict[str, dict[str, float]]:
     """Hit rate and NDCG per test interaction under several protocols ({name: seen items or None}), scoring each
     test user once: test rows are grouped by user, ``batch`` users scored at a time, and every protocol ranks
     the rows of those users from the same scores.
 
     A row's rank counts the candidates scoring strictly above its true item (with
     ``tiebreak``: above, or equal and ahead on the tiebreak), the user's seen
-    items left out under a protocol with ``seen`` (never the true item).
+    items left out under a protocol with ``seen`` (never the true item). With
+    ``per_user``, ``out["per_user"]`` holds each test user's test rows and, per
+    protocol and metric, the sum over that user's rows (for confidence intervals).
     """
     n = len(test.users)
-    hits = {p: {k: 0.0 for k in ks} for p in protocols}
-    gains = {p: {k: 0.0 for k in ndcg_ks} for p in protocols}
+    names = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ndcg_ks]
+    all_users, all_rows = np.unique(test.users, return_counts=True)
+    sums = {p: {m: np.zeros(len(all_users)) for m in names} for p in protocols}
     keep = np.flatnonzero(test.items >= 0)  # an item outside the candidates is a miss: no rank to add
     order = keep[np.argsort(test.users[keep], kind="stable")]
     users_sorted, items_sorted = test.users[order], test.items[order]
     unique, first = np.unique(users_sorted, return_index=True)
+    slot = np.searchsorted(all_users, unique)  # each scored user's place among all test users
     bounds = np.append(first, len(order))
     for u0 in range(0, len(unique), batch):
         users = unique[u0:u0 + batch]
@@ -117,14 +122,38 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
                 mask[users < 0] = False
                 masked[mask] = -np.inf  # the true item too: it is never counted above itself
             rank = _ranks(masked, scores[which, items], which, items, tiebreak, batch)
+            at = slot[u0:u0 + len(users)]
             for k in ks:
-                hits[name][k] += float((rank < k).sum())
+                sums[name][f"recall@{k}"][at] += np.bincount(which, weights=(rank < k), minlength=len(users))
             for k in ndcg_ks:
-                gains[name][k] += float(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0).sum())
+                gain = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+                sums[name][f"ndcg@{k}"][at] += np.bincount(which, weights=gain, minlength=len(users))
+    out = {name: {m: float(sums[name][m].sum()) / n if n else 0.0 for m in names} for name in protocols}
+    if per_user:
+        out["per_user"] = {"rows": all_rows, **sums}
+    return out
+
+
+def confidence_intervals(per_user: dict, population_users: int, z: float = 1.96) -> dict[str, dict[str, list]]:
+    """95% intervals (z = 1.96) of each metric from a random sample of users: the metric is a ratio (hits over
+    rows) of per-user sums, so its standard error is the ratio estimator's over users, with the finite-population
+    correction for sampling ``len(rows)`` of ``population_users`` users without replacement."""
+    rows = per_user["rows"].astype(np.float64)
+    m = len(rows)
     out = {}
-    for name in protocols:
-        out[name] = {f"recall@{k}": hits[name][k] / n for k in ks}
-        out[name].update({f"ndcg@{k}": gains[name][k] / n for k in ndcg_ks})
+    for name, metrics in per_user.items():
+        if name == "rows":
+            continue
+        out[name] = {}
+        for metric, y in metrics.items():
+            r = y.sum() / rows.sum()
+            if m < 2:
+                out[name][metric] = [0.0, 1.0]
+                continue
+            resid = y - r * rows
+            var = (1.0 - m / population_users) * (resid ** 2).sum() / (m - 1) / m / rows.mean() ** 2
+            half = z * float(np.sqrt(max(var, 0.0)))
+            out[name][metric] = [float(max(0.0, r - half)), float(min(1.0, r + half))]
     return out
 
 
@@ -142,7 +171,25 @@ def _ranks(scores: np.ndarray, true: np.ndarray, which: np.ndarray, items: np.nd
     return rank
 
 
-def evaluate_scores(score_users, data: Data, tiebreak: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """Both protocols for one scorer, each test user scored once."""
-    return rank_protocols(score_users, data.test, {"tutorial": None, "exclude_seen": data.matrix(data.train)},
-                          tiebreak=tiebreak)
+def evaluate_scores(score_users, data: Data, tiebreak: np.ndarray | None = None,
+                    population_users: int = 0) -> dict[str, dict[str, float]]:
+    """Both protocols for one scorer, each test user scored once. With ``population_users`` (the test users a
+    sample was drawn from), each protocol also gets ``ci95``: a 95% interval per metric."""
+    out = rank_protocols(score_users, data.test, {"tutorial": None, "exclude_seen": data.matrix(data.train)},
+                         tiebreak=tiebreak, per_user=bool(population_users))
+    if population_users:
+        for name, ci in confidence_intervals(out.pop("per_user"), population_users).items():
+            out[name]["ci95"] = ci
+    return out
+
+
+def sample_users(test: Split, users: int, seed: int = 0) -> tuple[Split, int]:
+    """(the test rows of ``users`` test users drawn at random with ``seed``, the number of test users drawn from).
+    Every row of a drawn user is kept, so per-user effects stay whole; a sample as large as the population is
+    the whole split."""
+    population = np.unique(test.users)
+    if users >= len(population):
+        return test, len(population)
+    chosen = np.random.default_rng(seed).choice(population, users, replace=False)
+    keep = np.isin(test.users, chosen)
+    return Split(test.users[keep], test.items[keep]), len(population)

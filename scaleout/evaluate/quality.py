@@ -6,19 +6,22 @@ for the baselines. Output: RUN/metrics/quality.json, a table, a headline.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 
 from scaleout.data.dataset import Dataset
 from scaleout.evaluate.baselines import baselines
-from scaleout.evaluate.protocols import KS, NDCG_KS, PROTOCOLS, Data, evaluate_scores, load
+from scaleout.evaluate.protocols import KS, NDCG_KS, PROTOCOLS, Data, evaluate_scores, load, sample_users
 from scaleout.fsutil import write_json
 from scaleout.names import BASELINES
 from scaleout.rundir import RunDir
 from scaleout.tfenv import tf
 from scaleout.train.saved import Towers
 from scaleout.train.towers import embed_users
+
+log = logging.getLogger(__name__)
 
 
 def tower_scorer(query_tower, candidate_tower, data: Data):
@@ -36,26 +39,44 @@ def model_scorer(towers, data: Data):
     return tower_scorer(towers.query, towers.candidate, data)
 
 
-def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES) -> dict:
-    """The model of RUN and the baselines under both protocols; writes RUN/metrics/quality.json."""
+def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES, sample: int = 0, seed: int = 0,
+                   ease_max_gib: float = 0.0) -> dict:
+    """The model of RUN and the baselines under both protocols; writes RUN/metrics/quality.json.
+
+    ``sample`` > 0 evaluates the test rows of that many test users drawn at random (with ``seed``) instead of
+    every one, and reports 95% intervals (``ci95``) beside each metric; a baseline that does not fit in
+    memory is skipped with a note (``ease_max_gib``)."""
     start = time.monotonic()
     dataset = Dataset(run.data)
     towers = Towers.load(run.model, dataset)
     data = load(dataset)
+    population = 0
     report = {"test_interactions": int(len(data.test.users)), "candidates": int(len(data.item_ids)),
-              "ks": list(KS), "ndcg_ks": list(NDCG_KS), "protocols": list(PROTOCOLS),
-              "model": evaluate_scores(model_scorer(towers, data), data)}
-    report["baselines"] = baselines(data, which)
+              "ks": list(KS), "ndcg_ks": list(NDCG_KS), "protocols": list(PROTOCOLS)}
+    if sample:
+        test, population = sample_users(data.test, sample, seed)
+        report["sample"] = {"users": int(len(np.unique(test.users))), "of_users": population,
+                            "rows": int(len(test.users)), "of_rows": int(len(data.test.users)), "seed": seed,
+                            "confidence": 0.95}
+        log.info("quality: a sample of %d of %d test users (%d of %d rows), seed %d", report["sample"]["users"],
+                 population, len(test.users), len(data.test.users), seed)
+        data = Data(data.user_ids, data.item_ids, data.train, test)
+    report["model"] = evaluate_scores(model_scorer(towers, data), data, population_users=population)
+    report["baselines"] = baselines(data, which, population, ease_max_gib)
     report["seconds"] = round(time.monotonic() - start, 1)
     write_json(run.quality_metrics, report)
     return report
 
 
 def headline(report: dict) -> dict:
-    """recall@10 and @100 of the model and each baseline, under both protocols."""
-    methods = {"model": report["model"], **report["baselines"]}
+    """recall@10 and @100 of the model and each baseline (those that ran), under both protocols."""
+    methods = {"model": report["model"], **_ran(report)}
     return {name: {p: {k: round(m[p][k], 4) for k in ("recall@10", "recall@100")} for p in PROTOCOLS}
             for name, m in methods.items()}
+
+
+def _ran(report: dict) -> dict:
+    return {name: b for name, b in report["baselines"].items() if "skipped" not in b}
 
 
 def quality_sentence(report: dict) -> str:
@@ -63,8 +84,8 @@ def quality_sentence(report: dict) -> str:
     m = report["model"]
     text = (f"model: recall@10 {m['exclude_seen']['recall@10']:.4f}, @100 {m['exclude_seen']['recall@100']:.4f} "
             f"seen excluded; top-100 {m['tutorial']['recall@100']:.4f} tutorial protocol")
-    if report["baselines"]:
-        name, b = max(report["baselines"].items(), key=lambda kv: kv[1]["exclude_seen"]["recall@10"])
+    if _ran(report):
+        name, b = max(_ran(report).items(), key=lambda kv: kv[1]["exclude_seen"]["recall@10"])
         text += f"; best baseline {name}: {b['exclude_seen']['recall@10']:.4f}, {b['exclude_seen']['recall@100']:.4f}"
     return text
 
@@ -76,6 +97,16 @@ def format_report(report: dict) -> str:
     width = max(12, *(len(name) for name in methods))
     lines = [f"{'method':<{width}} {'protocol':<13} " + " ".join(f"{c:>10}" for c in cols)]
     for name, m in methods.items():
+        if "skipped" in m:
+            lines.append(f"{name:<{width}} skipped: {m['skipped']}")
+            continue
         for protocol in PROTOCOLS:
             lines.append(f"{name:<{width}} {protocol:<13} " + " ".join(f"{m[protocol][c]:>10.4f}" for c in cols))
+            if "ci95" in m[protocol]:
+                lines.append(f"{'':<{width}} {'  95% +/-':<13} " + " ".join(
+                    f"{(m[protocol]['ci95'][c][1] - m[protocol]['ci95'][c][0]) / 2:>10.4f}" for c in cols))
+    if "sample" in report:
+        s = report["sample"]
+        lines.append(f"a sample of {s['users']:,} of {s['of_users']:,} test users ({s['rows']:,} of {s['of_rows']:,} "
+                     f"test rows, seed {s['seed']}); 95% intervals over users, in quality.json as ci95")
     return "\n".join(lines)

@@ -192,10 +192,11 @@ def test_gpu_harness_on_the_cpu_feeds_the_report(tmp_path, library):
         # and into a report through the command users run: the GPU section and the cost table, priced as asked
         report = tmp_path / "report"
         made = run_cli("bench-report", "--results", REPO / "benchmarks" / "results" / "ann" / "synthetic-100K-32",
-                       "--out", report, "--gpu-results", out, "--gpu-hour", "7.5", cwd=REPO)
+                       "--out", report, "--gpu-results", out, out, "--gpu-hour", "7.5", cwd=REPO)
         assert made.returncode == 0, made.stderr[-3000:]
         text = (report / "report.md").read_text()
-        assert "## GPU: CPU (torch, harness check only, not a GPU result)" in text and (report / "cpu-vs-gpu.png").is_file()
+        assert text.count("## GPU: CPU (torch, harness check only, not a GPU result) (gpu.json)") == 2  # one per file
+        assert (report / "cpu-vs-gpu.png").is_file() and (report / "cpu-vs-gpu-2.png").is_file()
         assert "$7.50 per GPU-hour" in text and "| synthetic-5K-8 | 10 | ScaNN, CPU |" in text
 
 

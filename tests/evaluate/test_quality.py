@@ -110,3 +110,96 @@ def test_tutorial_protocol_agrees_with_factorized_top_k_and_exclusion_only_helps
         assert theirs - 1e-4 <= ours <= theirs + 2e-3, (k, ours, theirs)
         assert m["exclude_seen"][f"recall@{k}"] >= ours
     assert m["exclude_seen"]["ndcg@10"] >= m["tutorial"]["ndcg@10"] > 0
+
+
+def _split(rng, users=400, rows=2400, items=40):
+    return Split(users=rng.integers(0, users, rows), items=rng.integers(-1, items, rows))
+
+
+def test_per_user_sums_add_up_to_the_metrics_and_a_sample_keeps_whole_users():
+    from scaleout.evaluate.protocols import sample_users
+
+    rng = np.random.default_rng(1)
+    scores = rng.standard_normal((400, 40)).astype(np.float32)
+    test = _split(rng)
+    out = rank_protocols(lambda u: scores[u], test, {"tutorial": None}, per_user=True)
+    per_user = out["per_user"]
+    assert per_user["rows"].sum() == len(test.users) and len(per_user["rows"]) == len(np.unique(test.users))
+    for metric, value in out["tutorial"].items():
+        assert per_user["tutorial"][metric].sum() / len(test.users) == pytest.approx(value)
+    sample, population = sample_users(test, 50, seed=3)
+    assert population == len(np.unique(test.users)) and len(np.unique(sample.users)) == 50
+    for u in np.unique(sample.users):  # every row of a drawn user, no row of another
+        assert (sample.users == u).sum() == (test.users == u).sum()
+    again, _ = sample_users(test, 50, seed=3)
+    assert (again.users == sample.users).all() and (again.items == sample.items).all()
+    whole, _ = sample_users(test, 10_000, seed=3)
+    assert whole is test
+
+
+def test_confidence_intervals_by_hand_shrink_with_the_sample_and_vanish_for_the_whole_population():
+    from scaleout.evaluate.protocols import confidence_intervals
+
+    # 4 users with 1, 2, 3, 2 rows and 1, 0, 2, 1 hits: r = 4 / 8; residuals 0.5, -1, 0.5, 0
+    per_user = {"rows": np.array([1, 2, 3, 2]), "p": {"recall@10": np.array([1.0, 0.0, 2.0, 1.0])}}
+    var = (1 - 4 / 40) * (0.25 + 1 + 0.25) / 3 / 4 / 2.0 ** 2
+    lo, hi = confidence_intervals(per_user, 40)["p"]["recall@10"]
+    assert (lo + hi) / 2 == pytest.approx(0.5) and (hi - lo) / 2 == pytest.approx(1.96 * np.sqrt(var))
+    assert confidence_intervals(per_user, 4)["p"]["recall@10"] == pytest.approx([0.5, 0.5])  # the population itself
+    rng = np.random.default_rng(2)
+    scores = rng.standard_normal((4000, 60)).astype(np.float32)
+    test = _split(rng, users=4000, rows=24_000, items=60)
+    full = rank_protocols(lambda u: scores[u], test, {"t": None})["t"]["recall@10"]
+    from scaleout.evaluate.protocols import sample_users
+
+    widths = []
+    for users in (200, 2000):
+        sample, population = sample_users(test, users, seed=0)
+        out = rank_protocols(lambda u: scores[u], sample, {"t": None}, per_user=True)
+        lo, hi = confidence_intervals(out["per_user"], population)["t"]["recall@10"]
+        assert lo <= full <= hi, (users, lo, full, hi)
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+def test_a_baseline_that_cannot_fit_is_skipped_with_a_note_and_the_report_still_reads():
+    from scaleout.evaluate.baselines import baselines, ease_bytes
+    from scaleout.evaluate.protocols import Data
+    from scaleout.evaluate.quality import format_report, headline, quality_sentence
+
+    rng = np.random.default_rng(0)
+    data = Data(np.array([f"u{i}" for i in range(30)]), np.array([f"m{i}" for i in range(20)]),
+                train=Split(rng.integers(0, 30, 300), rng.integers(0, 20, 300)),
+                test=Split(rng.integers(0, 30, 60), rng.integers(0, 20, 60)))
+    assert ease_bytes(20) == 3 * 8 * 400
+    out = baselines(data, ("popularity", "ease"), ease_max_gib=9000 / 2**30)
+    assert "recall@10" in out["popularity"]["exclude_seen"]
+    assert out["ease"] == {"skipped": "EASE needs about 0.0 GiB for its 20 x 20 item matrices; the limit is 0.0 GiB "
+                                      "(--ease-max-gib; default a third of this machine's memory)"}
+    assert "lambda" in baselines(data, ("ease",), ease_max_gib=10_000 / 2**30)["ease"]["setting"]  # 9,600 bytes fit
+    model = out["popularity"]
+    report = {"ks": [1, 5, 10, 50, 100], "ndcg_ks": [10, 100], "model": model, "baselines": out}
+    assert "ease         skipped: EASE needs" in format_report(report)
+    assert set(headline(report)) == {"model", "popularity"} and "best baseline popularity" in quality_sentence(report)
+
+
+def test_quality_on_a_sample_of_users_states_its_size_and_intervals_and_skips_what_cannot_fit(pipeline_run, tmp_path):
+    from conftest import run_cli
+    from runs import copy_trained
+
+    root = copy_trained(pipeline_run[0], tmp_path / "run")
+    done = run_cli("quality", "--run", root, "--sample-users", 300, "--seed", 7, "--baselines", "popularity", "ease",
+                   "--ease-max-gib", 0.001)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((root / "metrics" / "quality.json").read_text())
+    users = report["sample"]["of_users"]  # the test split's users (942 of ml-100k's 943 have test rows here)
+    assert f"a sample of 300 of {users} test users" in done.stdout and "skipped: EASE needs" in done.stdout
+    assert report["sample"]["users"] == 300 and 900 < users <= 943 and report["sample"]["seed"] == 7
+    full = json.loads((pipeline_run[0] / "metrics" / "quality.json").read_text())  # every test user, same model
+    for name, m in (("model", report["model"]), ("popularity", report["baselines"]["popularity"])):
+        whole = full["model"] if name == "model" else full["baselines"]["popularity"]
+        for protocol in ("tutorial", "exclude_seen"):
+            lo, hi = m[protocol]["ci95"]["recall@100"]
+            assert lo < m[protocol]["recall@100"] < hi and hi - lo < 0.2
+            assert lo - 0.02 <= whole[protocol]["recall@100"] <= hi + 0.02, (name, protocol, lo, hi)
+    assert "skipped" in report["baselines"]["ease"] and "1,682 x 1,682" in report["baselines"]["ease"]["skipped"]
