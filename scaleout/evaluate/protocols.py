@@ -24,6 +24,9 @@ from scaleout.data.tfdata import iter_batches
 from scaleout.names import MOVIE_ID, USER_ID
 
 KS = (1, 5, 10, 50, 100)
+USERS_PER_BATCH = 2048
+SCORES_PER_BATCH = 1 << 25  # users scored at a time x candidates: 128 MiB of float32 scores a block, so a
+# catalogue of a million candidates is scored 32 users at a time rather than 2,048 (8 GiB)
 NDCG_KS = (10, 100)
 PROTOCOLS = ("tutorial", "exclude_seen")
 
@@ -175,8 +178,9 @@ def evaluate_scores(score_users, data: Data, tiebreak: np.ndarray | None = None,
                     population_users: int = 0) -> dict[str, dict[str, float]]:
     """Both protocols for one scorer, each test user scored once. With ``population_users`` (the test users a
     sample was drawn from), each protocol also gets ``ci95``: a 95% interval per metric."""
+    batch = max(1, min(USERS_PER_BATCH, SCORES_PER_BATCH // max(1, data.shape[1])))
     out = rank_protocols(score_users, data.test, {"tutorial": None, "exclude_seen": data.matrix(data.train)},
-                         tiebreak=tiebreak, per_user=bool(population_users))
+                         batch=batch, tiebreak=tiebreak, per_user=bool(population_users))
     if population_users:
         for name, ci in confidence_intervals(out.pop("per_user"), population_users).items():
             out[name]["ci95"] = ci

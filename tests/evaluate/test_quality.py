@@ -203,3 +203,23 @@ def test_quality_on_a_sample_of_users_states_its_size_and_intervals_and_skips_wh
             assert lo < m[protocol]["recall@100"] < hi and hi - lo < 0.2
             assert lo - 0.02 <= whole[protocol]["recall@100"] <= hi + 0.02, (name, protocol, lo, hi)
     assert "skipped" in report["baselines"]["ease"] and "1,682 x 1,682" in report["baselines"]["ease"]["skipped"]
+
+
+def test_large_catalogues_are_scored_in_smaller_user_batches_with_the_same_figures(monkeypatch):
+    from scaleout.evaluate import protocols
+    from scaleout.evaluate.protocols import Data, evaluate_scores
+
+    rng = np.random.default_rng(4)
+    scores = rng.standard_normal((200, 50)).astype(np.float32)
+    data = Data(np.array([f"u{i}" for i in range(200)]), np.array([f"m{i}" for i in range(50)]),
+                train=Split(rng.integers(0, 200, 800), rng.integers(0, 50, 800)), test=_split(rng, 200, 900, 50))
+    sizes = []
+
+    def score(users):
+        sizes.append(len(users))
+        return scores[users]
+    whole = evaluate_scores(score, data)
+    assert max(sizes) == len(np.unique(data.test.users[data.test.items >= 0]))  # all in one batch of <= 2,048
+    sizes.clear()
+    monkeypatch.setattr(protocols, "SCORES_PER_BATCH", 50 * 7)  # 7 users x 50 candidates a block
+    assert evaluate_scores(score, data) == whole and max(sizes) == 7
