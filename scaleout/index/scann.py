@@ -67,7 +67,7 @@ class Scann(Index):
         self.mode = cfg.mode if cfg.mode != "auto" else \
             "brute_force" if n < cfg.brute_force_below else "ah" if n < cfg.tree_below else "tree"
         self.num_leaves = tree_leaves(n, cfg.leaves_per_sqrt, cfg.num_leaves) if self.mode == "tree" else 0
-        self.ids = ids
+        self.ids = ids  # before the builder: the default leaves to search depend on the catalogue size
         if self.num_leaves > n:
             raise ConfigError(f"num_leaves={self.num_leaves} but there are {n} candidates; a leaf needs at least one")
         if self.mode == "brute_force":
@@ -90,7 +90,7 @@ class Scann(Index):
                 "float32": ReorderType.FLOAT32, "bfloat16": ReorderType.BFLOAT16, "int8": ReorderType.INT8}[
                     cfg.reorder_dtype])
         self.searcher = builder.build()
-        self.ids, self.dim = ids, embeddings.shape[1]
+        self.dim = embeddings.shape[1]
         return self
 
     def default_leaves_to_search(self, k: int = 10) -> int:
