@@ -85,7 +85,8 @@ def standard_error(recall: float, n: int) -> float:
 
 
 def complexity(r: dict) -> int:
-    return len(r["model"]["features"]) + len(r["model"]["deep_layers"])
+    """Features, layers, and the history (a table per user) each count one."""
+    return len(r["model"]["features"]) + len(r["model"]["deep_layers"]) + (1 if r["model"].get("history") else 0)
 
 
 def choose(results: list[dict], n: int) -> tuple[dict, dict]:
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=REPORT)
     parser.add_argument("--from-results", action="store_true",
                         help="train nothing: apply the rule to the entries already in --out and rewrite the report")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the entries already in --out and add (or replace) those run now; the rule is "
+                             "applied to all of them")
     args = parser.parse_args()
     if args.from_results:
         finish(json.loads(args.out.read_text()), args.out, args.report)
@@ -177,6 +181,9 @@ def main() -> None:
             results.append(run_entry(name, model_cfg, train_cfg, validation, data))
             log.info("%s: best epoch %d, recall@10 %.4f", name, results[-1]["best"]["epoch"],
                      results[-1]["best"]["recall@10"])
+    if args.add and args.out.is_file():
+        ran = {r["name"] for r in results}
+        results = [r for r in json.loads(args.out.read_text())["entries"] if r["name"] not in ran] + results
     search = {"grid": str(args.grid.name), "validation": {"fraction": 0.1, "seed": 0,
                                                           "interactions": int(len(data.test.users))},
               "machine": f"{machine()['cpu']}, {os.cpu_count()} cores",

@@ -22,6 +22,8 @@ OPTIMIZERS = ("adagrad", "adam", "sgd")
 QUERY_FEATURES = ("age", "gender", "occupation", "zip", "timestamp")
 CANDIDATE_FEATURES = ("genres", "title")
 FEATURES = QUERY_FEATURES + CANDIDATE_FEATURES
+HISTORY_TABLES = ("shared", "separate")  # the history pooled through the candidate tower's id embedding, or its own
+NEGATIVES = ("in_batch", "full", "mixed")
 
 
 def _at_least(cfg: Any, minimum: int, *names: str, note: str = "") -> None:
@@ -117,9 +119,41 @@ class ModelConfig:
     remove_accidental_hits: bool = False
     hard_negatives: int = 0
     l2: float = 0.0  # weight of the L2 penalty on every embedding table (part of the loss)
+    # The user's history in the query tower (see scaleout.train.towers): the ``history`` most recent training
+    # items of the user (0: none), mean-pooled through the candidate id embedding ("shared") or a table of its
+    # own ("separate"), each item dropped with probability ``history_dropout`` while training; the example's
+    # own item is never in its history. ``user_embedding``: add the user id's embedding to it.
+    history: int = 0
+    history_table: str = "shared"
+    history_dropout: float = 0.0
+    user_embedding: bool = True
+    # Negatives of the softmax: "in_batch" (the batch's candidates, global across workers), "full" (every
+    # candidate, while the catalogue has at most ``full_softmax_max``), "mixed" (in-batch plus
+    # ``sampled_negatives`` drawn uniformly from the catalogue each step, each part with its own logQ).
+    negatives: str = "in_batch"
+    full_softmax_max: int = 100_000
+    sampled_negatives: int = 0
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "embedding_dim")
+        _at_least(self, 0, "history", note="0 (no history) or more items")
+        _at_least(self, 0, "sampled_negatives", note="0 or more")
+        _at_least(self, 1, "full_softmax_max")
+        if self.history_table not in HISTORY_TABLES:
+            raise ConfigError(f"unknown history_table {self.history_table!r}; expected one of "
+                              f"{', '.join(HISTORY_TABLES)}")
+        if not 0.0 <= self.history_dropout < 1.0:
+            raise ConfigError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
+        if not self.history and not self.user_embedding:
+            raise ConfigError("user_embedding is off and history is 0: the query tower would have no input; "
+                              "give history > 0 or keep the user embedding")
+        if self.negatives not in NEGATIVES:
+            raise ConfigError(f"unknown negatives {self.negatives!r}; expected one of {', '.join(NEGATIVES)}")
+        if self.negatives == "mixed" and not self.sampled_negatives:
+            raise ConfigError("negatives 'mixed' needs sampled_negatives > 0 (uniform negatives per step)")
+        if self.negatives == "full" and (self.hard_negatives or self.remove_accidental_hits or self.logq_correction):
+            raise ConfigError("negatives 'full' scores each candidate once, unsampled: hard_negatives, "
+                              "remove_accidental_hits and logq_correction apply to sampled negatives only")
         _at_least(self, 0, "hard_negatives", note="0 (all in-batch negatives) or more")
         for name in ("features", "deep_layers"):
             object.__setattr__(self, name, tuple(getattr(self, name)))

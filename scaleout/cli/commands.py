@@ -37,7 +37,9 @@ LOCAL_INPUTS = ("path", "saved_model")
 
 
 def _print_recommendation(rec) -> None:
-    print(f"top {len(rec.titles)} for user {rec.user_id}:")
+    who = f"user {rec.user_id}" if rec.user_id else "a new user"
+    given = f" with items {','.join(rec.items)}" if rec.items else ""
+    print(f"top {len(rec.titles)} for {who}{given}:")
     for rank, (movie_id, title, score) in enumerate(zip(rec.movie_ids, rec.titles, rec.scores), 1):
         print(f"  {rank}. {title}  (movie_id {movie_id}, score {score:.4f})")
 
@@ -77,22 +79,33 @@ def cmd_evaluate(a) -> None:
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
+def _items(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [i.strip() for i in text.split(",") if i.strip()]
+    if not items:
+        raise ScaleoutError(f"--items {text!r}: expected candidate ids separated by commas, e.g. 50,172,181")
+    return items
+
+
 def cmd_recommend(a) -> None:
+    items = _items(a.items)
+    user = a.user if a.user is not None else ""
     if a.saved_model:
         from scaleout.serve.export import ScannOpsMissing, query_saved_model
 
         try:
-            rec = query_saved_model(a.saved_model, [a.user])[0]
+            rec = query_saved_model(a.saved_model, [user], None if items is None else [items])[0]
         except ScannOpsMissing as exc:
             if not a.run:
                 raise
             log.warning("%s; answering with BruteForce over %s instead", exc, a.run)
-            rec = _catalogue(a).recommend(a.user, a.k, BRUTE_FORCE, exclude_seen=a.exclude_seen)
+            rec = _catalogue(a).recommend(user, a.k, BRUTE_FORCE, exclude_seen=a.exclude_seen, items=items)
         if len(rec.titles) < a.k:
             raise ScaleoutError(f"the SavedModel was exported with k={len(rec.titles)}; asked for -k {a.k}")
         rec = dataclasses.replace(rec, scores=rec.scores[:a.k], movie_ids=rec.movie_ids[:a.k], titles=rec.titles[:a.k])
     else:
-        rec = _catalogue(a).recommend(a.user, a.k, a.index, exclude_seen=a.exclude_seen)
+        rec = _catalogue(a).recommend(user, a.k, a.index, exclude_seen=a.exclude_seen, items=items)
     _print_recommendation(rec)
 
 
@@ -212,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     index_args(p)
 
     p = command("recommend", cmd_recommend, "print the top k titles for one user", run_required=False)
-    p.add_argument("--user", required=True, help="raw user id, e.g. 42")
+    p.add_argument("--user", help="raw user id, e.g. 42 (with --items it may be left out: a new user)")
+    p.add_argument("--items", help="ids of items the user has interacted with, comma-separated (e.g. 50,172,181): "
+                                   "added to the user's history, or all of it for a new user (a model trained "
+                                   "with --history)")
     p.add_argument("-k", type=positive, default=3, help="how many (default %(default)s)")
     p.add_argument("--index", choices=INDEX_KINDS, default=BRUTE_FORCE,
                    help="answer from this index of RUN (scann needs `scaleout index`; default %(default)s)")
@@ -284,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("prepare needs --run RUN or --out DIR")
     if args.command == "recommend" and not (args.run or args.saved_model):
         parser.error("recommend needs --run RUN or --saved-model DIR")
+    if args.command == "recommend" and args.user is None and args.items is None:
+        parser.error("recommend needs --user USER, --items ITEMS, or both")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from scaleout.config import (BACKENDS, FEATURES, INDEX_MODES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
+from scaleout.config import (BACKENDS, FEATURES, HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
                              SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
@@ -109,6 +109,17 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="do not count the positive's other copies in the batch as negatives")
     g.add_argument("--hard-negatives", type=non_negative, help="keep only this many hardest in-batch negatives (0: all)")
     g.add_argument("--l2", type=float, help="L2 penalty on the embedding tables")
+    g.add_argument("--history", type=non_negative, metavar="ITEMS",
+                   help="the user's most recent training items pooled into the query tower (0: none)")
+    g.add_argument("--history-table", choices=HISTORY_TABLES,
+                   help="pool the history through the candidate tower's id embedding (shared) or its own (separate)")
+    g.add_argument("--history-dropout", type=float, help="drop each history item with this probability in training")
+    g.add_argument("--user-embedding", action=argparse.BooleanOptionalAction,
+                   help="add the user id's embedding to the query (off: the query is the history alone)")
+    g.add_argument("--negatives", choices=NEGATIVES,
+                   help="in_batch, full (every candidate) or mixed (in-batch + --sampled-negatives uniform ones)")
+    g.add_argument("--sampled-negatives", type=non_negative, help="uniform negatives per step (negatives mixed)")
+    g.add_argument("--full-softmax-max", type=positive, help="the most candidates negatives full may score a step")
     g.add_argument("--shuffle-buffer", type=non_negative, help=f"rows (default {t.shuffle_buffer})")
     g.add_argument("--train-metrics", action="store_true", default=None,
                    help="compute FactorizedTopK during training too (slow; off as the tutorial advises)")
@@ -131,7 +142,10 @@ _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "lea
                 "features": "features", "deep_layers": "deep_layers", "temperature": "temperature",
                 "logq_correction": "logq_correction", "remove_accidental_hits": "remove_accidental_hits",
                 "hard_negatives": "hard_negatives", "l2": "l2", "train_metrics": "train_metrics",
-                "model_seed": "seed", "global_negatives": "global_negatives"}
+                "model_seed": "seed", "global_negatives": "global_negatives", "history": "history",
+                "history_table": "history_table", "history_dropout": "history_dropout",
+                "user_embedding": "user_embedding", "negatives": "negatives",
+                "sampled_negatives": "sampled_negatives", "full_softmax_max": "full_softmax_max"}
 _TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
                 "model_seed": "seed"}
 

@@ -16,7 +16,7 @@ import numpy as np
 from scaleout.data.dataset import Dataset
 from scaleout.embed.embedding_set import EMBEDDINGS_JSON, EmbeddingSet
 from scaleout.embed.job import embed
-from scaleout.errors import ArtifactError
+from scaleout.errors import ArtifactError, ConfigError
 from scaleout.index.base import Index, check_embeddings
 from scaleout.index.brute_force import BruteForce
 from scaleout.index.build import check_embeddings_of_model, check_query_dim, open_index
@@ -24,7 +24,7 @@ from scaleout.names import BRUTE_FORCE, MOVIE_ID, MOVIE_TITLE, USER_ID
 from scaleout.rundir import RunDir
 from scaleout.serve.seen import SeenItems
 from scaleout.train.saved import Towers
-from scaleout.train.towers import embed_users
+from scaleout.train.towers import embed_users, uses_history
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Recommendation:
     scores: np.ndarray  # [k]
     movie_ids: np.ndarray  # [k]
     titles: list[str]
+    items: list[str] | None = None  # the items given with the request, if any
 
 
 class Catalogue:
@@ -81,15 +82,29 @@ class Catalogue:
             raise ArtifactError(f"{self.run.embeddings}: no candidate embeddings; run `scaleout index` first")
         return open_index(self.run, kind, self.embeddings)
 
-    def recommend(self, user_id: str, k: int, kind: str = BRUTE_FORCE, exclude_seen: bool = False) -> Recommendation:
-        """The top ``k`` for ``user_id``; with ``exclude_seen``, of the candidates outside their training items."""
+    def recommend(self, user_id: str, k: int, kind: str = BRUTE_FORCE, exclude_seen: bool = False,
+                  items: list[str] | None = None) -> Recommendation:
+        """The top ``k`` for ``user_id``; with ``exclude_seen``, of the candidates outside their training items.
+        ``items``: ids of items the user has interacted with, added to their stored history (a history-aware
+        model only; ``user_id`` may then be "" or unknown: a new user is answered from the items alone)."""
         known = user_id in self.users
-        if not known:
+        if items is not None:
+            if not uses_history(self.towers.query):
+                raise ConfigError(f"{self.run.model}: this model has no history input (trained without --history); "
+                                  "it recommends for user ids only")
+            unknown = [i for i in items if i not in self._title_of]
+            if unknown:
+                raise ConfigError(f"items {unknown[:5]} are not candidates of {self.run.data} "
+                                  f"({len(unknown)} of {len(items)} unknown)")
+        elif not known:
             log.warning("user %r is not in the training vocabulary: scoring with the unknown-user embedding", user_id)
-        query = embed_users(self.towers.query, [user_id])
+        query = embed_users(self.towers.query, [user_id], history=None if items is None else [list(items)])
         seen = self.seen.of(user_id) if exclude_seen else np.array([], str)
+        if exclude_seen and items:
+            seen = np.union1d(seen, np.asarray(items, str))
         # k + the seen ones, as far as the catalogue goes (a k above its size is the index's error to give).
         scores, ids = self.index(kind).search(query, max(k, min(k + len(seen), len(self.ids))))
         keep = ~np.isin(ids[0], seen)
         scores, ids = scores[0][keep][:k], ids[0][keep][:k]
-        return Recommendation(user_id, known, scores, ids, [self._title_of[i] for i in ids])
+        return Recommendation(user_id, known, scores, ids, [self._title_of[i] for i in ids],
+                              None if items is None else list(items))

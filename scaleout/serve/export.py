@@ -9,6 +9,13 @@ training timestamp. Exported with ``exclude_seen``, the model drops each user's
 training items (see scaleout.serve.seen): it retrieves k + the largest seen count
 and keeps the best k unseen.
 
+A model trained with a history (``--history``) is exported with a second
+signature, ``serve_items``: ``user_id`` (``[batch]``, "" for a user not seen in
+training) and ``items`` (``[batch, n]`` candidate ids the user has interacted
+with, "" padding, n at most ``max_items``) in, the same outputs. The items are
+added to a known user's stored history; with ``exclude_seen`` they are left
+out of the results too.
+
 Two kinds, each the TFRS retrieval layer over the run's candidate embeddings:
 
   brute_force  ``tfrs.layers.factorized_top_k.BruteForce``; loads with TensorFlow alone
@@ -34,10 +41,13 @@ from scaleout.names import INDEX_KINDS, MOVIE_ID, MOVIE_TITLE, SCANN, USER_ID
 from scaleout.serve.catalogue import Catalogue, Recommendation
 from scaleout.serve.seen import seen_filter
 from scaleout.tfenv import tf, tfrs
-from scaleout.train.towers import query_embeddings
+from scaleout.train.towers import query_embeddings, uses_history
 
 log = logging.getLogger(__name__)
 EXPORT_JSON = "export.json"
+ITEMS_SIGNATURE = "serve_items"
+ITEMS = "items"
+MAX_ITEMS = 100  # items a serve_items request may give (the export retrieves this many more than k)
 SCANN_FIX = ("install ScaNN (pip install scann==1.4.2) and `import scann` in the loading process before "
              "tf.saved_model.load, or serve the brute_force export instead")
 
@@ -48,19 +58,33 @@ class ScannOpsMissing(ArtifactError):
 
 class _Server(tf.Module):
     """``serving_default``: the query tower, a TFRS retrieval layer whose identifiers are candidate rows, and
-    optionally the seen-item filter."""
+    optionally the seen-item filter. ``serve_items`` (a history-aware tower only): the same, from a user id
+    ("" for a new user) and the items the user has interacted with, at most ``max_items`` of them."""
 
-    def __init__(self, query_tower, layer, ids: np.ndarray, titles: np.ndarray, k: int, seen=None):
+    def __init__(self, query_tower, layer, ids: np.ndarray, titles: np.ndarray, k: int, seen=None,
+                 max_items: int = 0):
         super().__init__()
-        self.query_tower, self.layer, self.k, self.seen = query_tower, layer, k, seen
+        self.query_tower, self.layer, self.k, self.seen, self.max_items = query_tower, layer, k, seen, max_items
         self.movie_ids = tf.constant(np.asarray(ids, dtype=object))
         self.movie_titles = tf.constant(np.asarray(titles, dtype=object))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=USER_ID)])
     def serve(self, user_id):
-        scores, rows = self.layer(query_embeddings(self.query_tower, user_id))
+        return self._answer(user_id, None)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=USER_ID),
+                                  tf.TensorSpec([None, None], tf.string, name=ITEMS)])
+    def serve_items(self, user_id, items):
+        # With exclude_seen the retrieval layer returns max_items more than k, so that k remain once the given
+        # items are left out.
+        tf.debugging.assert_less_equal(tf.shape(items)[1], self.max_items, message=(
+            f"at most {self.max_items} items per request (the export's max_items); send the most recent ones"))
+        return self._answer(user_id, items)
+
+    def _answer(self, user_id, items):
+        scores, rows = self.layer(query_embeddings(self.query_tower, user_id, history=items))
         if self.seen is not None:
-            scores, rows = self.seen(user_id, scores, rows, self.k)
+            scores, rows = self.seen(user_id, scores, rows, self.k, items)
         scores = tf.ensure_shape(scores, [None, self.k])
         rows = tf.ensure_shape(rows, [None, self.k])
         return {"scores": scores, MOVIE_ID: tf.gather(self.movie_ids, rows), MOVIE_TITLE: tf.gather(self.movie_titles, rows)}
@@ -94,10 +118,12 @@ def scann_layer(index: Scann, k: int):
 
 
 def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: int, exclude_seen: bool = False,
-                     force: bool = False) -> Path:
+                     force: bool = False, max_items: int = MAX_ITEMS) -> Path:
     """Writes the ``kind`` retrieval SavedModel of ``catalogue`` with k results per query to ``directory``;
-    with ``exclude_seen``, each user's training items are left out of their results. An existing
+    with ``exclude_seen``, each user's training items are left out of their results. A history-aware model
+    also gets the ``serve_items`` signature (user ids and up to ``max_items`` item ids per request). An existing
     ``directory`` that is not an export is refused unless ``force``."""
+    items_signature = uses_history(catalogue.towers.query)
     if kind not in INDEX_KINDS:
         raise ScaleoutError(f"unknown export kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
     if not 1 <= k <= len(catalogue.ids):
@@ -109,7 +135,7 @@ def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: 
     retrieved = k
     if exclude_seen:
         seen = seen_filter(catalogue.seen, catalogue.ids)
-        retrieved = min(k + catalogue.seen.max_count, len(catalogue.ids))
+        retrieved = min(k + catalogue.seen.max_count + (max_items if items_signature else 0), len(catalogue.ids))
         info["seen_items"] = {"users": len(catalogue.seen.user_ids), "max_seen": catalogue.seen.max_count,
                               "retrieved": retrieved}
         log.info("excluding seen items: retrieving %d per query (k %d + at most %d seen)", retrieved, k,
@@ -125,18 +151,24 @@ def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: 
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
     else:
         layer = brute_force_layer(catalogue.vectors, retrieved)
-    server = _Server(catalogue.towers.query, layer, catalogue.ids, catalogue.titles, k, seen)
+    server = _Server(catalogue.towers.query, layer, catalogue.ids, catalogue.titles, k, seen, max_items)
+    signatures = {"serving_default": server.serve}
+    outputs = {"scores": f"float32 [batch, {k}]", MOVIE_ID: f"string [batch, {k}]", MOVIE_TITLE: f"string [batch, {k}]"}
+    described = {"serving_default": {"inputs": {USER_ID: "string [batch]"}, "outputs": outputs}}
+    if items_signature:
+        signatures[ITEMS_SIGNATURE] = server.serve_items
+        described[ITEMS_SIGNATURE] = {"inputs": {USER_ID: "string [batch] (\"\" for a user not seen in training)",
+                                                 ITEMS: f"string [batch, at most {max_items}] (\"\" pads)"},
+                                      "outputs": outputs}
+        info["max_items"] = max_items
     with atomic_dir(directory, EXPORT_JSON, force) as tmp:
-        tf.saved_model.save(server, str(tmp / "saved_model"), signatures={"serving_default": server.serve},
-                            options=options)
+        tf.saved_model.save(server, str(tmp / "saved_model"), signatures=signatures, options=options)
         write_json(tmp / EXPORT_JSON, {
             "kind": kind, "k": k, "exclude_seen": exclude_seen, "candidates": len(catalogue.ids),
             "embedding_dim": int(catalogue.vectors.shape[1]),
             "scaleout_version": __version__, "versions": artifacts.versions(),
             "needs": ["tensorflow", "scann (import scann before loading)"] if kind == SCANN else ["tensorflow"],
-            "signature": {"inputs": {USER_ID: "string [batch]"},
-                          "outputs": {"scores": f"float32 [batch, {k}]", MOVIE_ID: f"string [batch, {k}]",
-                                      MOVIE_TITLE: f"string [batch, {k}]"}},
+            "signature": described["serving_default"], "signatures": described,
             "embeddings": catalogue.embeddings.fingerprint if catalogue.embeddings else None,
             **info,
         })
@@ -155,8 +187,8 @@ def export_info(directory: str | Path) -> dict:
     return json.loads(meta.read_text())
 
 
-def load_saved_model(directory: str | Path):
-    """The ``serving_default`` function of an export; registers ScaNN's ops first when it needs them."""
+def load_saved_model(directory: str | Path, signature: str = "serving_default"):
+    """The ``signature`` function of an export; registers ScaNN's ops first when it needs them."""
     info = export_info(directory)
     missing = None
     if info.get("kind") == SCANN:
@@ -165,21 +197,35 @@ def load_saved_model(directory: str | Path):
         except ImportError as exc:
             missing = exc
     try:
-        return tf.saved_model.load(str(Path(directory) / "saved_model")).signatures["serving_default"]
+        signatures = tf.saved_model.load(str(Path(directory) / "saved_model")).signatures
     except (tf.errors.NotFoundError, RuntimeError, OSError) as exc:  # the type depends on where loading fails
         if "Op type not registered" in str(exc) and "Scann" in str(exc):
             why = f"ScaNN is not importable here ({missing})" if missing else "ScaNN's ops are not registered"
             raise ScannOpsMissing(f"{directory}: this SavedModel holds ScaNN ops but {why}; {SCANN_FIX}") from exc
         raise ArtifactError(f"{directory}: cannot load the SavedModel ({exc})") from exc
+    if signature not in signatures:
+        why = " (the model has no history input: train with --history to serve from items)" \
+            if signature == ITEMS_SIGNATURE else ""
+        raise ArtifactError(f"{directory}: the SavedModel has no {signature!r} signature{why}; it has "
+                            f"{', '.join(sorted(signatures))}")
+    return signatures[signature]
 
 
-def query_saved_model(directory: str | Path, user_ids: list[str]) -> list[Recommendation]:
-    """Loads an export (see module doc) and answers ``user_ids`` with it."""
-    serve = load_saved_model(directory)
-    out = serve(user_id=tf.constant(user_ids))
+def query_saved_model(directory: str | Path, user_ids: list[str], items: list[list[str]] | None = None
+                      ) -> list[Recommendation]:
+    """Loads an export (see module doc) and answers ``user_ids`` with it; with ``items`` (per user, the ids
+    of items they interacted with), through the ``serve_items`` signature."""
+    if items is None:
+        out = load_saved_model(directory)(user_id=tf.constant(user_ids))
+    else:
+        width = max((len(i) for i in items), default=0)
+        padded = [list(i) + [""] * (width - len(i)) for i in items]
+        out = load_saved_model(directory, ITEMS_SIGNATURE)(
+            user_id=tf.constant(user_ids), items=tf.constant(padded, tf.string, shape=[len(items), width]))
     titles = out[MOVIE_TITLE].numpy()
     ids = out[MOVIE_ID].numpy()
     return [
-        Recommendation(u, True, out["scores"].numpy()[i], ids[i].astype(str), [t.decode() for t in titles[i]])
+        Recommendation(u, True, out["scores"].numpy()[i], ids[i].astype(str), [t.decode() for t in titles[i]],
+                       None if items is None else list(items[i]))
         for i, u in enumerate(user_ids)
     ]

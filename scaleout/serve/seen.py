@@ -65,10 +65,12 @@ def seen_filter(seen: SeenItems, ids: np.ndarray):
     from scaleout.tfenv import tf
 
     class SeenFilter(tf.Module):
-        """(user ids, scores [b, n], candidate rows [b, n], k) -> the best k unseen (scores, rows).
+        """(user ids, scores [b, n], candidate rows [b, n], k[, items [b, m]]) -> the best k unseen (scores, rows).
 
-        Where fewer than k unseen candidates were retrieved, the rest are seen
-        ones with score -inf.
+        ``items``: candidate ids given with the request (the user's history as
+        they send it), left out as their training items are ("" and unknown ids
+        are ignored). Where fewer than k unseen candidates were retrieved, the
+        rest are seen ones with score -inf.
         """
 
         def __init__(self):
@@ -82,9 +84,15 @@ def seen_filter(seen: SeenItems, ids: np.ndarray):
             splits = np.append(indptr, indptr[-1])
             self.seen = tf.RaggedTensor.from_row_splits(tf.constant(rows.astype(np.int32)),
                                                         tf.constant(splits, tf.int64))
+            self.positions = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(ids).astype(str).astype(object)),
+                                                    tf.range(len(ids), dtype=tf.int32)), default_value=len(ids))
 
-        def __call__(self, user_id, scores, rows, k: int):
+        def __call__(self, user_id, scores, rows, k: int, items=None):
             seen_rows = tf.gather(self.seen, self.users.lookup(user_id)).to_tensor(default_value=self.n)
+            if items is not None:
+                given = self.positions.lookup(tf.convert_to_tensor(items, tf.string))
+                seen_rows = tf.sort(tf.concat([seen_rows, given], axis=1), axis=1)
             # One column of padding (n, above every row) so the searched sequence is never empty.
             sorted_rows = tf.concat([seen_rows, tf.fill([tf.shape(seen_rows)[0], 1], self.n)], axis=1)
             rows = tf.cast(rows, tf.int32)

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scaleout.config import QUERY_FEATURES
-from scaleout.names import MOVIE_TITLE, USER_ID
+from scaleout.names import MOVIE_ID, MOVIE_TITLE, USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class FeatureTables:
     candidate: list[CodedFeature] = field(default_factory=list)
     timestamp: Timestamps | None = None
     left_out: dict[str, str] = field(default_factory=dict)
+    # [users + 1, length] int32: each user's most recent training items as candidate rows + 1 (the rows of the
+    # candidate tower's StringLookup), oldest first, 0 padding; row 0 (unknown users) empty
+    history: np.ndarray | None = None
 
     @property
     def used(self) -> list[str]:
@@ -122,7 +125,39 @@ def timestamp_table(train_files, users: pa.Table) -> Timestamps:
                       np.concatenate([[sample.max()], last]))
 
 
-def build_tables(dataset, wanted: tuple[str, ...]) -> FeatureTables:
+def history_table(dataset, length: int) -> np.ndarray:
+    """Every user's ``length`` most recent distinct training items (by timestamp where the data has one, else
+    in file order), coded as candidate rows + 1, oldest first and padded with 0 on the right. Row 0 is the
+    unknown user's: empty. Items outside the candidates are left out."""
+    users = dataset.vocabulary(USER_ID)
+    candidates = dataset.candidates.column(MOVIE_ID)
+    columns = [USER_ID, MOVIE_ID] + (["timestamp"] if "timestamp" in dataset.columns else [])
+    table = pa.concat_tables(pq.read_table(f, columns=columns) for f in dataset.files("train"))
+    user_row = pc.index_in(table.column(USER_ID), value_set=pa.array(users))
+    item_row = pc.index_in(table.column(MOVIE_ID), value_set=candidates)
+    keep = pc.and_(pc.is_valid(user_row), pc.is_valid(item_row))
+    u = pc.filter(user_row, keep).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    i = pc.filter(item_row, keep).to_numpy(zero_copy_only=False).astype(np.int32) + 1
+    when = (pc.filter(table.column("timestamp"), keep).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            if "timestamp" in columns else np.zeros(len(u), np.int64))
+    order = np.lexsort((np.arange(len(u)), when, u))  # by user, then time, then file order
+    u, i = u[order], i[order]
+    # one row per (user, item): its latest interaction
+    _, latest = np.unique((u * (len(candidates) + 1) + i)[::-1], return_index=True)
+    last = np.zeros(len(u), bool)
+    last[len(u) - 1 - latest] = True
+    u, i = u[last], i[last]
+    counts = np.bincount(u, minlength=len(users) + 1)
+    end = np.cumsum(counts)
+    position = np.arange(len(u)) - (end - counts)[u]  # place among the user's items, oldest first
+    keep_from = np.maximum(counts - length, 0)[u]
+    recent = position >= keep_from
+    codes = np.zeros((len(users) + 1, length), np.int32)
+    codes[u[recent], (position - keep_from)[recent]] = i[recent]
+    return codes
+
+
+def build_tables(dataset, wanted: tuple[str, ...], history: int = 0) -> FeatureTables:
     """The coded tables of the ``wanted`` features that ``dataset`` has; notes for the others."""
     tables = FeatureTables()
     users = dataset.users
@@ -168,6 +203,8 @@ def build_tables(dataset, wanted: tuple[str, ...]) -> FeatureTables:
         else:
             codes, size = _code_lists(words, TITLE_WORDS, keep)
             tables.candidate.append(CodedFeature("title", codes, size))
+    if history:
+        tables.history = history_table(dataset, history)
     for name, why in tables.left_out.items():
         log.warning("feature %r left out: %s", name, why)
     return tables

@@ -19,7 +19,8 @@ from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_embeddings_dataset,
-                                   candidate_tower, query_embeddings, query_tower, uses_timestamp)
+                                   candidate_tower, item_embedding, query_embeddings, query_tower, uses_history,
+                                   uses_timestamp)
 
 def global_batch(values: tf.Tensor) -> tf.Tensor:
     """The rows of every replica's batch, this replica's first: ``[b, ...]`` -> ``[b * replicas, ...]``.
@@ -64,6 +65,13 @@ class TwoTowerModel(tfrs.Model):
             ((TIMESTAMP_FEATURE,) if uses_timestamp(query_tower) else ())
         self.features = {"used": [], "left_out": {}}
         self.sampling_q = None if candidate_counts is None else tf.constant(sampling_probabilities(candidate_counts))
+        self.reads_history = uses_history(query_tower)
+        self.candidate_ids = tf.constant(np.asarray(candidate_ids, dtype=object))
+        self.n_candidates = len(candidate_ids)
+        if cfg.negatives == "full" and self.n_candidates > cfg.full_softmax_max:
+            raise ConfigError(f"negatives 'full' scores all {self.n_candidates:,} candidates every step, above "
+                              f"full_softmax_max={cfg.full_softmax_max:,}; raise it, or use negatives 'mixed' "
+                              "(in-batch + sampled_negatives uniform ones)")
         self.task = tfrs.tasks.Retrieval(
             metrics=tfrs.metrics.FactorizedTopK(
                 candidates=candidate_embeddings_dataset(candidate_tower, candidate_ids), ks=cfg.top_ks),
@@ -81,9 +89,17 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """features: ``user_id`` and ``movie_id`` (``[batch]`` strings), ``timestamp`` (int64) when there is one."""
+        # In training a history-aware tower leaves the example's own item out of the user's history.
+        exclude = features[CANDIDATE_FEATURE] if self.reads_history and training else None
         query = query_embeddings(self.query_tower, features[QUERY_FEATURE], features.get(TIMESTAMP_FEATURE),
-                                 training=training)
+                                 training=training, exclude=exclude)
         own = self.candidate_tower(features[CANDIDATE_FEATURE])
+        compute_metrics = self.cfg.train_metrics or not training
+        if self.cfg.negatives == "full":
+            loss = self.full_softmax(query, features[CANDIDATE_FEATURE])
+            if compute_metrics:
+                self.task(query, own, compute_metrics=True)
+            return loss + self.l2_penalty() if self.cfg.l2 else loss
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
         if self.cfg.global_negatives:
             candidate, rows = global_batch(candidate), global_batch(rows)
@@ -91,9 +107,10 @@ class TwoTowerModel(tfrs.Model):
         if self.cfg.logq_correction:
             # Retrieval subtracts log(p) from each candidate's logit.
             extra["candidate_sampling_probability"] = tf.gather(self.sampling_q, rows)
+        if self.cfg.negatives == "mixed":
+            candidate, rows, extra = self.with_sampled(candidate, rows, extra)
         if self.cfg.remove_accidental_hits:
             extra["candidate_ids"] = rows
-        compute_metrics = self.cfg.train_metrics or not training
         if self.hits_task is None:
             loss = self.task(query, candidate, compute_metrics=compute_metrics, **extra)
         else:
@@ -101,6 +118,29 @@ class TwoTowerModel(tfrs.Model):
             if compute_metrics:
                 self.task(query, own, compute_metrics=True)
         return loss + self.l2_penalty() if self.cfg.l2 else loss
+
+    def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor) -> tf.Tensor:
+        """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
+        is), the candidates embedded by the tower each step."""
+        everything = self.candidate_tower(self.candidate_ids)  # [n_candidates, dim], candidate order
+        logits = tf.matmul(query, everything, transpose_b=True)
+        if self.cfg.temperature != 1.0:
+            logits /= self.cfg.temperature
+        labels = tf.cast(self.candidate_row(positive_ids), tf.int32) - 1  # StringLookup row 0 is the unknown id
+        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+    def with_sampled(self, candidate: tf.Tensor, rows: tf.Tensor, extra: dict):
+        """The in-batch candidates followed by ``sampled_negatives`` drawn uniformly from the catalogue (this
+        replica's own draw). With logQ correction each part's logits are corrected by its own expected count
+        of the candidate: in-batch, (batch rows) x its training frequency; sampled, draws / candidates."""
+        drawn = tf.random.uniform([self.cfg.sampled_negatives], 0, self.n_candidates, dtype=tf.int32)
+        sampled = self.candidate_tower(tf.gather(self.candidate_ids, drawn))
+        if "candidate_sampling_probability" in extra:
+            in_batch = extra["candidate_sampling_probability"] * tf.cast(tf.shape(rows)[0], tf.float32)
+            uniform = tf.fill([self.cfg.sampled_negatives], self.cfg.sampled_negatives / self.n_candidates)
+            extra = {**extra, "candidate_sampling_probability": tf.concat([in_batch, uniform], axis=0)}
+        rows = tf.concat([rows, tf.cast(drawn, rows.dtype) + 1], axis=0)
+        return tf.concat([candidate, sampled], axis=0), rows, extra
 
     def l2_penalty(self) -> tf.Tensor:
         """l2 x the squared norm of every embedding table, this replica's share of it.
@@ -124,15 +164,22 @@ def build_model(cfg: ModelConfig, user_vocabulary: Sequence[str], candidate_ids:
                 tables: FeatureTables | None = None, candidate_counts: np.ndarray | None = None) -> TwoTowerModel:
     """A compiled, freshly initialised model (seeded by ``cfg.seed``)."""
     tf.keras.utils.set_random_seed(cfg.seed)
-    model = TwoTowerModel(query_tower(cfg, user_vocabulary, tables), candidate_tower(cfg, candidate_ids, tables),
-                          candidate_ids, cfg, candidate_counts)
+    shared = history = None
+    if tables is not None and tables.history is not None:
+        history = item_embedding(cfg, candidate_ids, "history_embedding" if cfg.history_table == "separate"
+                                 else "candidate_embedding")
+        shared = history if cfg.history_table == "shared" else None
+    model = TwoTowerModel(query_tower(cfg, user_vocabulary, tables, candidate_ids, history),
+                          candidate_tower(cfg, candidate_ids, tables, shared), candidate_ids, cfg, candidate_counts)
     model.compile(optimizer=make_optimizer(cfg))
     return model
 
 
-def build_for_dataset(cfg: ModelConfig, dataset) -> TwoTowerModel:
-    """``build_model`` with the dataset's vocabularies, the features ``cfg`` asks for and the candidates' counts."""
-    tables = build_tables(dataset, cfg.features)
+def build_for_dataset(cfg: ModelConfig, dataset, tables: FeatureTables | None = None) -> TwoTowerModel:
+    """``build_model`` with the dataset's vocabularies, the features ``cfg`` asks for and the candidates' counts.
+    ``tables``: the coded features and history, built once by the caller (a Ray worker that holds only its own
+    train shards must not build them from those)."""
+    tables = tables if tables is not None else build_tables(dataset, cfg.features, cfg.history)
     model = build_model(cfg, dataset.vocabulary(QUERY_FEATURE), dataset.vocabulary(CANDIDATE_FEATURE), tables,
                         candidate_counts(dataset))
     model.features = {"used": tables.used, "left_out": tables.left_out}

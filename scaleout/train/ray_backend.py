@@ -34,6 +34,7 @@ from scaleout import storage
 from scaleout.rundir import RunDir
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
+from scaleout.train.features import build_tables
 
 log = logging.getLogger(__name__)
 RUN_NAME = "train"
@@ -117,8 +118,10 @@ def train_func(config: dict) -> None:
     dataset = worker_dataset(config["dataset"], rank, world, Path(fetched.name))
     assignment = assign_files(dataset.files("train"), world)
     steps = config["steps"]
+    # The driver's tables, built from the whole train split: this worker may hold only its own shards.
+    tables = ray.get(config["tables"])
     with strategy.scope():
-        model = build_for_dataset(model_cfg, dataset)
+        model = build_for_dataset(model_cfg, dataset, tables)
         model.optimizer.build(model.trainable_variables)
     saver = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
@@ -287,13 +290,17 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     run.sync()  # a remote run's dataset, committed before the workers fetch it
     steps = steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers),
                             train_cfg.batch_size // train_cfg.workers)
+    # Side-feature codes, timestamp buckets and user histories come from the whole train split, built here once:
+    # a worker that fetches only its own shards from a store would otherwise build tables of its own.
+    tables = build_tables(dataset, model_cfg.features, model_cfg.history)
     fs, storage_path = storage.filesystem(location)
     trainer = TensorflowTrainer(
         train_func,
         train_loop_config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
                            # workers on other nodes read the store, never the driver's disk
                            "dataset": run.remote_uri("data") or str(dataset.path.resolve()), "steps": steps,
-                           "storage": location, "identity": resume_identity(model_cfg, train_cfg, dataset)},
+                           "storage": location, "identity": resume_identity(model_cfg, train_cfg, dataset),
+                           "tables": ray.put(tables)},
         # SPREAD: one worker per node where the cluster allows (each node's cores and network to itself)
         scaling_config=ScalingConfig(num_workers=train_cfg.workers, placement_strategy="SPREAD",
                                      resources_per_worker={"CPU": train_cfg.cpus_per_worker}),
@@ -318,10 +325,10 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     if found is None or found[1]["epoch"] < train_cfg.epochs:
         raise ArtifactError(f"the Ray run finished without a checkpoint of epoch {train_cfg.epochs} under "
                             f"{location}/{RUN_NAME}")
-    return _restore(found, location, dataset, model_cfg)
+    return _restore(found, location, dataset, model_cfg, tables)
 
 
-def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg: ModelConfig):
+def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg: ModelConfig, tables=None):
     """The model of a checkpoint, rebuilt in this process: (model, history, resumed_at)."""
     from ray.train import Checkpoint
 
@@ -329,7 +336,7 @@ def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg
     from scaleout.train.model import build_for_dataset
 
     path, state = found
-    model = build_for_dataset(model_cfg, dataset)
+    model = build_for_dataset(model_cfg, dataset, tables)
     fs, _ = storage.filesystem(location)
     with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()

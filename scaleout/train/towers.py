@@ -10,6 +10,17 @@ interaction's timestamp). Feature embeddings are summed with the id embedding,
 or, with ``deep_layers``, concatenated and passed through ReLU layers and a
 final linear layer. With no features and no deep layers these are exactly the
 tutorial's towers.
+
+With a history (``ModelConfig.history``), the query tower also holds each
+user's most recent training items (a constant table, like the side features)
+and adds their mean embedding, taken through the candidate tower's own id
+embedding (``history_table="shared"``) or a table of its own. It then takes
+two more inputs: ``history``, items given with the request (a user outside the
+training vocabulary is embedded from these alone; a known user's stored
+history is extended by them), and ``exclude_item``, an item kept out of the
+history (in training, the example's own item, so the target never predicts
+itself). Without the user id embedding (``user_embedding=False``) the tower is
+a function of the history alone, and a new user needs no retraining.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from scaleout.config import ModelConfig
+from scaleout.errors import ConfigError
 from scaleout.names import MOVIE_ID, TIMESTAMP, USER_ID
 from scaleout.tfenv import tf
 from scaleout.train.features import FeatureTables, Timestamps
@@ -26,6 +38,8 @@ from scaleout.train.features import FeatureTables, Timestamps
 QUERY_FEATURE = USER_ID
 CANDIDATE_FEATURE = MOVIE_ID
 TIMESTAMP_FEATURE = TIMESTAMP
+HISTORY_FEATURE = "history"  # [b, n] candidate ids given with the request ("" pads); added to the stored history
+EXCLUDE_FEATURE = "exclude_item"  # [b] a candidate id kept out of the history (training: the example's own)
 CANDIDATE_BATCH = 4096
 
 
@@ -99,6 +113,58 @@ class TimestampFeature(tf.keras.layers.Layer):
                 "rows": self.rows}
 
 
+@tf.keras.utils.register_keras_serializable("scaleout")
+class ItemEmbedding(tf.keras.layers.Layer):
+    """An item embedding table used two ways: rows ``[b]`` -> ``[b, dim]`` (the candidate tower's lookup), and
+    (rows ``[b, n]``, keep ``[b, n]`` bool) -> the mean embedding of each row's kept items ``[b, dim]`` (zeros
+    where none is kept), gathering only the kept ones. With ``history_table="shared"`` one layer serves both
+    towers, so the history is pooled through the candidate embeddings themselves."""
+
+    def __init__(self, rows: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rows, self.dim = rows, dim
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.rows, self.dim), initializer="uniform",
+                                          trainable=True)
+
+    def call(self, inputs):
+        if not isinstance(inputs, (list, tuple)):
+            return tf.gather(self.embeddings, inputs)
+        rows, keep = inputs
+        at = tf.where(keep)  # [nnz, 2]: (batch row, position)
+        segment = tf.cast(at[:, 0], tf.int32)
+        b = tf.shape(rows)[0]
+        summed = tf.math.unsorted_segment_sum(tf.gather(self.embeddings, tf.gather_nd(rows, at)), segment, b)
+        count = tf.math.unsorted_segment_sum(tf.ones_like(segment, self.compute_dtype), segment, b)
+        return summed / tf.maximum(count, 1.0)[:, None]
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows, "dim": self.dim}
+
+
+@tf.keras.utils.register_keras_serializable("scaleout")
+class HistoryMask(tf.keras.layers.Layer):
+    """(stored ``[b, L]``, given ``[b, n]``, excluded ``[b]`` candidate rows; 0: none) -> (rows ``[b, L + n]``,
+    keep ``[b, L + n]``): every stored and given item but the excluded one, each dropped with probability
+    ``dropout`` while training."""
+
+    def __init__(self, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout = float(dropout)
+
+    def call(self, inputs, training=None):
+        stored, given, excluded = inputs
+        rows = tf.concat([stored, tf.cast(given, stored.dtype)], axis=1)
+        keep = (rows > 0) & (rows != tf.cast(excluded, stored.dtype)[:, None])
+        if training and self.dropout:
+            keep &= tf.random.uniform(tf.shape(rows)) >= self.dropout
+        return rows, keep
+
+    def get_config(self):
+        return {**super().get_config(), "dropout": self.dropout}
+
+
 def _embedding(rows: int, cfg: ModelConfig, name: str):
     return tf.keras.layers.Embedding(rows, cfg.embedding_dim, name=name)
 
@@ -114,12 +180,23 @@ def _feature_part(f, rows, cfg: ModelConfig):
     return PooledEmbedding(f.size, cfg.embedding_dim, name=f"{f.name}_embedding")(_coded(f.codes, rows, f.name))
 
 
-def _id_and_coded_parts(ids, vocabulary: Sequence[str], coded: list, cfg: ModelConfig, name: str):
-    """(vocabulary rows, [id embedding, one pooled embedding per coded feature]) of the ``ids`` input."""
-    rows = tf.keras.layers.StringLookup(vocabulary=np.asarray(vocabulary, dtype=object), mask_token=None,
-                                        name=f"{name}_row")(ids)
-    parts = [_embedding(len(vocabulary) + 1, cfg, f"{name}_embedding")(rows)]
+def _lookup(vocabulary: Sequence[str], name: str):
+    return tf.keras.layers.StringLookup(vocabulary=np.asarray(vocabulary, dtype=object), mask_token=None, name=name)
+
+
+def _id_and_coded_parts(ids, vocabulary: Sequence[str], coded: list, cfg: ModelConfig, name: str,
+                        id_embedding=None, use_id: bool = True):
+    """(vocabulary rows, [id embedding (``id_embedding`` when given; none without ``use_id``), one pooled
+    embedding per coded feature]) of the ``ids`` input."""
+    rows = _lookup(vocabulary, f"{name}_row")(ids)
+    embedding = id_embedding or _embedding(len(vocabulary) + 1, cfg, f"{name}_embedding")
+    parts = [embedding(rows)] if use_id else []
     return rows, parts + [_feature_part(f, rows, cfg) for f in coded]
+
+
+def item_embedding(cfg: ModelConfig, candidate_ids: Sequence[str], name: str = "candidate_embedding"):
+    """The layer a history-aware model pools its history through (and, shared, the candidate tower's ids)."""
+    return ItemEmbedding(len(candidate_ids) + 1, cfg.embedding_dim, name=name)
 
 
 def _combine(parts: list, cfg: ModelConfig, name: str):
@@ -131,16 +208,27 @@ def _combine(parts: list, cfg: ModelConfig, name: str):
     return tf.keras.layers.Dense(cfg.embedding_dim, name=f"{name}_output")(x)
 
 
-def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTables | None = None) -> tf.keras.Model:
-    """``{"user_id", "timestamp"}`` -> ``[b, dim]`` (see module doc)."""
+def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTables | None = None,
+                candidate_ids: Sequence[str] | None = None, history_embedding=None) -> tf.keras.Model:
+    """``{"user_id", "timestamp"}`` (and, with a history, ``"history"`` and ``"exclude_item"``) -> ``[b, dim]``
+    (see module doc). A history needs ``tables.history``, the ``candidate_ids`` and the layer it is pooled
+    through (``history_embedding``: the candidate tower's, or one of its own)."""
     tables = tables or FeatureTables()
     user_id = tf.keras.Input(shape=(), dtype=tf.string, name=QUERY_FEATURE)
     timestamp = tf.keras.Input(shape=(), dtype=tf.int64, name=TIMESTAMP_FEATURE)
-    rows, parts = _id_and_coded_parts(user_id, vocabulary, tables.query, cfg, "user")
+    inputs = {QUERY_FEATURE: user_id, TIMESTAMP_FEATURE: timestamp}
+    rows, parts = _id_and_coded_parts(user_id, vocabulary, tables.query, cfg, "user", use_id=cfg.user_embedding)
     if tables.timestamp is not None:
         parts.extend(_timestamp_parts(tables.timestamp, timestamp, rows, cfg))
-    return tf.keras.Model({QUERY_FEATURE: user_id, TIMESTAMP_FEATURE: timestamp}, _combine(parts, cfg, "query"),
-                          name="query_tower")
+    if tables.history is not None:
+        inputs[HISTORY_FEATURE] = tf.keras.Input(shape=(None,), dtype=tf.string, name=HISTORY_FEATURE)
+        inputs[EXCLUDE_FEATURE] = tf.keras.Input(shape=(), dtype=tf.string, name=EXCLUDE_FEATURE)
+        item_row = _lookup(candidate_ids, "history_item_row")
+        stored = _coded(tables.history, rows, "history")
+        kept = HistoryMask(cfg.history_dropout, name="history_mask")(
+            [stored, item_row(inputs[HISTORY_FEATURE]), item_row(inputs[EXCLUDE_FEATURE])])
+        parts.append(history_embedding(kept))
+    return tf.keras.Model(inputs, _combine(parts, cfg, "query"), name="query_tower")
 
 
 def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:
@@ -151,11 +239,12 @@ def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:
             tf.keras.layers.Dense(cfg.embedding_dim, use_bias=False, name="timestamp_projection")(normalised)]
 
 
-def candidate_tower(cfg: ModelConfig, candidate_ids: Sequence[str], tables: FeatureTables | None = None):
-    """``[b]`` movie ids -> ``[b, dim]`` (see module doc)."""
+def candidate_tower(cfg: ModelConfig, candidate_ids: Sequence[str], tables: FeatureTables | None = None,
+                    id_embedding=None):
+    """``[b]`` movie ids -> ``[b, dim]`` (see module doc); ``id_embedding``: a layer shared with the query tower."""
     tables = tables or FeatureTables()
     movie_id = tf.keras.Input(shape=(), dtype=tf.string, name=CANDIDATE_FEATURE)
-    _, parts = _id_and_coded_parts(movie_id, candidate_ids, tables.candidate, cfg, "candidate")
+    _, parts = _id_and_coded_parts(movie_id, candidate_ids, tables.candidate, cfg, "candidate", id_embedding)
     return tf.keras.Model(movie_id, _combine(parts, cfg, "candidate"), name="candidate_tower")
 
 
@@ -175,24 +264,45 @@ def uses_timestamp(tower: tf.keras.Model) -> bool:
     return any(isinstance(layer, TimestampFeature) for layer in tower.layers)
 
 
-def query_inputs(user_ids, timestamps=None) -> dict:
-    """The query tower's inputs for ``user_ids``; without timestamps each user's latest training one is used."""
+def uses_history(tower: tf.keras.Model) -> bool:
+    """Whether the query tower reads the user's history (and so takes ``history`` and ``exclude_item``)."""
+    return any(isinstance(layer, HistoryMask) for layer in tower.layers)
+
+
+def query_inputs(user_ids, timestamps=None, history=None, exclude=None, with_history: bool = False) -> dict:
+    """The query tower's inputs for ``user_ids``; without timestamps each user's latest training one is used.
+    ``with_history``: also ``history`` (``[b, n]`` candidate ids given with the request, "" padding; none by
+    default) and ``exclude`` (``[b]`` an id kept out of the history; none by default)."""
     user_ids = tf.convert_to_tensor(user_ids, tf.string)
     if timestamps is None:
         timestamps = tf.fill(tf.shape(user_ids), tf.constant(-1, tf.int64))
-    return {QUERY_FEATURE: user_ids, TIMESTAMP_FEATURE: tf.cast(timestamps, tf.int64)}
+    inputs = {QUERY_FEATURE: user_ids, TIMESTAMP_FEATURE: tf.cast(timestamps, tf.int64)}
+    if with_history:
+        inputs[HISTORY_FEATURE] = (tf.fill(tf.stack([tf.size(user_ids), 0]), "") if history is None
+                                   else tf.convert_to_tensor(history, tf.string))
+        inputs[EXCLUDE_FEATURE] = (tf.fill(tf.shape(user_ids), "") if exclude is None
+                                   else tf.convert_to_tensor(exclude, tf.string))
+    return inputs
 
 
-def query_embeddings(tower: tf.keras.Model, user_ids, timestamps=None, training: bool = False) -> tf.Tensor:
-    """``[b, dim]`` from the query tower; a tower saved before features existed takes the ids alone."""
+def query_embeddings(tower: tf.keras.Model, user_ids, timestamps=None, training: bool = False, history=None,
+                     exclude=None) -> tf.Tensor:
+    """``[b, dim]`` from the query tower; a tower saved before features existed takes the ids alone. ``history``
+    and ``exclude`` reach a history-aware tower (see ``query_inputs``); any other tower refuses a history."""
     if len(tower.inputs) == 1:
-        return tower(tf.convert_to_tensor(user_ids, tf.string), training=training)
-    return tower(query_inputs(user_ids, timestamps), training=training)
+        inputs = tf.convert_to_tensor(user_ids, tf.string)
+    else:
+        inputs = query_inputs(user_ids, timestamps, history, exclude, with_history=HISTORY_FEATURE in tower.input_names)
+    if history is not None and HISTORY_FEATURE not in inputs:
+        raise ConfigError("this query tower has no history input (trained without --history); it answers user ids "
+                         "only")
+    return tower(inputs, training=training)
 
 
-def embed_users(tower: tf.keras.Model, user_ids, timestamps=None) -> np.ndarray:
-    """``[len(user_ids), dim]`` NumPy query embeddings, each user at their latest training timestamp by default."""
-    return query_embeddings(tower, np.asarray(user_ids, dtype=object), timestamps).numpy()
+def embed_users(tower: tf.keras.Model, user_ids, timestamps=None, history=None) -> np.ndarray:
+    """``[len(user_ids), dim]`` NumPy query embeddings, each user at their latest training timestamp by default;
+    ``history``: ``[b, n]`` item ids added to each user's stored history (a history-aware tower only)."""
+    return query_embeddings(tower, np.asarray(user_ids, dtype=object), timestamps, history=history).numpy()
 
 
 def candidate_embeddings_dataset(tower: tf.keras.Model, candidate_ids: Sequence[str]):
