@@ -122,6 +122,16 @@ def plot(results: list[dict], path: Path, best: dict) -> None:
     plt.close(fig)
 
 
+def used(r: dict) -> str:
+    """The features an entry used, its history (with its table and negatives) among them."""
+    names = [n for n in r["features"]["used"] if not n.startswith("history")]
+    m = r["model"]
+    if m.get("history"):
+        names.append(f"history ({m['history_table']} table{'' if m['user_embedding'] else ', no user id'}, "
+                     f"{m['negatives']} negatives)")
+    return ", ".join(names) or "ids only"
+
+
 def report(search: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     chosen = next(r for r in search["entries"] if r["name"] == search["choice"]["name"])
@@ -136,15 +146,21 @@ def report(search: dict, out: Path) -> None:
     for r in sorted(search["entries"], key=lambda r: -r["best"]["recall@10"]):
         lines.append(f"| {r['name']} | {r['best']['epoch']} | {r['best']['recall@10']:.4f} | "
                      f"{r['best']['recall@100']:.4f} | {r['seconds_per_epoch']} | "
-                     f"{', '.join(r['features']['used']) or 'ids only'} |")
+                     f"{used(r)} |")
     c, rule = search["choice"], search["rule"]
     lines += ["", f"**Choice** (the preset `quality`): {c['name']}, {c['epochs']} epochs: validation recall@10 "
               f"{c['recall@10']:.4f}, recall@100 {c['recall@100']:.4f}.", "",
               f"The rule: the highest validation recall@10 is {rule['top_name']}'s, {rule['top_recall@10']:.4f}; one "
               f"standard error of it over {search['validation']['interactions']:,} validation interactions is "
               f"{rule['standard_error']:.4f}. Of the entries within that ({', '.join(rule['within'])}), the preset "
-              "is the simplest (fewest features and layers), then the best.", "",
-              "![validation curves](validation_curves.png)"]
+              "is the simplest (fewest features, layers and history), then the best.", ""]
+    if "history_choice" in search:
+        h = search["history_choice"]
+        lines += [f"**The preset `history`** (the same rule among the entries whose query is built from the user's "
+                  f"items alone, so that users not seen in training are served from their items): {h['name']}, "
+                  f"{h['epochs']} epochs: validation recall@10 {h['recall@10']:.4f}, recall@100 "
+                  f"{h['recall@100']:.4f}.", ""]
+    lines += ["![validation curves](validation_curves.png)"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
@@ -191,6 +207,11 @@ def main() -> None:
     finish(search, args.out, args.report)
 
 
+def summary(r: dict) -> dict:
+    return {"name": r["name"], "model": r["model"], "batch_size": r["train"]["batch_size"],
+            "epochs": r["best"]["epoch"], "recall@10": r["best"]["recall@10"], "recall@100": r["best"]["recall@100"]}
+
+
 def finish(search: dict, out: Path, report_dir: Path) -> None:
     """Applies the rule to the entries, writes search.json and the report."""
     results, n = search["entries"], search["validation"]["interactions"]
@@ -198,9 +219,12 @@ def finish(search: dict, out: Path, report_dir: Path) -> None:
     se = standard_error(top["best"]["recall@10"], n)
     search["rule"] = {"top_name": top["name"], "top_recall@10": top["best"]["recall@10"], "standard_error": se,
                       "within": [r["name"] for r in results if r["best"]["recall@10"] >= top["best"]["recall@10"] - se]}
-    search["choice"] = {"name": best["name"], "model": best["model"], "batch_size": best["train"]["batch_size"],
-                        "epochs": best["best"]["epoch"], "recall@10": best["best"]["recall@10"],
-                        "recall@100": best["best"]["recall@100"]}
+    search["choice"] = summary(best)
+    # The preset `history`: the same rule among the entries whose query tower reads the user's history (those
+    # serve users not seen in training from their items).
+    with_history = [r for r in results if r["model"].get("history") and not r["model"].get("user_embedding", True)]
+    if with_history:
+        search["history_choice"] = summary(choose(with_history, n)[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, search)
     report(search, report_dir)

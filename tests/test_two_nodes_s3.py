@@ -10,6 +10,7 @@ training worker is killed mid-run, and everything is read back from the store.
 import json
 import subprocess
 
+import numpy as np
 import psutil
 import pytest
 
@@ -17,7 +18,10 @@ from conftest import REPO, SMALL_RUN, run_cli
 from raycluster import two_node_cluster
 from s3server import local_s3, wait_until, with_s3_env
 from scaleout import storage
+from scaleout.data.dataset import Dataset
+from scaleout.train.features import history_table, timestamp_table
 from scaleout.train.ray_backend import latest_checkpoint_state
+from scaleout.train.saved import Towers
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +135,11 @@ def test_pipeline_on_two_nodes_with_the_run_in_s3(two_nodes, s3_for_nodes, pipel
     assert verified.returncode == 0 and "ok" in verified.stdout, verified.stdout + verified.stderr[-2000:]
 
 
-def test_the_readme_jobs_train_then_embed_and_index_resuming_from_parts_in_the_store(two_nodes, s3_for_nodes):
+def test_the_readme_jobs_train_then_embed_and_index_resuming_from_parts_in_the_store(two_nodes, s3_for_nodes,
+                                                                                     tmp_path):
     """jobs/train.py and jobs/embed_index.py as the README runs them; the second stopped after some parts (in the
-    store), then finished."""
+    store), then finished. The model reads the users' histories and timestamps: its tables are the whole train
+    split's, though each worker fetched only its own shards."""
     cluster, _ = two_nodes
     _, make_bucket = s3_for_nodes
     run = f"{make_bucket('scaleout-jobs')}/runs/small"
@@ -144,10 +150,18 @@ def test_the_readme_jobs_train_then_embed_and_index_resuming_from_parts_in_the_s
         return cluster.ray("job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
                            "python", script, "--run", run, "--workers", 2, *args)
 
-    trained = job("jobs/train.py", "--epochs", 2, "--batch-size", 512)
+    trained = job("jobs/train.py", "--epochs", 2, "--batch-size", 512, "--history", 20, "--features", "timestamp")
     assert trained.returncode == 0, trained.stdout[-4000:]
     assert storage.read_commit(f"{run}/model") is not None
     assert json.loads(storage.read_bytes(f"{run}/metrics/train.json"))["backend"] == "ray"
+    storage.fetch_dir(f"{run}/data", tmp_path / "data")
+    storage.fetch_dir(f"{run}/model", tmp_path / "model")
+    dataset = Dataset(tmp_path / "data")
+    query = Towers.load(tmp_path / "model", dataset).query
+    stored = next(layer for layer in query.layers if layer.name == "history_codes").table.numpy()
+    np.testing.assert_array_equal(stored, history_table(dataset, 20))
+    buckets = next(layer for layer in query.layers if layer.name == "timestamp_feature").boundaries
+    np.testing.assert_allclose(buckets, timestamp_table(dataset.files("train"), dataset.users).boundaries)
 
     def submit(*args):
         return job("jobs/embed_index.py", "--part-rows", 30, *args)

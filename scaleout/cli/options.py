@@ -89,7 +89,8 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     t = TrainConfig()
     g = p.add_argument_group("model and training (defaults: the preset's; see scaleout/presets.py)")
     g.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
-                   help="quality: the settings of the documented search; tutorial: the TFRS tutorial's "
+                   help="quality: the settings of the documented search; history: its best query tower built "
+                        "from the user's items (serves new users from --items); tutorial: the TFRS tutorial's "
                         "(default %(default)s)")
     if backend:
         g.add_argument("--backend", choices=BACKENDS, default=t.backend,

@@ -80,7 +80,8 @@ class FeatureTables:
     @property
     def used(self) -> list[str]:
         timestamp = ["timestamp"] if self.timestamp else []
-        return [f.name for f in self.query] + timestamp + [f.name for f in self.candidate]
+        history = [f"history ({self.history.shape[1]} items)"] if self.history is not None else []
+        return [f.name for f in self.query] + timestamp + history + [f.name for f in self.candidate]
 
 
 def _code(values: list) -> tuple[np.ndarray, int]:

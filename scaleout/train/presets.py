@@ -4,6 +4,9 @@
             results in benchmarks/results/quality/search.json, report in
             benchmarks/reports/quality/): chosen on a validation cut of ml-100k's
             training split, never on its test split. The default.
+  history   the same search's best among the towers whose query is built from the user's
+            items alone (no user id embedding): users not seen in training are served
+            from their items, without retraining (``scaleout recommend --items``).
   tutorial  the TFRS basic retrieval tutorial, for reproducing it: id towers,
             plain in-batch softmax, batch 8192, 3 epochs.
 
@@ -20,6 +23,12 @@ PRESETS: dict[str, dict[str, dict]] = {
     "quality": {
         "model": {"logq_correction": True, "remove_accidental_hits": True, "l2": 0.05},
         "train": {"batch_size": 1024, "epochs": 10},
+    },
+    "history": {
+        "model": {"history": 1000, "history_table": "shared", "history_dropout": 0.5, "user_embedding": False,
+                  "negatives": "full", "optimizer": "adam", "learning_rate": 0.001, "temperature": 0.2,
+                  "embedding_dim": 128, "l2": 0.0007},
+        "train": {"batch_size": 1024, "epochs": 30},
     },
 }
 DEFAULT = "quality"

@@ -27,6 +27,14 @@ def test_the_quality_preset_is_the_choice_of_the_committed_search():
     assert choice["name"] in names
 
 
+def test_the_history_preset_is_the_searchs_choice_among_history_towers():
+    choice = json.loads(SEARCH.read_text())["history_choice"]
+    model, train = configs("history")
+    assert model == from_dict(ModelConfig, choice["model"])
+    assert model.history and not model.user_embedding
+    assert (train.batch_size, train.epochs) == (choice["batch_size"], choice["epochs"])
+
+
 def test_flags_override_the_preset_and_the_default_preset_is_quality():
     parser = build_parser()
     model, train = configs_from_args(parser.parse_args(["train", "--run", "r"]))
@@ -49,7 +57,7 @@ def test_unknown_presets_and_features_are_refused(tmp_path):
         ModelConfig(features=("age", "shoe_size"))
     result = run_cli("train", "--run", tmp_path, "--features", "shoe_size")
     assert result.returncode == 2 and "invalid choice: 'shoe_size'" in result.stderr
-    assert set(PRESETS) == {"quality", "tutorial"}
+    assert set(PRESETS) == {"quality", "history", "tutorial"}
 
 
 @pytest.mark.slow  # trains the tutorial's model on ml-100k through the command line
