@@ -12,7 +12,18 @@ import os
 # Environment every process running scaleout code needs (Ray runtime_env).
 RUNTIME_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+NVIDIA_DEVICES = ("/dev/nvidiactl", "/proc/driver/nvidia")
+
+
+def has_nvidia_device() -> bool:
+    """Whether this machine has an NVIDIA driver loaded (its control device or its /proc entry)."""
+    return any(os.path.exists(p) for p in NVIDIA_DEVICES)
+
+
+# TensorFlow's C++ log: warnings and info off. On a machine without an NVIDIA device its errors go too: the one it
+# writes there on every start is "failed call to cuInit", about the GPU that is not there (errors that matter reach
+# Python as exceptions). Set TF_CPP_MIN_LOG_LEVEL yourself to see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if has_nvidia_device() else "3")
 
 
 def import_tensorflow():

@@ -31,3 +31,19 @@ def test_importing_scaleout_first_gives_keras_2():
 def test_an_explicit_keras_3_setting_is_refused():
     result = run("import scaleout", TF_USE_LEGACY_KERAS="0")
     assert result.returncode != 0 and "needs Keras 2" in result.stderr
+
+
+def test_a_machine_without_a_gpu_hears_nothing_about_cuda():
+    """The terminal shows scaleout's progress, not TensorFlow's start-up noise: without an NVIDIA device, no cuInit
+    error line; with one, TensorFlow's errors stay on (level 2) so a broken GPU set-up is heard."""
+    from scaleout.tfenv import has_nvidia_device
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import scaleout, os; from scaleout.tfenv import tf; tf.constant(1.0) + 1; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if has_nvidia_device():
+        assert result.stdout.strip() == "2"
+    else:
+        assert result.stdout.strip() == "3"
+        assert "cuInit" not in result.stderr and "cuda" not in result.stderr.lower(), result.stderr[-2000:]
