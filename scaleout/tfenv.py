@@ -7,6 +7,8 @@ that names them does not load TensorFlow until it runs.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 # Environment every process running scaleout code needs (Ray runtime_env).
@@ -54,3 +56,30 @@ def __getattr__(name: str):
 
         return tensorflow_recommenders
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# What TensorFlow and Keras log while saving a SavedModel, none of it about the user's run: Keras "builds" the
+# compiled metrics of towers that are never compiled (and warns that it could not), lists the assets directory,
+# and says which captured inputs it renamed.
+SAVE_NOISE = ("Compiled the loaded model, but the compiled metrics have yet to be built",
+              "Assets written to:", "contains input name(s)")
+
+
+class _DropSaveNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(part in message for part in SAVE_NOISE)
+
+
+@contextlib.contextmanager
+def quiet_saving():
+    """Drops TensorFlow's and Keras' log lines about saving (``SAVE_NOISE``) for the duration; others pass."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]  # Keras logs to the first, TF's saver
+    noise = _DropSaveNoise()                                                 # through absl to the second
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)

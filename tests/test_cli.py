@@ -51,3 +51,23 @@ def test_counts_are_checked_when_the_command_line_is_parsed(tmp_path, args, mess
     result = run_cli(*[str(tmp_path / a) if a in ("RUN", "EXPORT") else a for a in args])
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "RUN").exists()
+
+
+def test_training_and_exporting_print_progress_not_library_noise(tmp_path):
+    """What a user reads on the terminal is their run: epochs and stages, not TensorFlow's or Keras' notes on
+    saving, nor (on a machine without a GPU) CUDA's."""
+    from conftest import SMALL_RUN
+
+    from scaleout.tfenv import SAVE_NOISE, has_nvidia_device
+
+    run = tmp_path / "run"
+    printed = ""
+    for args in (("prepare", *SMALL_RUN), ("train", "--epochs", 1, "--batch-size", 512), ("export", "-k", 5)):
+        result = run_cli(args[0], "--run", run, *args[1:])
+        assert result.returncode == 0, result.stderr[-3000:]
+        printed += result.stdout + result.stderr
+    assert "epoch 1/1" in printed and "exported the brute_force retrieval model" in printed
+    for noise in SAVE_NOISE:
+        assert noise not in printed, noise
+    if not has_nvidia_device():
+        assert "cuInit" not in printed

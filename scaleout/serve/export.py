@@ -40,7 +40,7 @@ from scaleout.index.scann import Scann
 from scaleout.names import INDEX_KINDS, MOVIE_ID, MOVIE_TITLE, SCANN, USER_ID
 from scaleout.serve.catalogue import Catalogue, Recommendation
 from scaleout.serve.seen import seen_filter
-from scaleout.tfenv import tf, tfrs
+from scaleout.tfenv import quiet_saving, tf, tfrs
 from scaleout.train.towers import query_embeddings, uses_history
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,15 @@ class _Server(tf.Module):
         self.query_tower, self.layer, self.k, self.seen, self.max_items = query_tower, layer, k, seen, max_items
         self.movie_ids = tf.constant(np.asarray(ids, dtype=object))
         self.movie_titles = tf.constant(np.asarray(titles, dtype=object))
+        if max_items:  # only a history-aware tower takes items (saving traces every tf.function the module holds)
+            self.serve_items = tf.function(self._serve_items, input_signature=[
+                tf.TensorSpec([None], tf.string, name=USER_ID), tf.TensorSpec([None, None], tf.string, name=ITEMS)])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=USER_ID)])
     def serve(self, user_id):
         return self._answer(user_id, None)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=USER_ID),
-                                  tf.TensorSpec([None, None], tf.string, name=ITEMS)])
-    def serve_items(self, user_id, items):
+    def _serve_items(self, user_id, items):
         # With exclude_seen the retrieval layer returns max_items more than k, so that k remain once the given
         # items are left out.
         tf.debugging.assert_less_equal(tf.shape(items)[1], self.max_items, message=(
@@ -151,7 +152,8 @@ def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: 
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
     else:
         layer = brute_force_layer(catalogue.vectors, retrieved)
-    server = _Server(catalogue.towers.query, layer, catalogue.ids, catalogue.titles, k, seen, max_items)
+    server = _Server(catalogue.towers.query, layer, catalogue.ids, catalogue.titles, k, seen,
+                     max_items if items_signature else 0)
     signatures = {"serving_default": server.serve}
     outputs = {"scores": f"float32 [batch, {k}]", MOVIE_ID: f"string [batch, {k}]", MOVIE_TITLE: f"string [batch, {k}]"}
     described = {"serving_default": {"inputs": {USER_ID: "string [batch]"}, "outputs": outputs}}
@@ -162,7 +164,8 @@ def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: 
                                       "outputs": outputs}
         info["max_items"] = max_items
     with atomic_dir(directory, EXPORT_JSON, force) as tmp:
-        tf.saved_model.save(server, str(tmp / "saved_model"), signatures=signatures, options=options)
+        with quiet_saving():
+            tf.saved_model.save(server, str(tmp / "saved_model"), signatures=signatures, options=options)
         write_json(tmp / EXPORT_JSON, {
             "kind": kind, "k": k, "exclude_seen": exclude_seen, "candidates": len(catalogue.ids),
             "embedding_dim": int(catalogue.vectors.shape[1]),

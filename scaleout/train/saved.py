@@ -11,7 +11,7 @@ from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import Dataset
 from scaleout.errors import ArtifactError
 from scaleout.fsutil import atomic_dir, write_json
-from scaleout.tfenv import tf
+from scaleout.tfenv import quiet_saving, tf
 from scaleout.train.model import candidate_counts, from_towers
 from scaleout.train.towers import CANDIDATE_FEATURE, QUERY_FEATURE
 
@@ -20,7 +20,7 @@ MODEL_JSON = "model.json"
 
 def save_model(model, model_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> None:
     """Writes the two towers and model.json into ``model_dir``, atomically."""
-    with atomic_dir(model_dir, MODEL_JSON) as tmp:
+    with atomic_dir(model_dir, MODEL_JSON) as tmp, quiet_saving():
         model.query_tower.save(tmp / "query_tower")
         model.candidate_tower.save(tmp / "candidate_tower")
         write_json(tmp / MODEL_JSON, {
