@@ -1,15 +1,27 @@
-"""Ray Train scaling: 1 worker against 2 workers (1 CPU each) on the same data and global batch.
+"""Ray Train scaling: one process, 1 Ray worker and 2 Ray workers on the same data and global batch, side by side.
 
     python benchmarks/ray_scaling.py --movielens ../shared/data/ml-100k
 
-Prepares MovieLens 100K, starts a local Ray instance with 2 CPUs, and trains
-the tutorial's model (global batch 8192, 3 epochs) with 1 and then 2 workers
-through scaleout's Ray backend. Prints steady-state training examples/s (the
-epochs after the first, which also traces the graph), the scaling efficiency
-2-worker / (2 x 1-worker), and an estimate of the share of a 2-worker step spent
-in cross-replica communication: the collectives a step runs (the all-gather of
-candidate embeddings, its gradient, the all-reduce of both embedding gradients)
-timed alone at the same sizes. Writes benchmarks/results/ray_scaling.json.
+Prepares MovieLens 100K, starts a local Ray instance with 2 CPUs, and trains at
+the default preset (`quality`: batch 1,024) and at the tutorial's batch of 8,192:
+in this process (all CPUs), then on 1 and 2 Ray workers (1 CPU each) through
+scaleout's Ray backend, with the steps per tf.function call of the training
+configuration (and, for 2 workers at the default preset, with one step per call:
+what the per-call overhead costs). For each it prints steady-state examples/s
+(median of the epochs after the first, which also traces the graph; one process
+runs before Ray starts and again after it stops, its epochs pooled), the time
+of a step, and where a 2-worker step's time goes:
+
+- collectives: what one step sends between workers, as the workers traced it
+  (count, bytes), each timed alone at its size in the same 2 workers;
+- input: one batch read by the worker's input pipeline, timed alone (it runs
+  ahead of the step, so it only costs where it is slower than the step);
+- compute and framework: the rest of the step;
+- checkpoint: the per-epoch checkpoint's write, outside the epoch's time.
+
+Ratios: 2 workers / one process (the goal is at least 0.8 at the default
+preset) and 2 workers / (2 x 1 worker) (scaling efficiency). Writes
+benchmarks/results/ray_scaling.json.
 """
 
 from __future__ import annotations
@@ -18,58 +30,78 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import scaleout
-from scaleout.config import DataConfig, ModelConfig, TrainConfig
+from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
 from scaleout.tfenv import RUNTIME_ENV_VARS
+from scaleout.train.presets import configs
 
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
+SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
-def collective_seconds(config: dict) -> None:
-    """Per-worker: seconds for one step's collectives, timed alone (reported through Ray Train)."""
+def time_collectives(config: dict) -> None:
+    """Per worker: seconds of each collective of a traced step, run alone at its size (rank 0 writes them)."""
     import ray.train
 
     import scaleout  # noqa: F401
     from scaleout.tfenv import import_tensorflow
 
     tf = import_tensorflow()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    rows, dim, repeats = config["rows"], config["dim"], config["repeats"]
+    seconds = []
+    for collective in config["collectives"]:
+        dtype, elements = getattr(tf, collective["dtype"]), collective["elements"]
 
-    @tf.function
-    def step_collectives():
-        def on_replica():
-            context = tf.distribute.get_replica_context()
-            x = tf.random.normal([rows, dim])
-            ids = tf.range(rows)
-            # forward all-gather, its gradient, and the two sparse embedding-gradient all-reduces
-            # (IndexedSlices are all-reduced by gathering values and indices)
-            out = [context.all_gather(x, axis=0) for _ in range(4)]
-            out += [context.all_gather(ids, axis=0) for _ in range(2)]
-            return [tf.reduce_sum(tf.cast(o, tf.float32)) for o in out]
-        return strategy.run(on_replica)
+        @tf.function
+        def step():
+            def on_replica():
+                context = tf.distribute.get_replica_context()
+                return tf.reduce_sum(context.all_reduce("sum", tf.ones([elements], dtype)))
+            return strategy.run(on_replica)
 
-    step_collectives()  # trace and warm up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step_collectives()
-    seconds = (time.perf_counter() - start) / repeats
+        for _ in range(5):  # trace, resolve the group, warm up
+            step()
+        start = time.perf_counter()
+        for _ in range(config["repeats"]):
+            step()
+        seconds.append((time.perf_counter() - start) / config["repeats"])
     if ray.train.get_context().get_world_rank() == 0:
-        Path(config["out"]).write_text(json.dumps({"seconds_per_step": seconds}))
-    ray.train.report({"seconds_per_step": seconds})
+        Path(config["out"]).write_text(json.dumps(seconds))
+
+
+def input_seconds_per_batch(dataset, columns, batch: int, batches: int = 200) -> float:
+    """One batch of the training input pipeline (Parquet -> tf.data), read alone on one thread."""
+    from scaleout.data.tfdata import parquet_dataset
+
+    data = iter(parquet_dataset(dataset.files("train"), columns, batch, 100_000, seed=1, drop_remainder=True,
+                                repeat=True))
+    next(data)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(data)
+    return (time.perf_counter() - start) / batches
+
+
+def steady(history: list[dict]) -> float:
+    later = history[1:] or history
+    return statistics.median(e["examples_per_second"] for e in later)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of each run (default %(default)s)")
+    parser.add_argument("--steps-per-execution", type=int, default=None,
+                        help="steps per tf.function call (default: the training configuration's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -77,55 +109,114 @@ def main() -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
+    from scaleout.tfenv import tf
+    from scaleout.train.local import fit
     from scaleout.train.ray_backend import fit_ray
 
-    ray.init(num_cpus=2, runtime_env={"env_vars": RUNTIME_ENV_VARS}, include_dashboard=False)
-    model_cfg = ModelConfig()
-    runs = []
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(DataConfig(source="movielens", path=args.movielens), Path(tmp) / "data")
-        for workers in (1, 2):
-            run = RunDir(Path(tmp))
-            train_cfg = TrainConfig(backend="ray", workers=workers, cpus_per_worker=1, epochs=args.epochs,
-                                    batch_size=args.batch_size, storage=str(Path(tmp) / f"ckpt-{workers}"))
-            start = time.monotonic()
-            _, history, _ = fit_ray(run, model_cfg, train_cfg)
-            steady = history[1:] or history
-            runs.append({"workers": workers, "wall_seconds": round(time.monotonic() - start, 1),
-                         "epoch_seconds": [e["seconds"] for e in history],
-                         "examples_per_second": round(sum(e["examples_per_second"] for e in steady) / len(steady), 1)})
-        # Ray Train V2 keeps metrics only with checkpoints: rank 0 writes its timing to a file.
-        timing = Path(tmp) / "collectives.json"
-        TensorflowTrainer(
-            collective_seconds,
-            train_loop_config={"rows": args.batch_size // 2, "dim": model_cfg.embedding_dim, "repeats": 30,
-                               "out": str(timing)},
-            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name="collectives", storage_path=str(Path(tmp) / "comm")),
-        ).fit()
-        comm_seconds = json.loads(timing.read_text())["seconds_per_step"]
-    ray.shutdown()
+        dataset = prepare(DataConfig(source="movielens", path=args.movielens, train_shards=2), Path(tmp) / "data")
+        plans = {}
+        for label, (preset, train_over) in SETTINGS.items():
+            spe = {"steps_per_execution": args.steps_per_execution} if args.steps_per_execution else {}
+            model_cfg, train_cfg = configs(preset, train={"epochs": args.epochs, **train_over, **spe})
+            variants = [("one process", "local", 1, {}), ("1 Ray worker", "ray", 1, {}),
+                        ("2 Ray workers", "ray", 2, {})]
+            if label == "default preset" and train_cfg.steps_per_execution != 1:
+                variants += [("one process, 1 step a call", "local", 1, {"steps_per_execution": 1}),
+                             ("2 Ray workers, 1 step a call", "ray", 2, {"steps_per_execution": 1})]
+            plans[label] = (model_cfg, train_cfg, variants)
+            results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg), "runs": {}}
 
-    one, two = runs
-    efficiency = two["examples_per_second"] / (2 * one["examples_per_second"])
-    step_seconds = args.batch_size / two["examples_per_second"]
-    print(f"\nRay Train on MovieLens 100K: global batch {args.batch_size}, {args.epochs} epochs, 1 CPU per worker, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'':34}{'1 worker':>12}{'2 workers':>12}")
-    print(f"{'examples/s (after epoch 1)':34}{one['examples_per_second']:>12,.0f}{two['examples_per_second']:>12,.0f}")
-    print(f"{'seconds per epoch':34}{one['epoch_seconds'][-1]:>12.1f}{two['epoch_seconds'][-1]:>12.1f}")
-    print(f"scaling efficiency 2 / (2 x 1): {efficiency:.2f}")
-    print(f"communication: {comm_seconds * 1000:.1f} ms of a {step_seconds * 1000:.0f} ms step "
-          f"({comm_seconds / step_seconds:.1%}, collectives timed alone at the step's sizes)")
+        def train(label, name, backend, workers, over):
+            model_cfg, train_cfg = plans[label][:2]
+            cfg = dataclasses.replace(train_cfg, backend=backend, workers=workers, cpus_per_worker=1, **over,
+                                      storage=str(Path(tmp) / f"ckpt-{label}-{name}".replace(" ", "-")))
+            start = time.monotonic()
+            if backend == "local":
+                model, history = fit(dataset, model_cfg, cfg)
+            else:
+                model, history, _ = fit_ray(RunDir(Path(tmp)), model_cfg, cfg)
+            runs = results[label]["runs"]
+            if name in runs:  # the same setting again: its epochs pooled with the first run's
+                history = runs[name]["history"] + history[1:]
+            rate = steady(history)
+            runs[name] = {"history": history,
+                "workers": workers, "steps_per_execution": cfg.steps_per_execution,
+                "wall_seconds": round(time.monotonic() - start, 1), "epoch_seconds": [e["seconds"] for e in history],
+                "examples_per_second": round(rate, 1), "step_ms": round(1000 * cfg.batch_size / rate, 2),
+                "checkpoint_write_seconds": [e.get("checkpoint_write_seconds") for e in history],
+                "collectives_per_step": model.step_collectives}
+            print(f"{label}, {name}: {rate:,.0f} examples/s", flush=True)
+
+        # One process before Ray starts (a user's `scaleout train` runs without Ray's processes beside it), and
+        # again after it stops: this machine's speed drifts by a third over minutes, and the ratio of a Ray run
+        # to one process should not depend on which came first.
+        def one_process():
+            for label, (_, _, variants) in plans.items():
+                for name, backend, workers, over in variants:
+                    if backend == "local":
+                        train(label, name, backend, workers, over)
+
+        one_process()
+        ray.init(num_cpus=2, runtime_env={"env_vars": RUNTIME_ENV_VARS}, include_dashboard=False)
+        for label, (_, train_cfg, variants) in plans.items():
+            for name, backend, workers, over in variants:
+                if backend == "ray":
+                    train(label, name, backend, workers, over)
+            runs = results[label]["runs"]
+            two = runs["2 Ray workers"]
+            timing = Path(tmp) / f"collectives-{label.replace(' ', '-')}.json"
+            TensorflowTrainer(
+                time_collectives,
+                train_loop_config={"collectives": two["collectives_per_step"], "repeats": 50, "out": str(timing)},
+                scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                run_config=RunConfig(name="collectives", storage_path=str(Path(tmp) / "comm")),
+            ).fit()
+            for collective, seconds in zip(two["collectives_per_step"], json.loads(timing.read_text())):
+                collective["ms_alone"] = round(1000 * seconds, 2)
+            with tf.device("/cpu:0"):
+                two["input_ms_per_batch"] = round(1000 * input_seconds_per_batch(
+                    dataset, ("user_id", "movie_id"), train_cfg.batch_size // 2), 2)
+            results[label]["scaling_efficiency"] = round(
+                two["examples_per_second"] / (2 * runs["1 Ray worker"]["examples_per_second"]), 3)
+        ray.shutdown()
+        one_process()
+        for label, result in results.items():
+            runs = result["runs"]
+            two = runs["2 Ray workers"]
+            result["two_workers_over_one_process"] = round(
+                two["examples_per_second"] / runs["one process"]["examples_per_second"], 3)
+
+    print(f"\nRay Train on MovieLens 100K, {os.cpu_count()} CPUs: one process uses them all, each Ray worker 1; "
+          f"{args.epochs} epochs, median examples/s of epochs 2+")
+    for label, result in results.items():
+        runs = result["runs"]
+        print(f"\n{label} (global batch {result['batch_size']:,})")
+        print(f"{'':34}{'examples/s':>12}{'step ms':>10}{'steps/call':>12}{'collectives':>13}{'checkpoint s':>14}")
+        for name, run in runs.items():
+            comm = run["collectives_per_step"]
+            sizes = f"{len(comm)} ({sum(c['bytes'] or 0 for c in comm) / 1024:,.0f} KiB)" if comm else "-"
+            ckpt = [s for s in run["checkpoint_write_seconds"] if s is not None]
+            print(f"{name:34}{run['examples_per_second']:>12,.0f}{run['step_ms']:>10.1f}"
+                  f"{run['steps_per_execution']:>12}{sizes:>13}"
+                  f"{(f'{statistics.median(ckpt):.2f}' if ckpt else '-'):>14}")
+        two = runs["2 Ray workers"]
+        comm_ms = sum(c["ms_alone"] for c in two["collectives_per_step"])
+        print(f"2-worker step of {two['step_ms']:.1f} ms: collectives {comm_ms:.1f} ms ("
+              + ", ".join(f"{c['op']} {c['bytes'] / 1024:,.0f} KiB {c['ms_alone']:.1f} ms"
+                          for c in two["collectives_per_step"])
+              + f"), compute and framework {two['step_ms'] - comm_ms:.1f} ms; input alone "
+              f"{two['input_ms_per_batch']:.1f} ms a batch (read ahead of the step)")
+        print(f"2 workers / one process: {result['two_workers_over_one_process']:.2f}   "
+              f"scaling efficiency 2 / (2 x 1 worker): {result['scaling_efficiency']:.2f}")
+    for result in results.values():  # each epoch's examples/s (pooled runs: both), not every logged value
+        for run in result["runs"].values():
+            run["examples_per_second_by_epoch"] = [e["examples_per_second"] for e in run.pop("history")]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "scaleout_version": scaleout.__version__, "cpus": os.cpu_count(), "batch_size": args.batch_size,
-        "epochs": args.epochs, "model": dataclasses.asdict(model_cfg), "runs": runs,
-        "scaling_efficiency": round(efficiency, 3),
-        "communication_seconds_per_step": round(comm_seconds, 4),
-        "communication_share_of_step": round(comm_seconds / step_seconds, 3),
-    }, indent=2) + "\n")
-    print(f"written to {args.out}")
+    args.out.write_text(json.dumps({"scaleout_version": scaleout.__version__, "cpus": os.cpu_count(),
+                                    "epochs": args.epochs, "settings": results}, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     epochs = configs("quality")[1].epochs  # the default preset, as in the pipeline run
     assert trained["backend"] == "ray" and [e["epoch"] for e in trained["epochs"]] == list(range(1, epochs + 1))
     assert trained["model"] == json.loads(json.dumps(configs("quality")[0].__dict__))
+    # What a step sends between the workers, as they traced it: the batch's candidate rows (global negatives),
+    # then every gradient and logged value in one packed all-reduce. Nothing else (Keras would add one
+    # all-reduce per logged value, the optimizer one per sparse gradient, the input one for its end).
+    rows, packed = trained["collectives_per_step"]
+    assert (rows["op"], rows["dtype"], rows["elements"]) == ("CollectiveReduceV2", "int64", 1024)
+    assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "float32")
+    assert json.loads((local_root / "metrics" / "train.json").read_text())["collectives_per_step"] == []
     assert (root / "model" / "query_tower" / "saved_model.pb").is_file()
     ray_top100 = json.loads((root / "metrics" / "eval.json").read_text())["metrics"][
         "factorized_top_k/top_100_categorical_accuracy"]
@@ -156,7 +163,7 @@ def test_a_diverging_run_on_two_workers_stops_once_with_one_line_and_saves_nothi
                      "--optimizer", "sgd", "--learning-rate", "1e30", *SMALL, env=cluster.env)
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("scaleout train: error:")]
-    assert len(errors) == 1 and "training diverged: the loss was nan at step" in errors[0]
+    assert len(errors) == 1 and "training diverged: the loss was nan by step" in errors[0]
     assert "resuming from the checkpoint" not in result.stderr  # not restarted into the same divergence
     assert not (root / "model").exists()
 

@@ -93,4 +93,9 @@ def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: i
             if not repeat:
                 return
 
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    if repeat:
+        # Declared endless: a multi-worker strategy otherwise all-reduces, every step, whether
+        # any worker's input has run out.
+        data = data.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    return data.prefetch(2)

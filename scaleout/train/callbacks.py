@@ -16,12 +16,13 @@ class EpochLog(tf.keras.callbacks.Callback):
     """Logs each epoch's loss, time and throughput and keeps them (``history``) for train.json.
 
     The loss is the sum of every step's loss (the global batch's, summed over
-    replicas by Keras) over the epoch's examples: comparable across batch sizes
-    and backends, unlike Keras's last-step ``loss``. ``workers`` only words the
+    replicas by the model's train_step, which keeps the running sum as
+    ``loss_sum``) over the epoch's examples: comparable across batch sizes and
+    backends, unlike Keras's last-step ``loss``. ``workers`` only words the
     log line; ``quiet`` keeps a worker other than rank 0 from logging.
     ``history`` may hold the entries of epochs done before a resume.
-    A step whose loss is NaN or infinite stops training (TrainingDiverged), so
-    a diverged model is never saved.
+    A step whose loss is NaN or infinite stops training (TrainingDiverged) at
+    the end of its tf.function call, so a diverged model is never saved.
     """
 
     def __init__(self, examples_per_epoch: int, epochs: int, with_metrics: bool, *, workers: int = 1,
@@ -40,11 +41,15 @@ class EpochLog(tf.keras.callbacks.Callback):
         self._start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"training diverged: the loss was {loss} at step {batch + 1} of epoch {self._epoch}; "
-                                   "no model was saved. Try a lower --learning-rate")
-        self.loss_sum += loss
+        # The model's running sum of the epoch's step losses: with several steps per call
+        # (steps_per_execution) this runs every Nth step, and a NaN or infinite loss of any
+        # step in between leaves the sum NaN or infinite too.
+        loss_sum = float((logs or {}).get("loss_sum", 0.0))
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"training diverged: the loss was {float(logs.get('loss', loss_sum))} by step "
+                                   f"{batch + 1} of epoch {self._epoch}; no model was saved. Try a lower "
+                                   "--learning-rate")
+        self.loss_sum = loss_sum
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self._start
@@ -53,7 +58,7 @@ class EpochLog(tf.keras.callbacks.Callback):
                  "loss_per_example": round(self.loss_sum / self.examples, 6)}
         # Keras logs the metric variables even when compute_metrics was off; they hold nothing then.
         entry.update({k: float(v) for k, v in (logs or {}).items()
-                      if self.with_metrics or not k.startswith("factorized_top_k/")})
+                      if k != "loss_sum" and (self.with_metrics or not k.startswith("factorized_top_k/"))})
         self.history.append(entry)
         if not self.quiet:
             log.info("epoch %d/%d: loss %.4f per example, %.1f s, %s examples/s%s", epoch + 1, self.epochs,

@@ -4,11 +4,13 @@ The loss is ``tfrs.tasks.Retrieval``'s in-batch softmax, with the options of
 ModelConfig: temperature, sampling-bias (logQ) correction from the candidates'
 training counts, removal of accidental hits (the same candidate elsewhere in
 the batch) and hard negatives. Under a multi-replica strategy every option sees
-the global batch (see ``global_batch``).
+the global batch, and a step sends as little between replicas as it can (see
+scaleout.train.replicas).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import numpy as np
@@ -18,26 +20,11 @@ from scaleout.errors import ConfigError
 from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
+from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, replicas_in_sync,
+                                     traced_collectives)
 from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_embeddings_dataset,
                                    candidate_tower, item_embedding, query_embeddings, query_tower, uses_history,
                                    uses_timestamp)
-
-def global_batch(values: tf.Tensor) -> tf.Tensor:
-    """The rows of every replica's batch, this replica's first: ``[b, ...]`` -> ``[b * replicas, ...]``.
-
-    Retrieval scores query i against every candidate and takes candidate i as
-    its positive, so this replica's own rows must come first; the others are
-    extra negatives. Every replica must hold the same number of rows.
-    all_gather's gradient sends each replica's share back to it, so the
-    gradients summed across replicas are those of the single-process loss over
-    the global batch. Outside a multi-replica strategy this returns ``values``.
-    """
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return values
-    gathered = context.all_gather(values, axis=0)  # replica-major order
-    own_start = context.replica_id_in_sync_group * tf.shape(values)[0]
-    return tf.roll(gathered, shift=-own_start, axis=0)
 
 
 def sampling_probabilities(counts: np.ndarray) -> np.ndarray:
@@ -66,7 +53,8 @@ class TwoTowerModel(tfrs.Model):
         self.features = {"used": [], "left_out": {}}
         self.sampling_q = None if candidate_counts is None else tf.constant(sampling_probabilities(candidate_counts))
         self.reads_history = uses_history(query_tower)
-        self.candidate_ids = tf.constant(np.asarray(candidate_ids, dtype=object))
+        # Candidate id by StringLookup row (row 0, ids outside the candidates: "", outside them too).
+        self.row_ids = tf.constant(np.asarray([""] + list(candidate_ids), dtype=object))
         self.n_candidates = len(candidate_ids)
         if cfg.negatives == "full" and self.n_candidates > cfg.full_softmax_max:
             raise ConfigError(f"negatives 'full' scores all {self.n_candidates:,} candidates every step, above "
@@ -81,6 +69,16 @@ class TwoTowerModel(tfrs.Model):
         # match retrieved ids instead of scoring by value, so that loss has a task of its own.
         self.hits_task = tfrs.tasks.Retrieval(remove_accidental_hits=True, **self._loss_options(cfg)) \
             if cfg.remove_accidental_hits else None
+        # The epoch's loss so far, summed over steps (reset by fit each epoch, see reset_metrics): with several
+        # steps per tf.function call (steps_per_execution) callbacks see only every Nth step's logs. Every
+        # replica adds the same global loss; a Keras metric would all-reduce its result every step.
+        self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_loss_sum",
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        # train_step reduces what it logs itself, in the one collective of its gradients (see train_step).
+        self.distribute_reduction_method = "first"
+        self.dense_gradient_bytes = DENSE_GRADIENT_BYTES
+        # What one training step sends between replicas, as JSON (a list attribute would be tracked by Keras).
+        self.collectives_json = "[]"
 
     @staticmethod
     def _loss_options(cfg: ModelConfig) -> dict:
@@ -101,8 +99,14 @@ class TwoTowerModel(tfrs.Model):
                 self.task(query, own, compute_metrics=True)
             return loss + self.l2_penalty() if self.cfg.l2 else loss
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
-        if self.cfg.global_negatives:
-            candidate, rows = global_batch(candidate), global_batch(rows)
+        if self.cfg.global_negatives and replicas_in_sync() > 1:
+            # The replicas gather the candidates' rows, not their embeddings, and each embeds the global batch
+            # with its own copy of the candidate tower: its loss's gradient then reaches the tower's weights
+            # here, and the all-reduce of the weights' gradients sums what every replica's queries contributed.
+            # One small forward-only collective a step, instead of an all-gather of embeddings and its
+            # gradient's all-reduce. (The tower is deterministic, so each copy computes the same embeddings.)
+            rows = global_batch(rows)
+            candidate = self.candidate_tower(tf.gather(self.row_ids, rows))
         extra = {}
         if self.cfg.logq_correction:
             # Retrieval subtracts log(p) from each candidate's logit.
@@ -122,7 +126,7 @@ class TwoTowerModel(tfrs.Model):
     def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor) -> tf.Tensor:
         """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
         is), the candidates embedded by the tower each step."""
-        everything = self.candidate_tower(self.candidate_ids)  # [n_candidates, dim], candidate order
+        everything = self.candidate_tower(self.row_ids[1:])  # [n_candidates, dim], candidate order
         logits = tf.matmul(query, everything, transpose_b=True)
         if self.cfg.temperature != 1.0:
             logits /= self.cfg.temperature
@@ -136,13 +140,47 @@ class TwoTowerModel(tfrs.Model):
         (Correcting every column by its item's expected count under the mixture, the sum of the two, measured
         worse on ml-100k's validation cut: recall@10 0.098 against 0.121 at epoch 23.)"""
         drawn = tf.random.uniform([self.cfg.sampled_negatives], 0, self.n_candidates, dtype=tf.int32)
-        sampled = self.candidate_tower(tf.gather(self.candidate_ids, drawn))
+        sampled = self.candidate_tower(tf.gather(self.row_ids, drawn + 1))
         if "candidate_sampling_probability" in extra:
             in_batch = extra["candidate_sampling_probability"] * tf.cast(tf.shape(rows)[0], tf.float32)
             uniform = tf.fill([self.cfg.sampled_negatives], self.cfg.sampled_negatives / self.n_candidates)
             extra = {**extra, "candidate_sampling_probability": tf.concat([in_batch, uniform], axis=0)}
         rows = tf.concat([rows, tf.cast(drawn, rows.dtype) + 1], axis=0)
         return tf.concat([candidate, sampled], axis=0), rows, extra
+
+    def train_step(self, inputs):
+        """One step: TFRS's, with the replicas' gradients and logged values summed in one collective
+        (scaleout.train.replicas). Keras would all-reduce each logged value on its own, every step, and the
+        optimizer each sparse gradient on its own; on a CPU cluster every collective costs milliseconds."""
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization = tf.add_n([tf.reduce_sum(x) for x in self.losses]) if self.losses else tf.zeros([])
+            total = loss + regularization
+        variables = self.trainable_variables
+        gradients = tape.gradient(total, variables)
+        metrics = self.metrics if self.cfg.train_metrics else []
+        shown = {"loss": loss, "regularization_loss": regularization,
+                 **{m.name: tf.cast(m.result(), tf.float32) for m in metrics}}
+        replicas = replicas_in_sync()
+        if replicas > 1:
+            # Summed, as one process's over the global batch would be; metric results averaged (every replica
+            # counts as many examples).
+            gradients, shown = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
+                                               averaged=frozenset(m.name for m in metrics))
+        self.optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=replicas > 1)
+        self.loss_sum.assign_add(tf.cast(shown["loss"], tf.float64))
+        self.collectives_json = json.dumps(traced_collectives())
+        return {**shown, "total_loss": shown["loss"] + shown["regularization_loss"],
+                "loss_sum": self.loss_sum.read_value()}
+
+    @property
+    def step_collectives(self) -> list[dict]:
+        """The collective ops of one training step (op, dtype, elements, bytes), as traced; [] in one process."""
+        return json.loads(self.collectives_json)
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        self.loss_sum.assign(0.0)
 
     def l2_penalty(self) -> tf.Tensor:
         """l2 x the squared norm of every embedding table, this replica's share of it.
@@ -151,9 +189,7 @@ class TwoTowerModel(tfrs.Model):
         penalty (a Keras regularizer would be counted once per replica).
         """
         tables = [v for v in self.trainable_variables if "embeddings" in v.name]
-        context = tf.distribute.get_replica_context()
-        replicas = 1 if context is None else context.num_replicas_in_sync
-        return self.cfg.l2 / replicas * tf.add_n([tf.reduce_sum(tf.square(v)) for v in tables])
+        return self.cfg.l2 / replicas_in_sync() * tf.add_n([tf.reduce_sum(tf.square(v)) for v in tables])
 
 
 def make_optimizer(cfg: ModelConfig) -> tf.keras.optimizers.Optimizer:
@@ -163,7 +199,8 @@ def make_optimizer(cfg: ModelConfig) -> tf.keras.optimizers.Optimizer:
 
 
 def build_model(cfg: ModelConfig, user_vocabulary: Sequence[str], candidate_ids: Sequence[str],
-                tables: FeatureTables | None = None, candidate_counts: np.ndarray | None = None) -> TwoTowerModel:
+                tables: FeatureTables | None = None, candidate_counts: np.ndarray | None = None,
+                steps_per_execution: int = 1) -> TwoTowerModel:
     """A compiled, freshly initialised model (seeded by ``cfg.seed``)."""
     tf.keras.utils.set_random_seed(cfg.seed)
     shared = history = None
@@ -173,17 +210,18 @@ def build_model(cfg: ModelConfig, user_vocabulary: Sequence[str], candidate_ids:
         shared = history if cfg.history_table == "shared" else None
     model = TwoTowerModel(query_tower(cfg, user_vocabulary, tables, candidate_ids, history),
                           candidate_tower(cfg, candidate_ids, tables, shared), candidate_ids, cfg, candidate_counts)
-    model.compile(optimizer=make_optimizer(cfg))
+    model.compile(optimizer=make_optimizer(cfg), steps_per_execution=steps_per_execution)
     return model
 
 
-def build_for_dataset(cfg: ModelConfig, dataset, tables: FeatureTables | None = None) -> TwoTowerModel:
+def build_for_dataset(cfg: ModelConfig, dataset, tables: FeatureTables | None = None,
+                      steps_per_execution: int = 1) -> TwoTowerModel:
     """``build_model`` with the dataset's vocabularies, the features ``cfg`` asks for and the candidates' counts.
     ``tables``: the coded features and history, built once by the caller (a Ray worker that holds only its own
     train shards must not build them from those)."""
     tables = tables if tables is not None else build_tables(dataset, cfg.features, cfg.history)
     model = build_model(cfg, dataset.vocabulary(QUERY_FEATURE), dataset.vocabulary(CANDIDATE_FEATURE), tables,
-                        candidate_counts(dataset))
+                        candidate_counts(dataset), steps_per_execution)
     model.features = {"used": tables.used, "left_out": tables.left_out}
     return model
 

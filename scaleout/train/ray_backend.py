@@ -5,7 +5,7 @@ then runs ``train_func`` on each worker through ``TensorflowTrainer``. Every
 worker reads only its own train shards (shard i goes to worker i mod N) and
 takes ``batch_size / N`` rows a step; the model gathers candidate embeddings
 across workers so each step trains the single-process objective over the
-global batch (see ``scaleout.train.model.global_batch``).
+global batch (see ``scaleout.train.replicas``).
 
 Each epoch (``checkpoint_every``) the workers write a checkpoint (weights,
 optimizer slots, the epochs done and their history) that Ray Train persists to
@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -121,7 +122,7 @@ def train_func(config: dict) -> None:
     # The driver's tables, built from the whole train split: this worker may hold only its own shards.
     tables = ray.get(config["tables"])
     with strategy.scope():
-        model = build_for_dataset(model_cfg, dataset, tables)
+        model = build_for_dataset(model_cfg, dataset, tables, train_cfg.steps_per_execution)
         model.optimizer.build(model.trainable_variables)
     saver = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
@@ -160,17 +161,22 @@ def train_func(config: dict) -> None:
             super().on_epoch_end(epoch, logs)
             done = epoch + 1
             keep = done % train_cfg.checkpoint_every == 0 or done == train_cfg.epochs
+            start = time.monotonic()
             with tempfile.TemporaryDirectory() as tmp:
                 if keep:
                     # Every worker writes (MultiWorkerMirroredStrategy needs all of them in
                     # the save); only rank 0's copy is handed to Ray Train.
                     saver.write(os.path.join(tmp, WEIGHTS))
+                    self.history[-1]["checkpoint_write_seconds"] = round(time.monotonic() - start, 3)
                     files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
                     write_json(Path(tmp) / STATE, {"epoch": done, "history": self.history, "resumed_at": resumed_at,
                                                    "identity": config["identity"], "steps_per_epoch": steps,
-                                                   "workers": world, "files": files})
+                                                   "workers": world, "files": files,
+                                                   "collectives_per_step": model.step_collectives})
                 report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
                 ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report)
+            if keep and rank == 0:
+                log.info("checkpoint of epoch %d written and stored in %.2f s", done, time.monotonic() - start)
 
     if start_epoch >= train_cfg.epochs:
         log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)
@@ -337,6 +343,7 @@ def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg
 
     path, state = found
     model = build_for_dataset(model_cfg, dataset, tables)
+    model.collectives_json = json.dumps(state.get("collectives_per_step", []))  # as the workers traced their step
     fs, _ = storage.filesystem(location)
     with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()

@@ -34,6 +34,8 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig) -> di
     save_model(model, run.model, model_cfg, train_cfg, dataset)
     write_json(run.train_metrics, {"epochs": history, "fit_seconds": round(fit_seconds, 3),
                                    "resumed_at_epochs": resumed_at, "backend": train_cfg.backend,
+                                   # what one step sends between replicas (ray backend; one process: nothing)
+                                   "collectives_per_step": model.step_collectives,
                                    "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
     metrics = evaluate(model, dataset, train_cfg)
     _write_eval(run, dataset, metrics)

@@ -14,7 +14,7 @@ def test_a_loss_that_becomes_nan_stops_training_and_saves_no_model(tmp_path):
     result = run_cli("train", "--run", run, "--optimizer", "sgd", "--learning-rate", "1e30", "--epochs", 2,
                      "--batch-size", 256)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "training diverged: the loss was nan at step" in result.stderr and "no model was saved" in result.stderr
+    assert "training diverged: the loss was nan by step" in result.stderr and "no model was saved" in result.stderr
     assert sorted(p.name for p in run.iterdir()) == ["data"]  # no model, no metrics, no temporary leftovers
 
 

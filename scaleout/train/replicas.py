@@ -1,0 +1,89 @@
+"""What the replicas of a training step send each other, in as few collectives as the step allows.
+
+On a CPU cluster every collective costs milliseconds whatever its size (about
+2.5 ms between two workers on one host, over gRPC), so a step's cost under
+several workers is mostly how many it runs. A step here runs two: the global
+batch's candidate rows (``global_batch``), and every gradient and logged value
+in one packed all-reduce (``all_reduce_step``). ``traced_collectives`` lists
+what a traced step really sends, so a run can show it (train.json) and a test
+can hold it to two.
+"""
+
+from __future__ import annotations
+
+from scaleout.tfenv import tf
+
+# A sparse embedding gradient is made dense, and joins the step's one packed all-reduce, while its table is at
+# most this size: below it, one collective of the table costs less than the several of a sparse all-reduce.
+DENSE_GRADIENT_BYTES = 4 << 20
+
+
+def replicas_in_sync() -> int:
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def global_batch(values: tf.Tensor) -> tf.Tensor:
+    """The rows of every replica's batch, this replica's first: ``[b, ...]`` -> ``[b * replicas, ...]``.
+
+    Retrieval scores query i against every candidate and takes candidate i as
+    its positive, so this replica's own rows must come first; the others are
+    extra negatives. Every replica must hold the same number of rows. Each
+    replica places its rows in its own slot of a zero tensor and one all-reduce
+    sums them: a single collective (all_gather first gathers the shapes, a
+    second one). Its gradient, an all-reduce too, sends each replica the sum of
+    the gradients of its rows, so the gradients summed across replicas are
+    those of the single-process loss over the global batch. Outside a
+    multi-replica strategy this returns ``values``.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    rows, replica = tf.shape(values)[0], context.replica_id_in_sync_group
+    before, after = replica * rows, (context.num_replicas_in_sync - 1 - replica) * rows
+    padding = tf.concat([[[before, after]], tf.zeros([tf.rank(values) - 1, 2], tf.int32)], axis=0)
+    gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.pad(values, padding))  # replica-major order
+    return tf.roll(gathered, shift=-before, axis=0)
+
+
+def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor],
+                    dense_bytes: int = DENSE_GRADIENT_BYTES, averaged: frozenset = frozenset()):
+    """(gradients, shown) summed over the replicas, the ``averaged`` names of ``shown`` averaged instead.
+
+    One all-reduce of every dense gradient, every sparse one whose table is at
+    most ``dense_bytes`` (made dense) and the scalars of ``shown``; one more per
+    larger sparse gradient (the strategy's own sparse all-reduce).
+    """
+    context = tf.distribute.get_replica_context()
+    packed, sparse = [], []
+    for i, (g, v) in enumerate(zip(gradients, variables)):
+        if g is None:
+            continue
+        if isinstance(g, tf.IndexedSlices):
+            if v.shape.num_elements() * v.dtype.size > dense_bytes:
+                sparse.append(i)
+                continue
+            g = tf.math.unsorted_segment_sum(g.values, g.indices, v.shape[0])
+        packed.append((i, g))
+    names = list(shown)
+    flat = tf.concat([tf.reshape(g, [-1]) for _, g in packed] + [tf.stack([shown[n] for n in names])], axis=0)
+    parts = tf.split(context.all_reduce(tf.distribute.ReduceOp.SUM, flat),
+                     [g.shape.num_elements() for _, g in packed] + [len(names)])
+    out = list(gradients)
+    for (i, g), part in zip(packed, parts):
+        out[i] = tf.reshape(part, g.shape)
+    if sparse:
+        reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, [gradients[i] for i in sparse])
+        for i, g in zip(sparse, reduced):
+            out[i] = g
+    replicas = context.num_replicas_in_sync
+    return out, {n: v / replicas if n in averaged else v for n, v in zip(names, tf.unstack(parts[-1]))}
+
+
+def traced_collectives() -> list[dict]:
+    """The collective ops of the step being traced so far (reading its next batch included): op type, dtype,
+    elements and bytes of each. Called at the end of a train step's tracing, it lists what one step sends."""
+    ops = [op for op in tf.compat.v1.get_default_graph().get_operations() if op.type.startswith("Collective")]
+    sizes = [op.inputs[0].shape.num_elements() for op in ops]  # None where the shape is not static
+    return [{"op": op.type, "dtype": op.inputs[0].dtype.name, "elements": n,
+             "bytes": None if n is None else n * op.inputs[0].dtype.size} for op, n in zip(ops, sizes)]
