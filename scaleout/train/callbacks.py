@@ -25,12 +25,11 @@ class EpochLog(tf.keras.callbacks.Callback):
     the end of its tf.function call, so a diverged model is never saved.
     """
 
-    def __init__(self, examples_per_epoch: int, epochs: int, with_metrics: bool, *, workers: int = 1,
+    def __init__(self, examples_per_epoch: int, epochs: int, *, workers: int = 1,
                  quiet: bool = False, history: list[dict] | None = None):
         super().__init__()
         self.examples = examples_per_epoch
         self.epochs = epochs
-        self.with_metrics = with_metrics
         self.workers = workers
         self.quiet = quiet
         self.history: list[dict] = history if history is not None else []
@@ -56,9 +55,8 @@ class EpochLog(tf.keras.callbacks.Callback):
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                  "examples_per_second": round(self.examples / seconds, 1),
                  "loss_per_example": round(self.loss_sum / self.examples, 6)}
-        # Keras logs the metric variables even when compute_metrics was off; they hold nothing then.
-        entry.update({k: float(v) for k, v in (logs or {}).items()
-                      if k != "loss_sum" and (self.with_metrics or not k.startswith("factorized_top_k/"))})
+        # The last step's logged values (FactorizedTopK's only with training metrics on); the running sum is above.
+        entry.update({k: float(v) for k, v in (logs or {}).items() if k != "loss_sum"})
         self.history.append(entry)
         if not self.quiet:
             log.info("epoch %d/%d: loss %.4f per example, %.1f s, %s examples/s%s", epoch + 1, self.epochs,

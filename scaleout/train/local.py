@@ -22,7 +22,7 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, callba
     data = parquet_dataset(dataset.files("train"), model.columns, train_cfg.batch_size, train_cfg.shuffle_buffer,
                            seed=train_cfg.seed, repeat=True)
     steps = -(-dataset.counts["train"] // train_cfg.batch_size)
-    epoch_log = EpochLog(dataset.counts["train"], train_cfg.epochs, model_cfg.train_metrics)
+    epoch_log = EpochLog(dataset.counts["train"], train_cfg.epochs)
     log.info("training on %s examples (%d shards), batch %d, %d epochs, features: %s", f"{dataset.counts['train']:,}",
              len(dataset.files("train")), train_cfg.batch_size, train_cfg.epochs, ", ".join(model.features["used"]) or
              "ids only")

@@ -3,9 +3,9 @@
 The driver (``fit_ray``) checks everything it can before any worker starts,
 then runs ``train_func`` on each worker through ``TensorflowTrainer``. Every
 worker reads only its own train shards (shard i goes to worker i mod N) and
-takes ``batch_size / N`` rows a step; the model gathers candidate embeddings
+takes ``batch_size / N`` rows a step; the model gathers the candidates' rows
 across workers so each step trains the single-process objective over the
-global batch (see ``scaleout.train.replicas``).
+global batch, in two collectives a step (see ``scaleout.train.replicas``).
 
 Each epoch (``checkpoint_every``) the workers write a checkpoint (weights,
 optimizer slots, the epochs done and their history) that Ray Train persists to
@@ -186,7 +186,7 @@ def train_func(config: dict) -> None:
     try:
         model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,
                   initial_epoch=start_epoch, steps_per_epoch=steps, verbose=0,
-                  callbacks=[CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs, model_cfg.train_metrics,
+                  callbacks=[CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs,
                                                 workers=world, quiet=rank != 0, history=history)])
     except TrainingDiverged as exc:
         # Every worker sees the same global loss and stops at the same step. Ending normally, rather than
