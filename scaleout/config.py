@@ -118,7 +118,7 @@ class ModelConfig:
     logq_correction: bool = False
     remove_accidental_hits: bool = False
     hard_negatives: int = 0
-    l2: float = 0.0  # weight of the L2 penalty on every embedding table (part of the loss)
+    l2: float = 0.0  # weight of the L2 penalty on the embedding rows each step's batch touches
     # The user's history in the query tower (see scaleout.train.towers): the ``history`` most recent training
     # items of the user (0: none), mean-pooled through the candidate id embedding ("shared") or a table of its
     # own ("separate"), each item dropped with probability ``history_dropout`` while training; the example's

@@ -16,6 +16,7 @@ from scaleout.data.prepare import prepare
 from scaleout.errors import ScaleoutError
 from scaleout.names import INDEX_KINDS, USER_ID
 from scaleout.rundir import RunDir
+from scaleout.stages import Stages
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
 
@@ -88,20 +89,26 @@ def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
     from scaleout.train.run import train_run
 
     start = time.monotonic()
-    dataset = prepare(cfg.data, run.data)
+    stages = Stages()
+    with stages("prepare"):
+        dataset = prepare(cfg.data, run.data)
     run.sync()  # each stage committed as it ends (a remote run): a later failure keeps it
-    metrics = train_run(run, cfg.model, cfg.train)
+    metrics = train_run(run, cfg.model, cfg.train, stages)
     run.sync()
     embed_cfg = EmbedConfig(backend=cfg.train.backend, workers=cfg.train.workers,
                             cpus_per_worker=cfg.train.cpus_per_worker)
-    indexed = index_run(run, IndexJobConfig(embed=embed_cfg, index=cfg.index))
+    with stages("embed_and_index"):
+        indexed = index_run(run, IndexJobConfig(embed=embed_cfg, index=cfg.index))
     run.sync()
-    through = evaluate_through_indexes(run)
-    catalogue = Catalogue(run)
-    exports = {kind: str(export_retrieval(catalogue, kind, run.export(kind), cfg.export_k, cfg.exclude_seen))
-               for kind in INDEX_KINDS}
-    recs = {kind: catalogue.recommend(cfg.user, cfg.k, kind, cfg.exclude_seen).titles for kind in INDEX_KINDS}
-    quality = quality_report(run, cfg.baselines)
+    with stages("through_index"):
+        through = evaluate_through_indexes(run)
+    with stages("export"):
+        catalogue = Catalogue(run)
+        exports = {kind: str(export_retrieval(catalogue, kind, run.export(kind), cfg.export_k, cfg.exclude_seen))
+                   for kind in INDEX_KINDS}
+        recs = {kind: catalogue.recommend(cfg.user, cfg.k, kind, cfg.exclude_seen).titles for kind in INDEX_KINDS}
+    with stages("quality"):
+        quality = quality_report(run, cfg.baselines)
     log.info("quality on the test split (%s; written to %s):\n%s", quality_sentence(quality), run.quality_metrics,
              format_report(quality))
     summary = {
@@ -114,6 +121,7 @@ def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
         "recommendations": {USER_ID: cfg.user, **recs},
         "exports": exports,
         "quality": headline(quality),
+        "stages": stages.figures,
         "seconds": round(time.monotonic() - start, 1),
     }
     log.info("pipeline finished in %.1f s", summary["seconds"])

@@ -5,6 +5,7 @@
                              SavedModels) and model.json (settings, vocab sizes)
   RUN/metrics/train.json     per-epoch loss, seconds and examples/s of the last fit
   RUN/metrics/eval.json      test metrics, named as TFRS names them
+  RUN/metrics/tensorboard/   TensorBoard scalars of the last fit: loss per example and examples/s per epoch
   RUN/embeddings/            candidate embeddings, Parquet parts + embeddings.json
                              (scaleout.embed)
   RUN/index/scann/           ScaNN index (scaleout.index.scann); RUN/index/brute_force/ too
@@ -106,6 +107,10 @@ class RunDir:
         return self._local("metrics/train.json")
 
     @property
+    def tensorboard(self) -> Path:
+        return self._local("metrics/tensorboard")
+
+    @property
     def eval_metrics(self) -> Path:
         return self._local("metrics/eval.json")
 
@@ -161,7 +166,8 @@ class RunDir:
 
 
 # A remote run's parts, in the order a push commits them (what a later stage reads goes first).
-STAGES = ("data", "model", "embeddings", "index/brute_force", "index/scann", "export/brute_force", "export/scann")
+STAGES = ("data", "model", "embeddings", "index/brute_force", "index/scann", "export/brute_force", "export/scann",
+          "metrics/tensorboard")
 FILES = ("metrics/train.json", "metrics/eval.json", "metrics/index_eval.json", "metrics/quality.json",
          "artifacts.json")
 

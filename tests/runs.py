@@ -64,3 +64,15 @@ def write_embeddings(path, ids, vectors):
     pq.write_table(pa.table({"movie_id": pa.array(ids, pa.string()),
                              "embedding": pa.array([list(map(float, v)) for v in vectors], pa.list_(pa.float32()))}),
                    path)
+
+
+def read_scalars(directory):
+    """{tag: {step: value}} of the TensorBoard event files in ``directory``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from scaleout.tfenv import tf
+
+    events = EventAccumulator(str(directory), size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+            for tag in events.Tags()["tensors"]}

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import run_cli
+from runs import read_scalars
 
 FRESH_PROCESS_QUERY = """
 import sys, json
@@ -55,6 +56,20 @@ def test_the_pipeline_trains_the_quality_preset_and_reports_it_beside_the_baseli
     assert model["tutorial"]["recall@100"] > popularity["tutorial"]["recall@100"] + 0.05
     assert model["exclude_seen"]["recall@10"] > popularity["exclude_seen"]["recall@10"] + 0.05
     assert "ease" in log and "exclude_seen" in log  # the table is printed
+
+
+def test_every_stage_reports_its_time_and_memory_and_training_writes_tensorboard_scalars(run):
+    from scaleout.train.presets import configs
+
+    root, summary, log = run
+    stages = summary["stages"]
+    assert list(stages) == ["prepare", "train", "evaluate", "embed_and_index", "through_index", "export", "quality"]
+    for name, figures in stages.items():
+        assert figures["seconds"] > 0 and figures["peak_rss_gib"] >= figures["rss_at_start_gib"] > 0.01, name
+        assert f"stage {name} done in" in log
+    assert sum(f["seconds"] for f in stages.values()) <= summary["seconds"]
+    scalars = read_scalars(root / "metrics" / "tensorboard" / "train")
+    assert sorted(scalars["loss_per_example"]) == list(range(1, configs("quality")[1].epochs + 1))
 
 
 def test_recommend_and_the_saved_model_in_a_fresh_process_agree(run):

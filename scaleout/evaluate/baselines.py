@@ -79,7 +79,8 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
     n = population_users
     if "popularity" in which:
         out["popularity"] = {"setting": "training counts",
-                             **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, pop, n)}
+                             **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, pop, n,
+                                               label="quality, popularity")}
     if "ease" in which:
         need, limit = ease_bytes(data.shape[1]), memory_limit(ease_max_gib)
         if need > limit:
@@ -89,10 +90,12 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
             log.warning("quality: %s", out["ease"]["skipped"])
         else:
             best = _choose(EASE_LAMBDAS, lambda lam: _ease_scorer(fit_m, lam), data, fit_m, val, pop)
-            out["ease"] = {"setting": {"lambda": best}, **evaluate_scores(_ease_scorer(train, best), data, pop, n)}
+            out["ease"] = {"setting": {"lambda": best},
+                           **evaluate_scores(_ease_scorer(train, best), data, pop, n, label="quality, EASE")}
     if "ials" in which:
         best = _choose(IALS_GRID, lambda s: _ials_scorer(fit_m, s), data, fit_m, val, pop)
-        out["ials"] = {"setting": best, **evaluate_scores(_ials_scorer(train, best), data, pop, n)}
+        out["ials"] = {"setting": best,
+                       **evaluate_scores(_ials_scorer(train, best), data, pop, n, label="quality, iALS")}
     return out
 
 

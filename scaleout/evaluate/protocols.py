@@ -14,6 +14,8 @@ of the user vocabulary (-1: a user outside it) and of the candidates.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +25,10 @@ from scaleout.data.dataset import Dataset
 from scaleout.data.tfdata import iter_batches
 from scaleout.names import MOVIE_ID, USER_ID
 
+log = logging.getLogger(__name__)
+
 KS = (1, 5, 10, 50, 100)
+PROGRESS_SECONDS = 15.0
 USERS_PER_BATCH = 2048
 SCORES_PER_BATCH = 1 << 25  # users scored at a time x candidates: 128 MiB of float32 scores a block, so a
 # catalogue of a million candidates is scored 32 users at a time rather than 2,048 (8 GiB)
@@ -90,7 +95,7 @@ def rank_metrics(score_users, test: Split, seen: sp.csr_matrix | None, ks=KS, nd
 
 def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix | None], ks=KS, ndcg_ks=NDCG_KS,
                    batch: int = 2048, tiebreak: np.ndarray | None = None,
-                   per_user: bool = False) -> dict[str, dict[str, float]]:
+                   per_user: bool = False, label: str = "scores") -> dict[str, dict[str, float]]:
     """Hit rate and NDCG per test interaction under several protocols ({name: seen items or None}), scoring each
     test user once: test rows are grouped by user, ``batch`` users scored at a time, and every protocol ranks
     the rows of those users from the same scores.
@@ -99,9 +104,11 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
     ``tiebreak``: above, or equal and ahead on the tiebreak), the user's seen
     items left out under a protocol with ``seen`` (never the true item). With
     ``per_user``, ``out["per_user"]`` holds each test user's test rows and, per
-    protocol and metric, the sum over that user's rows (for confidence intervals).
+    protocol and metric, the sum over that user's rows (for confidence intervals). Progress is logged every
+    PROGRESS_SECONDS under ``label``.
     """
     n = len(test.users)
+    start = shown = time.monotonic()
     names = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ndcg_ks]
     all_users, all_rows = np.unique(test.users, return_counts=True)
     sums = {p: {m: np.zeros(len(all_users)) for m in names} for p in protocols}
@@ -131,6 +138,10 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
             for k in ndcg_ks:
                 gain = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
                 sums[name][f"ndcg@{k}"][at] += np.bincount(which, weights=gain, minlength=len(users))
+        if time.monotonic() - shown >= PROGRESS_SECONDS and hi < len(order):
+            shown = time.monotonic()
+            log.info("%s: %s of %s test rows ranked (%s rows/s)", label, f"{hi:,}", f"{len(order):,}",
+                     f"{hi / (shown - start):,.0f}")
     out = {name: {m: float(sums[name][m].sum()) / n if n else 0.0 for m in names} for name in protocols}
     if per_user:
         out["per_user"] = {"rows": all_rows, **sums}
@@ -175,12 +186,12 @@ def _ranks(scores: np.ndarray, true: np.ndarray, which: np.ndarray, items: np.nd
 
 
 def evaluate_scores(score_users, data: Data, tiebreak: np.ndarray | None = None,
-                    population_users: int = 0) -> dict[str, dict[str, float]]:
+                    population_users: int = 0, label: str = "scores") -> dict[str, dict[str, float]]:
     """Both protocols for one scorer, each test user scored once. With ``population_users`` (the test users a
     sample was drawn from), each protocol also gets ``ci95``: a 95% interval per metric."""
     batch = max(1, min(USERS_PER_BATCH, SCORES_PER_BATCH // max(1, data.shape[1])))
     out = rank_protocols(score_users, data.test, {"tutorial": None, "exclude_seen": data.matrix(data.train)},
-                         batch=batch, tiebreak=tiebreak, per_user=bool(population_users))
+                         batch=batch, tiebreak=tiebreak, per_user=bool(population_users), label=label)
     if population_users:
         for name, ci in confidence_intervals(out.pop("per_user"), population_users).items():
             out[name]["ci95"] = ci

@@ -61,7 +61,8 @@ def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES, sample: int 
         log.info("quality: a sample of %d of %d test users (%d of %d rows), seed %d", report["sample"]["users"],
                  population, len(test.users), len(data.test.users), seed)
         data = Data(data.user_ids, data.item_ids, data.train, test)
-    report["model"] = evaluate_scores(model_scorer(towers, data), data, population_users=population)
+    report["model"] = evaluate_scores(model_scorer(towers, data), data, population_users=population,
+                                      label="quality, model")
     report["baselines"] = baselines(data, which, population, ease_max_gib)
     report["seconds"] = round(time.monotonic() - start, 1)
     write_json(run.quality_metrics, report)

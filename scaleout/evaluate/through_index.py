@@ -28,6 +28,8 @@ from scaleout.train.towers import TIMESTAMP_FEATURE, query_embeddings, uses_time
 
 log = logging.getLogger(__name__)
 
+PROGRESS_SECONDS = 30.0
+
 
 def index_top_k(index: Index, k: int, answers: list | None = None, **search_settings):
     """A TFRS TopK layer answering from ``index`` (for FactorizedTopK): exact for BruteForce.
@@ -84,6 +86,7 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     start = time.monotonic()
     # As model.evaluate: each test row's own timestamp, where the query tower takes one.
     columns = [USER_ID, MOVIE_ID] + ([TIMESTAMP_FEATURE] if uses_timestamp(towers.query) else [])
+    done, shown = 0, start
     for batch in iter_batches(dataset.files("test"), columns, batch_size, 0, None):
         users = np.asarray(batch[USER_ID]).astype(str).astype(object)
         movies = np.asarray(batch[MOVIE_ID]).astype(str)
@@ -94,6 +97,11 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
             raise ArtifactError(f"test movie {exc.args[0]!r} has no embedding in {emb.path}") from exc
         for kind, metric in metrics.items():
             metric.update_state(queries, true, true_candidate_ids=tf.constant(movies.astype(object)))
+        done += len(movies)
+        if time.monotonic() - shown >= PROGRESS_SECONDS:
+            shown = time.monotonic()
+            log.info("through the indexes: %s of %s test rows, %s a second", f"{done:,}",
+                     f"{dataset.counts['test']:,}", f"{done / (shown - start):,.0f}")
     seconds = time.monotonic() - start
     report: dict = {"ks": list(ks), "test_examples": dataset.counts["test"], "seconds": round(seconds, 2),
                     "embeddings": emb.fingerprint}

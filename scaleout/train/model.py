@@ -20,10 +20,11 @@ from scaleout.errors import ConfigError
 from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
+from scaleout.train.ranking import RankTopK
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, replicas_in_sync,
                                      traced_collectives)
-from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_embeddings_dataset,
-                                   candidate_tower, item_embedding, query_embeddings, query_tower, uses_history,
+from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_tower,
+                                   item_embedding, query_embeddings, query_tower, uses_history,
                                    uses_timestamp)
 
 
@@ -61,8 +62,7 @@ class TwoTowerModel(tfrs.Model):
                               f"full_softmax_max={cfg.full_softmax_max:,}; raise it, or use negatives 'mixed' "
                               "(in-batch + sampled_negatives uniform ones)")
         self.task = tfrs.tasks.Retrieval(
-            metrics=tfrs.metrics.FactorizedTopK(
-                candidates=candidate_embeddings_dataset(candidate_tower, candidate_ids), ks=cfg.top_ks),
+            metrics=RankTopK(lambda: candidate_tower(self.row_ids[1:]), self.n_candidates, ks=cfg.top_ks),
             **self._loss_options(cfg),
         )
         # With accidental hits removed, the loss needs candidate ids; given them, FactorizedTopK would
@@ -97,7 +97,7 @@ class TwoTowerModel(tfrs.Model):
             loss = self.full_softmax(query, features[CANDIDATE_FEATURE])
             if compute_metrics:
                 self.task(query, own, compute_metrics=True)
-            return loss + self.l2_penalty() if self.cfg.l2 else loss
+            return loss
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
         if self.cfg.global_negatives and replicas_in_sync() > 1:
             # The replicas gather the candidates' rows, not their embeddings, and each embeds the global batch
@@ -121,7 +121,7 @@ class TwoTowerModel(tfrs.Model):
             loss = self.hits_task(query, candidate, compute_metrics=False, **extra)
             if compute_metrics:
                 self.task(query, own, compute_metrics=True)
-        return loss + self.l2_penalty() if self.cfg.l2 else loss
+        return loss
 
     def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor) -> tf.Tensor:
         """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
@@ -167,6 +167,9 @@ class TwoTowerModel(tfrs.Model):
             # counts as many examples).
             gradients, shown = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
                                                averaged=frozenset(m.name for m in metrics))
+        if self.cfg.l2:
+            gradients, penalty = self.with_row_l2(gradients, variables)
+            shown["regularization_loss"] += penalty
         self.optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=replicas > 1)
         self.loss_sum.assign_add(tf.cast(shown["loss"], tf.float64))
         self.collectives_json = json.dumps(traced_collectives())
@@ -182,14 +185,31 @@ class TwoTowerModel(tfrs.Model):
         super().reset_metrics()
         self.loss_sum.assign(0.0)
 
-    def l2_penalty(self) -> tf.Tensor:
-        """l2 x the squared norm of every embedding table, this replica's share of it.
+    def with_row_l2(self, gradients: list, variables: list) -> tuple[list, tf.Tensor]:
+        """(gradients, penalty): each embedding table's gradient plus that of l2 x the squared norm of the rows
+        this step's global batch touched (rows whose summed gradient is not zero), and the penalty's value.
 
-        The replicas' gradients are summed, so each adds 1 / replicas of the
-        penalty (a Keras regularizer would be counted once per replica).
+        Applied to the summed gradients, once, it costs what the batch's rows cost: a penalty on whole tables
+        made every step's gradient dense, an update of every row of every table (the user table alone is
+        10M x dim at 100M interactions). Rows no batch touches keep their values, as they keep their
+        optimizer state, until a batch touches them again.
         """
-        tables = [v for v in self.trainable_variables if "embeddings" in v.name]
-        return self.cfg.l2 / replicas_in_sync() * tf.add_n([tf.reduce_sum(tf.square(v)) for v in tables])
+        out, penalty = list(gradients), []
+        for i, (g, v) in enumerate(zip(gradients, variables)):
+            if g is None or "embeddings" not in v.name:
+                continue
+            if isinstance(g, tf.IndexedSlices):
+                rows, where = tf.unique(g.indices)
+                summed = tf.math.unsorted_segment_sum(g.values, where, tf.size(rows))
+                touched = tf.cast(tf.reduce_any(tf.not_equal(summed, 0.0), axis=1, keepdims=True), v.dtype)
+                weights = tf.gather(v, rows) * touched
+                out[i] = tf.IndexedSlices(summed + 2.0 * self.cfg.l2 * weights, rows, g.dense_shape)
+            else:
+                touched = tf.cast(tf.reduce_any(tf.not_equal(g, 0.0), axis=1, keepdims=True), v.dtype)
+                weights = v * touched
+                out[i] = g + 2.0 * self.cfg.l2 * weights
+            penalty.append(tf.reduce_sum(tf.square(weights)))
+        return out, self.cfg.l2 * tf.add_n(penalty) if penalty else tf.zeros([])
 
 
 def make_optimizer(cfg: ModelConfig) -> tf.keras.optimizers.Optimizer:

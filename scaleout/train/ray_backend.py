@@ -187,7 +187,8 @@ def train_func(config: dict) -> None:
         model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,
                   initial_epoch=start_epoch, steps_per_epoch=steps, verbose=0,
                   callbacks=[CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs,
-                                                workers=world, quiet=rank != 0, history=history)])
+                                                workers=world, quiet=rank != 0, history=history,
+                                                batch_size=train_cfg.batch_size)])
     except TrainingDiverged as exc:
         # Every worker sees the same global loss and stops at the same step. Ending normally, rather than
         # raising, keeps Ray Train from restarting the group from the last checkpoint into the same

@@ -5,24 +5,42 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 from scaleout.config import ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
-from scaleout.fsutil import write_json
+from scaleout.fsutil import atomic_dir, write_json
+from scaleout.tfenv import tf
 from scaleout.rundir import RunDir
+from scaleout.stages import Stages
 from scaleout.train.local import evaluate, fit
 from scaleout.train.ray_backend import fit_ray
 from scaleout.train.saved import Towers, save_model
 
 log = logging.getLogger(__name__)
 
+SCALARS = "scalars.json"
 
-def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, float]:
+
+def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig,
+              stages: Stages | None = None) -> dict[str, float]:
     """Fits on RUN/data, saves RUN/model, writes RUN/metrics/{train,eval}.json; returns the test metrics.
 
     With ``train_cfg.backend == "ray"`` the caller has connected to a Ray
-    cluster (see scaleout.train.ray_backend.fit_ray).
+    cluster (see scaleout.train.ray_backend.fit_ray). ``stages`` times
+    training ("train") and evaluation ("evaluate") separately.
     """
+    stages = stages or Stages()
+    with stages("train"):
+        model = _fit_and_save(run, model_cfg, train_cfg)
+    with stages("evaluate"):
+        dataset = Dataset(run.data)
+        metrics = evaluate(model, dataset, train_cfg)
+        _write_eval(run, dataset, metrics)
+    return metrics
+
+
+def _fit_and_save(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     dataset = Dataset(run.data)
     start = time.monotonic()
     resumed_at: list[int] = []
@@ -37,9 +55,24 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig) -> di
                                    # what one step sends between replicas (ray backend; one process: nothing)
                                    "collectives_per_step": model.step_collectives,
                                    "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
-    metrics = evaluate(model, dataset, train_cfg)
-    _write_eval(run, dataset, metrics)
-    return metrics
+    write_scalars(run.tensorboard, history)
+    return model
+
+
+def write_scalars(directory: Path, history: list[dict]) -> None:
+    """Each epoch's loss per example, examples/s and seconds as TensorBoard scalars (``tensorboard --logdir
+    RUN/metrics/tensorboard``), written by this process from the history, whichever backend trained, so that
+    nothing depends on a worker's disk; replaced whole, as train.json is (``scalars.json``, the same figures,
+    marks the directory as scaleout's)."""
+    with atomic_dir(directory, SCALARS) as tmp:
+        write_json(tmp / SCALARS, {"epochs": history})
+        writer = tf.summary.create_file_writer(str(tmp / "train"))
+        with writer.as_default():
+            for entry in history:
+                for name in ("loss_per_example", "examples_per_second", "seconds"):
+                    if name in entry:
+                        tf.summary.scalar(name, entry[name], step=entry["epoch"])
+        writer.close()
 
 
 def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:

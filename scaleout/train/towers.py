@@ -40,7 +40,6 @@ CANDIDATE_FEATURE = MOVIE_ID
 TIMESTAMP_FEATURE = TIMESTAMP
 HISTORY_FEATURE = "history"  # [b, n] candidate ids given with the request ("" pads); added to the stored history
 EXCLUDE_FEATURE = "exclude_item"  # [b] a candidate id kept out of the history (training: the example's own)
-CANDIDATE_BATCH = 4096
 
 
 @tf.keras.utils.register_keras_serializable("scaleout")
@@ -304,8 +303,3 @@ def embed_users(tower: tf.keras.Model, user_ids, timestamps=None, history=None) 
     ``history``: ``[b, n]`` item ids added to each user's stored history (a history-aware tower only)."""
     return query_embeddings(tower, np.asarray(user_ids, dtype=object), timestamps, history=history).numpy()
 
-
-def candidate_embeddings_dataset(tower: tf.keras.Model, candidate_ids: Sequence[str]):
-    """All candidates through the candidate tower: a dataset of ``[batch, dim]`` embeddings."""
-    ids = tf.data.Dataset.from_tensor_slices(np.asarray(candidate_ids, dtype=object))
-    return ids.batch(CANDIDATE_BATCH).map(tower)

@@ -115,9 +115,26 @@ def test_logq_without_counts_is_refused():
         tiny_model(logq_correction=True)
 
 
-def test_l2_adds_its_weight_times_the_squared_norm_of_every_embedding_table():
-    plain, penalised = batch_loss(tiny_model()), batch_loss(tiny_model(l2=0.3))
-    np.testing.assert_allclose(penalised - plain, 0.3 * ((Q ** 2).sum() + (C ** 2).sum()), rtol=1e-5)
+def test_l2_decays_only_the_embedding_rows_a_step_touches():
+    """One SGD step with l2: the rows of the batch's users and items move by the loss's gradient plus
+    2 x l2 x their value; every other row (the unknown-id rows, user "b", item "y") keeps its value."""
+    l2, lr = 0.3, 0.1
+    step = {"user_id": tf.constant(["a", "a"]), "movie_id": tf.constant(["x", "z"])}
+
+    def one_step(**kwargs):
+        model = tiny_model(optimizer="sgd", learning_rate=lr, **kwargs)
+        logs = model.fit(tf.data.Dataset.from_tensors(step), verbose=0).history
+        return (model.query_tower.get_layer("user_embedding").get_weights()[0],
+                model.candidate_tower.get_layer("candidate_embedding").get_weights()[0], logs)
+
+    q0, c0, plain = one_step()
+    q1, c1, penalised = one_step(l2=l2)
+    np.testing.assert_allclose(q1[1], q0[1] - lr * 2 * l2 * Q[1], rtol=1e-5)  # user "a"
+    np.testing.assert_allclose(c1[[1, 3]], c0[[1, 3]] - lr * 2 * l2 * C[[1, 3]], rtol=1e-5)  # items "x", "z"
+    np.testing.assert_array_equal(q1[[0, 2]], Q[[0, 2]])
+    np.testing.assert_array_equal(c1[[0, 2]], C[[0, 2]])
+    assert penalised["loss"] == pytest.approx(plain["loss"])  # the loss is the retrieval loss alone
+    assert penalised["regularization_loss"][0] == pytest.approx(l2 * ((Q[1] ** 2).sum() + (C[[1, 3]] ** 2).sum()))
 
 
 def test_a_query_tower_saved_before_features_existed_is_still_called_with_ids_alone(tmp_path):

@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import run_cli
+from runs import read_scalars
 
 SMALL = ("--source", "synthetic", "--synthetic-users", 200, "--synthetic-items", 100, "--synthetic-interactions", 3000)
 
@@ -45,3 +46,15 @@ def test_verify_shows_what_was_built_on_the_data_prepared_before(reprepared):
     result = run_cli("verify", "--run", reprepared)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "vocabularies: its files changed since it was recorded" in result.stderr
+
+
+def test_tensorboard_scalars_hold_every_epoch_of_the_history(tmp_path):
+    from scaleout.train.run import write_scalars
+
+    history = [{"epoch": 1, "loss_per_example": 7.5, "examples_per_second": 1000.0, "seconds": 2.0},
+               {"epoch": 2, "loss_per_example": 6.25, "examples_per_second": 1500.0, "seconds": 1.5}]
+    write_scalars(tmp_path / "tb", history)
+    write_scalars(tmp_path / "tb", history)  # a second fit replaces the first's scalars
+    scalars = read_scalars(tmp_path / "tb" / "train")
+    assert scalars == {"loss_per_example": {1: 7.5, 2: 6.25}, "examples_per_second": {1: 1000.0, 2: 1500.0},
+                       "seconds": {1: 2.0, 2: 1.5}}

@@ -1,0 +1,244 @@
+"""How time and memory grow with the data: `scaleout pipeline` on synthetic interactions at several sizes.
+
+    python benchmarks/scale.py [--sizes 1M,5M,20M] [--epochs 1] [--baselines popularity]
+    python benchmarks/scale.py --report-only     # the report again from benchmarks/results/scale.json
+
+Each size is one `scaleout pipeline` run in a child process (the local backend,
+the default `quality` preset, seen items excluded): prepare, train, evaluate
+(FactorizedTopK over every candidate), embed and index, FactorizedTopK through
+the indexes, export, quality report. The pipeline's summary gives each stage's
+wall time and peak resident memory (its own, the high-water mark reset at the
+start of each stage); the child's whole peak comes from the kernel (wait4).
+
+Shapes: up to 20M interactions, MovieLens 20M's, the users scaled with the
+interactions (138,493 users at 20,000,263; 26,744 items throughout); at 100M,
+10M users and 1M items. The synthetic source draws power-law popularity and
+taste groups.
+
+Figures of each size are merged into benchmarks/results/scale.json (a later
+run adds sizes or replaces them); the report, benchmarks/reports/scale/README.md
+with log-log plots, shows every stage's seconds and peak memory per size and
+the fitted slope of log(seconds) over log(interactions) from 5M up (1.0 grows
+linearly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scaleout.bench.measure import machine  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "scale.json"
+REPORT = REPO / "benchmarks" / "reports" / "scale"
+ML20M = {"interactions": 20_000_263, "users": 138_493, "items": 26_744}
+STAGES = ("prepare", "train", "evaluate", "embed_and_index", "through_index", "export", "quality")
+SLOPE_FROM = 5_000_000  # slopes are fitted on the sizes from here up
+SLOPE_LIMIT = 1.15
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": 10**3, "M": 10**6}.get(text[-1:], 1)
+    return int(float(text[:-1] if text[-1:] in "KM" else text) * scale)
+
+
+def shape(interactions: int) -> dict:
+    """Users and items at this many interactions (see the module docstring)."""
+    if interactions >= 100_000_000:
+        return {"interactions": interactions, "users": 10_000_000, "items": 1_000_000}
+    users = max(100, round(interactions * ML20M["users"] / ML20M["interactions"]))
+    return {"interactions": interactions, "users": users, "items": ML20M["items"]}
+
+
+def label(interactions: int) -> str:
+    return f"{interactions / 1e6:g}M" if interactions >= 10**6 else f"{interactions / 1e3:g}K"
+
+
+def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], log_dir: Path) -> dict:
+    s = shape(interactions)
+    run = work / f"run-{label(interactions)}"
+    cmd = [str(Path(sys.executable).parent / "scaleout"), "pipeline", "--run", str(run), "--source", "synthetic",
+           "--synthetic-users", str(s["users"]), "--synthetic-items", str(s["items"]),
+           "--synthetic-interactions", str(s["interactions"]), "--epochs", str(epochs), "--exclude-seen",
+           "--baselines", *baselines]
+    log_path = log_dir / f"pipeline-{label(interactions)}.log"
+    print(f"{label(interactions)}: scaleout {' '.join(cmd[1:])}\n  log: {log_path}", flush=True)
+    start = time.monotonic()
+    with open(log_path, "w") as log, tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen(cmd, stdout=out, stderr=log, cwd=REPO)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    seconds = time.monotonic() - start
+    if child.returncode != 0:
+        raise SystemExit(f"{label(interactions)}: the pipeline failed (exit {child.returncode}); see {log_path}")
+    summary = json.loads(text[text.index("{"):])
+    train = json.loads((run / "metrics" / "train.json").read_text())
+    quality = summary["quality"]
+    return {
+        "shape": s,
+        "counts": summary["counts"],
+        "stages": summary["stages"],
+        "seconds": round(seconds, 1),
+        "peak_rss_gib": round(usage.ru_maxrss * 1024 / 2**30, 3),  # ru_maxrss is in KiB on Linux
+        "epochs": [{"epoch": e["epoch"], "examples_per_s": e["examples_per_second"], "seconds": e["seconds"]}
+                   for e in train["epochs"]],
+        "model_recall": quality.get("model", {}).get("exclude_seen"),
+        "baselines": baselines,
+        "run_bytes": sum(f.stat().st_size for f in run.rglob("*") if f.is_file()),
+    }
+
+
+def slope(xs, ys) -> float | None:
+    """Least-squares slope of log(y) over log(x); None with fewer than two points."""
+    pts = [(x, y) for x, y in zip(xs, ys) if y and y > 0]
+    if len(pts) < 2:
+        return None
+    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def write_report(results: dict, directory: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sizes = sorted(results["sizes"].values(), key=lambda r: r["shape"]["interactions"])
+    xs = [r["shape"]["interactions"] for r in sizes]
+    fit_sizes = [r for r in sizes if r["shape"]["interactions"] >= SLOPE_FROM]
+    fit_x = [r["shape"]["interactions"] for r in fit_sizes]
+    stages = [s for s in STAGES if any(s in r["stages"] for r in sizes)]
+
+    def stage_values(stage, key, rows):
+        return [r["stages"].get(stage, {}).get(key) for r in rows]
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for stage in stages:
+        for ax, key in zip(axes, ("seconds", "peak_rss_gib")):
+            ys = stage_values(stage, key, sizes)
+            ax.plot(xs, ys, marker="o", label=stage)
+    for ax, title in zip(axes, ("wall time of each stage (s)", "peak resident memory of each stage (GiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("interactions")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    if len(xs) >= 2:  # the linear guide, through the first size's total
+        total = [sum(v["seconds"] for v in r["stages"].values()) for r in sizes]
+        axes[0].plot(xs, [total[0] * x / xs[0] for x in xs], "k--", alpha=0.5, label="slope 1 (linear)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(directory / "stages.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in sizes:
+        eps = [e["examples_per_s"] for e in r["epochs"] if e.get("examples_per_s")]
+        ax.plot(range(1, len(eps) + 1), eps, marker="o", label=label(r["shape"]["interactions"]))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training examples/s")
+    ax.set_title("training throughput per epoch (one process)")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(directory / "examples_per_s.png", dpi=110)
+    plt.close(fig)
+
+    lines = ["# Scale: time and memory of every stage against the data's size", "",
+             "Generated by `python benchmarks/scale.py` from `benchmarks/results/scale.json`; do not edit.", "",
+             f"Machine: {results['machine'].get('cpu', '')}, {results['machine'].get('cores', '')} cores, "
+             f"{results['machine'].get('memory_gib', '')} GiB. One `scaleout pipeline` run per size, local "
+             f"backend, the `quality` preset for {results['epochs']} epoch(s), baselines: "
+             f"{', '.join(results['baselines']) or 'none'}. Synthetic data: {results['shape_rule']}", "",
+             "![stages](stages.png)", "", "![examples/s](examples_per_s.png)", "",
+             "## Wall time (s)", "",
+             "| stage | " + " | ".join(label(x) for x in xs) + f" | slope {label(SLOPE_FROM)}+ |",
+             "|---" * (len(xs) + 2) + "|"]
+    slopes = {}
+    for stage in stages:
+        k = slope(fit_x, stage_values(stage, "seconds", fit_sizes))
+        slopes[stage] = k
+        cells = [f"{v:,.1f}" if v is not None else "–" for v in stage_values(stage, "seconds", sizes)]
+        flag = "" if k is None or k <= SLOPE_LIMIT else " (above 1.15)"
+        lines.append(f"| {stage} | " + " | ".join(cells) + f" | {'–' if k is None else f'{k:.2f}'}{flag} |")
+    totals = [sum(v["seconds"] for v in r["stages"].values()) for r in sizes]
+    k = slope(fit_x, [sum(v["seconds"] for v in r["stages"].values()) for r in fit_sizes])
+    lines.append("| **all stages** | " + " | ".join(f"{t:,.0f}" for t in totals) +
+                 f" | {'–' if k is None else f'{k:.2f}'} |")
+    lines += ["", "## Peak resident memory (GiB; the stage's own high-water mark)", "",
+              "| stage | " + " | ".join(label(x) for x in xs) + " |", "|---" * (len(xs) + 1) + "|"]
+    for stage in stages:
+        cells = [f"{v:.2f}" if v is not None else "–" for v in stage_values(stage, "peak_rss_gib", sizes)]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines.append("| **whole run (wait4)** | " + " | ".join(f"{r['peak_rss_gib']:.2f}" for r in sizes) + " |")
+    lines += ["", "## Data and training", "",
+              "| size | users | items | train rows | test rows | examples/s per epoch | excl-seen recall@10 / @100 |",
+              "|---|---|---|---|---|---|---|"]
+    for r in sizes:
+        c = r["counts"]
+        eps = ", ".join(f"{e['examples_per_s']:,.0f}" for e in r["epochs"] if e.get("examples_per_s"))
+        rec = r.get("model_recall") or {}
+        lines.append(f"| {label(r['shape']['interactions'])} | {r['shape']['users']:,} | {r['shape']['items']:,} | "
+                     f"{c['train']:,} | {c['test']:,} | {eps} | {rec.get('recall@10', '–')} / "
+                     f"{rec.get('recall@100', '–')} |")
+    notes = results.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    (directory / "README.md").write_text("\n".join(lines) + "\n")
+    results["slopes"] = slopes
+    return directory / "README.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1M,5M,20M", help="interactions per run, comma-separated (K and M)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--baselines", nargs="*", default=["popularity"],
+                        help="baselines of each quality report (default popularity; iALS's grid takes hours at 20M)")
+    parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the run folders")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+
+    results = json.loads(args.results.read_text()) if args.results.exists() else {"sizes": {}}
+    if not args.report_only:
+        results.update(machine=machine(), epochs=args.epochs, baselines=args.baselines,
+                       shape_rule="MovieLens 20M's users per interaction and its 26,744 items up to 20M; "
+                                  "10M users and 1M items at 100M.")
+        work = Path(args.work or tempfile.mkdtemp(prefix="scaleout-scale-"))
+        work.mkdir(parents=True, exist_ok=True)
+        for size in [parse_size(s) for s in args.sizes.split(",")]:
+            figures = run_size(size, work, args.epochs, args.baselines, work)
+            results["sizes"][label(size)] = figures
+            stages = ", ".join(f"{k} {v['seconds']:.0f} s / {v['peak_rss_gib']:.2f} GiB"
+                               for k, v in figures["stages"].items())
+            print(f"{label(size)}: {figures['seconds']:.0f} s, peak {figures['peak_rss_gib']:.2f} GiB; {stages}",
+                  flush=True)
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            args.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")  # kept after each size
+            if not args.keep:
+                subprocess.run(["rm", "-rf", str(work / f"run-{label(size)}")], check=True)
+    path = write_report(results, args.report)
+    args.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Each stage's own time and peak memory, and the progress lines of long stages."""
+
+import logging
+
+import numpy as np
+
+from scaleout.stages import Stages, peak_rss_bytes, reset_peak_rss
+
+
+def test_a_stage_reports_its_own_peak_not_an_earlier_stages(caplog):
+    assert reset_peak_rss(), "Linux lets a process reset its high-water mark"
+    stages = Stages()
+    with caplog.at_level(logging.INFO, logger="scaleout.stages"):
+        with stages("big"):
+            block = np.ones(400 << 20, np.uint8)  # 400 MiB, touched
+            del block
+        with stages("small"):
+            np.ones(1 << 20, np.uint8)
+    big, small = stages.figures["big"], stages.figures["small"]
+    assert big["peak_rss_gib"] - big["rss_at_start_gib"] >= 0.38
+    assert small["peak_rss_gib"] - small["rss_at_start_gib"] < 0.1  # reset: the big stage's peak is not in it
+    assert big["peak_of_stage"] and small["seconds"] >= 0
+    assert "stage big done in" in caplog.text and "stage small done in" in caplog.text
+    assert peak_rss_bytes() > 0
+
+
+def test_long_epochs_and_evaluations_log_their_progress(monkeypatch, caplog):
+    from scaleout.train import callbacks
+    from scaleout.train.callbacks import EpochLog, EvaluationLog
+
+    monkeypatch.setattr(callbacks, "PROGRESS_SECONDS", 0.0)
+    epoch = EpochLog(5000, 2, batch_size=1024)
+    evaluation = EvaluationLog(3000, 1024)
+    with caplog.at_level(logging.INFO, logger="scaleout.train.callbacks"):
+        epoch.on_epoch_begin(0)
+        epoch.on_train_batch_end(1, {"loss_sum": 3.0})
+        epoch.on_train_batch_end(4, {"loss_sum": 6.0})
+        evaluation.on_test_begin()
+        evaluation.on_test_batch_end(2)
+    assert "epoch 1/2: 2,048 of 5,000 examples" in caplog.text
+    assert "epoch 1/2: 5,000 of 5,000 examples" in caplog.text  # the last, short batch is not overcounted
+    assert "evaluated 3,000 of 3,000 test examples" in caplog.text
+
+
+def test_ranking_logs_its_progress(monkeypatch, caplog):
+    from scaleout.evaluate import protocols
+    from scaleout.evaluate.protocols import Split, rank_protocols
+
+    monkeypatch.setattr(protocols, "PROGRESS_SECONDS", 0.0)
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((50, 8)).astype(np.float32)
+    test = Split(users=np.arange(50), items=rng.integers(0, 8, 50))
+    with caplog.at_level(logging.INFO, logger="scaleout.evaluate.protocols"):
+        rank_protocols(lambda u: scores[u], test, {"tutorial": None}, batch=20, label="quality, test")
+    assert "quality, test: 20 of 50 test rows ranked" in caplog.text
+    assert "quality, test: 40 of 50 test rows ranked" in caplog.text
