@@ -109,7 +109,7 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     g.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
                    help="do not count the positive's other copies in the batch as negatives")
     g.add_argument("--hard-negatives", type=non_negative, help="keep only this many hardest in-batch negatives (0: all)")
-    g.add_argument("--l2", type=float, help="L2 penalty on the embedding tables")
+    g.add_argument("--l2", type=float, help="L2 penalty on the embedding rows each batch touches")
     g.add_argument("--history", type=non_negative, metavar="ITEMS",
                    help="the user's most recent training items pooled into the query tower (0: none)")
     g.add_argument("--history-table", choices=HISTORY_TABLES,

@@ -1,0 +1,66 @@
+"""benchmarks/scale.py: slopes and the report from its figures, and one real pipeline run at a tiny size."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def scale_module():
+    spec = importlib.util.spec_from_file_location("scale_bench", REPO / "benchmarks" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def figures(n, seconds):
+    stages = {name: {"seconds": s, "peak_rss_gib": 1.0 + n / 1e8, "rss_at_start_gib": 1.0}
+              for name, s in seconds.items()}
+    return {"shape": {"interactions": n, "users": n // 144, "items": 26_744}, "stages": stages,
+            "counts": {"train": n * 4 // 5, "test": n // 5}, "seconds": sum(seconds.values()), "peak_rss_gib": 2.0,
+            "epochs": [{"epoch": 1, "examples_per_s": 90_000.0, "seconds": 1.0}],
+            "model_recall": {"recall@10": 0.4, "recall@100": 0.6}}
+
+
+def test_slopes_are_fitted_from_5m_up_and_a_superlinear_stage_is_flagged(tmp_path):
+    scale = scale_module()
+    sizes = [1_000_000, 5_000_000, 20_000_000]
+    results = {"machine": {"cpu": "test", "cores": 2, "memory_gib": 24}, "epochs": 1, "baselines": ["popularity"],
+               "shape_rule": "test", "sizes": {}}
+    for n in sizes:
+        # train linear from 5M (its 1M point off the line must not count), quality quadratic
+        results["sizes"][scale.label(n)] = figures(n, {"train": 50.0 if n == 1_000_000 else n / 1e5,
+                                                       "quality": (n / 1e6) ** 2})
+    path = scale.write_report(results, tmp_path / "report")
+    assert results["slopes"]["train"] == pytest.approx(1.0)
+    assert results["slopes"]["quality"] == pytest.approx(2.0)
+    text = path.read_text()
+    assert "| quality | 1.0 | 25.0 | 400.0 | 2.00 (above 1.15) |" in text
+    assert "| train | 50.0 | 50.0 | 200.0 | 1.00 |" in text
+    assert (tmp_path / "report" / "stages.png").stat().st_size > 10_000
+    assert (tmp_path / "report" / "examples_per_s.png").stat().st_size > 5_000
+    assert scale.parse_size("20M") == 20_000_000 and scale.parse_size("50K") == 50_000
+    assert scale.shape(100_000_000) == {"interactions": 100_000_000, "users": 10_000_000, "items": 1_000_000}
+    assert scale.shape(20_000_263)["users"] == 138_493
+
+
+@pytest.mark.slow
+def test_one_tiny_size_runs_the_real_pipeline_and_reports_every_stage(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "30K",
+                          "--work", str(tmp_path / "work"), "--results", str(tmp_path / "scale.json"),
+                          "--report", str(tmp_path / "report")], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    results = json.loads((tmp_path / "scale.json").read_text())
+    run = results["sizes"]["30K"]
+    assert list(run["stages"]) == ["prepare", "train", "evaluate", "embed_and_index", "through_index", "export",
+                                   "quality"]
+    assert run["counts"]["train"] + run["counts"]["test"] == 30_000
+    assert run["peak_rss_gib"] >= max(s["peak_rss_gib"] for s in run["stages"].values()) - 0.01
+    assert run["epochs"][0]["examples_per_s"] > 0
+    assert not (tmp_path / "work" / "run-30K").exists()  # removed unless --keep
+    assert "| quality |" in (tmp_path / "report" / "README.md").read_text()
