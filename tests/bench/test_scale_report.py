@@ -57,8 +57,8 @@ def test_one_tiny_size_runs_the_real_pipeline_and_reports_every_stage(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     results = json.loads((tmp_path / "scale.json").read_text())
     run = results["sizes"]["30K"]
-    assert list(run["stages"]) == ["prepare", "train", "evaluate", "embed_and_index", "through_index", "export",
-                                   "quality"]
+    assert set(run["stages"]) == {"prepare", "train", "evaluate", "embed_and_index", "through_index", "export",
+                                  "quality"}
     assert run["counts"]["train"] + run["counts"]["test"] == 30_000
     assert run["peak_rss_gib"] >= max(s["peak_rss_gib"] for s in run["stages"].values()) - 0.01
     assert run["epochs"][0]["examples_per_s"] > 0
