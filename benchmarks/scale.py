@@ -46,6 +46,8 @@ ML20M = {"interactions": 20_000_263, "users": 138_493, "items": 26_744}
 STAGES = ("prepare", "train", "evaluate", "embed_and_index", "through_index", "export", "quality")
 SLOPE_FROM = 5_000_000  # slopes are fitted on the sizes from here up
 SLOPE_LIMIT = 1.15
+SAMPLE_USERS = 20_000  # test users through the indexes and in the quality report (a full pass at 20M: ~30 min)
+EVALUATION_STAGES = ("evaluate", "through_index", "export", "quality")
 
 
 def parse_size(text: str) -> int:
@@ -66,13 +68,14 @@ def label(interactions: int) -> str:
     return f"{interactions / 1e6:g}M" if interactions >= 10**6 else f"{interactions / 1e3:g}K"
 
 
-def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], log_dir: Path) -> dict:
+def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], log_dir: Path,
+             sample_users: int = 0, skip: tuple[str, ...] = ()) -> dict:
     s = shape(interactions)
     run = work / f"run-{label(interactions)}"
     cmd = [str(Path(sys.executable).parent / "scaleout"), "pipeline", "--run", str(run), "--source", "synthetic",
            "--synthetic-users", str(s["users"]), "--synthetic-items", str(s["items"]),
            "--synthetic-interactions", str(s["interactions"]), "--epochs", str(epochs), "--exclude-seen",
-           "--baselines", *baselines]
+           "--sample-users", str(sample_users), "--baselines", *baselines] + (["--skip", *skip] if skip else [])
     log_path = log_dir / f"pipeline-{label(interactions)}.log"
     print(f"{label(interactions)}: scaleout {' '.join(cmd[1:])}\n  log: {log_path}", flush=True)
     start = time.monotonic()
@@ -87,8 +90,20 @@ def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], l
         raise SystemExit(f"{label(interactions)}: the pipeline failed (exit {child.returncode}); see {log_path}")
     summary = json.loads(text[text.index("{"):])
     train = json.loads((run / "metrics" / "train.json").read_text())
-    quality = summary["quality"]
+    quality = summary["quality"] or {}
+    evaluated = {}  # the test rows each evaluation stage ranked (a sample's, with --sample-users)
+    for stage, name in (("through_index", "index_eval.json"), ("quality", "quality.json")):
+        path = run / "metrics" / name
+        if stage in summary["stages"] and path.is_file():
+            report = json.loads(path.read_text())
+            evaluated[stage] = report.get("sample", {}).get("rows", report.get("test_examples",
+                                                                                report.get("test_interactions")))
+    if "evaluate" in summary["stages"]:
+        evaluated["evaluate"] = summary["counts"]["test"]
     return {
+        "sample_users": sample_users,
+        "skipped": list(skip),
+        "evaluated_rows": evaluated,
         "shape": s,
         "counts": summary["counts"],
         "stages": summary["stages"],
@@ -97,9 +112,17 @@ def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], l
         "epochs": [{"epoch": e["epoch"], "examples_per_s": e["examples_per_second"], "seconds": e["seconds"]}
                    for e in train["epochs"]],
         "model_recall": quality.get("model", {}).get("exclude_seen"),
+        "model_recall_ci95": _model_ci(run),
         "baselines": baselines,
         "run_bytes": sum(f.stat().st_size for f in run.rglob("*") if f.is_file()),
     }
+
+
+def _model_ci(run: Path) -> dict:
+    """The model's 95% intervals of excl-seen recall@10 and @100 in a sampled quality report (else {})."""
+    path = run / "metrics" / "quality.json"
+    ci = json.loads(path.read_text())["model"]["exclude_seen"].get("ci95", {}) if path.is_file() else {}
+    return {k: [round(v, 4) for v in ci[k]] for k in ("recall@10", "recall@100") if k in ci}
 
 
 def slope(xs, ys) -> float | None:
@@ -138,8 +161,9 @@ def write_report(results: dict, directory: Path) -> Path:
         ax.set_xlabel("interactions")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
+    common = [st for st in stages if all(st in r["stages"] for r in sizes)]  # the stages every size ran
     if len(xs) >= 2:  # the linear guide, through the first size's total
-        total = [sum(v["seconds"] for v in r["stages"].values()) for r in sizes]
+        total = [sum(r["stages"][st]["seconds"] for st in common) for r in sizes]
         axes[0].plot(xs, [total[0] * x / xs[0] for x in xs], "k--", alpha=0.5, label="slope 1 (linear)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -176,10 +200,24 @@ def write_report(results: dict, directory: Path) -> Path:
         cells = [f"{v:,.1f}" if v is not None else "–" for v in stage_values(stage, "seconds", sizes)]
         flag = "" if k is None or k <= SLOPE_LIMIT else " (above 1.15)"
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {'–' if k is None else f'{k:.2f}'}{flag} |")
-    totals = [sum(v["seconds"] for v in r["stages"].values()) for r in sizes]
-    k = slope(fit_x, [sum(v["seconds"] for v in r["stages"].values()) for r in fit_sizes])
-    lines.append("| **all stages** | " + " | ".join(f"{t:,.0f}" for t in totals) +
+    totals = [sum(r["stages"][st]["seconds"] for st in common) for r in sizes]
+    k = slope(fit_x, [sum(r["stages"][st]["seconds"] for st in common) for r in fit_sizes])
+    name = "all stages" if common == stages else f"{', '.join(common)} (every size)"
+    lines.append(f"| **{name}** | " + " | ".join(f"{t:,.0f}" for t in totals) +
                  f" | {'–' if k is None else f'{k:.2f}'} |")
+    evaluated = [st for st in stages if any(st in r.get("evaluated_rows", {}) for r in sizes)]
+    if evaluated:
+        lines += ["", "## Evaluation: test rows ranked, and rows a second", "",
+                  "With `--sample-users N`, through_index and quality rank the test rows of N test users drawn at "
+                  "random (with 95% intervals in their reports), so their time follows the sample, not the data; "
+                  "rows a second is the figure to compare across sizes.", "",
+                  "| stage | " + " | ".join(label(x) for x in xs) + " |", "|---" * (len(xs) + 1) + "|"]
+        for stage in evaluated:
+            cells = []
+            for r in sizes:
+                rows, sec = r.get("evaluated_rows", {}).get(stage), r["stages"].get(stage, {}).get("seconds")
+                cells.append(f"{rows:,} rows, {rows / sec:,.0f}/s" if rows and sec else "–")
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines += ["", "## Peak resident memory (GiB; the stage's own high-water mark)", "",
               "| stage | " + " | ".join(label(x) for x in xs) + " |", "|---" * (len(xs) + 1) + "|"]
     for stage in stages:
@@ -187,15 +225,19 @@ def write_report(results: dict, directory: Path) -> Path:
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines.append("| **whole run (wait4)** | " + " | ".join(f"{r['peak_rss_gib']:.2f}" for r in sizes) + " |")
     lines += ["", "## Data and training", "",
-              "| size | users | items | train rows | test rows | examples/s per epoch | excl-seen recall@10 / @100 |",
+              "| size | users | items | train rows | test rows | examples/s per epoch | "
+             "excl-seen recall@10 / @100 [95% interval, sampled] |",
               "|---|---|---|---|---|---|---|"]
     for r in sizes:
         c = r["counts"]
         eps = ", ".join(f"{e['examples_per_s']:,.0f}" for e in r["epochs"] if e.get("examples_per_s"))
-        rec = r.get("model_recall") or {}
+        rec = dict(r.get("model_recall") or {})
+        for k, (lo, hi) in (r.get("model_recall_ci95") or {}).items():
+            rec[k] = f"{rec[k]} [{lo}, {hi}]"
+        skipped = f" (skipped: {', '.join(r['skipped'])})" if r.get("skipped") else ""
         lines.append(f"| {label(r['shape']['interactions'])} | {r['shape']['users']:,} | {r['shape']['items']:,} | "
                      f"{c['train']:,} | {c['test']:,} | {eps} | {rec.get('recall@10', '–')} / "
-                     f"{rec.get('recall@100', '–')} |")
+                     f"{rec.get('recall@100', '–')}{skipped} |")
     notes = results.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -215,6 +257,12 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report", type=Path, default=REPORT)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--sample-users", type=int, default=SAMPLE_USERS,
+                        help="through the indexes and the quality report on this many test users' rows "
+                             "(default %(default)s; 0: every test row)")
+    parser.add_argument("--evaluate-below", default="100M",
+                        help="sizes from this one up skip the evaluation stages (evaluate, through_index, export, "
+                             "quality): prepare, one epoch, embed and index (default %(default)s)")
     args = parser.parse_args()
 
     results = json.loads(args.results.read_text()) if args.results.exists() else {"sizes": {}}
@@ -225,7 +273,8 @@ def main() -> None:
         work = Path(args.work or tempfile.mkdtemp(prefix="scaleout-scale-"))
         work.mkdir(parents=True, exist_ok=True)
         for size in [parse_size(s) for s in args.sizes.split(",")]:
-            figures = run_size(size, work, args.epochs, args.baselines, work)
+            skip = EVALUATION_STAGES if size >= parse_size(args.evaluate_below) else ()
+            figures = run_size(size, work, args.epochs, args.baselines, work, args.sample_users, skip)
             results["sizes"][label(size)] = figures
             stages = ", ".join(f"{k} {v['seconds']:.0f} s / {v['peak_rss_gib']:.2f} GiB"
                                for k, v in figures["stages"].items())

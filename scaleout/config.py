@@ -362,6 +362,10 @@ class IndexJobConfig:
                               "have no place for their files; drop the option or the scann export")
 
 
+# the stages of `scaleout pipeline` after prepare, train and embed-and-index, which a run may leave out
+SKIPPABLE_STAGES = ("evaluate", "through_index", "export", "quality")
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """The main job (``scaleout pipeline``): every stage's settings, and what it prints and exports at the end.
@@ -378,10 +382,20 @@ class PipelineConfig:
     export_k: int = 10
     exclude_seen: bool = False
     baselines: tuple[str, ...] = BASELINES
+    # the evaluation through the indexes and the quality report on the test rows of this many users drawn at
+    # random with sample_seed, with 95% intervals (0: every test row)
+    sample_users: int = 0
+    sample_seed: int = 0
+    skip: tuple[str, ...] = ()  # stages left out (SKIPPABLE_STAGES), e.g. every evaluation at 100M interactions
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "baselines", tuple(self.baselines))
+        object.__setattr__(self, "skip", tuple(self.skip))
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise ConfigError(f"unknown baseline(s) {unknown}; expected some of {', '.join(BASELINES)}")
+        unknown = [s for s in self.skip if s not in SKIPPABLE_STAGES]
+        if unknown:
+            raise ConfigError(f"cannot skip stage(s) {unknown}; these can be skipped: {', '.join(SKIPPABLE_STAGES)}")
         _at_least(self, 1, "k", "export_k")
+        _at_least(self, 0, "sample_users")

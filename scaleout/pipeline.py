@@ -93,34 +93,42 @@ def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
     with stages("prepare"):
         dataset = prepare(cfg.data, run.data)
     run.sync()  # each stage committed as it ends (a remote run): a later failure keeps it
-    metrics = train_run(run, cfg.model, cfg.train, stages)
+    metrics = train_run(run, cfg.model, cfg.train, stages, evaluate_test="evaluate" not in cfg.skip)
     run.sync()
     embed_cfg = EmbedConfig(backend=cfg.train.backend, workers=cfg.train.workers,
                             cpus_per_worker=cfg.train.cpus_per_worker)
     with stages("embed_and_index"):
         indexed = index_run(run, IndexJobConfig(embed=embed_cfg, index=cfg.index))
     run.sync()
-    with stages("through_index"):
-        through = evaluate_through_indexes(run)
-    with stages("export"):
-        catalogue = Catalogue(run)
-        exports = {kind: str(export_retrieval(catalogue, kind, run.export(kind), cfg.export_k, cfg.exclude_seen))
-                   for kind in INDEX_KINDS}
-        recs = {kind: catalogue.recommend(cfg.user, cfg.k, kind, cfg.exclude_seen).titles for kind in INDEX_KINDS}
-    with stages("quality"):
-        quality = quality_report(run, cfg.baselines)
-    log.info("quality on the test split (%s; written to %s):\n%s", quality_sentence(quality), run.quality_metrics,
-             format_report(quality))
+    through = exports = recs = quality = None
+    if "through_index" not in cfg.skip:
+        with stages("through_index"):
+            through = evaluate_through_indexes(run, sample_users=cfg.sample_users, seed=cfg.sample_seed)
+    if "export" not in cfg.skip:
+        with stages("export"):
+            catalogue = Catalogue(run)
+            exports = {kind: str(export_retrieval(catalogue, kind, run.export(kind), cfg.export_k,
+                                                  cfg.exclude_seen)) for kind in INDEX_KINDS}
+            recs = {USER_ID: cfg.user, **{kind: catalogue.recommend(cfg.user, cfg.k, kind, cfg.exclude_seen).titles
+                                          for kind in INDEX_KINDS}}
+    if "quality" not in cfg.skip:
+        with stages("quality"):
+            quality = quality_report(run, cfg.baselines, cfg.sample_users, cfg.sample_seed)
+        log.info("quality on the test split (%s; written to %s):\n%s", quality_sentence(quality), run.quality_metrics,
+                 format_report(quality))
+    if cfg.skip:
+        log.info("skipped: %s", ", ".join(cfg.skip))
     summary = {
         "run": run.location,
         "counts": dataset.counts,
-        "metrics": metrics,
+        "metrics": metrics or None,
         "index": dict(indexed["indexes"]),
         "embeddings": indexed["embeddings"],
-        "through_index": {kind: through[kind] for kind in INDEX_KINDS},
-        "recommendations": {USER_ID: cfg.user, **recs},
+        "through_index": through and {key: through[key] for key in (*INDEX_KINDS, "sample") if key in through},
+        "recommendations": recs,
         "exports": exports,
-        "quality": headline(quality),
+        "quality": quality and headline(quality),
+        "skipped": list(cfg.skip),
         "stages": stages.figures,
         "seconds": round(time.monotonic() - start, 1),
     }

@@ -106,3 +106,34 @@ def test_evaluate_reloads_the_saved_towers_and_gets_the_same_metrics(run):
     for k in (1, 5, 10, 50, 100):
         name = f"factorized_top_k/top_{k}_categorical_accuracy"
         assert metrics[name] == pytest.approx(summary["metrics"][name], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_pipeline_can_skip_stages_and_evaluate_a_sample_of_users(tmp_path):
+    from conftest import SMALL_RUN
+    from scaleout.config import PipelineConfig
+    from scaleout.errors import ConfigError
+
+    root = tmp_path / "run"
+    result = run_cli("pipeline", "--run", root, *SMALL_RUN, "--epochs", 1, "--batch-size", 512, "--exclude-seen",
+                     "--baselines", "popularity", "--sample-users", 40, "--sample-seed", 3,
+                     "--skip", "evaluate", "export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["skipped"] == ["evaluate", "export"] and "skipped: evaluate, export" in result.stderr
+    assert set(summary["stages"]) == {"prepare", "train", "embed_and_index", "through_index", "quality"}
+    assert summary["metrics"] is None and summary["exports"] is None and summary["recommendations"] is None
+    assert not (root / "metrics" / "eval.json").exists() and not (root / "export").exists()
+    quality = json.loads((root / "metrics" / "quality.json").read_text())
+    through = json.loads((root / "metrics" / "index_eval.json").read_text())
+    assert quality["sample"]["users"] == through["sample"]["users"] == 40
+    assert quality["sample"]["rows"] == through["sample"]["rows"] == through["test_examples"] < through["sample"]["of_rows"]
+    assert summary["through_index"]["sample"] == through["sample"]
+    assert "ci95" in quality["model"]["exclude_seen"] and "ci95" in through["scann"]
+    # the same draw: through the exact index, each sampled row's top-k is the quality report's, tutorial protocol
+    assert through["brute_force"]["factorized_top_k/top_10_categorical_accuracy"] == pytest.approx(
+        quality["model"]["tutorial"]["recall@10"], abs=1e-6)
+    no_indexes = run_cli("evaluate", "--run", root, "--sample-users", 10)
+    assert no_indexes.returncode == 1 and "add --indexes" in no_indexes.stderr
+    with pytest.raises(ConfigError, match="cannot skip stage.*'train'.*evaluate, through_index, export, quality"):
+        PipelineConfig(skip=("train",))

@@ -21,7 +21,7 @@ from scaleout.cli.options import (add_train_args, baseline_args, configs_from_ar
                                   index_job_config, non_negative, pipeline_args, pipeline_config, positive)
 from scaleout.bench.cost import Prices
 from scaleout.config import BACKENDS, TrainConfig
-from scaleout.errors import ScaleoutError
+from scaleout.errors import ConfigError, ScaleoutError
 from scaleout.names import BRUTE_FORCE, INDEX_KINDS
 from scaleout.pipeline import connect_ray
 from scaleout.rundir import opened
@@ -71,8 +71,11 @@ def cmd_evaluate(a) -> None:
     if a.indexes:
         from scaleout.evaluate.through_index import evaluate_through_indexes
 
-        print(json.dumps(evaluate_through_indexes(a.rundir, tuple(a.indexes)), indent=2, sort_keys=True))
+        print(json.dumps(evaluate_through_indexes(a.rundir, tuple(a.indexes), sample_users=a.sample_users,
+                                                  seed=a.seed), indent=2, sort_keys=True))
         return
+    if a.sample_users:
+        raise ConfigError("--sample-users samples the evaluation through the indexes: add --indexes")
     from scaleout.train.run import evaluate_run
 
     metrics = evaluate_run(a.rundir, TrainConfig(eval_batch_size=a.eval_batch_size))
@@ -217,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed at most this many parts in this run, then stop (run again to continue)")
     p.add_argument("--indexes", nargs="+", choices=INDEX_KINDS,
                    help="FactorizedTopK through these indexes of RUN/index instead (after `scaleout index`)")
+    p.add_argument("--sample-users", type=non_negative, default=0,
+                   help="with --indexes: the test rows of this many test users drawn at random, with 95%% "
+                        "intervals (default 0: every test row)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample-users (default %(default)s)")
 
     p = command("index", cmd_index, "embed every candidate with RUN/model, build the indexes, evaluate through them")
     p.add_argument("--backend", choices=BACKENDS, default="local",

@@ -11,7 +11,7 @@ import argparse
 import os
 
 from scaleout.config import (BACKENDS, FEATURES, HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
-                             SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
+                             SKIPPABLE_STAGES, SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
 from scaleout.train.presets import PRESETS
@@ -236,6 +236,13 @@ def pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-k", type=positive, default=c.export_k, help="k of the exported SavedModel (default %(default)s)")
     p.add_argument("--exclude-seen", action="store_true",
                    help="recommendations and exports leave out each user's training items")
+    p.add_argument("--sample-users", type=non_negative, default=c.sample_users,
+                   help="evaluate through the indexes and report quality on the test rows of this many test "
+                        "users drawn at random, with 95%% intervals (default 0: every test row)")
+    p.add_argument("--sample-seed", type=int, default=c.sample_seed, help="seed of --sample-users (default %(default)s)")
+    p.add_argument("--skip", nargs="+", choices=SKIPPABLE_STAGES, default=[], metavar="STAGE",
+                   help=f"leave out these stages ({', '.join(SKIPPABLE_STAGES)}); prepare, train and the "
+                        "embedding and index always run")
     baseline_args(p)
 
 
@@ -247,4 +254,5 @@ def baseline_args(p: argparse.ArgumentParser) -> None:
 def pipeline_config(a: argparse.Namespace) -> PipelineConfig:
     model, train = configs_from_args(a)
     return PipelineConfig(data=data_config(a), model=model, train=train, user=a.user, k=a.k, export_k=a.export_k,
-                          exclude_seen=a.exclude_seen, baselines=tuple(a.baselines))
+                          exclude_seen=a.exclude_seen, baselines=tuple(a.baselines), sample_users=a.sample_users,
+                          sample_seed=a.sample_seed, skip=tuple(a.skip))

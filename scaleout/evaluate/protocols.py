@@ -202,9 +202,18 @@ def sample_users(test: Split, users: int, seed: int = 0) -> tuple[Split, int]:
     """(the test rows of ``users`` test users drawn at random with ``seed``, the number of test users drawn from).
     Every row of a drawn user is kept, so per-user effects stay whole; a sample as large as the population is
     the whole split."""
-    population = np.unique(test.users)
-    if users >= len(population):
-        return test, len(population)
-    chosen = np.random.default_rng(seed).choice(population, users, replace=False)
+    chosen, population = draw_users(test.users, users, seed)
+    if chosen is None:
+        return test, population
     keep = np.isin(test.users, chosen)
-    return Split(test.users[keep], test.items[keep]), len(population)
+    return Split(test.users[keep], test.items[keep]), population
+
+
+def draw_users(codes: np.ndarray, users: int, seed: int = 0) -> tuple[np.ndarray | None, int]:
+    """(``users`` of the distinct user codes in ``codes`` drawn at random with ``seed``, sorted, or None when the
+    sample would be every one; the number of distinct users). The draw of ``sample_users`` and of the
+    evaluation through the indexes, so that the same seed picks the same users in both."""
+    population = np.unique(codes)
+    if users >= len(population):
+        return None, len(population)
+    return np.sort(np.random.default_rng(seed).choice(population, users, replace=False)), len(population)

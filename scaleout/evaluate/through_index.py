@@ -16,6 +16,7 @@ from scaleout.data.dataset import Dataset
 from scaleout.data.tfdata import iter_batches
 from scaleout.embed.embedding_set import EmbeddingSet
 from scaleout.errors import ArtifactError
+from scaleout.evaluate.protocols import confidence_intervals, draw_users
 from scaleout.fsutil import write_json
 from scaleout.index.base import Index
 from scaleout.index.brute_force import BruteForce
@@ -76,13 +77,18 @@ def shared_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
-                             ks: tuple[int, ...] = (1, 5, 10, 50, 100), batch_size: int = 4096) -> dict:
+                             ks: tuple[int, ...] = (1, 5, 10, 50, 100), batch_size: int = 4096,
+                             sample_users: int = 0, seed: int = 0) -> dict:
     """FactorizedTopK on the test split with each index as the candidate source; writes RUN/metrics/index_eval.json.
 
     Also reports each approximate index's recall@k against BruteForce's answers
     for the same test queries (the index's own loss, apart from the model's).
+    ``sample_users`` > 0 evaluates the test rows of that many test users drawn at random with ``seed`` (the
+    users ``scaleout quality --sample-users`` draws with the same seed), and reports the sample and a 95%
+    interval (``ci95``) beside each top-k accuracy.
     """
     dataset = Dataset(run.data)
+    sample = _UserSample(dataset, sample_users, seed) if sample_users else None
     towers, emb = Towers.load(run.model, dataset), EmbeddingSet(run.embeddings)
     check_embeddings_of_model(run, emb)
     check_query_dim(towers.query, emb)
@@ -102,16 +108,26 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     # As model.evaluate: each test row's own timestamp, where the query tower takes one.
     columns = [USER_ID, MOVIE_ID] + ([TIMESTAMP_FEATURE] if uses_timestamp(towers.query) else [])
     done, shown = 0, start
+    total = sample.rows if sample else dataset.counts["test"]
     for batch in iter_batches(dataset.files("test"), columns, batch_size, 0, None):
-        users = np.asarray(batch[USER_ID]).astype(str).astype(object)
+        users = np.asarray(batch[USER_ID]).astype(str)
         movies = np.asarray(batch[MOVIE_ID]).astype(str)
-        queries = query_embeddings(towers.query, users, batch.get(TIMESTAMP_FEATURE))
+        times = batch.get(TIMESTAMP_FEATURE)
+        if sample:
+            at, keep = sample.positions(users)
+            if not keep.any():
+                continue
+            users, movies, at = users[keep], movies[keep], at[keep]
+            times = None if times is None else np.asarray(times)[keep]
+        queries = query_embeddings(towers.query, users.astype(object), times)
         try:
             true = tf.constant(vectors[[row_of[m] for m in movies]])
         except KeyError as exc:
             raise ArtifactError(f"test movie {exc.args[0]!r} has no embedding in {emb.path}") from exc
         for kind, metric in metrics.items():
             metric.update_state(queries, true, true_candidate_ids=tf.constant(movies.astype(object)))
+        if sample:
+            sample.add(at, {kind: answers[kind][-1] for kind in kinds}, movies, ks)
         if BRUTE_FORCE in answers:
             exact = answers[BRUTE_FORCE].pop()
             for kind in overlap:
@@ -124,13 +140,18 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
         if time.monotonic() - shown >= PROGRESS_SECONDS:
             shown = time.monotonic()
             log.info("through the indexes: %s of %s test rows, %s a second", f"{done:,}",
-                     f"{dataset.counts['test']:,}", f"{done / (shown - start):,.0f}")
+                     f"{total:,}", f"{done / (shown - start):,.0f}")
     seconds = time.monotonic() - start
-    report: dict = {"ks": list(ks), "test_examples": dataset.counts["test"], "seconds": round(seconds, 2),
+    report: dict = {"ks": list(ks), "test_examples": done, "seconds": round(seconds, 2),
                     "embeddings": emb.fingerprint}
+    if sample:
+        report["sample"] = sample.describe()
+        intervals = sample.intervals()
     for kind, metric in metrics.items():
         report[kind] = {f"factorized_top_k/top_{k}_categorical_accuracy": float(v)
                         for k, v in zip(ks, metric.result())}
+        if sample:
+            report[kind]["ci95"] = intervals[kind]
         if kind == SCANN:
             report[kind]["mode"] = indexes[kind].mode
             report[kind]["search"] = {k: v for k, v in indexes[kind].search_settings(k_max).items()}
@@ -143,3 +164,49 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
         top = report[kind].get(f"factorized_top_k/top_{ks[-1]}_categorical_accuracy")
         log.info("through %s: test top-%d %.4f", kind, ks[-1], top)
     return report
+
+
+class _UserSample:
+    """The test users drawn for a sampled evaluation, and each drawn user's rows and hits (for the intervals)."""
+
+    def __init__(self, dataset: Dataset, users: int, seed: int):
+        vocabulary = dataset.vocabulary(USER_ID)
+        self.code_of = {u: i for i, u in enumerate(vocabulary)}  # the codes scaleout.evaluate.protocols.load gives
+        codes = np.concatenate([self.codes(np.asarray(b[USER_ID]).astype(str))
+                                for b in iter_batches(dataset.files("test"), [USER_ID], 65_536, 0, None)])
+        chosen, self.population = draw_users(codes, users, seed)
+        self.chosen = np.unique(codes) if chosen is None else chosen
+        self.rows = int(np.isin(codes, self.chosen).sum())
+        self.of_rows, self.seed = len(codes), seed
+        self.per_user: dict = {"rows": np.zeros(len(self.chosen), np.int64)}
+        log.info("through the indexes: a sample of %d of %d test users (%s of %s rows), seed %d", len(self.chosen),
+                 self.population, f"{self.rows:,}", f"{self.of_rows:,}", seed)
+
+    def codes(self, users: np.ndarray) -> np.ndarray:
+        return np.fromiter((self.code_of.get(u, -1) for u in users), np.int64, len(users))
+
+    def positions(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each row's drawn user's position in the sample, whether the row's user was drawn)."""
+        codes = self.codes(users)
+        at = np.minimum(np.searchsorted(self.chosen, codes), len(self.chosen) - 1)
+        return at, self.chosen[at] == codes
+
+    def add(self, at: np.ndarray, retrieved: dict[str, np.ndarray], movies: np.ndarray, ks) -> None:
+        """One batch's rows (``at``: their users' positions) and, per index, whether the true movie is in each
+        row's top k."""
+        n = len(self.chosen)
+        self.per_user["rows"] += np.bincount(at, minlength=n)
+        for kind, ids in retrieved.items():
+            found = np.asarray(ids).astype(str) == movies[:, None]
+            sums = self.per_user.setdefault(kind, {})
+            for k in ks:
+                hits = found[:, :k].any(axis=1)
+                name = f"factorized_top_k/top_{k}_categorical_accuracy"
+                sums[name] = sums.get(name, 0) + np.bincount(at, weights=hits, minlength=n)
+
+    def describe(self) -> dict:
+        return {"users": int(len(self.chosen)), "of_users": self.population, "rows": self.rows,
+                "of_rows": self.of_rows, "seed": self.seed, "confidence": 0.95}
+
+    def intervals(self) -> dict:
+        return confidence_intervals(self.per_user, self.population)

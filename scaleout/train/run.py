@@ -23,16 +23,19 @@ SCALARS = "scalars.json"
 
 
 def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig,
-              stages: Stages | None = None) -> dict[str, float]:
+              stages: Stages | None = None, evaluate_test: bool = True) -> dict[str, float]:
     """Fits on RUN/data, saves RUN/model, writes RUN/metrics/{train,eval}.json; returns the test metrics.
 
     With ``train_cfg.backend == "ray"`` the caller has connected to a Ray
     cluster (see scaleout.train.ray_backend.fit_ray). ``stages`` times
-    training ("train") and evaluation ("evaluate") separately.
+    training ("train") and evaluation ("evaluate") separately. Without
+    ``evaluate_test``, no evaluation: no eval.json, and no metrics returned.
     """
     stages = stages or Stages()
     with stages("train"):
         model = _fit_and_save(run, model_cfg, train_cfg)
+    if not evaluate_test:
+        return {}
     with stages("evaluate"):
         dataset = Dataset(run.data)
         metrics = evaluate(model, dataset, train_cfg)
