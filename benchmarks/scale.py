@@ -1,12 +1,17 @@
 """How time and memory grow with the data: `scaleout pipeline` on synthetic interactions at several sizes.
 
-    python benchmarks/scale.py [--sizes 1M,5M,20M] [--epochs 1] [--baselines popularity]
+    python benchmarks/scale.py [--sizes 1M,5M,20M,100M] [--epochs 1] [--baselines popularity]
+                               [--sample-users 20000] [--evaluate-below 100M] [--ray-workers 2]
     python benchmarks/scale.py --report-only     # the report again from benchmarks/results/scale.json
 
 Each size is one `scaleout pipeline` run in a child process (the local backend,
 the default `quality` preset, seen items excluded): prepare, train, evaluate
-(FactorizedTopK over every candidate), embed and index, FactorizedTopK through
-the indexes, export, quality report. The pipeline's summary gives each stage's
+(FactorizedTopK over every candidate and every test row), embed and index,
+FactorizedTopK through the indexes, export, quality report. Through the
+indexes and the quality report rank the test rows of a random sample of
+test users (--sample-users, the same users in both, 95% intervals in their
+reports); from --evaluate-below up a size runs prepare, train, embed and index
+only. The pipeline's summary gives each stage's
 wall time and peak resident memory (its own, the high-water mark reset at the
 start of each stage); the child's whole peak comes from the kernel (wait4).
 
@@ -108,7 +113,10 @@ def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], l
         "counts": summary["counts"],
         "stages": summary["stages"],
         "seconds": round(seconds, 1),
-        "peak_rss_gib": round(usage.ru_maxrss * 1024 / 2**30, 3),  # ru_maxrss is in KiB on Linux
+        # the kernel's figure (ru_maxrss, KiB) is the high-water mark since the pipeline last reset it (at its
+        # last stage's start), so the whole run's peak is the larger of it and every stage's
+        "peak_rss_gib": round(max([usage.ru_maxrss * 1024 / 2**30] + [v["peak_rss_gib"] or 0 for v in
+                                                                       summary["stages"].values()]), 3),
         "epochs": [{"epoch": e["epoch"], "examples_per_s": e["examples_per_second"], "seconds": e["seconds"]}
                    for e in train["epochs"]],
         "model_recall": quality.get("model", {}).get("exclude_seen"),
@@ -116,6 +124,50 @@ def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], l
         "baselines": baselines,
         "run_bytes": sum(f.stat().st_size for f in run.rglob("*") if f.is_file()),
     }
+
+
+def _worker_peaks(seen: dict[int, int]) -> None:
+    """Adds each Ray Train worker process's resident high-water mark (VmHWM, bytes) to ``seen`` by pid."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"RayTrainWorker" not in (proc / "cmdline").read_bytes():
+                continue
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    seen[int(proc.name)] = max(seen.get(int(proc.name), 0), int(line.split()[1]) * 1024)
+        except OSError:  # the process ended between the listing and the read
+            continue
+
+
+def ray_training(run: Path, workers: int, epochs: int, log_dir: Path, name: str) -> dict:
+    """``scaleout train --backend ray`` on the run's prepared data (a local Ray instance of this machine): the
+    epochs' examples/s and each worker's peak memory, read from /proc every half second while it trains (each
+    worker reads only its own shards; the driver holds the tables and restores the model at the end)."""
+    cmd = [str(Path(sys.executable).parent / "scaleout"), "train", "--run", str(run), "--backend", "ray",
+           "--workers", str(workers), "--epochs", str(epochs)]
+    log_path = log_dir / f"ray-train-{name}.log"
+    print(f"{name}: scaleout {' '.join(cmd[1:])}\n  log: {log_path}", flush=True)
+    peaks: dict[int, int] = {}
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            _worker_peaks(peaks)
+            time.sleep(0.5)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{name}: Ray training failed (exit {code}); see {log_path}")
+    train = json.loads((run / "metrics" / "train.json").read_text())
+    return {"workers": workers, "seconds": round(time.monotonic() - start, 1),
+            "driver_peak_rss_gib": round(usage.ru_maxrss * 1024 / 2**30, 3),
+            "epochs": [{"epoch": e["epoch"], "examples_per_s": e["examples_per_second"], "seconds": e["seconds"]}
+                       for e in train["epochs"]],
+            "worker_peak_rss_gib": sorted(round(v / 2**30, 3) for v in peaks.values())[-workers:]}
 
 
 def _model_ci(run: Path) -> dict:
@@ -223,7 +275,7 @@ def write_report(results: dict, directory: Path) -> Path:
     for stage in stages:
         cells = [f"{v:.2f}" if v is not None else "–" for v in stage_values(stage, "peak_rss_gib", sizes)]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines.append("| **whole run (wait4)** | " + " | ".join(f"{r['peak_rss_gib']:.2f}" for r in sizes) + " |")
+    lines.append("| **whole run** | " + " | ".join(f"{r['peak_rss_gib']:.2f}" for r in sizes) + " |")
     lines += ["", "## Data and training", "",
               "| size | users | items | train rows | test rows | examples/s per epoch | "
              "excl-seen recall@10 / @100 [95% interval, sampled] |",
@@ -238,6 +290,19 @@ def write_report(results: dict, directory: Path) -> Path:
         lines.append(f"| {label(r['shape']['interactions'])} | {r['shape']['users']:,} | {r['shape']['items']:,} | "
                      f"{c['train']:,} | {c['test']:,} | {eps} | {rec.get('recall@10', '–')} / "
                      f"{rec.get('recall@100', '–')}{skipped} |")
+    ray = [r for r in sizes if r.get("ray")]
+    if ray:
+        lines += ["", "## Ray training: each worker's memory", "",
+                  "`scaleout train --backend ray` on the same prepared data, a local Ray instance on this machine's "
+                  "2 cores, one epoch; each worker reads only its own train shards. Peak resident memory of each "
+                  "worker process (VmHWM, read from /proc every half second) and of the driver.", "",
+                  "| size | workers | examples/s | each worker's peak (GiB) | driver's peak (GiB) |",
+                  "|---|---|---|---|---|"]
+        for r in ray:
+            g = r["ray"]
+            lines.append(f"| {label(r['shape']['interactions'])} | {g['workers']} | "
+                         f"{g['epochs'][-1]['examples_per_s']:,.0f} | "
+                         f"{', '.join(f'{v:.2f}' for v in g['worker_peak_rss_gib'])} | {g['driver_peak_rss_gib']:.2f} |")
     notes = results.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -248,7 +313,7 @@ def write_report(results: dict, directory: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1M,5M,20M", help="interactions per run, comma-separated (K and M)")
+    parser.add_argument("--sizes", default="1M,5M,20M,100M", help="interactions per run, comma-separated (K and M)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--baselines", nargs="*", default=["popularity"],
                         help="baselines of each quality report (default popularity; iALS's grid takes hours at 20M)")
@@ -263,6 +328,11 @@ def main() -> None:
     parser.add_argument("--evaluate-below", default="100M",
                         help="sizes from this one up skip the evaluation stages (evaluate, through_index, export, "
                              "quality): prepare, one epoch, embed and index (default %(default)s)")
+    parser.add_argument("--ray-workers", type=int, default=0,
+                        help="also train each size's data with `scaleout train --backend ray` on this many workers "
+                             "of a local Ray instance, measuring each worker's peak memory (default 0: no)")
+    parser.add_argument("--ray-below", default="100M", help="sizes below this one get the Ray training (default "
+                                                            "%(default)s)")
     args = parser.parse_args()
 
     results = json.loads(args.results.read_text()) if args.results.exists() else {"sizes": {}}
@@ -275,6 +345,12 @@ def main() -> None:
         for size in [parse_size(s) for s in args.sizes.split(",")]:
             skip = EVALUATION_STAGES if size >= parse_size(args.evaluate_below) else ()
             figures = run_size(size, work, args.epochs, args.baselines, work, args.sample_users, skip)
+            if args.ray_workers and size < parse_size(args.ray_below):
+                figures["ray"] = ray_training(work / f"run-{label(size)}", args.ray_workers, args.epochs, work,
+                                              label(size))
+                print(f"{label(size)}: Ray training on {args.ray_workers} workers: "
+                      f"{figures['ray']['epochs'][-1]['examples_per_s']:,.0f} examples/s, each worker's peak "
+                      f"{figures['ray']['worker_peak_rss_gib']} GiB", flush=True)
             results["sizes"][label(size)] = figures
             stages = ", ".join(f"{k} {v['seconds']:.0f} s / {v['peak_rss_gib']:.2f} GiB"
                                for k, v in figures["stages"].items())

@@ -6,7 +6,9 @@ Prepares MovieLens 100K (the tutorial's split), then fits the tutorial's model
 (3 epochs, batch 8192, Adagrad 0.1) twice on the same shards: once with
 training metrics off (scaleout's default) and once on (the tutorial as
 written). Then the default preset (`quality`, batch 1024, 10 epochs) with 1 and
-with 8 training steps per tf.function call. Last, the default preset on synthetic
+with 8 training steps per tf.function call, and with 8 but the in-batch loss
+computed by `tfrs.tasks.Retrieval` as before issue 15 (scaleout's own
+`in_batch_softmax` now: the same loss without the B x B label matrix). Last, the default preset on synthetic
 data of MovieLens 20M's shape (138,493 users, 26,744 items; --scale-interactions
 rows), 3 epochs, with the L2 penalty on the rows each batch touches (today) and
 on whole tables (before issue 15, reproduced here by replacing the model's
@@ -63,13 +65,16 @@ def main() -> None:
                 "test_top_100": round(metrics["factorized_top_k/top_100_categorical_accuracy"], 4),
             })
         preset_rows = []
-        for steps in (1, 8):
+        for steps, loss in ((1, "scaleout"), (8, "scaleout"), (8, "tfrs")):
             model_cfg, preset_cfg = configs("quality", train={"steps_per_execution": steps})
             start = time.monotonic()
-            model, history = fit(dataset, model_cfg, preset_cfg)
+            with tfrs_loss(loss == "tfrs"):
+                model, history = fit(dataset, model_cfg, preset_cfg)
             seconds = time.monotonic() - start
             preset_rows.append({
-                "steps_per_execution": steps, "epochs": preset_cfg.epochs, "fit_seconds": round(seconds, 2),
+                "steps_per_execution": steps, "loss": loss, "epochs": preset_cfg.epochs,
+                "fit_seconds": round(seconds, 2),
+                "examples_per_second_by_epoch": [e["examples_per_second"] for e in history],
                 "steady_examples_per_second": round(sorted(e["examples_per_second"] for e in history[1:])[
                     (len(history) - 1) // 2], 1),  # median of epochs 2+
                 "test_top_100": round(evaluate(model, dataset, preset_cfg)[
@@ -97,12 +102,13 @@ def main() -> None:
     for key, label in (("fit_seconds", f"time of {args.epochs} epochs (s)"), ("examples_per_second", "examples/s"),
                        ("steady_examples_per_second", "examples/s after epoch 1"), ("test_top_100", "test top-100")):
         print(f"{label:28}{off[key]:>14}{on[key]:>14}{on[key] / off[key]:>10.2f}")
-    one, eight = preset_rows
+    one, eight, before = preset_rows
     print(f"\ndefault preset (quality), batch 1024, {one['epochs']} epochs")
-    print(f"{'':28}{'1 step/call':>14}{'8 steps/call':>14}{'8 / 1':>10}")
+    print(f"{'':28}{'1 step/call':>14}{'8 steps/call':>14}{'8 / 1':>10}{'TFRS loss, 8':>16}{'8 / TFRS':>10}")
     for key, label in (("fit_seconds", "fit time (s)"), ("steady_examples_per_second", "examples/s, median 2+"),
                        ("test_top_100", "test top-100")):
-        print(f"{label:28}{one[key]:>14}{eight[key]:>14}{eight[key] / one[key]:>10.2f}")
+        print(f"{label:28}{one[key]:>14}{eight[key]:>14}{eight[key] / one[key]:>10.2f}{before[key]:>16}"
+              f"{eight[key] / before[key]:>10.2f}")
     touched, whole = l2_rows
     print(f"\ndefault preset on MovieLens 20M's shape ({big.counts['train']:,} train rows, "
           f"{big.counts['train_users']:,} users, {big.counts['candidates']:,} items), 3 epochs")
@@ -117,6 +123,29 @@ def main() -> None:
                                     "ml20m_shape": {"data": {**shape, **big.counts}, "l2": l2_rows}},
                                    indent=2) + "\n")
     print(f"written to {args.out}")
+
+
+@contextlib.contextmanager
+def tfrs_loss(on: bool):
+    """While ``on``: the in-batch loss computed by ``tfrs.tasks.Retrieval`` (dense B x B labels and Keras'
+    categorical cross-entropy), as before issue 15; otherwise scaleout's ``in_batch_softmax``."""
+    from scaleout.tfenv import tfrs
+    from scaleout.train import model as model_module
+
+    original = model_module.in_batch_softmax
+
+    def retrieval(query, candidate, temperature=1.0, candidate_sampling_probability=None, candidate_ids=None):
+        task = tfrs.tasks.Retrieval(temperature=None if temperature == 1.0 else temperature,
+                                    remove_accidental_hits=candidate_ids is not None)
+        return task(query, candidate, compute_metrics=False, candidate_sampling_probability=candidate_sampling_probability,
+                    candidate_ids=candidate_ids)
+
+    if on:
+        model_module.in_batch_softmax = retrieval
+    try:
+        yield
+    finally:
+        model_module.in_batch_softmax = original
 
 
 @contextlib.contextmanager

@@ -65,3 +65,30 @@ class Stages:
                               "rss_at_start_gib": None if before is None else round(before / 2**30, 3)}
         shown = "unknown" if peak is None else f"{peak / 2**30:.2f} GiB" + ("" if own else " (since start)")
         log.info("stage %s done in %.1f s, peak memory %s", name, seconds, shown)
+
+
+PROGRESS_SECONDS = 30.0  # the longest a long loop goes without a line on the terminal
+
+
+class Progress:
+    """How far a long loop has got, logged at most every PROGRESS_SECONDS: ``what: done of total unit, rate``.
+
+    ``progress(done)`` after each step of the loop; ``logger`` is the caller's,
+    so the line is attributed to the stage's module. Nothing is logged before
+    the first interval has passed, so short loops stay quiet.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, total: int, unit: str, rate_unit: str | None = None):
+        self.logger, self.what, self.total, self.unit = logger, what, total, unit
+        self.rate_unit = rate_unit or f"{unit} a second"
+        self.every = PROGRESS_SECONDS
+        self.start = self.shown = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.shown < self.every:
+            return
+        self.shown = now
+        done = min(done, self.total)
+        self.logger.info("%s: %s of %s %s, %s %s", self.what, f"{done:,}", f"{self.total:,}", self.unit,
+                         f"{done / max(now - self.start, 1e-9):,.0f}", self.rate_unit)

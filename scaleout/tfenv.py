@@ -11,8 +11,10 @@ import contextlib
 import logging
 import os
 
-# Environment every process running scaleout code needs (Ray runtime_env).
-RUNTIME_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+# Environment every process running scaleout code needs (Ray runtime_env). TF_CPP_MIN_LOG_LEVEL is left to each
+# process (below, when it imports scaleout): a worker on a GPU-less node quiets TensorFlow's cuInit error there,
+# one on a GPU node keeps its errors, whatever the driver's node has.
+RUNTIME_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1"}
 
 NVIDIA_DEVICES = ("/dev/nvidiactl", "/proc/driver/nvidia")
 

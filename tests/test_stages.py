@@ -25,10 +25,10 @@ def test_a_stage_reports_its_own_peak_not_an_earlier_stages(caplog):
 
 
 def test_long_epochs_and_evaluations_log_their_progress(monkeypatch, caplog):
-    from scaleout.train import callbacks
+    from scaleout import stages
     from scaleout.train.callbacks import EpochLog, EvaluationLog
 
-    monkeypatch.setattr(callbacks, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(stages, "PROGRESS_SECONDS", 0.0)
     epoch = EpochLog(5000, 2, batch_size=1024)
     evaluation = EvaluationLog(3000, 1024)
     with caplog.at_level(logging.INFO, logger="scaleout.train.callbacks"):
@@ -39,14 +39,14 @@ def test_long_epochs_and_evaluations_log_their_progress(monkeypatch, caplog):
         evaluation.on_test_batch_end(2)
     assert "epoch 1/2: 2,048 of 5,000 examples" in caplog.text
     assert "epoch 1/2: 5,000 of 5,000 examples" in caplog.text  # the last, short batch is not overcounted
-    assert "evaluated 3,000 of 3,000 test examples" in caplog.text
+    assert "evaluate: 3,000 of 3,000 test examples" in caplog.text
 
 
 def test_ranking_logs_its_progress(monkeypatch, caplog):
-    from scaleout.evaluate import protocols
+    from scaleout import stages
     from scaleout.evaluate.protocols import Split, rank_protocols
 
-    monkeypatch.setattr(protocols, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(stages, "PROGRESS_SECONDS", 0.0)
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((50, 8)).astype(np.float32)
     test = Split(users=np.arange(50), items=rng.integers(0, 8, 50))
@@ -54,3 +54,22 @@ def test_ranking_logs_its_progress(monkeypatch, caplog):
         rank_protocols(lambda u: scores[u], test, {"tutorial": None}, batch=20, label="quality, test")
     assert "quality, test: 20 of 50 test rows ranked" in caplog.text
     assert "quality, test: 40 of 50 test rows ranked" in caplog.text
+
+
+def test_progress_stays_quiet_until_its_interval_has_passed_and_never_counts_past_the_total(monkeypatch, caplog):
+    from scaleout import stages
+    from scaleout.stages import Progress
+
+    logger = logging.getLogger("scaleout.test_progress")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        quiet = Progress(logger, "short loop", 10, "rows")
+        for done in range(1, 11):
+            quiet(done)
+        assert "short loop" not in caplog.text  # 30 s have not passed
+        monkeypatch.setattr(stages, "PROGRESS_SECONDS", 0.0)
+        loud = Progress(logger, "through the indexes", 100, "test rows", "rows/s")
+        loud(40)
+        loud(120)  # a last batch counted whole
+    assert "through the indexes: 40 of 100 test rows, " in caplog.text
+    assert "through the indexes: 100 of 100 test rows, " in caplog.text and "rows/s" in caplog.text
+    assert "120" not in caplog.text

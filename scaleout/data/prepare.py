@@ -110,13 +110,41 @@ USER_COLUMNS = ("bucketized_user_age", "raw_user_age", "user_gender", "user_occu
                 "user_occupation_text", "user_zip_code")
 
 
+class _Folded:
+    """Per-chunk partial aggregates, folded into one table (``fold(concatenated) -> table``) once the pending
+    rows outnumber the folded table's, and at the end. Folding every chunk into the whole table cost the
+    table's size per chunk: quadratic where the keys grow with the data (100M interactions over 10M users:
+    a 1M-row chunk took 4 s to add at the start and 8 s by 15M rows). Here each row is folded a bounded
+    number of times per doubling of the table, and the pending parts never hold more rows than the table
+    plus one chunk's."""
+
+    def __init__(self, fold):
+        self._fold = fold
+        self.table: pa.Table | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def add(self, part: pa.Table) -> None:
+        self.pending.append(part)
+        self.pending_rows += part.num_rows
+        if self.pending_rows >= (0 if self.table is None else self.table.num_rows):
+            self.fold()
+
+    def fold(self) -> pa.Table | None:
+        if self.pending:
+            parts = ([] if self.table is None else [self.table]) + self.pending
+            self.table = self._fold(pa.concat_tables(parts))  # in order: "first" stays the first seen
+            self.pending, self.pending_rows = [], 0
+        return self.table
+
+
 class _Users:
-    """Per train user: the first value of each user column and the latest timestamp, merged per chunk."""
+    """Per train user: the first value of each user column and the latest timestamp, folded chunk by chunk."""
 
     def __init__(self, schema: pa.Schema):
         self.columns = [c for c in USER_COLUMNS if c in schema.names]
         self.timestamp = "timestamp" in schema.names
-        self.table: pa.Table | None = None
+        self.folded = _Folded(lambda t: self._aggregate(t, "last_timestamp"))
 
     def _aggregate(self, table: pa.Table, timestamp: str) -> pa.Table:
         aggs = [(c, "first") for c in self.columns] + ([(timestamp, "max")] if self.timestamp else [])
@@ -126,36 +154,34 @@ class _Users:
         return out.rename_columns([names.get(n, n) for n in out.column_names])
 
     def add(self, part: pa.Table) -> None:
-        part = self._aggregate(part.select(["user_id", *self.columns] + (["timestamp"] if self.timestamp else [])),
-                               "timestamp")
-        if self.table is not None:
-            part = self._aggregate(pa.concat_tables([self.table, part]), "last_timestamp")
-        self.table = part
+        self.folded.add(self._aggregate(part.select(["user_id", *self.columns] +
+                                                    (["timestamp"] if self.timestamp else [])), "timestamp"))
 
     def result(self, vocabulary: pa.Table) -> pa.Table:
         """One row per vocabulary user, in its order."""
-        at = pc.index_in(vocabulary.column("user_id"), value_set=self.table.column("user_id").combine_chunks())
+        table = self.folded.fold()
+        at = pc.index_in(vocabulary.column("user_id"), value_set=table.column("user_id").combine_chunks())
         return pa.table({"user_id": vocabulary.column("user_id"),
-                         **{c: pc.take(self.table.column(c), at) for c in self.table.column_names if c != "user_id"}})
+                         **{c: pc.take(table.column(c), at) for c in table.column_names if c != "user_id"}})
 
 
 class _Counter:
-    """Occurrences per key, merged with Arrow as chunks arrive."""
+    """Occurrences per key, folded with Arrow as chunks arrive (see _Folded)."""
 
     def __init__(self):
-        self.table: pa.Table | None = None
+        self.folded = _Folded(lambda t: t.group_by("key").aggregate([("count", "sum")]).rename_columns(
+            ["key", "count"]))
 
     def add(self, keys: pa.Array) -> None:
         vc = pc.value_counts(keys)
-        part = pa.table({"key": vc.field("values"), "count": pc.cast(vc.field("counts"), pa.int64())})
-        merged = part if self.table is None else pa.concat_tables([self.table, part])
-        self.table = merged.group_by("key").aggregate([("count", "sum")]).rename_columns(["key", "count"])
+        self.folded.add(pa.table({"key": vc.field("values"), "count": pc.cast(vc.field("counts"), pa.int64())}))
 
     def result(self, name: str) -> pa.Table:
         """Sorted by count (descending), then key: the vocabulary order."""
-        if self.table is None:
+        table = self.folded.fold()
+        if table is None:
             return pa.table({name: pa.array([], pa.string()), "count": pa.array([], pa.int64())})
-        t = self.table.select(["key", "count"]).rename_columns([name, "count"])
+        t = table.select(["key", "count"]).rename_columns([name, "count"])
         return t.sort_by([("count", "descending"), (name, "ascending")])
 
 

@@ -15,7 +15,6 @@ of the user vocabulary (-1: a user outside it) and of the candidates.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +23,11 @@ import scipy.sparse as sp
 from scaleout.data.dataset import Dataset
 from scaleout.data.tfdata import iter_batches
 from scaleout.names import MOVIE_ID, USER_ID
+from scaleout.stages import Progress
 
 log = logging.getLogger(__name__)
 
 KS = (1, 5, 10, 50, 100)
-PROGRESS_SECONDS = 15.0
 USERS_PER_BATCH = 2048
 SCORES_PER_BATCH = 1 << 25  # users scored at a time x candidates: 128 MiB of float32 scores a block, so a
 # catalogue of a million candidates is scored 32 users at a time rather than 2,048 (8 GiB)
@@ -104,11 +103,10 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
     ``tiebreak``: above, or equal and ahead on the tiebreak), the user's seen
     items left out under a protocol with ``seen`` (never the true item). With
     ``per_user``, ``out["per_user"]`` holds each test user's test rows and, per
-    protocol and metric, the sum over that user's rows (for confidence intervals). Progress is logged every
-    PROGRESS_SECONDS under ``label``.
+    protocol and metric, the sum over that user's rows (for confidence intervals). Progress is logged under
+    ``label`` (scaleout.stages.Progress).
     """
     n = len(test.users)
-    start = shown = time.monotonic()
     names = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ndcg_ks]
     all_users, all_rows = np.unique(test.users, return_counts=True)
     sums = {p: {m: np.zeros(len(all_users)) for m in names} for p in protocols}
@@ -118,6 +116,7 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
     unique, first = np.unique(users_sorted, return_index=True)
     slot = np.searchsorted(all_users, unique)  # each scored user's place among all test users
     bounds = np.append(first, len(order))
+    progress = Progress(log, label, len(order), "test rows ranked", "rows/s")
     for u0 in range(0, len(unique), batch):
         users = unique[u0:u0 + batch]
         lo, hi = bounds[u0], bounds[min(u0 + batch, len(unique))]
@@ -138,10 +137,7 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
             for k in ndcg_ks:
                 gain = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
                 sums[name][f"ndcg@{k}"][at] += np.bincount(which, weights=gain, minlength=len(users))
-        if time.monotonic() - shown >= PROGRESS_SECONDS and hi < len(order):
-            shown = time.monotonic()
-            log.info("%s: %s of %s test rows ranked (%s rows/s)", label, f"{hi:,}", f"{len(order):,}",
-                     f"{hi / (shown - start):,.0f}")
+        progress(hi)
     out = {name: {m: float(sums[name][m].sum()) / n if n else 0.0 for m in names} for name in protocols}
     if per_user:
         out["per_user"] = {"rows": all_rows, **sums}

@@ -23,13 +23,12 @@ from scaleout.index.brute_force import BruteForce
 from scaleout.index.build import check_embeddings_of_model, check_query_dim, open_index
 from scaleout.names import BRUTE_FORCE, INDEX_KINDS, MOVIE_ID, SCANN, USER_ID
 from scaleout.rundir import RunDir
+from scaleout.stages import Progress
 from scaleout.tfenv import tf, tfrs
 from scaleout.train.saved import Towers
 from scaleout.train.towers import TIMESTAMP_FEATURE, query_embeddings, uses_timestamp
 
 log = logging.getLogger(__name__)
-
-PROGRESS_SECONDS = 30.0
 
 
 def index_top_k(index: Index, k: int, answers: list | None = None, **search_settings):
@@ -50,6 +49,10 @@ def index_top_k(index: Index, k: int, answers: list | None = None, **search_sett
 
             def search(q):
                 scores, ids = index.search(q, k, **search_settings)
+                # A tree that finds fewer than k candidates in the leaves it searched pads its answer with NaN
+                # scores (FactorizedTopK skips them) and the row of some real candidate: no id there, so that
+                # neither the per-user hits nor the overlap with BruteForce count the padding.
+                ids = np.where(np.isnan(scores), "", np.asarray(ids).astype(str))
                 if answers is not None:
                     answers.append(ids)
                 return scores.astype(np.float32), ids.astype(object)
@@ -107,8 +110,9 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     start = time.monotonic()
     # As model.evaluate: each test row's own timestamp, where the query tower takes one.
     columns = [USER_ID, MOVIE_ID] + ([TIMESTAMP_FEATURE] if uses_timestamp(towers.query) else [])
-    done, shown = 0, start
-    total = sample.rows if sample else dataset.counts["test"]
+    done = 0
+    progress = Progress(log, "through the indexes", sample.rows if sample else dataset.counts["test"], "test rows",
+                        "rows/s")
     for batch in iter_batches(dataset.files("test"), columns, batch_size, 0, None):
         users = np.asarray(batch[USER_ID]).astype(str)
         movies = np.asarray(batch[MOVIE_ID]).astype(str)
@@ -137,10 +141,7 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
         for kind in kinds:
             answers[kind].clear()
         done += len(movies)
-        if time.monotonic() - shown >= PROGRESS_SECONDS:
-            shown = time.monotonic()
-            log.info("through the indexes: %s of %s test rows, %s a second", f"{done:,}",
-                     f"{total:,}", f"{done / (shown - start):,.0f}")
+        progress(done)
     seconds = time.monotonic() - start
     report: dict = {"ks": list(ks), "test_examples": done, "seconds": round(seconds, 2),
                     "embeddings": emb.fingerprint}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import os
+import re
+import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -20,6 +25,39 @@ log = logging.getLogger(__name__)
 
 # Files of a serialized searcher that scann_ops.ScannState has no field for, and the option that writes them
 UNCARRIED = {"hashed_dataset_soar.npy": "SOAR spilling (soar_lambda)", "bfloat16_dataset.npy": "bf16 reordering"}
+
+
+# A line of absl's C++ log (ScaNN's own, not TensorFlow's): severity, date, time, thread, file:line]
+ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
+ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+@contextlib.contextmanager
+def absl_log_to_debug():
+    """ScaNN's C++ log lines written to stderr while the block runs (the training sample's size, "Could not
+    normalize centroid due to zero norm" for an empty partition) go to this module's debug log instead of the
+    user's terminal; an error line (E, F) is logged as a warning; anything else is written back to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            other = []
+            for line in captured.read().decode(errors="replace").splitlines():
+                if line.strip() == ABSL_PREAMBLE or (ABSL_LINE.match(line) and line[0] in "IW"):
+                    log.debug("scann: %s", line)
+                elif ABSL_LINE.match(line):
+                    log.warning("scann: %s", line)
+                else:
+                    other.append(line)
+            if other:
+                sys.stderr.write("\n".join(other) + "\n")
 
 
 def leaves_for(k: int, n: int, num_leaves: int, fraction: float, per_result: int) -> int:
@@ -89,7 +127,8 @@ class Scann(Index):
             builder = builder.reorder(self.default_reorder(10), quantize={
                 "float32": ReorderType.FLOAT32, "bfloat16": ReorderType.BFLOAT16, "int8": ReorderType.INT8}[
                     cfg.reorder_dtype])
-        self.searcher = builder.build()
+        with absl_log_to_debug():
+            self.searcher = builder.build()
         self.dim = embeddings.shape[1]
         return self
 

@@ -7,30 +7,24 @@ import math
 import time
 
 from scaleout.errors import TrainingDiverged
+from scaleout.stages import Progress
 from scaleout.tfenv import tf
 
 log = logging.getLogger(__name__)
 
-PROGRESS_SECONDS = 30.0
-
 
 class EvaluationLog(tf.keras.callbacks.Callback):
-    """Logs how many test examples ``model.evaluate`` has done, every PROGRESS_SECONDS."""
+    """Logs how many test examples ``model.evaluate`` has done (scaleout.stages.Progress)."""
 
     def __init__(self, examples: int, batch_size: int):
         super().__init__()
         self.examples, self.batch_size = examples, batch_size
 
     def on_test_begin(self, logs=None):
-        self._start = self._shown = time.monotonic()
+        self._progress = Progress(log, "evaluate", self.examples, "test examples")
 
     def on_test_batch_end(self, batch, logs=None):
-        now = time.monotonic()
-        if now - self._shown >= PROGRESS_SECONDS:
-            self._shown = now
-            done = min(self.examples, (batch + 1) * self.batch_size)
-            log.info("evaluated %s of %s test examples, %s a second", f"{done:,}", f"{self.examples:,}",
-                     f"{done / (now - self._start):,.0f}")
+        self._progress((batch + 1) * self.batch_size)
 
 
 class EpochLog(tf.keras.callbacks.Callback):
@@ -49,7 +43,7 @@ class EpochLog(tf.keras.callbacks.Callback):
     def __init__(self, examples_per_epoch: int, epochs: int, *, workers: int = 1,
                  quiet: bool = False, history: list[dict] | None = None, batch_size: int = 0):
         super().__init__()
-        self.batch_size = batch_size  # global; given, long epochs log their progress every PROGRESS_SECONDS
+        self.batch_size = batch_size  # global; given, long epochs log their progress (scaleout.stages.Progress)
         self.examples = examples_per_epoch
         self.epochs = epochs
         self.workers = workers
@@ -59,7 +53,8 @@ class EpochLog(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.loss_sum = 0.0
         self._epoch = epoch + 1
-        self._start = self._shown = time.monotonic()
+        self._start = time.monotonic()
+        self._progress = Progress(log, f"epoch {self._epoch}/{self.epochs}", self.examples, "examples", "examples/s")
 
     def on_train_batch_end(self, batch, logs=None):
         # The model's running sum of the epoch's step losses: with several steps per call
@@ -71,12 +66,8 @@ class EpochLog(tf.keras.callbacks.Callback):
                                    f"{batch + 1} of epoch {self._epoch}; no model was saved. Try a lower "
                                    "--learning-rate")
         self.loss_sum = loss_sum
-        now = time.monotonic()
-        if self.batch_size and not self.quiet and now - self._shown >= PROGRESS_SECONDS:
-            self._shown = now
-            done = min(self.examples, (batch + 1) * self.batch_size)
-            log.info("epoch %d/%d: %s of %s examples, %s examples/s", self._epoch, self.epochs, f"{done:,}",
-                     f"{self.examples:,}", f"{done / (now - self._start):,.0f}")
+        if self.batch_size and not self.quiet:
+            self._progress((batch + 1) * self.batch_size)
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self._start

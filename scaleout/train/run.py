@@ -33,18 +33,17 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig,
     """
     stages = stages or Stages()
     with stages("train"):
-        model = _fit_and_save(run, model_cfg, train_cfg)
+        dataset = Dataset(run.data)
+        model = _fit_and_save(run, dataset, model_cfg, train_cfg)
     if not evaluate_test:
         return {}
     with stages("evaluate"):
-        dataset = Dataset(run.data)
         metrics = evaluate(model, dataset, train_cfg)
         _write_eval(run, dataset, metrics)
     return metrics
 
 
-def _fit_and_save(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
-    dataset = Dataset(run.data)
+def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig):
     start = time.monotonic()
     resumed_at: list[int] = []
     if train_cfg.backend == "ray":

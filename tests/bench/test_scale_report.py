@@ -53,7 +53,8 @@ def test_slopes_are_fitted_from_5m_up_and_a_superlinear_stage_is_flagged(tmp_pat
 def test_one_tiny_size_runs_the_real_pipeline_and_reports_every_stage(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "30K",
                           "--work", str(tmp_path / "work"), "--results", str(tmp_path / "scale.json"),
-                          "--report", str(tmp_path / "report")], capture_output=True, text=True, timeout=900)
+                          "--report", str(tmp_path / "report"), "--sample-users", "50", "--ray-workers", "2"],
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     results = json.loads((tmp_path / "scale.json").read_text())
     run = results["sizes"]["30K"]
@@ -63,4 +64,10 @@ def test_one_tiny_size_runs_the_real_pipeline_and_reports_every_stage(tmp_path):
     assert run["peak_rss_gib"] >= max(s["peak_rss_gib"] for s in run["stages"].values()) - 0.01
     assert run["epochs"][0]["examples_per_s"] > 0
     assert not (tmp_path / "work" / "run-30K").exists()  # removed unless --keep
-    assert "| quality |" in (tmp_path / "report" / "README.md").read_text()
+    report = (tmp_path / "report" / "README.md").read_text()
+    assert "| quality |" in report and "## Ray training: each worker's memory" in report
+    assert run["sample_users"] == 50 and run["evaluated_rows"]["evaluate"] == run["counts"]["test"]
+    assert 0 < run["evaluated_rows"]["through_index"] == run["evaluated_rows"]["quality"] < run["counts"]["test"]
+    ray = run["ray"]
+    assert ray["workers"] == 2 and len(ray["worker_peak_rss_gib"]) == 2  # both workers' processes were found
+    assert all(0.2 < v < 8 for v in ray["worker_peak_rss_gib"]) and ray["epochs"][0]["examples_per_s"] > 0

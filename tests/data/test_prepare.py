@@ -113,3 +113,36 @@ def test_manifest_records_schema_and_source(ml100k_dataset):
     assert m["schema"]["user_id"] == "string" and m["schema"]["movie_genres"] == "list<item: string>"
     assert m["candidate_schema"]["train_count"] == "int64"
     assert m["config"]["test_fraction"] == 0.2 and m["source"]["source"] == "movielens"
+
+
+def test_per_user_tables_folded_chunk_by_chunk_equal_one_pass_over_everything():
+    """Counts and per-user first values/latest timestamps folded lazily (_Folded: the pending chunks are merged
+    only once they outnumber the table) equal a single aggregate over all the rows, in order."""
+    from scaleout.data.prepare import _Counter, _Users
+
+    rng = np.random.default_rng(0)
+    n, chunk = 30_000, 700
+    users = np.char.add("u", rng.zipf(1.3, n).clip(max=5000).astype(str))
+    table = pa.table({"user_id": users, "user_gender": rng.integers(0, 2, n).astype(bool),
+                      "timestamp": rng.integers(0, 10**9, n)})
+    counter, per_user = _Counter(), _Users(table.schema)
+    folds = 0
+    for start in range(0, n, chunk):
+        part = table.slice(start, chunk)
+        before = per_user.folded.table
+        counter.add(part.column("user_id"))
+        per_user.add(part)
+        folds += per_user.folded.table is not before
+    assert 1 < folds < n // chunk  # folded more than once, and not once per chunk
+    got = counter.result("user_id")
+    want = pc.value_counts(table.column("user_id"))
+    assert dict(zip(got.column("user_id").to_pylist(), got.column("count").to_pylist())) == \
+        dict(zip(want.field("values").to_pylist(), want.field("counts").to_pylist()))
+    vocabulary = got.select(["user_id"])
+    rows = per_user.result(vocabulary).to_pylist()
+    first, last = {}, {}
+    for u, g, t in zip(users, table.column("user_gender").to_pylist(), table.column("timestamp").to_pylist()):
+        first.setdefault(u, g)
+        last[u] = max(last.get(u, t), t)
+    assert [r["user_id"] for r in rows] == vocabulary.column("user_id").to_pylist()
+    assert all(r["user_gender"] == first[r["user_id"]] and r["last_timestamp"] == last[r["user_id"]] for r in rows)

@@ -54,6 +54,25 @@ def test_hashing_and_tree_modes_reach_high_recall_and_more_leaves_help():
     assert every >= 0.99 and every > few
 
 
+def test_scann_s_own_log_lines_go_to_the_debug_log_not_the_terminal(capfd, caplog):
+    import os
+
+    from scaleout.index.scann import absl_log_to_debug
+
+    ids, emb = clustered(3000)
+    capfd.readouterr()
+    with caplog.at_level("DEBUG", logger="scaleout.index.scann"):
+        tree = Scann(IndexConfig(brute_force_below=100, tree_below=1000)).build(ids, emb)
+        with absl_log_to_debug():  # what is not ScaNN's log is written back; its errors become warnings
+            os.write(2, b"E1130 10:57:15.123456    4373 scann.cc:12] an error of ScaNN's\nnot absl\n")
+    assert tree.mode == "tree"
+    err = capfd.readouterr().err
+    assert "partitioner_factory_base" not in err and "not absl" in err
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert any("Size of sampled dataset for training partition" in m for m in debug)  # the tree's training log
+    assert any(r.levelname == "WARNING" and "an error of ScaNN's" in r.getMessage() for r in caplog.records)
+
+
 def test_default_search_settings_grow_with_k_as_the_rows_of_search_by_k_say():
     ids, emb = clustered(20_000, clusters=200)
     rows = ((10, 0.05, 100, 6), (100, 0.05, 50, 3))

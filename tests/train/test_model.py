@@ -146,3 +146,31 @@ def test_a_query_tower_saved_before_features_existed_is_still_called_with_ids_al
     loaded = tf.keras.models.load_model(tmp_path / "query_tower", compile=False)
     assert len(loaded.inputs) == 1
     np.testing.assert_allclose(embed_users(loaded, ["b", "nobody"]), Q[[2, 0]])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.3])
+@pytest.mark.parametrize("logq", [False, True])
+@pytest.mark.parametrize("hits", [False, True])
+def test_the_in_batch_softmax_is_tfrs_retrieval_s_loss_and_gradient(temperature, logq, hits):
+    from scaleout.tfenv import tfrs
+    from scaleout.train.model import in_batch_softmax
+
+    rng = np.random.default_rng(7)
+    query = tf.Variable(rng.standard_normal((6, 4)).astype(np.float32))
+    candidate = tf.Variable(rng.standard_normal((9, 4)).astype(np.float32))  # 3 more negatives than queries
+    extra = {}
+    if logq:
+        extra["candidate_sampling_probability"] = tf.constant(rng.uniform(1e-7, 0.5, 9).astype(np.float32))
+    if hits:  # positives repeated in the batch and among the extra negatives
+        extra["candidate_ids"] = tf.constant([1, 2, 1, 3, 2, 5, 1, 7, 5], tf.int64)
+    task = tfrs.tasks.Retrieval(temperature=None if temperature == 1.0 else temperature, remove_accidental_hits=hits)
+    results = []
+    for loss_of in (lambda: task(query, candidate, compute_metrics=False, **extra),
+                    lambda: in_batch_softmax(query, candidate, temperature, **extra)):
+        with tf.GradientTape() as tape:
+            loss = loss_of()
+        results.append((float(loss), *[g.numpy() for g in tape.gradient(loss, [query, candidate])]))
+    (want, *want_grads), (got, *got_grads) = results
+    assert got == pytest.approx(want, rel=1e-5) and want > 1.0
+    for w, g in zip(want_grads, got_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
