@@ -69,7 +69,8 @@ def test_every_stage_reports_its_time_and_memory_and_training_writes_tensorboard
                                                                               for name in order)
     for name, figures in stages.items():
         assert figures["seconds"] > 0 and figures["peak_rss_gib"] >= figures["rss_at_start_gib"] > 0.01, name
-    assert sum(f["seconds"] for f in stages.values()) <= summary["seconds"]
+    # the stages' seconds are rounded to 0.01 and the total to 0.1: their sum may pass it by the rounding alone
+    assert sum(f["seconds"] for f in stages.values()) <= summary["seconds"] + 0.05 + 0.005 * len(stages)
     scalars = read_scalars(root / "metrics" / "tensorboard" / "train")
     assert sorted(scalars["loss_per_example"]) == list(range(1, configs("quality")[1].epochs + 1))
 
