@@ -3,6 +3,11 @@
     python benchmarks/scale.py [--sizes 1M,5M,20M,100M] [--epochs 1] [--baselines popularity]
                                [--sample-users 20000] [--evaluate-below 100M] [--ray-workers 2]
     python benchmarks/scale.py --report-only     # the report again from benchmarks/results/scale.json
+    python benchmarks/scale.py --prepare-only --sizes 5M,20M,100M   # prepare alone, again
+
+With --prepare-only each size runs the prepare stage alone, timed and measured
+as the pipeline times and measures it, and replaces only that stage's figures
+of the sizes already in the results (the report marks them).
 
 Each size is one `scaleout pipeline` run in a child process (the local backend,
 the default `quality` preset, seen items excluded): prepare, train, evaluate
@@ -124,6 +129,37 @@ def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], l
         "baselines": baselines,
         "run_bytes": sum(f.stat().st_size for f in run.rglob("*") if f.is_file()),
     }
+
+
+PREPARE_ALONE = r"""
+import json, sys
+import scaleout
+from scaleout.config import DataConfig
+from scaleout.data.prepare import prepare
+from scaleout.stages import Stages
+
+shape, out = json.loads(sys.argv[1]), sys.argv[2]
+stages = Stages()
+with stages("prepare"):
+    prepare(DataConfig(source="synthetic", synthetic_users=shape["users"], synthetic_items=shape["items"],
+                       synthetic_interactions=shape["interactions"]), out)
+print(json.dumps(stages.figures["prepare"]))
+"""
+
+
+def prepare_alone(interactions: int, work: Path, log_dir: Path) -> dict:
+    """The prepare stage of this size's pipeline run on its own, in a child process: its figures as the
+    pipeline's summary gives them, and the date."""
+    out = work / f"prepared-{label(interactions)}"
+    log_path = log_dir / f"prepare-{label(interactions)}.log"
+    print(f"{label(interactions)}: prepare alone\n  log: {log_path}", flush=True)
+    with open(log_path, "w") as log:
+        child = subprocess.run([sys.executable, "-c", PREPARE_ALONE, json.dumps(shape(interactions)), str(out)],
+                               stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    if child.returncode != 0:
+        raise SystemExit(f"{label(interactions)}: prepare failed (exit {child.returncode}); see {log_path}")
+    return {**json.loads(child.stdout.strip().splitlines()[-1]), "measured_alone": time.strftime("%Y-%m-%d")}
 
 
 def _worker_peaks(seen: dict[int, int]) -> None:
@@ -257,6 +293,16 @@ def write_report(results: dict, directory: Path) -> Path:
     name = "all stages" if common == stages else f"{', '.join(common)} (every size)"
     lines.append(f"| **{name}** | " + " | ".join(f"{t:,.0f}" for t in totals) +
                  f" | {'–' if k is None else f'{k:.2f}'} |")
+    alone: dict[tuple[str, str], list[str]] = {}  # (stage, date) -> sizes whose figures of it were measured alone
+    for r in sizes:
+        for st in stages:
+            if "measured_alone" in r["stages"].get(st, {}):
+                alone.setdefault((st, r["stages"][st]["measured_alone"]), []).append(label(r["shape"]["interactions"]))
+    if alone:
+        lines.append("")
+        lines += [f"- {st} at {', '.join(at)}: measured alone on {date} (`scale.py --prepare-only`, timed as the "
+                  "pipeline times it; its peak without TensorFlow loaded); each size's other figures come from "
+                  "its pipeline run." for (st, date), at in alone.items()]
     evaluated = [st for st in stages if any(st in r.get("evaluated_rows", {}) for r in sizes)]
     if evaluated:
         lines += ["", "## Evaluation: test rows ranked, and rows a second", "",
@@ -322,6 +368,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report", type=Path, default=REPORT)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="run only the prepare stage of each size (already in the results) and replace its "
+                             "figures there")
     parser.add_argument("--sample-users", type=int, default=SAMPLE_USERS,
                         help="through the indexes and the quality report on this many test users' rows "
                              "(default %(default)s; 0: every test row)")
@@ -336,7 +385,20 @@ def main() -> None:
     args = parser.parse_args()
 
     results = json.loads(args.results.read_text()) if args.results.exists() else {"sizes": {}}
-    if not args.report_only:
+    if args.prepare_only:
+        missing = [s for s in args.sizes.split(",") if label(parse_size(s)) not in results["sizes"]]
+        if missing:
+            raise SystemExit(f"--prepare-only replaces a stage of sizes already measured; {args.results} has no "
+                             f"{', '.join(missing)} (has {', '.join(results['sizes'])})")
+        work = Path(args.work or tempfile.mkdtemp(prefix="scaleout-scale-"))
+        work.mkdir(parents=True, exist_ok=True)
+        for size in [parse_size(s) for s in args.sizes.split(",")]:
+            figures = prepare_alone(size, work, work)
+            results["sizes"][label(size)]["stages"]["prepare"] = figures
+            print(f"{label(size)}: prepare {figures['seconds']:.1f} s, peak {figures['peak_rss_gib']:.2f} GiB",
+                  flush=True)
+            args.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    elif not args.report_only:
         results.update(machine=machine(), epochs=args.epochs, baselines=args.baselines,
                        shape_rule="MovieLens 20M's users per interaction and its 26,744 items up to 20M; "
                                   "10M users and 1M items at 100M.")

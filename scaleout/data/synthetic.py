@@ -22,7 +22,21 @@ from scaleout.data.schema import conform, interaction_schema
 
 GROUPS = 16
 GROUP_SHARE = 0.5
+_SORTED_SEARCH_FROM = 1 << 18  # entries of a popularity table from which draws are searched sorted
 _START = 1_500_000_000  # a fixed epoch second, so timestamps look like real ones
+
+
+def _draw(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The index each uniform draw ``u`` falls at in ``cdf``. A table larger than the caches (10M users) is
+    searched with the draws sorted, then put back in their order: the same answer, the table walked in order
+    (at 10M entries 1.4 s per million draws, 0.2 s sorted; at 1M, 0.29 and 0.16); a small one (up to 2^18
+    entries: 0.11 s at 26,744, where sorting costs more) is searched directly."""
+    if len(cdf) <= _SORTED_SEARCH_FROM:
+        return np.searchsorted(cdf, u, side="right").clip(max=len(cdf) - 1)
+    order = np.argsort(u)
+    out = np.empty(len(u), dtype=np.int64)
+    out[order] = np.searchsorted(cdf, u[order], side="right")
+    return out.clip(max=len(cdf) - 1)
 
 
 def _power_law_cdf(n: int, exponent: float) -> np.ndarray:
@@ -34,6 +48,7 @@ def _power_law_cdf(n: int, exponent: float) -> np.ndarray:
 class Synthetic:
     name = "synthetic"
     columns = ("user_id", "movie_id", "movie_title", "timestamp")
+    items_by_construction = True  # every movie_id is one of items()'s (see prepare.open_source)
 
     def __init__(self, cfg: DataConfig):
         self.users = cfg.synthetic_users
@@ -63,8 +78,8 @@ class Synthetic:
         for chunk in range((self.interactions_n + chunk_rows - 1) // chunk_rows):
             n = min(chunk_rows, self.interactions_n - done)
             rng = np.random.default_rng([self.seed, chunk])
-            users = user_of_rank[np.searchsorted(user_cdf, rng.random(n), side="right").clip(max=self.users - 1)]
-            ranks = np.searchsorted(item_cdf, rng.random(n), side="right").clip(max=self.items_n - 1)
+            users = user_of_rank[_draw(user_cdf, rng.random(n))]
+            ranks = _draw(item_cdf, rng.random(n))
             in_group = rng.random(n) < GROUP_SHARE
             items = item_of_rank[(ranks + in_group * (users % GROUPS) * shift) % self.items_n]
             user_ids = pc.cast(pa.array(users), pa.string())

@@ -66,15 +66,21 @@ def iter_batches(files: Sequence[Path], columns: Sequence[str], batch_size: int,
     yield from flush(final=True)
 
 
+NEXT = "next_"  # prefix of a lookahead column: the same column of the batch that comes next
+
+
 def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: int, shuffle_buffer: int = 0,
                     seed: int | None = None, drop_remainder: bool = False, repeat: bool = False,
-                    first_pass: int = 0):
+                    first_pass: int = 0, lookahead: Sequence[str] = ()):
     """A ``tf.data.Dataset`` of {column: Tensor[batch]} read from Parquet ``files``.
 
     With ``seed`` the order is shuffled, differently each epoch (each pass over
     the files draws from ``default_rng([seed, first_pass + pass])``; a resumed
     run starts at its epoch). With ``repeat`` the passes never end: the caller
-    sets the steps per epoch.
+    sets the steps per epoch. Each column of ``lookahead`` (with ``repeat``)
+    comes twice: as itself, and as ``next_<column>``, that column of the
+    batch that follows (across passes too), so a training step can send the
+    next batch's ids ahead with its own collective (scaleout.train.model).
     """
     tf = import_tensorflow()
     files = [Path(f) for f in files]
@@ -82,16 +88,29 @@ def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: i
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise KeyError(f"{files[0]}: no column(s) {missing}; has {schema.names}")
+    if lookahead and not (repeat and drop_remainder):
+        raise ValueError("lookahead columns need repeat and drop_remainder (every batch has a next, of one size)")
     shape = [batch_size] if drop_remainder else [None]
     signature = {c: tf.TensorSpec(shape, getattr(tf, _TF_TYPES[schema.field(c).type]), name=c) for c in columns}
+    signature.update({NEXT + c: tf.TensorSpec(shape, signature[c].dtype, name=NEXT + c) for c in lookahead})
     passes = itertools.count(first_pass)
 
-    def generate():
+    def batches():
         while True:
             rng = None if seed is None else np.random.default_rng([seed, next(passes)])
             yield from iter_batches(files, columns, batch_size, shuffle_buffer, rng, drop_remainder)
             if not repeat:
                 return
+
+    def generate():
+        stream = batches()
+        if not lookahead:
+            yield from stream
+            return
+        current = next(stream)
+        for following in stream:
+            yield {**current, **{NEXT + c: following[c] for c in lookahead}}
+            current = following
 
     data = tf.data.Dataset.from_generator(generate, output_signature=signature)
     if repeat:

@@ -18,18 +18,20 @@ from typing import Sequence
 import numpy as np
 
 from scaleout.config import ModelConfig
+from scaleout.data.tfdata import NEXT
 from scaleout.errors import ConfigError
 from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.ranking import RankTopK
-from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, replicas_in_sync,
-                                     traced_collectives)
+from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, own_first,
+                                     replicas_in_sync, rows_from_floats, slot_rows, traced_collectives)
 from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_tower,
                                    item_embedding, query_embeddings, query_tower, uses_history,
                                    uses_timestamp)
 
 
+NEXT_CANDIDATES = NEXT + CANDIDATE_FEATURE  # the next batch's candidate ids, given by the input's lookahead
 MIN_FLOAT = np.finfo(np.float32).min / 100.0  # TFRS's: what an accidental hit's logit gets added
 
 
@@ -84,6 +86,15 @@ class TwoTowerModel(tfrs.Model):
         self.dense_gradient_bytes = DENSE_GRADIENT_BYTES
         # What one training step sends between replicas, as JSON (a list attribute would be tracked by Keras).
         self.collectives_json = "[]"
+        # Under several replicas with global negatives, given the next batch's candidate ids (NEXT_CANDIDATES,
+        # see scaleout.data.tfdata's lookahead), each step sends the next batch's rows in its packed all-reduce
+        # and keeps them here, replica-major, for the step after: one collective a step instead of two. Kept
+        # out of Keras' tracking (it is a step's scratch, not a weight: not in checkpoints or get_weights).
+        object.__setattr__(self, "sent_rows", tf.Variable(
+            tf.zeros([0], tf.int64), shape=tf.TensorShape([None]), trainable=False, name="sent_rows",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
+        self.global_rows_by = None
+        self.rows_sent_before = False  # read when a step is traced: the step uses sent_rows (see make_train_function)
 
     @staticmethod
     def _loss_options(cfg: ModelConfig) -> dict:
@@ -104,13 +115,16 @@ class TwoTowerModel(tfrs.Model):
                 self.task(query, own, compute_metrics=True)
             return loss
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
-        if self.cfg.global_negatives and replicas_in_sync() > 1:
+        if self.exchanges_rows and replicas_in_sync() > 1:
             # The replicas gather the candidates' rows, not their embeddings, and each embeds the global batch
             # with its own copy of the candidate tower: its loss's gradient then reaches the tower's weights
             # here, and the all-reduce of the weights' gradients sums what every replica's queries contributed.
-            # One small forward-only collective a step, instead of an all-gather of embeddings and its
-            # gradient's all-reduce. (The tower is deterministic, so each copy computes the same embeddings.)
-            rows = global_batch(rows)
+            # No collective of embeddings and their gradient; the rows were sent by the step before (in its
+            # packed all-reduce) or, at a fit's first step, gathered here. (The tower is deterministic, so
+            # each copy computes the same embeddings.)
+            sent = training and self.rows_sent_before and NEXT_CANDIDATES in features
+            rows = own_first(self.sent_rows.read_value(), rows) if sent else global_batch(rows)
+            self.global_rows_by = "sent ahead" if sent else "gathered"  # by the step traced last (tests read it)
             candidate = self.candidate_tower(tf.gather(self.row_ids, rows))
         extra = {}
         if self.cfg.logq_correction:
@@ -155,10 +169,37 @@ class TwoTowerModel(tfrs.Model):
         rows = tf.concat([rows, tf.cast(drawn, rows.dtype) + 1], axis=0)
         return tf.concat([candidate, sampled], axis=0), rows, extra
 
+    @property
+    def exchanges_rows(self) -> bool:
+        """Whether a step under several replicas needs the global batch's candidate rows (global negatives
+        over the batch; the full softmax scores every candidate instead)."""
+        return self.cfg.global_negatives and self.cfg.negatives != "full"
+
+    def make_train_function(self, force=False):
+        """Keras' train function; under several replicas with rows sent ahead, two of them: the first call on a
+        new input iterator gathers each batch's rows itself (nothing was sent before it), later calls use the
+        rows the step before sent. Each is traced with its own ``rows_sent_before``."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.distribute_strategy.num_replicas_in_sync == 1 or not self.exchanges_rows:
+            return super().make_train_function(force)
+        first, then = super().make_train_function(True), super().make_train_function(True)
+        started: list = [None]  # the iterator the rows were sent ahead on
+
+        def train_function(iterator):
+            sent = started[0] is iterator
+            started[0] = iterator
+            self.rows_sent_before = sent
+            return (then if sent else first)(iterator)
+
+        self.train_function = train_function
+        return train_function
+
     def train_step(self, inputs):
         """One step: TFRS's, with the replicas' gradients and logged values summed in one collective
         (scaleout.train.replicas). Keras would all-reduce each logged value on its own, every step, and the
-        optimizer each sparse gradient on its own; on a CPU cluster every collective costs milliseconds."""
+        optimizer each sparse gradient on its own; on a CPU cluster every collective costs milliseconds.
+        Given the next batch's candidate ids (NEXT_CANDIDATES), the same collective sends their rows ahead."""
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)
             regularization = tf.add_n([tf.reduce_sum(x) for x in self.losses]) if self.losses else tf.zeros([])
@@ -172,8 +213,12 @@ class TwoTowerModel(tfrs.Model):
         if replicas > 1:
             # Summed, as one process's over the global batch would be; metric results averaged (every replica
             # counts as many examples).
-            gradients, shown = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
-                                               averaged=frozenset(m.name for m in metrics))
+            ahead = self.exchanges_rows and NEXT_CANDIDATES in inputs
+            carry = slot_rows(self.candidate_row(inputs[NEXT_CANDIDATES])) if ahead else None
+            gradients, shown, carried = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
+                                                        averaged=frozenset(m.name for m in metrics), carry=carry)
+            if ahead:
+                self.sent_rows.assign(rows_from_floats(carried))
         if self.cfg.l2:
             gradients, penalty = self.with_row_l2(gradients, variables)
             shown["regularization_loss"] += penalty

@@ -113,6 +113,7 @@ def train_func(config: dict) -> None:
     from scaleout.data.tfdata import parquet_dataset
     from scaleout.train.callbacks import EpochLog
     from scaleout.train.model import build_for_dataset
+    from scaleout.train.towers import CANDIDATE_FEATURE
 
     local_batch = train_cfg.batch_size // world
     fetched = tempfile.TemporaryDirectory(prefix="scaleout-data-")  # removed with this process
@@ -145,10 +146,13 @@ def train_func(config: dict) -> None:
 
     def dataset_fn(input_context):
         files = assignment[input_context.input_pipeline_id]
+        # With several workers each batch comes with the next one's candidate ids, whose rows a step sends ahead
+        # in its one collective (TwoTowerModel.train_step).
+        ahead = (CANDIDATE_FEATURE,) if world > 1 and model.exchanges_rows else ()
         data = parquet_dataset(files, model.columns,
                                input_context.get_per_replica_batch_size(train_cfg.batch_size),
                                train_cfg.shuffle_buffer, seed=train_cfg.seed * 1_000 + input_context.input_pipeline_id,
-                               drop_remainder=True, repeat=True, first_pass=start_epoch)
+                               drop_remainder=True, repeat=True, first_pass=start_epoch, lookahead=ahead)
         options = tf.data.Options()
         # Each worker already reads only its own shards.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -341,6 +345,7 @@ def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg
 
     from scaleout.tfenv import tf
     from scaleout.train.model import build_for_dataset
+    from scaleout.train.towers import CANDIDATE_FEATURE
 
     path, state = found
     model = build_for_dataset(model_cfg, dataset, tables)

@@ -2,11 +2,13 @@
 
 On a CPU cluster every collective costs milliseconds whatever its size (about
 2.5 ms between two workers on one host, over gRPC), so a step's cost under
-several workers is mostly how many it runs. A step here runs two: the global
-batch's candidate rows (``global_batch``), and every gradient and logged value
-in one packed all-reduce (``all_reduce_step``). ``traced_collectives`` lists
-what a traced step really sends, so a run can show it (train.json) and a test
-can hold it to two.
+several workers is mostly how many it runs. A step here runs one: every
+gradient and logged value, and the next batch's candidate rows
+(``slot_rows`` / ``rows_from_floats``), in one packed all-reduce
+(``all_reduce_step``); the global batch's rows were sent by the step before.
+The first step of a fit, with no step before it, gathers its own rows first
+(``global_batch``): two. ``traced_collectives`` lists what a traced step
+really sends, so a run can show it (train.json) and a test can hold it to one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,44 @@ DENSE_GRADIENT_BYTES = 4 << 20
 def replicas_in_sync() -> int:
     context = tf.distribute.get_replica_context()
     return 1 if context is None else context.num_replicas_in_sync
+
+
+def _slot_padding(values: tf.Tensor):
+    """(padding that puts ``values`` in this replica's slot of the global batch, rows before the slot)."""
+    context = tf.distribute.get_replica_context()
+    rows, replica = tf.shape(values)[0], context.replica_id_in_sync_group
+    before, after = replica * rows, (context.num_replicas_in_sync - 1 - replica) * rows
+    return tf.concat([[[before, after]], tf.zeros([tf.rank(values) - 1, 2], tf.int32)], axis=0), before
+
+
+ROW_BITS = 12  # a row travels as two float32s, row >> 12 and row & 4095: exact below 2^36 rows
+
+
+def slot_rows(rows: tf.Tensor) -> tf.Tensor:
+    """This replica's candidate rows ``[b]`` (int64), in its slot of the global batch, as the floats that
+    ``all_reduce_step`` can sum with the gradients: ``[2 * b * replicas]``, zero outside the slot."""
+    padding, _ = _slot_padding(rows)
+    slotted = tf.pad(rows, padding)
+    return tf.cast(tf.concat([slotted // (1 << ROW_BITS), slotted % (1 << ROW_BITS)], axis=0), tf.float32)
+
+
+def rows_from_floats(summed: tf.Tensor) -> tf.Tensor:
+    """The global batch's rows, replica-major (``[b * replicas]`` int64), from the sum of every replica's
+    ``slot_rows``."""
+    high, low = tf.split(tf.cast(tf.round(summed), tf.int64), 2)
+    return high * (1 << ROW_BITS) + low
+
+
+def own_first(gathered: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+    """The replica-major global batch ``gathered`` turned so that this replica's rows (``values``) come first;
+    an error if its slot does not hold them (rows sent by the step before for another batch)."""
+    _, before = _slot_padding(values)
+    rows = tf.shape(values)[0]
+    check = tf.debugging.assert_equal(
+        gathered[before:before + rows], values,
+        message="the candidate rows sent ahead by the previous step do not match this batch")
+    with tf.control_dependencies([check]):
+        return tf.roll(gathered, shift=-before, axis=0)
 
 
 def global_batch(values: tf.Tensor) -> tf.Tensor:
@@ -39,20 +79,20 @@ def global_batch(values: tf.Tensor) -> tf.Tensor:
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return values
-    rows, replica = tf.shape(values)[0], context.replica_id_in_sync_group
-    before, after = replica * rows, (context.num_replicas_in_sync - 1 - replica) * rows
-    padding = tf.concat([[[before, after]], tf.zeros([tf.rank(values) - 1, 2], tf.int32)], axis=0)
+    padding, before = _slot_padding(values)
     gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.pad(values, padding))  # replica-major order
     return tf.roll(gathered, shift=-before, axis=0)
 
 
 def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor],
-                    dense_bytes: int = DENSE_GRADIENT_BYTES, averaged: frozenset = frozenset()):
-    """(gradients, shown) summed over the replicas, the ``averaged`` names of ``shown`` averaged instead.
+                    dense_bytes: int = DENSE_GRADIENT_BYTES, averaged: frozenset = frozenset(),
+                    carry: tf.Tensor | None = None):
+    """(gradients, shown, carried) summed over the replicas, the ``averaged`` names of ``shown`` averaged
+    instead; ``carried`` is the sum of ``carry`` (a float32 vector; None without it).
 
     One all-reduce of every dense gradient, every sparse one whose table is at
-    most ``dense_bytes`` (made dense) and the scalars of ``shown``; one more per
-    larger sparse gradient (the strategy's own sparse all-reduce).
+    most ``dense_bytes`` (made dense), the scalars of ``shown`` and ``carry``;
+    one more per larger sparse gradient (the strategy's own sparse all-reduce).
     """
     context = tf.distribute.get_replica_context()
     packed, sparse = [], []
@@ -66,9 +106,11 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
             g = tf.math.unsorted_segment_sum(g.values, g.indices, v.shape[0])
         packed.append((i, g))
     names = list(shown)
-    flat = tf.concat([tf.reshape(g, [-1]) for _, g in packed] + [tf.stack([shown[n] for n in names])], axis=0)
+    carried = [] if carry is None else [carry]
+    flat = tf.concat([tf.reshape(g, [-1]) for _, g in packed] + [tf.stack([shown[n] for n in names])] + carried,
+                     axis=0)
     parts = tf.split(context.all_reduce(tf.distribute.ReduceOp.SUM, flat),
-                     [g.shape.num_elements() for _, g in packed] + [len(names)])
+                     [g.shape.num_elements() for _, g in packed] + [len(names)] + [tf.size(c) for c in carried])
     out = list(gradients)
     for (i, g), part in zip(packed, parts):
         out[i] = tf.reshape(part, g.shape)
@@ -77,7 +119,9 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
         for i, g in zip(sparse, reduced):
             out[i] = g
     replicas = context.num_replicas_in_sync
-    return out, {n: v / replicas if n in averaged else v for n, v in zip(names, tf.unstack(parts[-1]))}
+    summed = parts[len(packed)]
+    return (out, {n: v / replicas if n in averaged else v for n, v in zip(names, tf.unstack(summed, num=len(names)))},
+            parts[-1] if carried else None)
 
 
 def traced_collectives() -> list[dict]:

@@ -47,6 +47,11 @@ def test_slopes_are_fitted_from_5m_up_and_a_superlinear_stage_is_flagged(tmp_pat
     assert scale.parse_size("20M") == 20_000_000 and scale.parse_size("50K") == 50_000
     assert scale.shape(100_000_000) == {"interactions": 100_000_000, "users": 10_000_000, "items": 1_000_000}
     assert scale.shape(20_000_263)["users"] == 138_493
+    # a stage measured again alone (--prepare-only) is marked, by size and date
+    for n in sizes[1:]:
+        results["sizes"][scale.label(n)]["stages"]["train"]["measured_alone"] = "2026-11-30"
+    assert ("- train at 5M, 20M: measured alone on 2026-11-30 (`scale.py --prepare-only`"
+            in scale.write_report(results, tmp_path / "report").read_text())
 
 
 @pytest.mark.slow
@@ -71,3 +76,17 @@ def test_one_tiny_size_runs_the_real_pipeline_and_reports_every_stage(tmp_path):
     ray = run["ray"]
     assert ray["workers"] == 2 and len(ray["worker_peak_rss_gib"]) == 2  # both workers' processes were found
     assert all(0.2 < v < 8 for v in ray["worker_peak_rss_gib"]) and ray["epochs"][0]["examples_per_s"] > 0
+    # prepare alone again: only that stage's figures change, marked in the report; an unmeasured size is refused
+    common = ["--work", str(tmp_path / "work"), "--results", str(tmp_path / "scale.json"), "--report",
+              str(tmp_path / "report"), "--prepare-only"]
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "30K", *common],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    again = json.loads((tmp_path / "scale.json").read_text())["sizes"]["30K"]
+    assert again["stages"]["prepare"]["seconds"] > 0 and again["stages"]["prepare"]["measured_alone"]
+    assert {k: v for k, v in again["stages"].items() if k != "prepare"} == \
+        {k: v for k, v in run["stages"].items() if k != "prepare"}
+    assert "- prepare at 30K: measured alone on" in (tmp_path / "report" / "README.md").read_text()
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "40K", *common],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "has no 40K (has 30K)" in out.stderr

@@ -116,33 +116,34 @@ def test_manifest_records_schema_and_source(ml100k_dataset):
 
 
 def test_per_user_tables_folded_chunk_by_chunk_equal_one_pass_over_everything():
-    """Counts and per-user first values/latest timestamps folded lazily (_Folded: the pending chunks are merged
-    only once they outnumber the table) equal a single aggregate over all the rows, in order."""
-    from scaleout.data.prepare import _Counter, _Users
+    """Counts, per-user first values and latest timestamps folded lazily (_Folded: the pending rows are merged
+    only once they outnumber the table) equal a single pass over all the rows, in order; the vocabulary is by
+    count (descending), then id."""
+    from scaleout.data.prepare import _Users
 
     rng = np.random.default_rng(0)
     n, chunk = 30_000, 700
     users = np.char.add("u", rng.zipf(1.3, n).clip(max=5000).astype(str))
     table = pa.table({"user_id": users, "user_gender": rng.integers(0, 2, n).astype(bool),
                       "timestamp": rng.integers(0, 10**9, n)})
-    counter, per_user = _Counter(), _Users(table.schema)
+    per_user = _Users(table.schema)
     folds = 0
     for start in range(0, n, chunk):
-        part = table.slice(start, chunk)
         before = per_user.folded.table
-        counter.add(part.column("user_id"))
-        per_user.add(part)
+        per_user.add(table.slice(start, chunk))
         folds += per_user.folded.table is not before
     assert 1 < folds < n // chunk  # folded more than once, and not once per chunk
-    got = counter.result("user_id")
+    vocabulary, rows = per_user.result()
     want = pc.value_counts(table.column("user_id"))
-    assert dict(zip(got.column("user_id").to_pylist(), got.column("count").to_pylist())) == \
-        dict(zip(want.field("values").to_pylist(), want.field("counts").to_pylist()))
-    vocabulary = got.select(["user_id"])
-    rows = per_user.result(vocabulary).to_pylist()
+    counts = dict(zip(want.field("values").to_pylist(), want.field("counts").to_pylist()))
+    assert vocabulary.column("user_id").to_pylist() == sorted(counts, key=lambda u: (-counts[u], u))
+    assert vocabulary.column("count").to_pylist() == sorted(counts.values(), reverse=True)
+    assert vocabulary.schema.field("user_id").nullable  # as the format has always written it
     first, last = {}, {}
     for u, g, t in zip(users, table.column("user_gender").to_pylist(), table.column("timestamp").to_pylist()):
         first.setdefault(u, g)
         last[u] = max(last.get(u, t), t)
+    rows = rows.to_pylist()
     assert [r["user_id"] for r in rows] == vocabulary.column("user_id").to_pylist()
     assert all(r["user_gender"] == first[r["user_id"]] and r["last_timestamp"] == last[r["user_id"]] for r in rows)
+    assert list(rows[0]) == ["user_id", "user_gender", "last_timestamp"]

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 
 from scaleout.config import DataConfig
-from scaleout.data.synthetic import Synthetic
+from scaleout.data.synthetic import _SORTED_SEARCH_FROM, Synthetic, _draw, _power_law_cdf
 
 
 def test_chunks_are_bounded_deterministic_and_power_law():
@@ -28,3 +28,22 @@ def test_candidates_cover_every_item():
     items = source.items()
     assert items.num_rows == 50
     assert items.slice(3, 1).to_pylist() == [{"movie_id": "3", "movie_title": "item 3"}]
+
+
+def test_draws_from_a_large_table_are_searched_sorted_with_the_plain_search_s_answer():
+    rng = np.random.default_rng(3)
+    for n in (1_000, _SORTED_SEARCH_FROM + 1):  # searched directly, and sorted then put back in order
+        cdf = _power_law_cdf(n, 0.5)
+        u = np.concatenate([rng.random(20_000), [0.0, cdf[5], np.nextafter(1.0, 0.0)]])
+        got = _draw(cdf, u)
+        assert np.array_equal(got, np.searchsorted(cdf, u, side="right").clip(max=n - 1))
+        assert got.min() == 0 and got.max() < n
+
+
+def test_the_source_draws_every_movie_id_from_its_own_items():
+    """prepare skips the per-chunk check of movie ids against the items of a source built this way."""
+    cfg = DataConfig(source="synthetic", synthetic_users=300, synthetic_items=70, synthetic_interactions=5_000)
+    source = Synthetic(cfg)
+    ids = set(source.items().column("movie_id").to_pylist())
+    assert source.items_by_construction
+    assert all(set(b.column("movie_id").to_pylist()) <= ids for b in source.interactions(1_000))

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -30,3 +31,19 @@ def test_every_row_once_per_epoch_and_a_new_order_each_epoch(tmp_path):
     assert not np.array_equal(epochs[0], epochs[1])
     first = next(iter(ds))
     assert first["user_id"].dtype.name == "string" and first["user_id"].shape == (100,)
+
+
+def test_lookahead_gives_each_batch_the_next_one_s_column_across_passes(tmp_path):
+    files = shards(tmp_path, n=250, files=2)
+    plain = parquet_dataset(files, ["user_id", "x"], 100, shuffle_buffer=200, seed=5, drop_remainder=True,
+                            repeat=True)
+    ahead = parquet_dataset(files, ["user_id", "x"], 100, shuffle_buffer=200, seed=5, drop_remainder=True,
+                            repeat=True, lookahead=["x"])
+    want = [b["x"].numpy() for b in plain.take(13)]  # 5 batches a pass: past the second pass's end
+    got = list(ahead.take(12))
+    assert set(got[0]) == {"user_id", "x", "next_x"}
+    for i, b in enumerate(got):
+        np.testing.assert_array_equal(b["x"].numpy(), want[i])  # the same batches as without lookahead
+        np.testing.assert_array_equal(b["next_x"].numpy(), want[i + 1])
+    with pytest.raises(ValueError, match="lookahead columns need repeat and drop_remainder"):
+        parquet_dataset(files, ["x"], 100, seed=5, drop_remainder=True, lookahead=["x"])

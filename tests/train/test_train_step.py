@@ -1,8 +1,9 @@
 """The training step under two replicas: the replicas' gradients and logged values summed in one packed
 all-reduce (sparse gradients of small tables made dense, larger ones left sparse), global negatives by
-gathering candidate rows, several steps per tf.function call. After two steps the weights and the epoch's
-summed loss are the single process's over the same global batches. Runs in a fresh process: the two
-logical CPU devices must be set up before TensorFlow starts."""
+gathering candidate rows or by sending the next batch's rows ahead in that all-reduce, several steps per
+tf.function call. After two calls (of one or two steps) the weights and the epoch's summed loss are the
+single process's over the same global batches. Runs in a fresh process: the two logical CPU devices must be set up
+before TensorFlow starts."""
 
 import json
 import subprocess
@@ -24,7 +25,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from scaleout.config import ModelConfig
 from scaleout.train.model import build_model
 
-OPTIONS, DENSE_BYTES, STEPS_PER_CALL = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+OPTIONS, DENSE_BYTES, STEPS_PER_CALL, AHEAD = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 users, items = [f"u{i}" for i in range(20)], [f"i{i}" for i in range(30)]
 counts = np.arange(30) * 3 + 1
 rng = np.random.default_rng(0)
@@ -35,42 +36,68 @@ def data():  # two global batches of 8; under the strategy each replica takes 4 
     return tf.data.Dataset.from_tensor_slices(rows).batch(8)
 
 
+def ahead():  # the same batches, endless, each with the next one's candidate ids (as tfdata's lookahead gives)
+    following = data().repeat().skip(1).map(lambda b: b["movie_id"])
+    if AHEAD == "wrong":  # ids that are not the next batch's
+        following = following.map(lambda ids: tf.roll(ids, 1, axis=0))
+    return tf.data.Dataset.zip((data().repeat(), following)).map(lambda b, n: {**b, "next_movie_id": n})
+
+
 cfg = ModelConfig(embedding_dim=4, **OPTIONS)
 single = build_model(cfg, users, items, candidate_counts=counts)
 start = [w.copy() for w in single.get_weights()]
-want = single.fit(data(), epochs=1, verbose=0).history
+STEPS = 2 * STEPS_PER_CALL  # two calls of the train function: with rows sent ahead, the first gathers them
+want = single.fit(data().repeat(), epochs=1, steps_per_epoch=STEPS, verbose=0).history
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = build_model(cfg, users, items, candidate_counts=counts, steps_per_execution=STEPS_PER_CALL)
 model.dense_gradient_bytes = DENSE_BYTES
 model.set_weights(start)
-got = model.fit(data(), epochs=1, steps_per_epoch=2, verbose=0).history
+try:
+    got = model.fit(ahead() if AHEAD != "no" else data().repeat(), epochs=1, steps_per_epoch=STEPS, verbose=0).history
+except tf.errors.InvalidArgumentError as exc:
+    print(json.dumps({"error": exc.message}))
+    sys.exit(0)
 print(json.dumps({
-    "loss_sum": got["loss_sum"][0], "want_loss_sum": want["loss_sum"][0],
+    "loss_sum": got["loss_sum"], "want_loss_sum": want["loss_sum"], "global_rows_by": model.global_rows_by,
     "weight_diff": max(float(np.abs(g - w).max()) for g, w in zip(model.get_weights(), single.get_weights())),
-    "moved": max(float(np.abs(w - s).max()) for w, s in zip(single.get_weights(), start)),
-    "metrics": {k: v[0] for k, v in got.items() if k.startswith("factorized_top_k/")},
-    "want_metrics": {k: v[0] for k, v in want.items() if k.startswith("factorized_top_k/")},
+    "moved": max(float(np.abs(w.numpy() - s).max()) for w, s in zip(single.weights, start) if w.trainable),
+    "metrics": {k: v[-1] for k, v in got.items() if k.startswith("factorized_top_k/")},
+    "want_metrics": {k: v[-1] for k, v in want.items() if k.startswith("factorized_top_k/")},
 }))
 """
 
 ALL_OPTIONS = {"logq_correction": True, "remove_accidental_hits": True, "temperature": 0.5, "l2": 0.01}
 
 
-@pytest.mark.parametrize("options, dense_bytes, steps_per_call", [
-    ({}, 1 << 20, 1),  # sparse embedding gradients made dense, in the one packed all-reduce
-    ({}, 0, 2),  # left sparse (all-reduced on their own); two steps in one call
-    (ALL_OPTIONS, 1 << 20, 2),  # L2 makes the gradients dense; every loss option
-    ({"train_metrics": True, "top_ks": [1, 5]}, 1 << 20, 1),  # metric results averaged over the replicas
-], ids=["dense", "sparse-2-steps-a-call", "all-options", "train-metrics"])
-def test_two_replicas_take_the_single_process_steps(options, dense_bytes, steps_per_call):
-    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options), str(dense_bytes),
-                             str(steps_per_call)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+@pytest.mark.parametrize("options, dense_bytes, steps_per_call, ahead", [
+    ({}, 1 << 20, 1, "no"),  # sparse embedding gradients made dense, in the one packed all-reduce
+    ({}, 0, 2, "no"),  # left sparse (all-reduced on their own); two steps in one call
+    (ALL_OPTIONS, 1 << 20, 2, "no"),  # L2 makes the gradients dense; every loss option
+    ({"train_metrics": True, "top_ks": [1, 5]}, 1 << 20, 1, "no"),  # metric results averaged over the replicas
+    ({}, 1 << 20, 1, "yes"),  # rows sent ahead: the first call gathers, the three after use what was sent
+    (ALL_OPTIONS, 0, 2, "yes"),  # the same with every loss option, sparse gradients, two steps a call
+], ids=["dense", "sparse-2-steps-a-call", "all-options", "train-metrics", "rows-ahead", "rows-ahead-all-options"])
+def test_two_replicas_take_the_single_process_steps(options, dense_bytes, steps_per_call, ahead):
+    out = run_script(options, dense_bytes, steps_per_call, ahead)
     assert out["moved"] > 1e-3  # the steps changed the weights, so equal weights mean equal steps
     assert out["weight_diff"] < 1e-5 * out["moved"] + 1e-6, out
     assert out["loss_sum"] == pytest.approx(out["want_loss_sum"], rel=1e-5)
+    assert out["global_rows_by"] == ("sent ahead" if ahead == "yes" else "gathered")  # by the last step traced
     assert out["metrics"].keys() == out["want_metrics"].keys()
     for k, v in out["want_metrics"].items():
         assert out["metrics"][k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_rows_sent_ahead_for_another_batch_stop_the_step():
+    """Each step checks that the rows sent ahead hold its own batch's in its slot: a misaligned input fails
+    rather than training on wrong negatives."""
+    out = run_script({}, 1 << 20, 1, "wrong")
+    assert "the candidate rows sent ahead by the previous step do not match this batch" in out["error"]
+
+
+def run_script(options: dict, dense_bytes: int, steps_per_call: int, ahead: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options), str(dense_bytes),
+                             str(steps_per_call), ahead], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
