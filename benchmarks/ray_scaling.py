@@ -1,6 +1,7 @@
 """Ray Train scaling: one process, 1 Ray worker and 2 Ray workers on the same data and global batch, side by side.
 
     python benchmarks/ray_scaling.py --movielens ../shared/data/ml-100k
+    python benchmarks/ray_scaling.py --synthetic 2M --epochs 3   # MovieLens 20M's shape, larger tables
 
 Prepares MovieLens 100K, starts a local Ray instance with 2 CPUs, and trains at
 the default preset (`quality`: batch 1,024) and at the tutorial's batch of 8,192:
@@ -22,6 +23,11 @@ of a step, and where a 2-worker step's time goes:
 Ratios: 2 workers / one process (the goal is at least 0.8 at the default
 preset) and 2 workers / (2 x 1 worker) (scaling efficiency). Writes
 benchmarks/results/ray_scaling.json.
+
+With --synthetic N the data is the synthetic source at MovieLens 20M's shape
+(its users per interaction, 26,744 items), the default preset only: tables
+of tens of thousands of rows, whose gradients are what a step sends. Writes
+benchmarks/results/ray_scaling_synthetic-N.json.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from scaleout.tfenv import RUNTIME_ENV_VARS
 from scaleout.train.presets import configs
 
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
+ML20M = {"interactions": 20_000_263, "users": 138_493, "items": 26_744}
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
@@ -102,8 +109,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs of each run (default %(default)s)")
     parser.add_argument("--steps-per-execution", type=int, default=None,
                         help="steps per tf.function call (default: the training configuration's)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--synthetic", default=None, metavar="N",
+                        help="synthetic interactions at MovieLens 20M's shape (e.g. 2M) instead of MovieLens 100K")
+    parser.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} (with --synthetic N: "
+                                                               "ray_scaling_synthetic-N.json beside it)")
     args = parser.parse_args()
+    if args.synthetic:
+        text = args.synthetic.upper()
+        n = int(float(text.rstrip("KM")) * {"K": 10**3, "M": 10**6}.get(text[-1:], 1))
+        data_cfg = DataConfig(source="synthetic", synthetic_interactions=n, synthetic_items=ML20M["items"],
+                              synthetic_users=max(100, round(n * ML20M["users"] / ML20M["interactions"])),
+                              train_shards=2)
+        settings = {"default preset": SETTINGS["default preset"]}
+        title = (f"synthetic {args.synthetic} interactions (MovieLens 20M's shape: {data_cfg.synthetic_users:,} "
+                 f"users, {data_cfg.synthetic_items:,} items)")
+        out = args.out or RESULTS.with_name(f"ray_scaling_synthetic-{args.synthetic}.json")
+    else:
+        data_cfg = DataConfig(source="movielens", path=args.movielens, train_shards=2)
+        settings, title, out = SETTINGS, "MovieLens 100K", args.out or RESULTS
 
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -115,9 +138,9 @@ def main() -> None:
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = prepare(DataConfig(source="movielens", path=args.movielens, train_shards=2), Path(tmp) / "data")
+        dataset = prepare(data_cfg, Path(tmp) / "data")
         plans = {}
-        for label, (preset, train_over) in SETTINGS.items():
+        for label, (preset, train_over) in settings.items():
             spe = {"steps_per_execution": args.steps_per_execution} if args.steps_per_execution else {}
             model_cfg, train_cfg = configs(preset, train={"epochs": args.epochs, **train_over, **spe})
             variants = [("one process", "local", 1, {}), ("1 Ray worker", "ray", 1, {}),
@@ -188,18 +211,18 @@ def main() -> None:
             result["two_workers_over_one_process"] = round(
                 two["examples_per_second"] / runs["one process"]["examples_per_second"], 3)
 
-    print(f"\nRay Train on MovieLens 100K, {os.cpu_count()} CPUs: one process uses them all, each Ray worker 1; "
+    print(f"\nRay Train on {title}, {os.cpu_count()} CPUs: one process uses them all, each Ray worker 1; "
           f"{args.epochs} epochs, median examples/s of epochs 2+")
     for label, result in results.items():
         runs = result["runs"]
         print(f"\n{label} (global batch {result['batch_size']:,})")
-        print(f"{'':34}{'examples/s':>12}{'step ms':>10}{'steps/call':>12}{'collectives':>13}{'checkpoint s':>14}")
+        print(f"{'':34}{'examples/s':>12}{'step ms':>10}{'steps/call':>12}{'collectives':>16}{'checkpoint s':>14}")
         for name, run in runs.items():
             comm = run["collectives_per_step"]
             sizes = f"{len(comm)} ({sum(c['bytes'] or 0 for c in comm) / 1024:,.0f} KiB)" if comm else "-"
             ckpt = [s for s in run["checkpoint_write_seconds"] if s is not None]
             print(f"{name:34}{run['examples_per_second']:>12,.0f}{run['step_ms']:>10.1f}"
-                  f"{run['steps_per_execution']:>12}{sizes:>13}"
+                  f"{run['steps_per_execution']:>12}{sizes:>16}"
                   f"{(f'{statistics.median(ckpt):.2f}' if ckpt else '-'):>14}")
         two = runs["2 Ray workers"]
         comm_ms = sum(c["ms_alone"] for c in two["collectives_per_step"])
@@ -213,10 +236,10 @@ def main() -> None:
     for result in results.values():  # each epoch's examples/s (pooled runs: both), not every logged value
         for run in result["runs"].values():
             run["examples_per_second_by_epoch"] = [e["examples_per_second"] for e in run.pop("history")]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"scaleout_version": scaleout.__version__, "cpus": os.cpu_count(),
-                                    "epochs": args.epochs, "settings": results}, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"scaleout_version": scaleout.__version__, "cpus": os.cpu_count(), "data": title,
+                               "epochs": args.epochs, "settings": results}, indent=2) + "\n")
+    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.ranking import RankTopK
-from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, own_first,
+from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, gradient_form, own_first,
                                      replicas_in_sync, rows_from_floats, slot_rows, traced_collectives)
 from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_tower,
                                    item_embedding, query_embeddings, query_tower, uses_history,
@@ -84,6 +84,8 @@ class TwoTowerModel(tfrs.Model):
         # train_step reduces what it logs itself, in the one collective of its gradients (see train_step).
         self.distribute_reduction_method = "first"
         self.dense_gradient_bytes = DENSE_GRADIENT_BYTES
+        self.slot_sparse_gradients = True  # see replicas.all_reduce_step (tests turn it off to test the rest)
+        self.gradient_forms: dict = {}
         # What one training step sends between replicas, as JSON (a list attribute would be tracked by Keras).
         self.collectives_json = "[]"
         # Under several replicas with global negatives, given the next batch's candidate ids (NEXT_CANDIDATES,
@@ -212,11 +214,15 @@ class TwoTowerModel(tfrs.Model):
         replicas = replicas_in_sync()
         if replicas > 1:
             # Summed, as one process's over the global batch would be; metric results averaged (every replica
-            # counts as many examples).
+            # counts as many examples). How each gradient travels is kept, as traced (tests read it).
+            self.gradient_forms = {v.name: gradient_form(g, v, replicas, self.dense_gradient_bytes,
+                                                         self.slot_sparse_gradients)
+                                   for g, v in zip(gradients, variables)}
             ahead = self.exchanges_rows and NEXT_CANDIDATES in inputs
             carry = slot_rows(self.candidate_row(inputs[NEXT_CANDIDATES])) if ahead else None
             gradients, shown, carried = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
-                                                        averaged=frozenset(m.name for m in metrics), carry=carry)
+                                                        averaged=frozenset(m.name for m in metrics), carry=carry,
+                                                        slots=self.slot_sparse_gradients)
             if ahead:
                 self.sent_rows.assign(rows_from_floats(carried))
         if self.cfg.l2:

@@ -2,10 +2,12 @@
 
 On a CPU cluster every collective costs milliseconds whatever its size (about
 2.5 ms between two workers on one host, over gRPC), so a step's cost under
-several workers is mostly how many it runs. A step here runs one: every
-gradient and logged value, and the next batch's candidate rows
-(``slot_rows`` / ``rows_from_floats``), in one packed all-reduce
-(``all_reduce_step``); the global batch's rows were sent by the step before.
+several workers is mostly how many it runs, then how much it sends. A step here
+runs one: every gradient (an embedding table's as the rows the replicas'
+batches looked up where that is smaller than the table: ``slot_values``),
+every logged value, and the next batch's candidate rows (``slot_rows`` /
+``rows_from_floats``), in one packed all-reduce (``all_reduce_step``); the
+global batch's rows were sent by the step before.
 The first step of a fit, with no step before it, gathers its own rows first
 (``global_batch``): two. ``traced_collectives`` lists what a traced step
 really sends, so a run can show it (train.json) and a test can hold it to one.
@@ -36,6 +38,13 @@ def _slot_padding(values: tf.Tensor):
 ROW_BITS = 12  # a row travels as two float32s, row >> 12 and row & 4095: exact below 2^36 rows
 
 
+def slot_values(values: tf.Tensor) -> tf.Tensor:
+    """This replica's ``values`` ``[b, ...]`` in its slot of the global batch, flat: ``[b * replicas * ...]``,
+    zero outside the slot (their sum over the replicas is every replica's values, replica-major)."""
+    padding, _ = _slot_padding(values)
+    return tf.reshape(tf.pad(values, padding), [-1])
+
+
 def slot_rows(rows: tf.Tensor) -> tf.Tensor:
     """This replica's candidate rows ``[b]`` (int64), in its slot of the global batch, as the floats that
     ``all_reduce_step`` can sum with the gradients: ``[2 * b * replicas]``, zero outside the slot."""
@@ -60,7 +69,10 @@ def own_first(gathered: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
         gathered[before:before + rows], values,
         message="the candidate rows sent ahead by the previous step do not match this batch")
     with tf.control_dependencies([check]):
-        return tf.roll(gathered, shift=-before, axis=0)
+        turned = tf.roll(gathered, shift=-before, axis=0)
+    if values.shape[0] is not None:  # a static batch gives a static global batch (see all_reduce_step's slots)
+        turned = tf.ensure_shape(turned, [values.shape[0] * replicas_in_sync()])
+    return turned
 
 
 def global_batch(values: tf.Tensor) -> tf.Tensor:
@@ -84,44 +96,74 @@ def global_batch(values: tf.Tensor) -> tf.Tensor:
     return tf.roll(gathered, shift=-before, axis=0)
 
 
+def gradient_form(g, v, replicas: int, dense_bytes: int = DENSE_GRADIENT_BYTES, slots: bool = True) -> str | None:
+    """How ``all_reduce_step`` sends gradient ``g`` of variable ``v``: "dense"; a sparse one as "slots" (every
+    replica's rows and values), "made dense" or "sparse" (a collective of its own); None for no gradient."""
+    if g is None:
+        return None
+    if not isinstance(g, tf.IndexedSlices):
+        return "dense"
+    rows, width = g.values.shape[0], v.shape.num_elements() // v.shape[0]
+    if slots and rows is not None and replicas * rows * (width + 2) < v.shape.num_elements():
+        return "slots"
+    return "sparse" if v.shape.num_elements() * v.dtype.size > dense_bytes else "made dense"
+
+
 def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor],
                     dense_bytes: int = DENSE_GRADIENT_BYTES, averaged: frozenset = frozenset(),
-                    carry: tf.Tensor | None = None):
+                    carry: tf.Tensor | None = None, slots: bool = True):
     """(gradients, shown, carried) summed over the replicas, the ``averaged`` names of ``shown`` averaged
     instead; ``carried`` is the sum of ``carry`` (a float32 vector; None without it).
 
-    One all-reduce of every dense gradient, every sparse one whose table is at
-    most ``dense_bytes`` (made dense), the scalars of ``shown`` and ``carry``;
-    one more per larger sparse gradient (the strategy's own sparse all-reduce).
+    One all-reduce of every dense gradient, the scalars of ``shown``, ``carry``
+    and the sparse gradients (an embedding table's: the rows a batch looked up)
+    in the cheapest form that fits in it: with ``slots``, a sparse gradient of a
+    fixed number of rows whose rows and values from every replica (each in its
+    slot, its row ids as floats) are fewer floats than its table travels so, and
+    arrives as the replicas' slices side by side (the optimizer and the row L2
+    sum rows that repeat); else one whose table is at most ``dense_bytes`` is made
+    dense. One more collective per larger sparse gradient of a varying number of
+    rows (the strategy's own sparse all-reduce).
     """
     context = tf.distribute.get_replica_context()
-    packed, sparse = [], []
+    replicas = context.num_replicas_in_sync
+    packed, slotted, sparse = [], [], []
     for i, (g, v) in enumerate(zip(gradients, variables)):
-        if g is None:
-            continue
-        if isinstance(g, tf.IndexedSlices):
-            if v.shape.num_elements() * v.dtype.size > dense_bytes:
-                sparse.append(i)
-                continue
-            g = tf.math.unsorted_segment_sum(g.values, g.indices, v.shape[0])
-        packed.append((i, g))
+        form = gradient_form(g, v, replicas, dense_bytes, slots)
+        if form == "slots":
+            slotted.append((i, g))
+        elif form == "sparse":
+            sparse.append(i)
+        elif form == "made dense":
+            packed.append((i, tf.math.unsorted_segment_sum(g.values, g.indices, v.shape[0])))
+        elif form == "dense":
+            packed.append((i, g))
     names = list(shown)
-    carried = [] if carry is None else [carry]
-    flat = tf.concat([tf.reshape(g, [-1]) for _, g in packed] + [tf.stack([shown[n] for n in names])] + carried,
-                     axis=0)
-    parts = tf.split(context.all_reduce(tf.distribute.ReduceOp.SUM, flat),
-                     [g.shape.num_elements() for _, g in packed] + [len(names)] + [tf.size(c) for c in carried])
+    pieces = [tf.reshape(g, [-1]) for _, g in packed]
+    for _, g in slotted:
+        pieces += [slot_values(g.values), slot_rows(g.indices)]
+    pieces.append(tf.stack([shown[n] for n in names]))
+    pieces += [] if carry is None else [carry]
+    sizes = [g.shape.num_elements() for _, g in packed]
+    for _, g in slotted:
+        sizes += [replicas * g.values.shape.num_elements(), 2 * replicas * g.values.shape[0]]
+    sizes += [len(names)] + ([] if carry is None else [tf.size(carry)])
+    parts = tf.split(context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(pieces, axis=0)), sizes)
     out = list(gradients)
     for (i, g), part in zip(packed, parts):
         out[i] = tf.reshape(part, g.shape)
+    at = len(packed)
+    for i, g in slotted:
+        values = tf.reshape(parts[at], [replicas * g.values.shape[0]] + g.values.shape[1:].as_list())
+        out[i] = tf.IndexedSlices(values, tf.cast(rows_from_floats(parts[at + 1]), g.indices.dtype), g.dense_shape)
+        at += 2
     if sparse:
         reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, [gradients[i] for i in sparse])
         for i, g in zip(sparse, reduced):
             out[i] = g
-    replicas = context.num_replicas_in_sync
-    summed = parts[len(packed)]
+    summed = parts[at]
     return (out, {n: v / replicas if n in averaged else v for n, v in zip(names, tf.unstack(summed, num=len(names)))},
-            parts[-1] if carried else None)
+            parts[-1] if carry is not None else None)
 
 
 def traced_collectives() -> list[dict]:

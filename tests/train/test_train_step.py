@@ -26,6 +26,7 @@ from scaleout.config import ModelConfig
 from scaleout.train.model import build_model
 
 OPTIONS, DENSE_BYTES, STEPS_PER_CALL, AHEAD = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+SLOTS = sys.argv[5] == "slots"
 users, items = [f"u{i}" for i in range(20)], [f"i{i}" for i in range(30)]
 counts = np.arange(30) * 3 + 1
 rng = np.random.default_rng(0)
@@ -33,7 +34,7 @@ rows = {"user_id": rng.choice(users, 16).astype(object), "movie_id": rng.choice(
 
 
 def data():  # two global batches of 8; under the strategy each replica takes 4 rows of each
-    return tf.data.Dataset.from_tensor_slices(rows).batch(8)
+    return tf.data.Dataset.from_tensor_slices(rows).batch(8, drop_remainder=True)  # static shapes, as on Ray
 
 
 def ahead():  # the same batches, endless, each with the next one's candidate ids (as tfdata's lookahead gives)
@@ -52,6 +53,7 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = build_model(cfg, users, items, candidate_counts=counts, steps_per_execution=STEPS_PER_CALL)
 model.dense_gradient_bytes = DENSE_BYTES
+model.slot_sparse_gradients = SLOTS
 model.set_weights(start)
 try:
     got = model.fit(ahead() if AHEAD != "no" else data().repeat(), epochs=1, steps_per_epoch=STEPS, verbose=0).history
@@ -60,6 +62,7 @@ except tf.errors.InvalidArgumentError as exc:
     sys.exit(0)
 print(json.dumps({
     "loss_sum": got["loss_sum"], "want_loss_sum": want["loss_sum"], "global_rows_by": model.global_rows_by,
+    "forms": sorted({f for n, f in model.gradient_forms.items() if "embeddings" in n}),
     "weight_diff": max(float(np.abs(g - w).max()) for g, w in zip(model.get_weights(), single.get_weights())),
     "moved": max(float(np.abs(w.numpy() - s).max()) for w, s in zip(single.weights, start) if w.trainable),
     "metrics": {k: v[-1] for k, v in got.items() if k.startswith("factorized_top_k/")},
@@ -70,20 +73,27 @@ print(json.dumps({
 ALL_OPTIONS = {"logq_correction": True, "remove_accidental_hits": True, "temperature": 0.5, "l2": 0.01}
 
 
-@pytest.mark.parametrize("options, dense_bytes, steps_per_call, ahead", [
-    ({}, 1 << 20, 1, "no"),  # sparse embedding gradients made dense, in the one packed all-reduce
-    ({}, 0, 2, "no"),  # left sparse (all-reduced on their own); two steps in one call
-    (ALL_OPTIONS, 1 << 20, 2, "no"),  # L2 makes the gradients dense; every loss option
-    ({"train_metrics": True, "top_ks": [1, 5]}, 1 << 20, 1, "no"),  # metric results averaged over the replicas
-    ({}, 1 << 20, 1, "yes"),  # rows sent ahead: the first call gathers, the three after use what was sent
-    (ALL_OPTIONS, 0, 2, "yes"),  # the same with every loss option, sparse gradients, two steps a call
-], ids=["dense", "sparse-2-steps-a-call", "all-options", "train-metrics", "rows-ahead", "rows-ahead-all-options"])
-def test_two_replicas_take_the_single_process_steps(options, dense_bytes, steps_per_call, ahead):
-    out = run_script(options, dense_bytes, steps_per_call, ahead)
+@pytest.mark.parametrize("options, dense_bytes, steps_per_call, ahead, sparse, forms", [
+    # the embedding tables' gradients: made dense, in the one packed all-reduce
+    ({}, 1 << 20, 1, "no", "no-slots", ["made dense"]),
+    # left sparse (the strategy's own all-reduce of them); two steps in one call
+    ({}, 0, 2, "no", "no-slots", ["sparse"]),
+    # every replica's rows and values in its slot of the packed all-reduce (fewer floats than the tables)
+    ({}, 1 << 20, 1, "no", "slots", ["slots"]),
+    (ALL_OPTIONS, 1 << 20, 2, "no", "slots", ["slots"]),  # every loss option (L2 sums the repeated rows)
+    ({"train_metrics": True, "top_ks": [1, 5]}, 1 << 20, 1, "no", "slots", ["slots"]),  # metric results averaged
+    # rows sent ahead: the first call gathers, the calls after use what was sent
+    ({}, 1 << 20, 1, "yes", "slots", ["slots"]),
+    (ALL_OPTIONS, 0, 2, "yes", "no-slots", ["sparse"]),
+], ids=["made-dense", "sparse-2-steps-a-call", "slots", "slots-all-options", "train-metrics", "rows-ahead",
+        "rows-ahead-all-options-sparse"])
+def test_two_replicas_take_the_single_process_steps(options, dense_bytes, steps_per_call, ahead, sparse, forms):
+    out = run_script(options, dense_bytes, steps_per_call, ahead, sparse)
     assert out["moved"] > 1e-3  # the steps changed the weights, so equal weights mean equal steps
     assert out["weight_diff"] < 1e-5 * out["moved"] + 1e-6, out
     assert out["loss_sum"] == pytest.approx(out["want_loss_sum"], rel=1e-5)
     assert out["global_rows_by"] == ("sent ahead" if ahead == "yes" else "gathered")  # by the last step traced
+    assert out["forms"] == forms
     assert out["metrics"].keys() == out["want_metrics"].keys()
     for k, v in out["want_metrics"].items():
         assert out["metrics"][k] == pytest.approx(v, abs=1e-6), k
@@ -92,12 +102,12 @@ def test_two_replicas_take_the_single_process_steps(options, dense_bytes, steps_
 def test_rows_sent_ahead_for_another_batch_stop_the_step():
     """Each step checks that the rows sent ahead hold its own batch's in its slot: a misaligned input fails
     rather than training on wrong negatives."""
-    out = run_script({}, 1 << 20, 1, "wrong")
+    out = run_script({}, 1 << 20, 1, "wrong", "slots")
     assert "the candidate rows sent ahead by the previous step do not match this batch" in out["error"]
 
 
-def run_script(options: dict, dense_bytes: int, steps_per_call: int, ahead: str) -> dict:
+def run_script(options: dict, dense_bytes: int, steps_per_call: int, ahead: str, sparse: str) -> dict:
     result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options), str(dense_bytes),
-                             str(steps_per_call), ahead], capture_output=True, text=True)
+                             str(steps_per_call), ahead, sparse], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
