@@ -345,7 +345,6 @@ def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg
 
     from scaleout.tfenv import tf
     from scaleout.train.model import build_for_dataset
-    from scaleout.train.towers import CANDIDATE_FEATURE
 
     path, state = found
     model = build_for_dataset(model_cfg, dataset, tables)
