@@ -174,8 +174,9 @@ class GpuBruteForce:
         One query is a matrix-vector product with the candidates as the matrix. As a matrix product of a
         single row it may be padded to cuBLAS's tile height: on an H200, 10M x 64 fp32 took 1.52 ms a query
         with the grouped top k, about the 1.6 ms that 64 rows' arithmetic needs at 51 TFLOP/s, against 0.53
-        ms to read the candidates. Not yet timed apart from the top k on a GPU (h200.json ran it with
-        torch.topk, 1.63 ms); a guess until then."""
+        ms to read the candidates. Not yet timed apart from the top k on a GPU (the H200 run of 2026-11-29:
+        1.63 ms with torch.topk; of 2026-11-30, h200.json: 1.60 ms eager, 1.53 ms as a CUDA graph); a guess
+        until then."""
         torch = self.torch
         x = self.x[c0:c1]
         widen = self.dtype == "bfloat16" and self.scores == "float32"
