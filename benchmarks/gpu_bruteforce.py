@@ -16,7 +16,8 @@ Python 3.12): it imports only scaleout's NumPy parts. In one run:
    queries/s at batch 64, 1024 and 16384, at k=10, with the host-to-device
    copy, scoring, top k and copy back inside the time; once eagerly (a kernel
    launch per step) and once replaying a CUDA graph of the whole search
-   (PyTorch). Beside each figure its floor: max(candidate bytes / bandwidth,
+   (PyTorch; each batch's fastest plan of the search, timed by its replays:
+   the one-query score product's form, the top-k way, the tile size). Beside each figure its floor: max(candidate bytes / bandwidth,
    2·batch·N·d FLOP / matrix rate).
 3. **The other array libraries' paths** (JAX, CuPy) on the first dataset:
    the same answers as PyTorch's, and their one-query latency.
@@ -191,6 +192,7 @@ def gpu_records(index, name, train, queries, true_scores, cfg, fl, graphs: bool)
                                 "1024": measure.throughput(lambda q, k: graphed.search(q, k), queries, 100, 1024,
                                                            cfg["seconds"])[0]}}}
             rec["graph"]["vs_floor"] = against_floor(rec["graph"], fl)
+            rec["graph"]["plans"] = dict(index.tuned)  # per "<batch>x<k>": the plan chosen and every plan's replay
         except Exception as exc:  # a failed capture is a finding, not the end of the run
             log.warning("%s %s: CUDA graph path failed: %s", name, index.dtype, exc)
             rec["graph_error"] = f"{type(exc).__name__}: {exc}"

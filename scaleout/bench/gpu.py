@@ -12,6 +12,7 @@ CuPy has no bf16 and reports it unsupported.
 from __future__ import annotations
 
 import importlib.util
+import typing
 
 import numpy as np
 
@@ -22,6 +23,36 @@ GROUPED_ABOVE = 1 << 12
 GROUPED_MAX_ROWS = 1 << 30
 GROUP = 128
 SMALL_SORT = 4096  # PyTorch sorts rows of up to 4,096 in one kernel (bitonic, in shared memory)
+BLOCK = 1024  # the "blocks" top k: the best k of every BLOCK columns (one batched launch), then of those
+# A captured search's plan is chosen by timing its CUDA-graph replays (GpuBruteForce.graphed): tiles of at most
+# L2_TILES scores (so a tile's scores may stay in the GPU's L2 cache between the matmul and the top k) are tried
+# where that makes at most MAX_TILES tiles; no choice is timed where one search takes over TUNE_SECONDS.
+L2_TILES = (1 << 22, 1 << 24)
+MAX_TILES = 1024
+SPREAD = 8  # the "x@Q8" form: SPREAD candidates per row of a matrix product against SPREAD copies of the query
+TUNE_SECONDS = 0.1
+TOP_K_WAYS = ("torch", "grouped", "blocks")
+
+
+class Plan(typing.NamedTuple):
+    """How a PyTorch search runs: the form of a one-query score product ("mv": matrix-vector; "x@q": the
+    candidates times the query as a column; "q@x": the query row times the candidates; "x@Q8": the candidates
+    as rows of SPREAD candidates times a block-diagonal matrix of SPREAD copies of the query, a matrix product
+    whose kernel reads long rows), the top k of wide rows
+    ("auto": group maxima or torch.topk by GROUPED_ABOVE / GROUPED_MAX_ROWS; or one of TOP_K_WAYS), and the most
+    scores in one tile (None: SCORES_PER_TILE)."""
+
+    one_row: str = "mv"
+    top_k: str = "auto"
+    tile: int | None = None
+
+    def chunk(self, batch: int, k: int) -> int:
+        """Candidates per tile for a batch of queries."""
+        return max(k, (SCORES_PER_TILE if self.tile is None else self.tile) // max(1, batch))
+
+    def name(self, batch: int) -> str:
+        tile = "" if self.tile is None else f", tiles of {self.tile:,} scores"
+        return (f"{self.one_row}, " if batch == 1 else "") + f"top k {self.top_k}" + tile
 
 
 def _present(module: str) -> bool:
@@ -112,6 +143,8 @@ class GpuBruteForce:
         if backend == "cupy" and on_cpu:
             raise NotImplementedError("CuPy has no CPU device")
         self.backend, self.dtype, self.n, self.on_cpu = backend, dtype, len(train), on_cpu
+        self.plan = Plan()  # how an eager PyTorch search runs
+        self.tuned: dict[str, dict] = {}  # per "<batch>x<k>": the plan each captured search chose, and why
         getattr(self, f"_init_{backend}")(train)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
@@ -167,34 +200,53 @@ class GpuBruteForce:
                 torch.mm(self.x[:2], self.x[:2].T, out_dtype=torch.float32)
             except (RuntimeError, TypeError, NotImplementedError):
                 self.scores = "bfloat16"
+        if self._widen:
+            self.plan = Plan(one_row="x@q")  # torch.mv has no fp32 output for bf16 inputs
 
-    def _tile_scores(self, q, c0, c1):
+    @property
+    def _widen(self) -> bool:
+        return self.dtype == "bfloat16" and self.scores == "float32"
+
+    def _tile_scores(self, q, c0, c1, one_row="mv"):
         """Scores [b, c1 - c0] (fp32) of device queries q against candidates c0:c1.
 
-        One query is a matrix-vector product with the candidates as the matrix. As a matrix product of a
-        single row it may be padded to cuBLAS's tile height: on an H200, 10M x 64 fp32 took 1.52 ms a query
-        with the grouped top k, about the 1.6 ms that 64 rows' arithmetic needs at 51 TFLOP/s, against 0.53
-        ms to read the candidates. Not yet timed apart from the top k on a GPU (the H200 run of 2026-11-29:
-        1.63 ms with torch.topk; of 2026-11-30, h200.json: 1.60 ms eager, 1.53 ms as a CUDA graph); a guess
-        until then."""
+        One query is a matrix-vector product, in the form ``one_row`` names (Plan). Which form reads the
+        candidates fastest is the library's choice of kernel: on an H200, 10M x 64 fp32 through torch.mv took
+        1.53 ms a query as a CUDA graph (h200.json of 2026-11-30) against 0.53 ms to read the candidates, while
+        bf16 through torch.mm(x, q.T) took 0.47 ms against 0.27. So a captured search times every form
+        (``graphed``) and keeps the fastest."""
         torch = self.torch
         x = self.x[c0:c1]
-        widen = self.dtype == "bfloat16" and self.scores == "float32"
+        widen = self._widen
         if len(q) == 1:
-            if widen:
-                return torch.mm(x, q.T, out_dtype=torch.float32).T
-            return torch.mv(x, q[0]).float().unsqueeze(0)
+            if one_row == "x@Q8" and len(x) >= SPREAD:
+                head = len(x) // SPREAD * SPREAD
+                spread = torch.block_diag(*[q.T] * SPREAD)  # [SPREAD * dim, SPREAD]
+                wide = x[:head].reshape(head // SPREAD, SPREAD * x.shape[1])
+                s = (torch.mm(wide, spread, out_dtype=torch.float32) if widen else torch.mm(wide, spread).float())
+                s = s.reshape(1, head)
+                if head < len(x):
+                    s = torch.cat([s, self._tile_scores(q, c0 + head, c1, "x@q")], 1)
+                return s
+            if one_row == "mv" and not widen:
+                return torch.mv(x, q[0]).float().unsqueeze(0)
+            if one_row == "q@x":
+                return torch.mm(q, x.T, out_dtype=torch.float32) if widen else torch.mm(q, x.T).float()
+            if one_row not in ("x@q", "mv", "x@Q8"):
+                raise ValueError(f"one-query form {one_row!r}: expected mv, x@q, q@x or x@Q8")
+            return (torch.mm(x, q.T, out_dtype=torch.float32) if widen else torch.mm(x, q.T).float()).T
         if widen:
             return torch.mm(q, x.T, out_dtype=torch.float32)
         return (q @ x.T).float()
 
-    def _top_k_torch(self, q, k, chunk):
+    def _top_k_torch(self, q, k, chunk, plan=None):
         """rows [b, k] (device, int64) of the k best candidates for device queries q, best first."""
         torch = self.torch
+        plan = plan or self.plan
         scores, rows = [], []
         for c0 in range(0, self.n, chunk):
             c1 = min(self.n, c0 + chunk)
-            s, i = self._top_k_wide(self._tile_scores(q, c0, c1), min(k, c1 - c0))
+            s, i = self._top_k_wide(self._tile_scores(q, c0, c1, plan.one_row), min(k, c1 - c0), plan.top_k)
             scores.append(s)
             rows.append(i + c0 if c0 else i)
         if len(scores) == 1:
@@ -202,7 +254,7 @@ class GpuBruteForce:
         s, j = torch.topk(torch.cat(scores, 1), k, dim=1)
         return torch.gather(torch.cat(rows, 1), 1, j)
 
-    def _top_k_wide(self, s, k):
+    def _top_k_wide(self, s, k, way="auto"):
         """(scores, columns) of the k best of each row of s [b, w], best first.
 
         torch.topk's radix select over a wide row runs in one thread block and launches several kernels
@@ -214,15 +266,32 @@ class GpuBruteForce:
         has a maximum at least the k-th best, and at most k - 1 groups have a higher one. Every shape is
         fixed, so the search can be captured in a CUDA graph. Batches of more than GROUPED_MAX_ROWS rows
         (which keep the GPU busy through torch.topk alone) and k of SMALL_SORT or more take torch.topk.
+
+        ``way`` other than "auto" forces one way where the shape allows it: "torch" (torch.topk), "grouped"
+        (the above), or "blocks": the best k of every BLOCK columns in one batched torch.topk (a block per
+        thread block, so one row of a million keeps a thousand of them busy), then the best k of those k per
+        block the same way. Exact for the same reason: each of the k best is among its own block's k best.
         """
         torch = self.torch
         b, w = s.shape
         if w <= SMALL_SORT:
             v, j = torch.sort(s, dim=1, descending=True)
             return v[:, :k], j[:, :k]
+        if way == "blocks" and 2 * k <= BLOCK and w >= 2 * BLOCK:
+            blocks = w // BLOCK
+            head = blocks * BLOCK
+            v, j = torch.topk(s[:, :head].reshape(b, blocks, BLOCK), k, dim=2)  # [b, blocks, k]
+            cols = (j + torch.arange(0, head, BLOCK, device=s.device).unsqueeze(1)).reshape(b, blocks * k)
+            v = v.reshape(b, blocks * k)
+            if head < w:  # the last, partial block: every column of it
+                v = torch.cat([v, s[:, head:]], 1)
+                cols = torch.cat([cols, torch.arange(head, w, device=s.device).expand(b, w - head)], 1)
+            top, j = self._top_k_wide(v, k, way)
+            return top, torch.gather(cols, 1, j)
         group = max(GROUP, -(-w // SMALL_SORT))
         groups = w // group
-        if w <= GROUPED_ABOVE or b > GROUPED_MAX_ROWS or groups <= k or k * group >= w:
+        plain = w <= GROUPED_ABOVE or b > GROUPED_MAX_ROWS if way == "auto" else way != "grouped"
+        if plain or groups <= k or k * group >= w:
             return torch.topk(s, k, dim=1)
         head = groups * group
         maxima = s[:, :head].reshape(b, groups, group).amax(dim=2)  # [b, groups <= SMALL_SORT]
@@ -230,7 +299,7 @@ class GpuBruteForce:
         cols = (best_groups.unsqueeze(2) * group + torch.arange(group, device=s.device)).reshape(b, k * group)
         if head < w:  # the last, partial group: every column of it
             cols = torch.cat([cols, torch.arange(head, w, device=s.device).expand(b, w - head)], 1)
-        top, j = self._top_k_wide(torch.gather(s, 1, cols), k)
+        top, j = self._top_k_wide(torch.gather(s, 1, cols), k, way)
         return top, torch.gather(cols, 1, j)
 
     def _search_torch(self, queries, k, chunk):
@@ -239,30 +308,105 @@ class GpuBruteForce:
             q = torch.from_numpy(np.ascontiguousarray(queries, np.float32)).to(self.device).to(self.dt)
             return self._top_k_torch(q, k, chunk).cpu().numpy()
 
-    def graphed(self, batch: int, k: int):
+    def plans(self, batch: int, k: int) -> list[Plan]:
+        """The plans a captured search of [batch] queries for k times, the eager search's first: for one query
+        every score form, for any batch every top-k way, and L2-sized tiles where they make few enough."""
+        forms = ((() if self._widen else ("mv",)) + ("x@q", "q@x", "x@Q8")) if batch == 1 else (self.plan.one_row,)
+        tiles = [None]
+        for tile in L2_TILES:
+            small = Plan(tile=tile).chunk(batch, k)
+            if small < min(self.n, Plan().chunk(batch, k)) and -(-self.n // small) <= MAX_TILES:
+                tiles.append(tile)
+        out = [self.plan]
+        for form in forms:
+            for way in TOP_K_WAYS:
+                for tile in tiles:
+                    if (plan := Plan(form, way, tile)) not in out:
+                        out.append(plan)
+        return out
+
+    def tune(self, batch: int, k: int, timer) -> Plan:
+        """The plan that ``timer(plan) -> seconds`` finds fastest for [batch] queries and k, recorded in
+        ``self.tuned``; the eager search's plan alone where one of its searches takes over TUNE_SECONDS."""
+        first = timer(self.plan)
+        seconds, best, failed = {self.plan.name(batch): first}, (first, self.plan), {}
+        if first <= TUNE_SECONDS:
+            for plan in self.plans(batch, k)[1:]:
+                try:
+                    seconds[plan.name(batch)] = t = timer(plan)
+                except Exception as exc:  # a plan the library cannot run (or capture) is left out, by name
+                    failed[plan.name(batch)] = f"{type(exc).__name__}: {exc}"[:300]
+                    continue
+                best = min(best, (t, plan), key=lambda e: e[0])
+        self.tuned[f"{batch}x{k}"] = {
+            "plan": best[1]._asdict(), "name": best[1].name(batch), "seconds": seconds, "failed": failed,
+            "timed": "every plan" if first <= TUNE_SECONDS else f"the default only (over {TUNE_SECONDS} s a search)"}
+        return best[1]
+
+    def search_with(self, plan: Plan, queries: np.ndarray, k: int) -> np.ndarray:
+        """An eager PyTorch search through ``plan``."""
+        chunk = plan.chunk(len(queries), k)
+        torch = self.torch
+        with torch.inference_mode():
+            q = torch.from_numpy(np.ascontiguousarray(queries, np.float32)).to(self.device).to(self.dt)
+            return self._top_k_torch(q, k, chunk, plan).cpu().numpy()
+
+    def graphed(self, batch: int, k: int, tune: bool = True):
         """``search(queries [batch, dim]) -> rows [batch, k]`` replaying one CUDA graph of the whole search
         (every tile's matmul and top k, and the merge): one launch instead of one per kernel. The queries go
-        through a pinned host buffer; the copies in and out are in the time as in ``search``. PyTorch on a
-        GPU only."""
+        through a pinned host buffer; the copies in and out are in the time as in ``search``. With ``tune``,
+        every plan of ``plans`` is captured and its replays timed (on random queries), and the fastest kept
+        (``self.tuned`` says which and why). PyTorch on a GPU only."""
         if self.backend != "torch" or self.on_cpu:
             raise NotImplementedError("CUDA graphs: PyTorch on a GPU only")
         torch = self.torch
-        chunk = max(k, SCORES_PER_TILE // batch)
         dim = self.x.shape[1]
         host_q = torch.empty((batch, dim), dtype=torch.float32, pin_memory=True)
         host_rows = torch.empty((batch, k), dtype=torch.int64, pin_memory=True)
-        dev_q = torch.zeros((batch, dim), dtype=torch.float32, device="cuda")
-        with torch.inference_mode():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up outside the graph: cuBLAS picks its kernels and workspace
-                for _ in range(2):
-                    self._top_k_torch(dev_q.to(self.dt), k, chunk)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                dev_rows = self._top_k_torch(dev_q.to(self.dt), k, chunk)
-        torch.cuda.synchronize()
+        dev_q = torch.randn((batch, dim), dtype=torch.float32, device="cuda")
+        captured = {}
+
+        def capture(plan):
+            chunk = plan.chunk(batch, k)
+            with torch.inference_mode():
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up outside the graph: cuBLAS picks its kernels and workspace
+                    for _ in range(2):
+                        self._top_k_torch(dev_q.to(self.dt), k, chunk, plan)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    rows = self._top_k_torch(dev_q.to(self.dt), k, chunk, plan)
+            torch.cuda.synchronize()
+            return graph, rows
+
+        def timer(plan):
+            graph, rows = capture(plan)
+            graph.replay()
+            times = []
+            for _ in range(7):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                graph.replay()
+                b.record()
+                torch.cuda.synchronize()
+                times.append(a.elapsed_time(b) / 1e3)
+            seconds = sorted(times)[len(times) // 2]
+            if not captured or seconds < captured["seconds"]:  # keep the fastest graph only
+                captured.clear()
+                captured.update(seconds=seconds, graph=graph, rows=rows)
+            del graph, rows
+            torch.cuda.empty_cache()
+            return seconds
+
+        if tune:
+            self.tune(batch, k, timer)
+        else:
+            timer(self.plan)
+        graph, dev_rows = captured["graph"], captured["rows"]
+        captured.clear()
+        torch.cuda.empty_cache()
 
         def search(queries: np.ndarray) -> np.ndarray:
             if queries.shape != (batch, dim):

@@ -51,6 +51,7 @@ def gpu_section(gpu: dict, results: list[dict], tmp: Path, prices: Prices = Pric
                   f"{fmt(fl['1']['floor_s'] * 1e3) if '1' in fl else '—'} | "
                   f"{' / '.join(fmt(qps.get(b)) for b in ('64', '1024', '16384'))} | "
                   f"{' / '.join('—' if x is None else f'{x:.2f}' for x in ratios)} |")
+    md += _plans(gpu["results"])
     if gpu.get("paths"):
         md += ["", "The other array libraries' paths on the same GPU (fp32, against PyTorch's exact top 100):", "",
                "| library | recall@100 | same rows | one query p50 ms |", "|---|---|---|---|"]
@@ -80,7 +81,25 @@ def gpu_section(gpu: dict, results: list[dict], tmp: Path, prices: Prices = Pric
         md += ["### Which device is cheapest" + (f" ({source})" if source else ""), "",
                cost.__doc__.split("\n\n", 1)[1].strip(), "", *table, ""]
     return md
-    return md
+
+
+def _plans(results: list[dict]) -> list[str]:
+    """What each captured search chose, by the median replay of every plan it tried (runs from 2026-11-30 on)."""
+    rows = []
+    for r in results:
+        for key, t in r.get("graph", {}).get("plans", {}).items():
+            batch, k = key.split("x")
+            default = next(iter(t["seconds"].values()))  # the eager search's plan is timed first
+            best = t["seconds"][t["name"]]
+            rows.append(f"| {r['dataset']} | {r['dtype']} | {batch} | {k} | {t['name']} | {best * 1e3:.3g} | "
+                        f"{default * 1e3:.3g} | {len(t['seconds'])} |")
+    if not rows:
+        return []
+    return ["", "Each CUDA graph's plan, the fastest of those timed by their replays (the score product's form for "
+            "one query, the top-k way of wide rows: torch.topk, group maxima, or blocks of 1,024; tiles of scores "
+            "sized for the L2 cache where that makes at most 256): ", "",
+            "| dataset | dtype | batch | k | plan chosen | its replay ms | the eager plan's ms | plans timed |",
+            "|---|---|---|---|---|---|---|---|", *rows]
 
 
 def _plot_gpu(gpu, cpu, path):

@@ -102,6 +102,69 @@ def test_the_torch_top_k_through_group_maxima_finds_best_scores_crowded_into_one
     check(rows, train, queries, "float32")
 
 
+@pytest.fixture
+def small_shapes(monkeypatch):
+    """Every top-k way and both tile sizes take effect on a few thousand candidates."""
+    for name, value in (("SMALL_SORT", 200), ("GROUPED_ABOVE", 200), ("GROUP", 8), ("BLOCK", 64),
+                        ("SCORES_PER_TILE", 1 << 20), ("L2_TILES", (1500, 3000)), ("MAX_TILES", 64)):
+        monkeypatch.setattr(gpu, name, value)
+
+
+@pytest.mark.parametrize("n", [4096, 4096 + 37])  # whole blocks, and a partial last one
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("k", [1, 10, 40])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_plan_a_captured_search_may_choose_agrees_with_numpy(small_shapes, n, batch, k, dtype):
+    train, queries = data(n=n, queries=batch)
+    index = GpuBruteForce("torch", train, dtype, on_cpu=True)
+    plans = index.plans(batch, k)
+    assert plans[0] == index.plan == gpu.Plan()  # the eager search's plan is timed first
+    forms = {p.one_row for p in plans}
+    assert forms == ({"mv", "x@q", "q@x", "x@Q8"} if batch == 1 else {"mv"})
+    assert {p.top_k for p in plans} == {"auto", *gpu.TOP_K_WAYS}
+    # tiles of 1500 and 3000 scores: at most 64 of them here
+    assert {p.tile for p in plans} == {None, 1500, 3000}
+    for plan in plans:
+        check(index.search_with(plan, queries, k), train, queries, dtype)
+
+
+def test_the_blocks_top_k_keeps_the_best_of_every_block_then_of_those(small_shapes, monkeypatch):
+    train, queries = data(n=64 * 64 + 5, queries=2)
+    train[640:650] = queries[0] * np.linspace(3, 4, 10, dtype=np.float32)[:, None]  # query 0's 10 best in block 10
+    train[-1] = queries[1] * 5  # query 1's best in the partial last block
+    index = GpuBruteForce("torch", train, "float32", on_cpu=True)
+    calls = []
+    topk = index.torch.topk
+    monkeypatch.setattr(index.torch, "topk", lambda *a, **kw: calls.append(tuple(a[0].shape)) or topk(*a, **kw))
+    rows = index.search_with(gpu.Plan(top_k="blocks"), queries, 10)
+    assert calls[0] == (2, 64, 64)  # 64 whole blocks of 64 in one launch
+    assert set(rows[0]) == set(range(640, 650)) and rows[1, 0] == len(train) - 1
+    check(rows, train, queries, "float32")
+
+
+def test_tuning_keeps_the_fastest_plan_and_records_every_time(small_shapes):
+    train, queries = data(n=4096, queries=1)
+    index = GpuBruteForce("torch", train, "float32", on_cpu=True)
+    plans = index.plans(1, K)
+    times = {plan: 0.01 + 0.001 * i for i, plan in enumerate(plans)}
+    times[plans[5]] = 0.001
+    assert plans[5].one_row != "q@x"
+    assert index.tune(1, K, times.__getitem__) == plans[5]
+    t = index.tuned["1x10"]
+    assert t["name"] == plans[5].name(1) and t["plan"] == plans[5]._asdict() and t["timed"] == "every plan"
+    assert t["seconds"] == {p.name(1): times[p] for p in plans}  # names are distinct: one time per plan
+    def broken(plan):
+        if plan.one_row == "q@x":
+            raise RuntimeError("no such kernel")
+        return times[plan]
+    assert index.tune(1, K, broken) == plans[5] != plans[5]._replace(one_row="q@x")
+    assert index.tuned["1x10"]["failed"] == {p.name(1): "RuntimeError: no such kernel"
+                                             for p in plans if p.one_row == "q@x"}
+    slow = {plan: gpu.TUNE_SECONDS * 2 for plan in plans}
+    assert index.tune(1, K, slow.__getitem__) == index.plan  # one search too long to time the others
+    assert list(index.tuned["1x10"]["seconds"]) == [index.plan.name(1)]
+
+
 def test_the_cuda_graph_path_is_refused_by_name_off_a_gpu():
     train, _ = data(n=100)
     with pytest.raises(NotImplementedError, match="PyTorch on a GPU only"):
@@ -159,3 +222,15 @@ def test_the_gpu_floors_are_the_roofline_of_reading_the_candidates_and_the_arith
     ratios = script.against_floor(measured, fl)
     assert ratios["p50"] == pytest.approx(0.16e-3 / (256e6 / 4.8e12)) and ratios["1024"] == pytest.approx(
         1024 / fl["1024"]["floor_s"] / 195_000)
+
+
+def test_the_report_lists_each_graph_plan_chosen_beside_the_eager_plan(small_shapes):
+    from scaleout.bench.gpu_report import _plans
+
+    train, _ = data(n=4096, queries=1)
+    index = GpuBruteForce("torch", train, "float32", on_cpu=True)
+    plans = index.plans(1, K)
+    index.tune(1, K, {p: (0.0002 if p == plans[4] else 0.0005) for p in plans}.__getitem__)
+    lines = _plans([{"dataset": "synthetic-4K-16", "dtype": "float32", "graph": {"plans": index.tuned}}])
+    assert lines[-1] == f"| synthetic-4K-16 | float32 | 1 | 10 | {plans[4].name(1)} | 0.2 | 0.5 | {len(plans)} |"
+    assert _plans([{"dataset": "d", "dtype": "float32", "graph": {}}]) == []  # runs from before plans were timed
