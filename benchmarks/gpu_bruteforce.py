@@ -196,6 +196,7 @@ def gpu_records(index, name, train, queries, true_scores, cfg, fl, graphs: bool)
         except Exception as exc:  # a failed capture is a finding, not the end of the run
             log.warning("%s %s: CUDA graph path failed: %s", name, index.dtype, exc)
             rec["graph_error"] = f"{type(exc).__name__}: {exc}"
+            rec["graph_plans"] = dict(index.tuned)  # what was timed (and what failed) before it
     return rec
 
 

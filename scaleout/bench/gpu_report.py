@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaleout.bench import cost
+from scaleout.bench import cost, gpu
 from scaleout.bench.cost import Prices
 from scaleout.bench.formatting import LABELS, fmt
 
@@ -89,17 +89,22 @@ def _plans(results: list[dict]) -> list[str]:
     for r in results:
         for key, t in r.get("graph", {}).get("plans", {}).items():
             batch, k = key.split("x")
-            default = next(iter(t["seconds"].values()))  # the eager search's plan is timed first
+            # the eager search's plan: the one plan whose top k is "auto" (the JSON's keys are sorted)
+            default = next(v for name, v in t["seconds"].items() if "top k auto" in name)
             best = t["seconds"][t["name"]]
             rows.append(f"| {r['dataset']} | {r['dtype']} | {batch} | {k} | {t['name']} | {best * 1e3:.3g} | "
                         f"{default * 1e3:.3g} | {len(t['seconds'])} |")
+    failed = [f"{r['dataset']} {r['dtype']}: {r['graph_error'].rstrip('.')}" for r in results if r.get("graph_error")]
+    md = ["", f"The CUDA graph path failed on {'; '.join(failed)}."] if failed else []
     if not rows:
-        return []
-    return ["", "Each CUDA graph's plan, the fastest of those timed by their replays (the score product's form for "
-            "one query, the top-k way of wide rows: torch.topk, group maxima, or blocks of 1,024; tiles of scores "
-            "sized for the L2 cache where that makes at most 256): ", "",
-            "| dataset | dtype | batch | k | plan chosen | its replay ms | the eager plan's ms | plans timed |",
-            "|---|---|---|---|---|---|---|---|", *rows]
+        return md
+    return md + [
+        "", "Each CUDA graph's plan, the fastest of those timed by their replays (median of 7): the score product's "
+        "form for one query, the top-k way of wide rows (auto: as the eager search; torch.topk; group maxima; or "
+        f"blocks of {gpu.BLOCK:,}), and tiles of {' or '.join(f'{t:,}' for t in gpu.L2_TILES)} scores where that makes "
+        f"at most {gpu.MAX_TILES:,} tiles; no choice where one search takes over {gpu.TUNE_SECONDS} s:", "",
+        "| dataset | dtype | batch | k | plan chosen | its replay ms | the eager plan's ms | plans timed |",
+        "|---|---|---|---|---|---|---|---|", *rows]
 
 
 def _plot_gpu(gpu, cpu, path):

@@ -7,6 +7,7 @@ tiling, merging and ordering are what is checked). The CUDA-graph path (PyTorch 
 refused by name on the CPU.
 """
 
+import json
 import types
 
 import numpy as np
@@ -230,7 +231,12 @@ def test_the_report_lists_each_graph_plan_chosen_beside_the_eager_plan(small_sha
     train, _ = data(n=4096, queries=1)
     index = GpuBruteForce("torch", train, "float32", on_cpu=True)
     plans = index.plans(1, K)
-    index.tune(1, K, {p: (0.0002 if p == plans[4] else 0.0005) for p in plans}.__getitem__)
-    lines = _plans([{"dataset": "synthetic-4K-16", "dtype": "float32", "graph": {"plans": index.tuned}}])
+    times = {p: (0.0002 if p == plans[4] else 0.0006) for p in plans}
+    times[plans[0]] = 0.0005
+    index.tune(1, K, times.__getitem__)
+    tuned = json.loads(json.dumps(index.tuned, sort_keys=True))  # as the benchmark's JSON holds it
+    lines = _plans([{"dataset": "synthetic-4K-16", "dtype": "float32", "graph": {"plans": tuned}}])
     assert lines[-1] == f"| synthetic-4K-16 | float32 | 1 | 10 | {plans[4].name(1)} | 0.2 | 0.5 | {len(plans)} |"
     assert _plans([{"dataset": "d", "dtype": "float32", "graph": {}}]) == []  # runs from before plans were timed
+    lines = _plans([{"dataset": "d", "dtype": "float32", "graph_error": "RuntimeError: no capture"}])
+    assert lines == ["", "The CUDA graph path failed on d float32: RuntimeError: no capture."]
