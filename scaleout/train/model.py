@@ -26,8 +26,8 @@ from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.ranking import RankTopK
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, gradient_form, own_first,
                                      replicas_in_sync, rows_from_floats, slot_rows, traced_collectives)
-from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, candidate_tower,
-                                   item_embedding, query_embeddings, query_tower, uses_history,
+from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, ItemEmbedding,
+                                   candidate_tower, item_embedding, query_embeddings, query_tower, uses_history,
                                    uses_timestamp)
 
 
@@ -105,6 +105,12 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """features: ``user_id`` and ``movie_id`` (``[batch]`` strings), ``timestamp`` (int64) when there is one."""
+        return self.loss_and_rows(features, training)[0]
+
+    def loss_and_rows(self, features: dict[str, tf.Tensor], training: bool = False) -> tuple:
+        """(the loss, the global batch's candidate rows, this replica's first, where the replicas exchange them;
+        else None): see compute_loss."""
+        global_rows = None
         # In training a history-aware tower leaves the example's own item out of the user's history.
         exclude = features[CANDIDATE_FEATURE] if self.reads_history and training else None
         query = query_embeddings(self.query_tower, features[QUERY_FEATURE], features.get(TIMESTAMP_FEATURE),
@@ -115,7 +121,7 @@ class TwoTowerModel(tfrs.Model):
             loss = self.full_softmax(query, features[CANDIDATE_FEATURE])
             if compute_metrics:
                 self.task(query, own, compute_metrics=True)
-            return loss
+            return loss, global_rows
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
         if self.exchanges_rows and replicas_in_sync() > 1:
             # The replicas gather the candidates' rows, not their embeddings, and each embeds the global batch
@@ -127,6 +133,7 @@ class TwoTowerModel(tfrs.Model):
             sent = training and self.rows_sent_before and NEXT_CANDIDATES in features
             rows = own_first(self.sent_rows.read_value(), rows) if sent else global_batch(rows)
             self.global_rows_by = "sent ahead" if sent else "gathered"  # by the step traced last (tests read it)
+            global_rows = rows  # train_step sends the candidate table's gradient by them (candidate_rows_in_common)
             candidate = self.candidate_tower(tf.gather(self.row_ids, rows))
         extra = {}
         if self.cfg.logq_correction:
@@ -138,13 +145,13 @@ class TwoTowerModel(tfrs.Model):
             extra["candidate_ids"] = rows
         if self.cfg.hard_negatives:
             if self.hits_task is None:
-                return self.task(query, candidate, compute_metrics=compute_metrics, **extra)
+                return self.task(query, candidate, compute_metrics=compute_metrics, **extra), global_rows
             loss = self.hits_task(query, candidate, compute_metrics=False, **extra)
         else:
             loss = in_batch_softmax(query, candidate, self.cfg.temperature, **extra)
         if compute_metrics:  # FactorizedTopK of the own candidates (the task's loss, computed again, unused)
             self.task(query, own, compute_metrics=True)
-        return loss
+        return loss, global_rows
 
     def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor) -> tf.Tensor:
         """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
@@ -203,7 +210,7 @@ class TwoTowerModel(tfrs.Model):
         optimizer each sparse gradient on its own; on a CPU cluster every collective costs milliseconds.
         Given the next batch's candidate ids (NEXT_CANDIDATES), the same collective sends their rows ahead."""
         with tf.GradientTape() as tape:
-            loss = self.compute_loss(inputs, training=True)
+            loss, global_rows = self.loss_and_rows(inputs, training=True)
             regularization = tf.add_n([tf.reduce_sum(x) for x in self.losses]) if self.losses else tf.zeros([])
             total = loss + regularization
         variables = self.trainable_variables
@@ -215,14 +222,15 @@ class TwoTowerModel(tfrs.Model):
         if replicas > 1:
             # Summed, as one process's over the global batch would be; metric results averaged (every replica
             # counts as many examples). How each gradient travels is kept, as traced (tests read it).
+            gradients, same_rows = self.candidate_rows_in_common(gradients, variables, global_rows)
             self.gradient_forms = {v.name: gradient_form(g, v, replicas, self.dense_gradient_bytes,
-                                                         self.slot_sparse_gradients)
-                                   for g, v in zip(gradients, variables)}
+                                                         self.slot_sparse_gradients, i in same_rows)
+                                   for i, (g, v) in enumerate(zip(gradients, variables))}
             ahead = self.exchanges_rows and NEXT_CANDIDATES in inputs
             carry = slot_rows(self.candidate_row(inputs[NEXT_CANDIDATES])) if ahead else None
             gradients, shown, carried = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
                                                         averaged=frozenset(m.name for m in metrics), carry=carry,
-                                                        slots=self.slot_sparse_gradients)
+                                                        slots=self.slot_sparse_gradients, same_rows=same_rows)
             if ahead:
                 self.sent_rows.assign(rows_from_floats(carried))
         if self.cfg.l2:
@@ -233,6 +241,45 @@ class TwoTowerModel(tfrs.Model):
         self.collectives_json = json.dumps(traced_collectives())
         return {**shown, "total_loss": shown["loss"] + shown["regularization_loss"],
                 "loss_sum": self.loss_sum.read_value()}
+
+    def candidate_rows_in_common(self, gradients: list, variables: list, rows) -> tuple[list, frozenset]:
+        """(gradients, indices of those every replica holds with the same rows in the same order).
+
+        Under global negatives every replica embeds the whole global batch's candidates, so the candidate id
+        table's gradient has the global batch's rows on every replica, this replica's first (``rows``; None
+        where the replicas do not exchange them).
+        Turned back to replica-major order it has the same rows everywhere, and only its values need to
+        travel (``all_reduce_step``'s "same rows"): the global batch's rows x dim floats, whatever the
+        number of replicas, where each replica's rows in a slot of their own cost replicas x rows x (dim + 2).
+        Each step checks that the gradient's rows are the batch's (a tower that looks the table up again,
+        as a history pooled through it does, has more rows and keeps the other forms). Only where the values
+        are fewer floats than the table and the slots are allowed (``slot_sparse_gradients``)."""
+        out, same = list(gradients), set()
+        table = self._candidate_id_table()
+        if rows is None or table is None or not self.slot_sparse_gradients or rows.shape[0] is None:
+            return out, frozenset()
+        context = tf.distribute.get_replica_context()
+        for i, (g, v) in enumerate(zip(gradients, variables)):
+            if (v.name != table.name or not isinstance(g, tf.IndexedSlices) or g.indices.shape[0] != rows.shape[0]
+                    or g.values.shape.num_elements() is None or g.values.shape.num_elements() >= v.shape.num_elements()):
+                continue
+            check = tf.debugging.assert_equal(
+                tf.cast(g.indices, tf.int64), tf.cast(rows, tf.int64),
+                message="the candidate table's gradient is not over the global batch's candidate rows")
+            before = context.replica_id_in_sync_group * (rows.shape[0] // context.num_replicas_in_sync)
+            with tf.control_dependencies([check]):
+                out[i] = tf.IndexedSlices(tf.roll(g.values, before, axis=0), tf.roll(g.indices, before, axis=0),
+                                          g.dense_shape)
+            same.add(i)
+        return out, frozenset(same)
+
+    def _candidate_id_table(self):
+        """The candidate tower's id embedding table: its layer named candidate_embedding, or its one table."""
+        layers = [layer for layer in self.candidate_tower.layers
+                  if isinstance(layer, (tf.keras.layers.Embedding, ItemEmbedding))]
+        named = [layer for layer in layers if layer.name == "candidate_embedding"]
+        layer = named[0] if named else layers[0] if len(layers) == 1 else None
+        return None if layer is None else layer.embeddings
 
     @property
     def step_collectives(self) -> list[dict]:

@@ -96,13 +96,18 @@ def global_batch(values: tf.Tensor) -> tf.Tensor:
     return tf.roll(gathered, shift=-before, axis=0)
 
 
-def gradient_form(g, v, replicas: int, dense_bytes: int = DENSE_GRADIENT_BYTES, slots: bool = True) -> str | None:
-    """How ``all_reduce_step`` sends gradient ``g`` of variable ``v``: "dense"; a sparse one as "slots" (every
-    replica's rows and values), "made dense" or "sparse" (a collective of its own); None for no gradient."""
+def gradient_form(g, v, replicas: int, dense_bytes: int = DENSE_GRADIENT_BYTES, slots: bool = True,
+                  same_rows: bool = False) -> str | None:
+    """How ``all_reduce_step`` sends gradient ``g`` of variable ``v``: "dense"; a sparse one as "same rows"
+    (its values alone: every replica's gradient has the same rows, in the same order, ``same_rows``), "slots"
+    (every replica's rows and values), "made dense" or "sparse" (a collective of its own); None for no
+    gradient."""
     if g is None:
         return None
     if not isinstance(g, tf.IndexedSlices):
         return "dense"
+    if same_rows:
+        return "same rows"
     rows, width = g.values.shape[0], v.shape.num_elements() // v.shape[0]
     if slots and rows is not None and replicas * rows * (width + 2) < v.shape.num_elements():
         return "slots"
@@ -111,13 +116,16 @@ def gradient_form(g, v, replicas: int, dense_bytes: int = DENSE_GRADIENT_BYTES, 
 
 def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor],
                     dense_bytes: int = DENSE_GRADIENT_BYTES, averaged: frozenset = frozenset(),
-                    carry: tf.Tensor | None = None, slots: bool = True):
+                    carry: tf.Tensor | None = None, slots: bool = True, same_rows: frozenset = frozenset()):
     """(gradients, shown, carried) summed over the replicas, the ``averaged`` names of ``shown`` averaged
     instead; ``carried`` is the sum of ``carry`` (a float32 vector; None without it).
 
     One all-reduce of every dense gradient, the scalars of ``shown``, ``carry``
     and the sparse gradients (an embedding table's: the rows a batch looked up)
-    in the cheapest form that fits in it: with ``slots``, a sparse gradient of a
+    in the cheapest form that fits in it: those of indices ``same_rows`` (every
+    replica's has the same rows in the same order: the candidate table's under
+    global negatives, see ``TwoTowerModel.candidate_rows_in_common``) as their
+    values alone, summed; with ``slots``, a sparse gradient of a
     fixed number of rows whose rows and values from every replica (each in its
     slot, its row ids as floats) are fewer floats than its table travels so, and
     arrives as the replicas' slices side by side (the optimizer and the row L2
@@ -127,10 +135,12 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
     """
     context = tf.distribute.get_replica_context()
     replicas = context.num_replicas_in_sync
-    packed, slotted, sparse = [], [], []
+    packed, slotted, sparse, common = [], [], [], []
     for i, (g, v) in enumerate(zip(gradients, variables)):
-        form = gradient_form(g, v, replicas, dense_bytes, slots)
-        if form == "slots":
+        form = gradient_form(g, v, replicas, dense_bytes, slots, i in same_rows)
+        if form == "same rows":
+            common.append((i, g))
+        elif form == "slots":
             slotted.append((i, g))
         elif form == "sparse":
             sparse.append(i)
@@ -139,12 +149,12 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
         elif form == "dense":
             packed.append((i, g))
     names = list(shown)
-    pieces = [tf.reshape(g, [-1]) for _, g in packed]
+    pieces = [tf.reshape(g, [-1]) for _, g in packed] + [tf.reshape(g.values, [-1]) for _, g in common]
     for _, g in slotted:
         pieces += [slot_values(g.values), slot_rows(g.indices)]
     pieces.append(tf.stack([shown[n] for n in names]))
     pieces += [] if carry is None else [carry]
-    sizes = [g.shape.num_elements() for _, g in packed]
+    sizes = [g.shape.num_elements() for _, g in packed] + [g.values.shape.num_elements() for _, g in common]
     for _, g in slotted:
         sizes += [replicas * g.values.shape.num_elements(), 2 * replicas * g.values.shape[0]]
     sizes += [len(names)] + ([] if carry is None else [tf.size(carry)])
@@ -153,6 +163,9 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
     for (i, g), part in zip(packed, parts):
         out[i] = tf.reshape(part, g.shape)
     at = len(packed)
+    for i, g in common:
+        out[i] = tf.IndexedSlices(tf.reshape(parts[at], tf.shape(g.values)), g.indices, g.dense_shape)
+        at += 1
     for i, g in slotted:
         values = tf.reshape(parts[at], [replicas * g.values.shape[0]] + g.values.shape[1:].as_list())
         out[i] = tf.IndexedSlices(values, tf.cast(rows_from_floats(parts[at + 1]), g.indices.dtype), g.dense_shape)

@@ -78,12 +78,13 @@ ALL_OPTIONS = {"logq_correction": True, "remove_accidental_hits": True, "tempera
     ({}, 1 << 20, 1, "no", "no-slots", ["made dense"]),
     # left sparse (the strategy's own all-reduce of them); two steps in one call
     ({}, 0, 2, "no", "no-slots", ["sparse"]),
-    # every replica's rows and values in its slot of the packed all-reduce (fewer floats than the tables)
-    ({}, 1 << 20, 1, "no", "slots", ["slots"]),
-    (ALL_OPTIONS, 1 << 20, 2, "no", "slots", ["slots"]),  # every loss option (L2 sums the repeated rows)
-    ({"train_metrics": True, "top_ks": [1, 5]}, 1 << 20, 1, "no", "slots", ["slots"]),  # metric results averaged
+    # the user table: every replica's rows and values in its slot of the packed all-reduce (fewer floats than
+    # the table); the candidate table: the values alone, its rows the global batch's on every replica
+    ({}, 1 << 20, 1, "no", "slots", ["same rows", "slots"]),
+    (ALL_OPTIONS, 1 << 20, 2, "no", "slots", ["same rows", "slots"]),  # every loss option (L2 sums repeated rows)
+    ({"train_metrics": True, "top_ks": [1, 5]}, 1 << 20, 1, "no", "slots", ["same rows", "slots"]),  # averaged
     # rows sent ahead: the first call gathers, the calls after use what was sent
-    ({}, 1 << 20, 1, "yes", "slots", ["slots"]),
+    ({}, 1 << 20, 1, "yes", "slots", ["same rows", "slots"]),
     (ALL_OPTIONS, 0, 2, "yes", "no-slots", ["sparse"]),
 ], ids=["made-dense", "sparse-2-steps-a-call", "slots", "slots-all-options", "train-metrics", "rows-ahead",
         "rows-ahead-all-options-sparse"])
