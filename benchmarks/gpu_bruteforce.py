@@ -17,8 +17,9 @@ Python 3.12): it imports only scaleout's NumPy parts. In one run:
    copy, scoring, top k and copy back inside the time; once eagerly (a kernel
    launch per step) and once replaying a CUDA graph of the whole search
    (PyTorch; each batch's fastest plan of the search, timed by its replays:
-   the one-query score product's form, the top-k way, the tile size). Beside each figure its floor: max(candidate bytes / bandwidth,
-   2·batch·N·d FLOP / matrix rate).
+   the one-query score product's form, the top-k way, the tile size). Beside
+   each figure its floor: max(candidate bytes / bandwidth, 2·batch·N·d FLOP /
+   matrix rate).
 3. **The other array libraries' paths** (JAX, CuPy) on the first dataset:
    the same answers as PyTorch's, and their one-query latency.
 4. **The CPU side of the same machine** for --scann: scaleout's NumPy brute

@@ -9,8 +9,7 @@ in this process (all CPUs), then on 1 and 2 Ray workers (1 CPU each) through
 scaleout's Ray backend, with the steps per tf.function call of the training
 configuration (and, for 2 workers at the default preset, with one step per call:
 what the per-call overhead costs). For each it prints steady-state examples/s
-(median of the epochs after the first, which also traces the graph; one process
-runs before Ray starts and again after it stops, its epochs pooled), the time
+(median of the epochs after the first, which also traces the graph), the time
 of a step, and where a 2-worker step's time goes:
 
 - collectives: what one step sends between workers, as the workers traced it
@@ -21,7 +20,13 @@ of a step, and where a 2-worker step's time goes:
 - checkpoint: the per-epoch checkpoint's write, outside the epoch's time.
 
 Ratios: 2 workers / one process (the goal is at least 0.8 at the default
-preset) and 2 workers / (2 x 1 worker) (scaling efficiency). Writes
+preset) and 2 workers / (2 x 1 worker) (scaling efficiency). This machine's
+speed drifts between minutes (by half within one run), so the runs go in
+--rounds: one process (without Ray's processes beside it, as a user's
+`scaleout train` runs), then Ray; one process once more at the end. Each
+round's 2-worker figure is set against the one-process runs just before and
+after it, and the median of the rounds' ratios is the figure to quote; the
+pooled epochs' ratio is printed beside it. Writes
 benchmarks/results/ray_scaling.json.
 
 With --synthetic N the data is the synthetic source at MovieLens 20M's shape
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -42,6 +48,7 @@ import time
 from pathlib import Path
 
 import scaleout
+from scaleout.bench.collectives import time_all_reduce
 from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
@@ -51,38 +58,6 @@ from scaleout.train.presets import configs
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 ML20M = {"interactions": 20_000_263, "users": 138_493, "items": 26_744}
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
-
-
-def time_collectives(config: dict) -> None:
-    """Per worker: seconds of each collective of a traced step, run alone at its size (rank 0 writes them)."""
-    import ray.train
-
-    import scaleout  # noqa: F401
-    from scaleout.tfenv import import_tensorflow
-
-    tf = import_tensorflow()
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    seconds = []
-    for collective in config["collectives"]:
-        dtype, elements = getattr(tf, collective["dtype"]), collective["elements"]
-
-        @tf.function
-        def step():
-            def on_replica():
-                context = tf.distribute.get_replica_context()
-                return tf.reduce_sum(context.all_reduce("sum", tf.ones([elements], dtype)))
-            return strategy.run(on_replica)
-
-        for _ in range(5):  # trace, resolve the group, warm up
-            step()
-        start = time.perf_counter()
-        for _ in range(config["repeats"]):
-            step()
-        seconds.append((time.perf_counter() - start) / config["repeats"])
-    if ray.train.get_context().get_world_rank() == 0:
-        Path(config["out"]).write_text(json.dumps(seconds))
 
 
 def input_seconds_per_batch(dataset, columns, batch: int, batches: int = 200) -> float:
@@ -107,6 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
     parser.add_argument("--epochs", type=int, default=6, help="epochs of each run (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of one process then 2 Ray workers, one process once more at the end; the "
+                             "first round also runs 1 Ray worker and the step's breakdown (default %(default)s)")
     parser.add_argument("--steps-per-execution", type=int, default=None,
                         help="steps per tf.function call (default: the training configuration's)")
     parser.add_argument("--synthetic", default=None, metavar="N",
@@ -151,47 +129,50 @@ def main() -> None:
             plans[label] = (model_cfg, train_cfg, variants)
             results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg), "runs": {}}
 
+        counter = itertools.count()  # every run checkpoints to a new place (a run refuses an earlier one's)
+
         def train(label, name, backend, workers, over):
             model_cfg, train_cfg = plans[label][:2]
             cfg = dataclasses.replace(train_cfg, backend=backend, workers=workers, cpus_per_worker=1, **over,
-                                      storage=str(Path(tmp) / f"ckpt-{label}-{name}".replace(" ", "-")))
+                                      storage=str(Path(tmp) / f"ckpt-{label}-{name}-{next(counter)}".replace(" ", "-")))
             start = time.monotonic()
             if backend == "local":
                 model, history = fit(dataset, model_cfg, cfg)
             else:
                 model, history, _ = fit_ray(RunDir(Path(tmp)), model_cfg, cfg)
             runs = results[label]["runs"]
+            alone = steady(history)  # this run's own figure (a round's ratio uses it)
+            previous = results[label]["runs"].get(name, {})
             if name in runs:  # the same setting again: its epochs pooled with the first run's
                 history = runs[name]["history"] + history[1:]
             rate = steady(history)
-            runs[name] = {"history": history,
+            runs[name] = {"history": history, "per_run": runs.get(name, {}).get("per_run", []) + [round(alone, 1)],
                 "workers": workers, "steps_per_execution": cfg.steps_per_execution,
                 "wall_seconds": round(time.monotonic() - start, 1), "epoch_seconds": [e["seconds"] for e in history],
                 "examples_per_second": round(rate, 1), "step_ms": round(1000 * cfg.batch_size / rate, 2),
                 "checkpoint_write_seconds": [e.get("checkpoint_write_seconds") for e in history],
                 "collectives_per_step": model.step_collectives}
-            print(f"{label}, {name}: {rate:,.0f} examples/s", flush=True)
+            for kept in ("collectives_per_step", "input_ms_per_batch"):  # the first round's breakdown, kept
+                if kept in previous:
+                    runs[name][kept] = previous[kept]
+            print(f"{label}, {name}: {alone:,.0f} examples/s (pooled with earlier runs of it: {rate:,.0f})", flush=True)
 
         # One process before Ray starts (a user's `scaleout train` runs without Ray's processes beside it), and
-        # again after it stops: this machine's speed drifts by a third over minutes, and the ratio of a Ray run
-        # to one process should not depend on which came first.
+        # again after it stops, every round: this machine's speed drifts by a third over minutes (by half within
+        # one run on 2026-11-30), so each round's 2-worker figure is set against the one-process runs just
+        # before and just after it, and the rounds' ratios are what the script reports.
         def one_process():
             for label, (_, _, variants) in plans.items():
                 for name, backend, workers, over in variants:
                     if backend == "local":
                         train(label, name, backend, workers, over)
 
-        one_process()
-        ray.init(num_cpus=2, runtime_env={"env_vars": RUNTIME_ENV_VARS}, include_dashboard=False)
-        for label, (_, train_cfg, variants) in plans.items():
-            for name, backend, workers, over in variants:
-                if backend == "ray":
-                    train(label, name, backend, workers, over)
-            runs = results[label]["runs"]
-            two = runs["2 Ray workers"]
+        def breakdown(label, train_cfg):
+            """The 2-worker step's collectives timed alone at their sizes, and the input's time for a batch."""
+            two = results[label]["runs"]["2 Ray workers"]
             timing = Path(tmp) / f"collectives-{label.replace(' ', '-')}.json"
             TensorflowTrainer(
-                time_collectives,
+                time_all_reduce,
                 train_loop_config={"collectives": two["collectives_per_step"], "repeats": 50, "out": str(timing)},
                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
                 run_config=RunConfig(name="collectives", storage_path=str(Path(tmp) / "comm")),
@@ -201,15 +182,30 @@ def main() -> None:
             with tf.device("/cpu:0"):
                 two["input_ms_per_batch"] = round(1000 * input_seconds_per_batch(
                     dataset, ("user_id", "movie_id"), train_cfg.batch_size // 2), 2)
-            results[label]["scaling_efficiency"] = round(
-                two["examples_per_second"] / (2 * runs["1 Ray worker"]["examples_per_second"]), 3)
-        ray.shutdown()
+
+        for round_ in range(args.rounds):
+            one_process()
+            ray.init(num_cpus=2, runtime_env={"env_vars": RUNTIME_ENV_VARS}, include_dashboard=False)
+            for label, (_, train_cfg, variants) in plans.items():
+                for name, backend, workers, over in variants:
+                    if backend == "ray" and (round_ == 0 or name == "2 Ray workers"):  # later rounds: the ratio's
+                        train(label, name, backend, workers, over)
+                if round_ == 0:
+                    breakdown(label, train_cfg)
+            ray.shutdown()
         one_process()
         for label, result in results.items():
             runs = result["runs"]
             two = runs["2 Ray workers"]
             result["two_workers_over_one_process"] = round(
                 two["examples_per_second"] / runs["one process"]["examples_per_second"], 3)
+            ones = runs["one process"]["per_run"]
+            result["rounds"] = [{"one_process_before": ones[r], "two_ray_workers": t, "one_process_after": ones[r + 1],
+                                 "ratio": round(t / statistics.mean(ones[r:r + 2]), 3)}
+                                for r, t in enumerate(two["per_run"])]
+            result["median_round_ratio"] = round(statistics.median(r["ratio"] for r in result["rounds"]), 3)
+            result["scaling_efficiency"] = round(
+                two["examples_per_second"] / (2 * runs["1 Ray worker"]["examples_per_second"]), 3)
 
     print(f"\nRay Train on {title}, {os.cpu_count()} CPUs: one process uses them all, each Ray worker 1; "
           f"{args.epochs} epochs, median examples/s of epochs 2+")
@@ -231,7 +227,11 @@ def main() -> None:
                           for c in two["collectives_per_step"])
               + f"), compute and framework {two['step_ms'] - comm_ms:.1f} ms; input alone "
               f"{two['input_ms_per_batch']:.1f} ms a batch (read ahead of the step)")
-        print(f"2 workers / one process: {result['two_workers_over_one_process']:.2f}   "
+        print("each round's 2 workers / the one-process runs just before and after it: "
+              + ", ".join(f"{r['two_ray_workers']:,.0f} / ({r['one_process_before']:,.0f}, "
+                          f"{r['one_process_after']:,.0f}) = {r['ratio']:.2f}" for r in result["rounds"])
+              + f"; median {result['median_round_ratio']:.2f}")
+        print(f"2 workers / one process (pooled epochs): {result['two_workers_over_one_process']:.2f}   "
               f"scaling efficiency 2 / (2 x 1 worker): {result['scaling_efficiency']:.2f}")
     for result in results.values():  # each epoch's examples/s (pooled runs: both), not every logged value
         for run in result["runs"].values():
