@@ -104,7 +104,8 @@ def main() -> None:
               f"{'across hosts: all-reduce ms':>30}{'examples/s':>12}")
         for here, there in zip(rows["one host"], rows["across hosts"]):
             print(f"{here['workers']:>8}{here['compute_ms']:>12.1f}{here['collective_ms']:>15.1f}"
-                  f"{here['examples_per_second']:>12,}{there['collective_ms']:>30.1f}{there['examples_per_second']:>12,}")
+                  f"{here['examples_per_second']:>12,}{there['collective_ms']:>30.1f}"
+                  f"{there['examples_per_second']:>12,}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "scaleout_version": scaleout.__version__, "cpus": os.cpu_count(), "scaling_source": str(args.scaling.name),

@@ -211,10 +211,9 @@ class GpuBruteForce:
         """Scores [b, c1 - c0] (fp32) of device queries q against candidates c0:c1.
 
         One query is a matrix-vector product, in the form ``one_row`` names (Plan). Which form reads the
-        candidates fastest is the library's choice of kernel: on an H200, 10M x 64 fp32 through torch.mv took
-        1.53 ms a query as a CUDA graph (h200.json of 2026-11-30) against 0.53 ms to read the candidates, while
-        bf16 through torch.mm(x, q.T) took 0.47 ms against 0.27. So a captured search times every form
-        (``graphed``) and keeps the fastest."""
+        candidates fastest is the library's choice of kernel, so a captured search times every form
+        (``graphed``) and keeps the fastest. On an H200 (h200-plans.json, 2026-11-30) they tied within 1% at
+        1M x 64 and 1M x 128 fp32 but the 8-wide one (5% slower at 1M x 64, twice as slow at 1M x 128)."""
         torch = self.torch
         x = self.x[c0:c1]
         widen = self._widen
@@ -303,10 +302,7 @@ class GpuBruteForce:
         return top, torch.gather(cols, 1, j)
 
     def _search_torch(self, queries, k, chunk):
-        torch = self.torch
-        with torch.inference_mode():
-            q = torch.from_numpy(np.ascontiguousarray(queries, np.float32)).to(self.device).to(self.dt)
-            return self._top_k_torch(q, k, chunk).cpu().numpy()
+        return self.search_with(self.plan, queries, k)  # its tiles are ``chunk``: the plan's tile is the default
 
     def plans(self, batch: int, k: int) -> list[Plan]:
         """The plans a captured search of [batch] queries for k times, the eager search's first: for one query
@@ -338,7 +334,8 @@ class GpuBruteForce:
         first = timer(self.plan)
         seconds[self.plan.name(batch)] = first
         best = keep((first, self.plan))
-        record["timed"] = "every plan" if first <= TUNE_SECONDS else f"the default only (over {TUNE_SECONDS} s a search)"
+        record["timed"] = ("every plan" if first <= TUNE_SECONDS
+                           else f"the default only (over {TUNE_SECONDS} s a search)")
         if first <= TUNE_SECONDS:
             for plan in self.plans(batch, k)[1:]:
                 try:

@@ -260,8 +260,10 @@ class TwoTowerModel(tfrs.Model):
             return out, frozenset()
         context = tf.distribute.get_replica_context()
         for i, (g, v) in enumerate(zip(gradients, variables)):
-            if (v.name != table.name or not isinstance(g, tf.IndexedSlices) or g.indices.shape[0] != rows.shape[0]
-                    or g.values.shape.num_elements() is None or g.values.shape.num_elements() >= v.shape.num_elements()):
+            if v.name != table.name or not isinstance(g, tf.IndexedSlices) or g.indices.shape[0] != rows.shape[0]:
+                continue
+            floats = g.values.shape.num_elements()
+            if floats is None or floats >= v.shape.num_elements():  # the table made dense is no larger
                 continue
             check = tf.debugging.assert_equal(
                 tf.cast(g.indices, tf.int64), tf.cast(rows, tf.int64),
