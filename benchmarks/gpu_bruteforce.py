@@ -57,7 +57,8 @@ sys.path.insert(0, str(REPO))
 from scaleout.bench import gpu as gpu_mod  # noqa: E402
 from scaleout.bench import measure  # noqa: E402
 from scaleout.bench.datasets import parse_size, synthetic_vectors  # noqa: E402
-from scaleout.bench.gpu import GpuBruteForce, detect, device_name  # noqa: E402
+from scaleout.bench.gpu import GpuBruteForce  # noqa: E402
+from scaleout.bench.gpu_devices import detect, device_name  # noqa: E402
 from scaleout.fsutil import write_json  # noqa: E402
 
 log = logging.getLogger("gpu_bruteforce")
@@ -186,11 +187,11 @@ def gpu_records(index, name, train, queries, true_scores, cfg, fl, graphs: bool)
     rec["vs_floor"] = against_floor(rec, fl)
     if graphs:
         try:
-            g = measure.measure_queries(Graphed(index), train, queries, true_scores, {**cfg, "recall_queries": 1024})
-            graphed = Graphed(index)
+            graphed = Graphed(index)  # one graph per (batch, k), captured and its plan chosen once
+            g = measure.measure_queries(graphed, train, queries, true_scores, {**cfg, "recall_queries": 1024})
             rec["graph"] = {"latency": g["latency"], "qps": g["qps"], "recall@10": g["recall@10"],
                             "recall@100": g.get("recall@100"), "by_k": g["by_k"], "qps_by_k": {"100": {
-                                "1024": measure.throughput(lambda q, k: graphed.search(q, k), queries, 100, 1024,
+                                "1024": measure.throughput(graphed.search, queries, 100, 1024,
                                                            cfg["seconds"])[0]}}}
             rec["graph"]["vs_floor"] = against_floor(rec["graph"], fl)
             rec["graph"]["plans"] = dict(index.tuned)  # per "<batch>x<k>": the plan chosen and every plan's replay

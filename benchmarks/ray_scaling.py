@@ -142,11 +142,11 @@ def main() -> None:
                 model, history, _ = fit_ray(RunDir(Path(tmp)), model_cfg, cfg)
             runs = results[label]["runs"]
             alone = steady(history)  # this run's own figure (a round's ratio uses it)
-            previous = results[label]["runs"].get(name, {})
-            if name in runs:  # the same setting again: its epochs pooled with the first run's
-                history = runs[name]["history"] + history[1:]
+            previous = runs.get(name, {})
+            if previous:  # the same setting again: its epochs pooled with the earlier runs'
+                history = previous["history"] + history[1:]
             rate = steady(history)
-            runs[name] = {"history": history, "per_run": runs.get(name, {}).get("per_run", []) + [round(alone, 1)],
+            runs[name] = {"history": history, "per_run": previous.get("per_run", []) + [round(alone, 1)],
                 "workers": workers, "steps_per_execution": cfg.steps_per_execution,
                 "wall_seconds": round(time.monotonic() - start, 1), "epoch_seconds": [e["seconds"] for e in history],
                 "examples_per_second": round(rate, 1), "step_ms": round(1000 * cfg.batch_size / rate, 2),

@@ -26,17 +26,16 @@ import numpy as np
 
 def time_all_reduce(config: dict) -> None:
     """Ray Train worker loop: per worker, the seconds of each collective of ``config["collectives"]`` (dtype,
-    elements), run alone ``config["repeats"]`` times after a warm-up, on ``config.get("threads", 1)`` threads;
-    rank 0 writes the list to ``config["out"]``."""
+    elements), run alone ``config["repeats"]`` times after a warm-up, on one thread; rank 0 writes the list to
+    ``config["out"]``."""
     import ray.train
 
     import scaleout  # noqa: F401  (TensorFlow's environment first)
     from scaleout.tfenv import import_tensorflow
 
     tf = import_tensorflow()
-    threads = config.get("threads", 1)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     seconds = []
     for collective in config["collectives"]:

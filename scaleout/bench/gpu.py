@@ -1,8 +1,7 @@
 """Brute force on a GPU: one matmul and top-k per candidate tile, the answer copied back, all timed.
 
-Backends, first present wins: TensorFlow where it sees a GPU (users' clusters),
-else PyTorch, JAX or CuPy (the lent H200 machine has those but no TensorFlow).
-Each search takes host queries [batch, dim] float32 and returns host rows
+Backends: TensorFlow, PyTorch, JAX or CuPy (scaleout.bench.gpu_devices.detect
+finds which sees a GPU). Each search takes host queries [batch, dim] float32 and returns host rows
 [batch, k]; the host-to-device copy of the queries, the scoring, the top k
 over every tile and the copy back are inside the time. ``bfloat16`` stores
 the candidates and queries in bf16 (scores accumulate as the library does);
@@ -11,7 +10,6 @@ CuPy has no bf16 and reports it unsupported.
 
 from __future__ import annotations
 
-import importlib.util
 import typing
 
 import numpy as np
@@ -53,79 +51,6 @@ class Plan(typing.NamedTuple):
     def name(self, batch: int) -> str:
         tile = "" if self.tile is None else f", tiles of {self.tile:,} scores"
         return (f"{self.one_row}, " if batch == 1 else "") + f"top k {self.top_k}" + tile
-
-
-def _present(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def detect() -> tuple[str | None, dict]:
-    """(backend name or None, what was found per library): the first library that sees a GPU."""
-    found = {}
-    if _present("tensorflow"):
-        from scaleout.tfenv import tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        found["tensorflow"] = f"{len(gpus)} GPU(s)"
-        if gpus:
-            return "tensorflow", found
-    else:
-        found["tensorflow"] = "not installed"
-    if _present("torch"):
-        import torch
-
-        found["torch"] = f"cuda available: {torch.cuda.is_available()}"
-        if torch.cuda.is_available():
-            return "torch", found
-    else:
-        found["torch"] = "not installed"
-    if _present("jax"):
-        import jax
-
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        found["jax"] = f"{len(gpus)} GPU(s)"
-        if gpus:
-            return "jax", found
-    else:
-        found["jax"] = "not installed"
-    if _present("cupy"):
-        import cupy
-
-        try:
-            count = cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:  # no driver / no device
-            count, found["cupy"] = 0, f"no device ({exc})"
-        else:
-            found["cupy"] = f"{count} device(s)"
-        if count:
-            return "cupy", found
-    else:
-        found["cupy"] = "not installed"
-    return None, found
-
-
-CPU_CHECK = "harness check only, not a GPU result"
-
-
-def device_name(backend: str, on_cpu: bool = False) -> str:
-    if on_cpu:
-        return f"CPU ({backend}, {CPU_CHECK})"
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    if backend == "jax":
-        import jax
-
-        return str(jax.devices()[0].device_kind)
-    if backend == "cupy":
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    from scaleout.tfenv import tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
 
 
 class GpuBruteForce:

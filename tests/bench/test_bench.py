@@ -158,7 +158,7 @@ def test_indexer_defaults_are_the_tuners_choice_per_k_in_the_committed_report():
 
 
 def test_gpu_half_runs_where_a_gpu_is_visible_and_skips_with_a_note_where_none_is(tmp_path):
-    from scaleout.bench.gpu import detect
+    from scaleout.bench.gpu_devices import detect
 
     backend, _ = detect()
     out = tmp_path / "gpu.json"
