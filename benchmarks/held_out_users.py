@@ -1,0 +1,168 @@
+"""New users served from their items: users held out of training, answered by the exported ScaNN SavedModel.
+
+    python benchmarks/held_out_users.py --movielens ../shared/data/ml-100k
+
+Draws --fraction of MovieLens 100K's users (seed --seed) and leaves every one of
+their interactions out. On the rest, as a user would: `scaleout prepare --source
+generic`, `scaleout train --preset history` (the query is built from the user's
+items alone), `scaleout index` (ScaNN) and `scaleout export --kind scann
+brute_force --exclude-seen -k 100`. Each held-out user then gives --given of
+their items, in two ways: their first ones (oldest first: a user who has just
+arrived) and any ones (drawn at random, seed --seed: a user whose items come from
+elsewhere); items no kept user rated are not candidates and are passed over. A
+fresh process loads each SavedModel and asks for 100 items for all of them
+through its `serve_items` signature. The recall of a user at k is the share of
+their other items in those k (the given items are left out of every list),
+averaged over the held-out users, with a 95% interval over users. Beside it, from
+the same given items: the most popular items (training counts) and EASE folded
+in (the given items' rows of the item x item weights summed; lambda 500, what
+`scaleout quality` chooses on ml-100k). Writes
+benchmarks/results/held_out_users.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import scaleout  # noqa: F401  (TensorFlow's environment first)
+from scaleout.bench.measure import machine
+from scaleout.evaluate.new_users import hold_out, held_out_users, recall, top_k_excluding
+from scaleout.fsutil import write_json
+
+RESULTS = Path(__file__).parent / "results" / "held_out_users.json"
+KS = (10, 50, 100)
+EASE_LAMBDA = 500.0
+KINDS = ("scann", "brute_force")
+
+
+def scaleout_command(*args) -> float:
+    """Runs one `scaleout` command in its own process (as a user does); its seconds."""
+    command = Path(sys.executable).parent / "scaleout"
+    start = time.monotonic()
+    done = subprocess.run([str(command), *map(str, args)], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"scaleout {' '.join(map(str, args))} failed:\n{done.stderr[-4000:]}")
+    return round(time.monotonic() - start, 1)
+
+
+def serve(export: Path, requests: Path, out: Path) -> None:
+    """In a fresh process: the SavedModel at ``export`` answers every request of ``requests`` at once."""
+    from scaleout.serve.export import query_saved_model
+
+    asked, lists, seconds = json.loads(requests.read_text()), {}, {}
+    for way, given in asked.items():
+        start = time.monotonic()
+        answers = query_saved_model(export, [""] * len(given), given)
+        seconds[way] = time.monotonic() - start
+        lists[way] = [list(a.movie_ids) for a in answers]
+    out.write_text(json.dumps({"seconds": seconds, "lists": lists}))
+
+
+def baselines(run: Path, ways: dict) -> dict[str, dict[str, list[list[str]]]]:
+    from scaleout.data.dataset import Dataset
+    from scaleout.evaluate.baselines import ease, popularity_scores
+    from scaleout.evaluate.protocols import load
+
+    data = load(Dataset(run / "data"))
+    train = data.matrix(data.train)
+    row = {m: i for i, m in enumerate(data.item_ids)}
+    popular = popularity_scores(train)
+    weights = ease(train, EASE_LAMBDA)
+    k = max(KS)
+    return {way: {"popularity": [top_k_excluding(popular, data.item_ids, set(u.given), k) for u in users],
+                  "EASE (folded in)": [top_k_excluding(weights[[row[m] for m in u.given]].sum(axis=0),
+                                                       data.item_ids, set(u.given), k) for u in users]}
+            for way, users in ways.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
+    parser.add_argument("--fraction", type=float, default=0.1, help="share of users held out (default 0.1)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--given", type=int, default=10, help="items each held-out user gives (default 10)")
+    parser.add_argument("--preset", default="history")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--serve", nargs=3, type=Path, metavar=("EXPORT", "REQUESTS", "OUT"),
+                        help=argparse.SUPPRESS)  # the fresh process's part
+    args = parser.parse_args()
+    if args.serve:
+        serve(*args.serve)
+        return
+
+    events = np.loadtxt(Path(args.movielens) / "u.data", dtype=np.int64)
+    users, items, stamps = events[:, 0].astype(str), events[:, 1].astype(str), events[:, 3]
+    held = hold_out(users, args.fraction, args.seed)
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        run, csv = Path(tmp) / "run", Path(tmp) / "events.csv"
+        keep = ~np.isin(users, held)
+        lines = ["user_id,item_id,timestamp"] + [f"{u},{i},{t}" for u, i, t in zip(users[keep], items[keep],
+                                                                                 stamps[keep])]
+        csv.write_text("\n".join(lines) + "\n")
+        seconds["prepare"] = scaleout_command("prepare", "--run", run, "--source", "generic", "--path", csv)
+        seconds["train"] = scaleout_command("train", "--run", run, "--preset", args.preset)
+        seconds["index"] = scaleout_command("index", "--run", run)
+        seconds["export"] = scaleout_command("export", "--run", run, "--kind", *KINDS, "--exclude-seen",
+                                             "-k", max(KS))
+
+        from scaleout.data.dataset import Dataset
+
+        candidates = set(Dataset(run / "data").candidates.column("movie_id").to_pylist())
+        shuffled = np.random.default_rng(args.seed).permutation(len(stamps))
+        ways, dropped = {}, 0
+        for way, order_by in (("first items", stamps), ("any items", shuffled)):
+            ways[way], dropped = held_out_users(users, items, order_by, held, candidates, args.given)
+        requests = Path(tmp) / "requests.json"
+        requests.write_text(json.dumps({way: [list(u.given) for u in asked] for way, asked in ways.items()}))
+        lists, serving = {way: {} for way in ways}, {}
+        for kind in KINDS:
+            answers = Path(tmp) / f"{kind}.json"
+            start = time.monotonic()
+            done = subprocess.run([sys.executable, __file__, "--serve", str(run / "export" / kind), str(requests),
+                                   str(answers)], capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"serving {kind} failed:\n{done.stderr[-4000:]}")
+            got = json.loads(answers.read_text())
+            for way in ways:
+                lists[way][f"model, {kind} SavedModel"] = got["lists"][way]
+            serving[kind] = {"process_seconds": round(time.monotonic() - start, 1),
+                             "query_seconds": {w: round(v, 3) for w, v in got["seconds"].items()}}
+        for way, more in baselines(run, ways).items():
+            lists[way].update(more)
+
+    for way, asked in ways.items():
+        for name, got in lists[way].items():
+            if any(set(g) & set(u.given) or len(g) != max(KS) for g, u in zip(got, asked)):
+                sys.exit(f"{name}, {way}: a list holds given items or fewer than {max(KS)} items")
+    results = {"movielens": str(args.movielens), "preset": args.preset,
+               "machine": f"{machine()['cpu']}, {os.cpu_count()} cores",
+               "held_out": {"fraction": args.fraction, "seed": args.seed, "users": int(len(held)),
+                            "given": args.given, "interactions_not_candidates": dropped},
+               "seconds": seconds, "serving": serving, "ease_lambda": EASE_LAMBDA, "ways": {}}
+    for way, asked in ways.items():
+        methods = {name: recall(got, asked, KS) for name, got in lists[way].items()}
+        results["ways"][way] = {"users": len(asked), "other_items": int(sum(len(u.later) for u in asked)),
+                                "methods": methods}
+        print(f"\n{way}: {len(asked)} of {len(held)} held-out users give {args.given} items each; "
+              f"{results['ways'][way]['other_items']:,} other items to find")
+        print("| method | " + " | ".join(f"recall@{k}" for k in KS) + " |")
+        print("|---|" + "---|" * len(KS))
+        for name, m in methods.items():
+            print(f"| {name} | " + " | ".join(f"{m[f'recall@{k}']:.4f} ± {m['ci95'][f'recall@{k}']:.4f}"
+                                            for k in KS) + " |")
+    print("seconds:", seconds, "serving:", serving)
+    write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
