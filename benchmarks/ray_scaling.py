@@ -29,6 +29,14 @@ after it, and the median of the rounds' ratios is the figure to quote; the
 pooled epochs' ratio is printed beside it. Writes
 benchmarks/results/ray_scaling.json.
 
+With --nodes 2 the Ray runs go to a cluster of two Ray nodes of one CPU each
+(`ray start --head` and `ray start --address`, the tests' tests/raycluster.py,
+the disk shared), started for each round and stopped after it: each worker of
+a 2-worker run on its own node, so the step's collectives cross nodes as on a
+cluster (here over this host's loopback, not a network). --nodes 1 2 runs
+both in every round, one node first, against the same one-process runs.
+Writes ray_scaling_2nodes.json beside the default results.
+
 With --synthetic N the data is the synthetic source at MovieLens 20M's shape
 (its users per interaction, 26,744 items), the default preset only: tables
 of tens of thousands of rows, whose gradients are what a step sends. Writes
@@ -38,11 +46,14 @@ benchmarks/results/ray_scaling_synthetic-N.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
 import os
+import secrets
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +68,8 @@ from scaleout.train.presets import configs
 
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 ML20M = {"interactions": 20_000_263, "users": 138_493, "items": 26_744}
+TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
+WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
@@ -71,6 +84,39 @@ def input_seconds_per_batch(dataset, columns, batch: int, batches: int = 200) ->
     for _ in range(batches):
         next(data)
     return (time.perf_counter() - start) / batches
+
+
+@contextlib.contextmanager
+def ray_instance(nodes: int, token: str):
+    """Ray for a round: this process's local instance of 2 CPUs, or a cluster of two 1-CPU nodes that
+    authenticates with ``token`` (the driver's, set in the environment before ray was imported)."""
+    import ray
+
+    if nodes == 1:
+        ray.init(num_cpus=2, runtime_env={"env_vars": RUNTIME_ENV_VARS}, include_dashboard=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    sys.path.insert(0, str(TESTS))
+    from raycluster import two_node_cluster
+
+    with two_node_cluster({}, own_disk=False, token=token) as (cluster, _):
+        ray.init(address=cluster.address, runtime_env={"env_vars": RUNTIME_ENV_VARS})
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def driver_token(work: Path) -> str:
+    """A token for --nodes 2's clusters, in this process's environment before it imports ray (Ray reads its
+    authentication settings once, at import)."""
+    token = secrets.token_hex(32)
+    (work / "auth_token").write_text(token)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(work / "auth_token"))
+    return token
 
 
 def steady(history: list[dict]) -> float:
@@ -89,8 +135,11 @@ def main() -> None:
                         help="steps per tf.function call (default: the training configuration's)")
     parser.add_argument("--synthetic", default=None, metavar="N",
                         help="synthetic interactions at MovieLens 20M's shape (e.g. 2M) instead of MovieLens 100K")
+    parser.add_argument("--nodes", type=int, nargs="+", choices=(1, 2), default=[1],
+                        help="Ray on this process's instance (1), on two 1-CPU Ray nodes (2), or both in turn")
     parser.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} (with --synthetic N: "
-                                                               "ray_scaling_synthetic-N.json beside it)")
+                                                               "ray_scaling_synthetic-N.json beside it; with "
+                                                               "--nodes 2 or 1 2: ray_scaling_2nodes.json)")
     args = parser.parse_args()
     if args.synthetic:
         text = args.synthetic.upper()
@@ -105,17 +154,20 @@ def main() -> None:
     else:
         data_cfg = DataConfig(source="movielens", path=args.movielens, train_shards=2)
         settings, title, out = SETTINGS, "MovieLens 100K", args.out or RESULTS
-
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
-
-    from scaleout.tfenv import tf
-    from scaleout.train.local import fit
-    from scaleout.train.ray_backend import fit_ray
+    if 2 in args.nodes:
+        title += ", Ray on " + " and on ".join(("one node", "2 nodes of 1 CPU each")[n - 1] for n in args.nodes)
+        out = args.out or out.with_name(out.stem + "_2nodes.json")
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        token = driver_token(Path(tmp)) if 2 in args.nodes else ""
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.tensorflow import TensorflowTrainer
+
+        from scaleout.tfenv import tf
+        from scaleout.train.local import fit
+        from scaleout.train.ray_backend import fit_ray
+
         dataset = prepare(data_cfg, Path(tmp) / "data")
         plans = {}
         for label, (preset, train_over) in settings.items():
@@ -167,9 +219,9 @@ def main() -> None:
                     if backend == "local":
                         train(label, name, backend, workers, over)
 
-        def breakdown(label, train_cfg):
+        def breakdown(label, train_cfg, where):
             """The 2-worker step's collectives timed alone at their sizes, and the input's time for a batch."""
-            two = results[label]["runs"]["2 Ray workers"]
+            two = results[label]["runs"]["2 Ray workers" + where]
             timing = Path(tmp) / f"collectives-{label.replace(' ', '-')}.json"
             TensorflowTrainer(
                 time_all_reduce,
@@ -185,59 +237,67 @@ def main() -> None:
 
         for round_ in range(args.rounds):
             one_process()
-            ray.init(num_cpus=2, runtime_env={"env_vars": RUNTIME_ENV_VARS}, include_dashboard=False)
-            for label, (_, train_cfg, variants) in plans.items():
-                for name, backend, workers, over in variants:
-                    if backend == "ray" and (round_ == 0 or name == "2 Ray workers"):  # later rounds: the ratio's
-                        train(label, name, backend, workers, over)
-                if round_ == 0:
-                    breakdown(label, train_cfg)
-            ray.shutdown()
+            for nodes in args.nodes:
+                where = WHERE[nodes]
+                with ray_instance(nodes, token):
+                    for label, (_, train_cfg, variants) in plans.items():
+                        for name, backend, workers, over in variants:
+                            if backend == "ray" and (round_ == 0 or name == "2 Ray workers"):  # later: the ratio's
+                                train(label, name + where, backend, workers, over)
+                        if round_ == 0:
+                            breakdown(label, train_cfg, where)
         one_process()
         for label, result in results.items():
             runs = result["runs"]
-            two = runs["2 Ray workers"]
-            result["two_workers_over_one_process"] = round(
-                two["examples_per_second"] / runs["one process"]["examples_per_second"], 3)
             ones = runs["one process"]["per_run"]
-            result["rounds"] = [{"one_process_before": ones[r], "two_ray_workers": t, "one_process_after": ones[r + 1],
-                                 "ratio": round(t / statistics.mean(ones[r:r + 2]), 3)}
-                                for r, t in enumerate(two["per_run"])]
-            result["median_round_ratio"] = round(statistics.median(r["ratio"] for r in result["rounds"]), 3)
-            result["scaling_efficiency"] = round(
-                two["examples_per_second"] / (2 * runs["1 Ray worker"]["examples_per_second"]), 3)
+            for nodes in args.nodes:
+                two, one_worker = runs["2 Ray workers" + WHERE[nodes]], runs["1 Ray worker" + WHERE[nodes]]
+                rounds = [{"one_process_before": ones[r], "two_ray_workers": t, "one_process_after": ones[r + 1],
+                           "ratio": round(t / statistics.mean(ones[r:r + 2]), 3)} for r, t in enumerate(two["per_run"])]
+                ratios = {"two_workers_over_one_process": round(
+                              two["examples_per_second"] / runs["one process"]["examples_per_second"], 3),
+                          "rounds": rounds,
+                          "median_round_ratio": round(statistics.median(r["ratio"] for r in rounds), 3),
+                          "scaling_efficiency": round(
+                              two["examples_per_second"] / (2 * one_worker["examples_per_second"]), 3)}
+                result.setdefault("by_nodes", {})[str(nodes)] = ratios
+                if nodes == args.nodes[0]:  # the top-level figures: the first placement's (one node by default)
+                    result.update(ratios)
 
     print(f"\nRay Train on {title}, {os.cpu_count()} CPUs: one process uses them all, each Ray worker 1; "
           f"{args.epochs} epochs, median examples/s of epochs 2+")
     for label, result in results.items():
         runs = result["runs"]
         print(f"\n{label} (global batch {result['batch_size']:,})")
-        print(f"{'':34}{'examples/s':>12}{'step ms':>10}{'steps/call':>12}{'collectives':>16}{'checkpoint s':>14}")
+        print(f"{'':42}{'examples/s':>12}{'step ms':>10}{'steps/call':>12}{'collectives':>16}{'checkpoint s':>14}")
         for name, run in runs.items():
             comm = run["collectives_per_step"]
             sizes = f"{len(comm)} ({sum(c['bytes'] or 0 for c in comm) / 1024:,.0f} KiB)" if comm else "-"
             ckpt = [s for s in run["checkpoint_write_seconds"] if s is not None]
-            print(f"{name:34}{run['examples_per_second']:>12,.0f}{run['step_ms']:>10.1f}"
+            print(f"{name:42}{run['examples_per_second']:>12,.0f}{run['step_ms']:>10.1f}"
                   f"{run['steps_per_execution']:>12}{sizes:>16}"
                   f"{(f'{statistics.median(ckpt):.2f}' if ckpt else '-'):>14}")
-        two = runs["2 Ray workers"]
-        comm_ms = sum(c["ms_alone"] for c in two["collectives_per_step"])
-        print(f"2-worker step of {two['step_ms']:.1f} ms: collectives {comm_ms:.1f} ms ("
-              + ", ".join(f"{c['op']} {c['bytes'] / 1024:,.0f} KiB {c['ms_alone']:.1f} ms"
-                          for c in two["collectives_per_step"])
-              + f"), compute and framework {two['step_ms'] - comm_ms:.1f} ms; input alone "
-              f"{two['input_ms_per_batch']:.1f} ms a batch (read ahead of the step)")
-        print("each round's 2 workers / the one-process runs just before and after it: "
-              + ", ".join(f"{r['two_ray_workers']:,.0f} / ({r['one_process_before']:,.0f}, "
-                          f"{r['one_process_after']:,.0f}) = {r['ratio']:.2f}" for r in result["rounds"])
-              + f"; median {result['median_round_ratio']:.2f}")
-        print(f"2 workers / one process (pooled epochs): {result['two_workers_over_one_process']:.2f}   "
-              f"scaling efficiency 2 / (2 x 1 worker): {result['scaling_efficiency']:.2f}")
+        for nodes in args.nodes:
+            where, ratios = WHERE[nodes], result["by_nodes"][str(nodes)]
+            two = runs["2 Ray workers" + where]
+            comm_ms = sum(c["ms_alone"] for c in two["collectives_per_step"])
+            print(f"2-worker step{where} of {two['step_ms']:.1f} ms: collectives {comm_ms:.1f} ms ("
+                  + ", ".join(f"{c['op']} {c['bytes'] / 1024:,.0f} KiB {c['ms_alone']:.1f} ms"
+                              for c in two["collectives_per_step"])
+                  + f"), compute and framework {two['step_ms'] - comm_ms:.1f} ms; input alone "
+                  f"{two['input_ms_per_batch']:.1f} ms a batch (read ahead of the step)")
+            print(f"each round's 2 workers{where} / the one-process runs just before and after it: "
+                  + ", ".join(f"{r['two_ray_workers']:,.0f} / ({r['one_process_before']:,.0f}, "
+                              f"{r['one_process_after']:,.0f}) = {r['ratio']:.2f}" for r in ratios["rounds"])
+                  + f"; median {ratios['median_round_ratio']:.2f}")
+            print(f"2 workers{where} / one process (pooled epochs): {ratios['two_workers_over_one_process']:.2f}   "
+                  f"scaling efficiency 2 / (2 x 1 worker): {ratios['scaling_efficiency']:.2f}")
     for result in results.values():  # each epoch's examples/s (pooled runs: both), not every logged value
         for run in result["runs"].values():
             run["examples_per_second_by_epoch"] = [e["examples_per_second"] for e in run.pop("history")]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"scaleout_version": scaleout.__version__, "cpus": os.cpu_count(), "data": title,
+                               "ray_nodes": args.nodes,
                                "epochs": args.epochs, "settings": results}, indent=2) + "\n")
     print(f"\nwritten to {out}")
 

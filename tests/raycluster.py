@@ -113,22 +113,28 @@ def _stop(proc: subprocess.Popen, session: int) -> None:
 
 
 @contextlib.contextmanager
-def two_node_cluster(extra_env: dict, object_store_bytes: int = 300 * 1024 ** 2):
+def two_node_cluster(extra_env: dict, object_store_bytes: int = 300 * 1024 ** 2, own_disk: bool = True,
+                     token: str = ""):
     """A head and a second node of one CPU each (custom resources ``node_a`` / ``node_b``), token authentication.
 
     The second node runs in its own mount namespace with an empty tmpfs over
     ``hidden``, where the head keeps its temp dir and where its processes'
     TMPDIR points (the scaleout driver's local mirror): on one host the two
     nodes would otherwise share one disk, and a stage that handed a local path
-    to the other node would pass here and fail on a real cluster. Yields
+    to the other node would pass here and fail on a real cluster. With
+    ``own_disk`` false the two nodes share this host's disk, as nodes with a
+    shared file system do (benchmarks/ray_scaling.py --nodes 2 times training
+    there, checkpoints in a local directory). ``token``: the cluster's
+    authentication token (default a new one; a driver in this process must
+    have its token in the environment before it imports ray). Yields
     (cluster, hidden).
     """
     base = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Unix socket paths
     hidden = base / "h"
     (hidden / "tmp").mkdir(parents=True)
-    token = base / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    env = {**os.environ, **extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+    token_file = base / "auth_token"
+    token_file.write_text(token or secrets.token_hex(32))
+    env = {**os.environ, **extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TMPDIR": str(hidden / "tmp")}
     env.pop("RAY_ADDRESS", None)
     port, dashboard_port = free_port(), free_port()
@@ -143,8 +149,9 @@ def two_node_cluster(extra_env: dict, object_store_bytes: int = 300 * 1024 ** 2)
     try:
         _wait_for_job_server(head, cluster, base / "head.log")
         script = f'mount -t tmpfs tmpfs {hidden} && mkdir -p {hidden}/b {hidden}/tmp && exec "$0" "$@"'
+        namespace = ["unshare", "-m", "--propagation", "private", "sh", "-c", script] if own_disk else []
         node = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(BIN / "ray"), "start",
+            [*namespace, str(BIN / "ray"), "start",
              f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', f"--temp-dir={hidden / 'b'}",
              "--dashboard-agent-listen-port=0", *common],
             env=env, stdout=node_log, stderr=subprocess.STDOUT, start_new_session=True)
