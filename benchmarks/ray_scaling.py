@@ -59,7 +59,9 @@ import time
 from pathlib import Path
 
 import scaleout
+from scale import shape  # MovieLens 20M's shape at a size (benchmarks/scale.py)
 from scaleout.bench.collectives import time_all_reduce
+from scaleout.bench.datasets import parse_size
 from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
@@ -67,7 +69,6 @@ from scaleout.tfenv import RUNTIME_ENV_VARS
 from scaleout.train.presets import configs
 
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
-ML20M = {"interactions": 20_000_263, "users": 138_493, "items": 26_744}
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
@@ -142,11 +143,9 @@ def main() -> None:
                                                                "--nodes 2 or 1 2: ray_scaling_2nodes.json)")
     args = parser.parse_args()
     if args.synthetic:
-        text = args.synthetic.upper()
-        n = int(float(text.rstrip("KM")) * {"K": 10**3, "M": 10**6}.get(text[-1:], 1))
-        data_cfg = DataConfig(source="synthetic", synthetic_interactions=n, synthetic_items=ML20M["items"],
-                              synthetic_users=max(100, round(n * ML20M["users"] / ML20M["interactions"])),
-                              train_shards=2)
+        size = shape(parse_size(args.synthetic))
+        data_cfg = DataConfig(source="synthetic", synthetic_interactions=size["interactions"],
+                              synthetic_items=size["items"], synthetic_users=size["users"], train_shards=2)
         settings = {"default preset": SETTINGS["default preset"]}
         title = (f"synthetic {args.synthetic} interactions (MovieLens 20M's shape: {data_cfg.synthetic_users:,} "
                  f"users, {data_cfg.synthetic_items:,} items)")

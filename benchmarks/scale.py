@@ -48,6 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scaleout.bench.datasets import parse_size  # noqa: E402
 from scaleout.bench.measure import machine  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
@@ -58,12 +59,6 @@ SLOPE_FROM = 5_000_000  # slopes are fitted on the sizes from here up
 SLOPE_LIMIT = 1.15
 SAMPLE_USERS = 20_000  # test users through the indexes and in the quality report (a full pass at 20M: ~30 min)
 EVALUATION_STAGES = ("evaluate", "through_index", "export", "quality")
-
-
-def parse_size(text: str) -> int:
-    text = text.strip().upper()
-    scale = {"K": 10**3, "M": 10**6}.get(text[-1:], 1)
-    return int(float(text[:-1] if text[-1:] in "KM" else text) * scale)
 
 
 def shape(interactions: int) -> dict:

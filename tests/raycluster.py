@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -91,6 +92,7 @@ def local_cluster(num_cpus: int = 2):
     finally:
         _stop(proc, proc.pid)
         log.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _wait_for_job_server(head: subprocess.Popen, cluster: Cluster, log: Path) -> None:
@@ -170,3 +172,4 @@ def two_node_cluster(extra_env: dict, object_store_bytes: int = 300 * 1024 ** 2,
         _stop(head, head.pid)
         head_log.close()
         node_log.close()
+        shutil.rmtree(base, ignore_errors=True)
