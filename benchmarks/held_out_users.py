@@ -55,7 +55,8 @@ def scaleout_command(*args) -> float:
 
 
 def serve(export: Path, requests: Path, out: Path) -> None:
-    """In a fresh process: the SavedModel at ``export`` answers every request of ``requests`` at once."""
+    """In a fresh process: the SavedModel at ``export`` answers every request of ``requests`` at once, for each
+    way of giving items; its seconds (``query_seconds`` in the results) are loading the SavedModel and answering."""
     from scaleout.serve.export import query_saved_model
 
     asked, lists, seconds = json.loads(requests.read_text()), {}, {}
