@@ -10,48 +10,50 @@ def _present(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _tensorflow() -> tuple[int, str]:
+    from scaleout.tfenv import tf
+
+    count = len(tf.config.list_physical_devices("GPU"))
+    return count, f"{count} GPU(s)"
+
+
+def _torch() -> tuple[int, str]:
+    import torch
+
+    available = torch.cuda.is_available()
+    return int(available), f"cuda available: {available}"
+
+
+def _jax() -> tuple[int, str]:
+    import jax
+
+    count = sum(d.platform == "gpu" for d in jax.devices())
+    return count, f"{count} GPU(s)"
+
+
+def _cupy() -> tuple[int, str]:
+    import cupy
+
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver / no device
+        return 0, f"no device ({exc})"
+    return count, f"{count} device(s)"
+
+
+PROBES = {"tensorflow": _tensorflow, "torch": _torch, "jax": _jax, "cupy": _cupy}  # in the order tried
+
+
 def detect() -> tuple[str | None, dict]:
     """(backend name or None, what was found per library): the first library that sees a GPU."""
     found = {}
-    if _present("tensorflow"):
-        from scaleout.tfenv import tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        found["tensorflow"] = f"{len(gpus)} GPU(s)"
-        if gpus:
-            return "tensorflow", found
-    else:
-        found["tensorflow"] = "not installed"
-    if _present("torch"):
-        import torch
-
-        found["torch"] = f"cuda available: {torch.cuda.is_available()}"
-        if torch.cuda.is_available():
-            return "torch", found
-    else:
-        found["torch"] = "not installed"
-    if _present("jax"):
-        import jax
-
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        found["jax"] = f"{len(gpus)} GPU(s)"
-        if gpus:
-            return "jax", found
-    else:
-        found["jax"] = "not installed"
-    if _present("cupy"):
-        import cupy
-
-        try:
-            count = cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:  # no driver / no device
-            count, found["cupy"] = 0, f"no device ({exc})"
-        else:
-            found["cupy"] = f"{count} device(s)"
+    for name, probe in PROBES.items():
+        if not _present(name):
+            found[name] = "not installed"
+            continue
+        count, found[name] = probe()
         if count:
-            return "cupy", found
-    else:
-        found["cupy"] = "not installed"
+            return name, found
     return None, found
 
 
