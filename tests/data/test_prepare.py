@@ -117,8 +117,8 @@ def test_manifest_records_schema_and_source(ml100k_dataset):
 
 def test_per_user_tables_folded_chunk_by_chunk_equal_one_pass_over_everything():
     """Counts, per-user first values and latest timestamps folded lazily (_Folded: the pending rows are merged
-    only once they outnumber the table) equal a single pass over all the rows, in order; the vocabulary is by
-    count (descending), then id."""
+    only once they outnumber three times the table) equal a single pass over all the rows, in order; the
+    vocabulary is by count (descending), then id."""
     from scaleout.data.prepare import _Users
 
     rng = np.random.default_rng(0)
