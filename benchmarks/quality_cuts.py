@@ -25,10 +25,8 @@ import numpy as np
 import yaml
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from quality_search import configs, run_entry
+from quality_search import configs, run_entry, validation_cuts
 from scaleout.bench.measure import machine
-from scaleout.config import DataConfig
-from scaleout.data.prepare import prepare
 from scaleout.fsutil import write_json
 
 HERE = Path(__file__).parent
@@ -49,24 +47,19 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     from scaleout.evaluate.baselines import ease
-    from scaleout.evaluate.protocols import load, rank_metrics
+    from scaleout.evaluate.protocols import rank_metrics
 
     grid = yaml.safe_load(args.grid.read_text())
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}
     results = {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts, "fraction": 0.1,
                "ease_lambda": EASE_LAMBDA, "entries": []}
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(DataConfig(source="movielens", path=args.movielens, split="random", seed=42), Path(tmp) / "data")
-        cuts, eases = [], []
-        for seed in range(args.cuts):
-            dataset = prepare(DataConfig(source="prepared", path=str(Path(tmp) / "data"), test_fraction=0.1,
-                                         seed=seed), Path(tmp) / f"cut-{seed}")
-            data = load(dataset)
+        cuts, eases = validation_cuts(args.movielens, Path(tmp), seeds=range(args.cuts)), []
+        for _, data in cuts:
             seen = data.matrix(data.train)
             weights = ease(seen, EASE_LAMBDA)
             eases.append(rank_metrics(lambda u: seen[np.where(u >= 0, u, 0)] @ weights, data.test, seen,
                                       ks=(10, 100), ndcg_ks=()))
-            cuts.append((dataset, data))
         base = {m: float(np.mean([e[m] for e in eases])) for m in METRICS}
         results["ease"] = {"mean": base, "per_cut": eases}
         print(f"EASE over {args.cuts} cuts: recall@10 {base['recall@10']:.4f}, @100 {base['recall@100']:.4f}",

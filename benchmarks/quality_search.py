@@ -48,6 +48,21 @@ TRAIN_KEYS = ("batch_size", "epochs")
 log = logging.getLogger("quality_search")
 
 
+def validation_cuts(movielens: str, tmp: Path, seeds) -> list:
+    """(dataset, loaded data) per seed: MovieLens 100K's tutorial split (random 80/20, seed 42) prepared under
+    ``tmp``, and its training split alone cut again 90/10 with each seed (``--source prepared``). The test split
+    is never read."""
+    from scaleout.evaluate.protocols import load
+
+    prepare(DataConfig(source="movielens", path=movielens, split="random", seed=42), tmp / "data")
+    cuts = []
+    for seed in seeds:
+        dataset = prepare(DataConfig(source="prepared", path=str(tmp / "data"), test_fraction=0.1, seed=seed),
+                          tmp / f"cut-{seed}")
+        cuts.append((dataset, load(dataset)))
+    return cuts
+
+
 def configs(entry: dict, defaults: dict) -> tuple[ModelConfig, TrainConfig]:
     merged = {**defaults, **entry}
     train = {k: merged.pop(k) for k in TRAIN_KEYS if k in merged}
@@ -182,16 +197,11 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    from scaleout.evaluate.protocols import load
-
     grid = yaml.safe_load(args.grid.read_text())
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(DataConfig(source="movielens", path=args.movielens, split="random", seed=42), Path(tmp) / "data")
-        validation = prepare(DataConfig(source="prepared", path=str(Path(tmp) / "data"), test_fraction=0.1, seed=0),
-                             Path(tmp) / "validation")
-        data = load(validation)
+        [(validation, data)] = validation_cuts(args.movielens, Path(tmp), seeds=[0])
         for name, entry in entries.items():
             model_cfg, train_cfg = configs(entry, grid.get("defaults", {}))
             results.append(run_entry(name, model_cfg, train_cfg, validation, data))
