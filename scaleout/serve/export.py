@@ -218,13 +218,20 @@ def query_saved_model(directory: str | Path, user_ids: list[str], items: list[li
                       ) -> list[Recommendation]:
     """Loads an export (see module doc) and answers ``user_ids`` with it; with ``items`` (per user, the ids
     of items they interacted with), through the ``serve_items`` signature."""
+    return answer(load_saved_model(directory, ITEMS_SIGNATURE if items is not None else "serving_default"),
+                  user_ids, items)
+
+
+def answer(signature, user_ids: list[str], items: list[list[str]] | None = None) -> list[Recommendation]:
+    """Answers ``user_ids`` with a signature ``load_saved_model`` returned (``serve_items`` when ``items``
+    are given), so that a caller asking several times loads the SavedModel once."""
     if items is None:
-        out = load_saved_model(directory)(user_id=tf.constant(user_ids))
+        out = signature(user_id=tf.constant(user_ids))
     else:
         width = max((len(i) for i in items), default=0)
         padded = [list(i) + [""] * (width - len(i)) for i in items]
-        out = load_saved_model(directory, ITEMS_SIGNATURE)(
-            user_id=tf.constant(user_ids), items=tf.constant(padded, tf.string, shape=[len(items), width]))
+        out = signature(user_id=tf.constant(user_ids), items=tf.constant(padded, tf.string,
+                                                                          shape=[len(items), width]))
     titles = out[MOVIE_TITLE].numpy()
     ids = out[MOVIE_ID].numpy()
     return [
