@@ -100,7 +100,8 @@ def ray_instance(nodes: int, token: str):
         finally:
             ray.shutdown()
         return
-    sys.path.insert(0, str(TESTS))
+    if str(TESTS) not in sys.path:  # once, not once a round
+        sys.path.insert(0, str(TESTS))
     from raycluster import two_node_cluster
 
     with two_node_cluster({}, own_disk=False, token=token) as (cluster, _):
