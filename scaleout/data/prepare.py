@@ -88,7 +88,10 @@ class ShardWriter:
         directory.mkdir(parents=True)
         self.row_group_size = row_group_size
         self.paths = [directory / part_name(i) for i in range(shards)]
-        self.writers = [pq.ParquetWriter(p, schema, compression="zstd") for p in self.paths]
+        # Plain encoding, no dictionaries: of 4M synthetic rows at 10M users, written in 1.44 s against 3.06, read
+        # in 0.26 s against 0.42, 45 MB against 60 (at ML-20M's 138k users 1.33 / 0.30 s / 38 MB against
+        # 1.47 / 0.48 s / 46 MB): zstd finds the repeats a dictionary would.
+        self.writers = [pq.ParquetWriter(p, schema, compression="zstd", use_dictionary=False) for p in self.paths]
         self.rows = [0] * shards
         self._next = 0
 
@@ -280,11 +283,11 @@ def prepare(cfg: DataConfig, out: str | Path, force: bool = False) -> Dataset:
         candidates = _candidates(items, train_items.result("movie_id"))
         (tmp / "vocab").mkdir()
         user_vocab, user_rows = user_table.result()
-        pq.write_table(user_vocab, tmp / "vocab" / "user_id.parquet")
+        pq.write_table(user_vocab, tmp / "vocab" / "user_id.parquet", use_dictionary=False)  # one row per user
         pq.write_table(candidates.select(["movie_id", "train_count"]).rename_columns(["movie_id", "count"]),
                        tmp / "vocab" / "movie_id.parquet")
         pq.write_table(candidates, tmp / "candidates.parquet", row_group_size=cfg.row_group_size)
-        pq.write_table(user_rows, tmp / "users.parquet", row_group_size=cfg.row_group_size)
+        pq.write_table(user_rows, tmp / "users.parquet", row_group_size=cfg.row_group_size, use_dictionary=False)
         manifest = {
             "format": "scaleout-dataset/1",
             "scaleout_version": __version__,
