@@ -50,6 +50,31 @@ def test_the_split_is_deterministic_and_seeded(ml100k, ml100k_dataset, tmp_path)
     assert not split_table(other, "test").equals(split_table(ml100k_dataset, "test"))
 
 
+def test_users_and_items_split_into_buckets_write_the_same_files(tmp_path, monkeypatch):
+    """Prepare's group-bys split by a hash of the key once they hold PARTITION_AT keys (a million in use);
+    split at 200 users and items here, every file is byte for byte the one written without splitting."""
+    import scaleout.data.prepare as prep
+
+    cfg = DataConfig(source="synthetic", synthetic_interactions=30_000, synthetic_users=3_000,
+                     synthetic_items=1_500, chunk_rows=2_000)
+    whole = prepare(cfg, tmp_path / "whole")
+    made = []
+    real = prep._Partitioned.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(prep, "PARTITION_AT", 200)
+    monkeypatch.setattr(prep, "PARTITION_BITS", 4)
+    monkeypatch.setattr(prep._Partitioned, "__init__", spy)
+    split = prepare(cfg, tmp_path / "split")
+    assert [p.key for p in made] == ["key", "user_id"] and all(p.buckets and p.whole is None for p in made)
+    assert split.manifest["counts"] == whole.manifest["counts"]
+    assert {k: v["sha256"] for k, v in split.manifest["files"].items()} == \
+        {k: v["sha256"] for k, v in whole.manifest["files"].items()}
+
+
 def test_shards_and_row_groups_follow_the_settings(tmp_path):
     cfg = DataConfig(source="synthetic", synthetic_interactions=10_000, train_shards=3, test_shards=2,
                      row_group_size=500, chunk_rows=4_000)
@@ -115,11 +140,13 @@ def test_manifest_records_schema_and_source(ml100k_dataset):
     assert m["config"]["test_fraction"] == 0.2 and m["source"]["source"] == "movielens"
 
 
-def test_per_user_tables_folded_chunk_by_chunk_equal_one_pass_over_everything():
+@pytest.mark.parametrize("split_at", [None, 300])
+def test_per_user_tables_folded_chunk_by_chunk_equal_one_pass_over_everything(split_at):
     """Counts, per-user first values and latest timestamps folded lazily (_Folded: the pending rows are merged
     only once they outnumber three times the table) equal a single pass over all the rows, in order; the
-    vocabulary is by count (descending), then id."""
-    from scaleout.data.prepare import _Users
+    vocabulary is by count (descending), then id. So do they split into buckets by a hash of the id
+    (_Partitioned, here once 300 users are folded; prepare splits at a million)."""
+    from scaleout.data.prepare import _Partitioned, _Users
 
     rng = np.random.default_rng(0)
     n, chunk = 30_000, 700
@@ -127,12 +154,19 @@ def test_per_user_tables_folded_chunk_by_chunk_equal_one_pass_over_everything():
     table = pa.table({"user_id": users, "user_gender": rng.integers(0, 2, n).astype(bool),
                       "timestamp": rng.integers(0, 10**9, n)})
     per_user = _Users(table.schema)
+    if split_at:
+        per_user.folded = _Partitioned(per_user._aggregate, "user_id", at=split_at, bits=3)
     folds = 0
     for start in range(0, n, chunk):
-        before = per_user.folded.table
+        before = per_user.folded.whole.table if per_user.folded.whole else None
         per_user.add(table.slice(start, chunk))
-        folds += per_user.folded.table is not before
-    assert 1 < folds < n // chunk  # folded more than once, and not once per chunk
+        folds += per_user.folded.whole is not None and per_user.folded.whole.table is not before
+    if split_at:
+        buckets = per_user.folded.buckets
+        assert per_user.folded.whole is None and len(buckets) == 8 and all(b.table is not None for b in buckets)
+        assert sum(b.table.num_rows + b.pending_rows for b in buckets) > sum(b.table.num_rows for b in buckets)
+    else:
+        assert 1 < folds < n // chunk  # folded more than once, and not once per chunk
     vocabulary, rows = per_user.result()
     want = pc.value_counts(table.column("user_id"))
     counts = dict(zip(want.field("values").to_pylist(), want.field("counts").to_pylist()))
