@@ -3,11 +3,12 @@
     python benchmarks/scale.py [--sizes 1M,5M,20M,100M] [--epochs 1] [--baselines popularity]
                                [--sample-users 20000] [--evaluate-below 100M] [--ray-workers 2]
     python benchmarks/scale.py --report-only     # the report again from benchmarks/results/scale.json
-    python benchmarks/scale.py --prepare-only --sizes 5M,20M,100M   # prepare alone, again
+    python benchmarks/scale.py --prepare-only --sizes 5M,20M,100M [--repeats 3]   # prepare alone, again
 
 With --prepare-only each size runs the prepare stage alone, timed and measured
 as the pipeline times and measures it, and replaces only that stage's figures
-of the sizes already in the results (the report marks them).
+of the sizes already in the results (the report marks them); with --repeats N
+each size runs N times, in rounds across the sizes, and the median is kept.
 
 Each size is one `scaleout pipeline` run in a child process (the local backend,
 the default `quality` preset, seen items excluded): prepare, train, evaluate
@@ -157,6 +158,15 @@ def prepare_alone(interactions: int, work: Path, log_dir: Path) -> dict:
     return {**json.loads(child.stdout.strip().splitlines()[-1]), "measured_alone": time.strftime("%Y-%m-%d")}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """One size's figures from several runs of it: the median seconds, the highest peak, and every run's
+    seconds (a single run's figures as they are)."""
+    if len(runs) == 1:
+        return runs[0]
+    return {**runs[0], "seconds": float(np.median([r["seconds"] for r in runs])),
+            "peak_rss_gib": max(r["peak_rss_gib"] for r in runs), "runs_seconds": [r["seconds"] for r in runs]}
+
+
 def _worker_peaks(seen: dict[int, int]) -> None:
     """Adds each Ray Train worker process's resident high-water mark (VmHWM, bytes) to ``seen`` by pid."""
     for proc in Path("/proc").iterdir():
@@ -298,6 +308,11 @@ def write_report(results: dict, directory: Path) -> Path:
         lines += [f"- {st} at {', '.join(at)}: measured alone on {date} (`scale.py --prepare-only`, timed as the "
                   "pipeline times it; its peak without TensorFlow loaded); each size's other figures come from "
                   "its pipeline run." for (st, date), at in alone.items()]
+        repeated = [(label(r["shape"]["interactions"]), st, r["stages"][st]["runs_seconds"])
+                    for r in sizes for st in stages if "runs_seconds" in r["stages"].get(st, {})]
+        if repeated:
+            lines.append("- Repeated (`--repeats`, in rounds across the sizes), the median in the table: " + "; ".join(
+                f"{st} at {at}: {', '.join(f'{x:.1f}' for x in runs)} s" for at, st, runs in repeated) + ".")
     evaluated = [st for st in stages if any(st in r.get("evaluated_rows", {}) for r in sizes)]
     if evaluated:
         lines += ["", "## Evaluation: test rows ranked, and rows a second", "",
@@ -366,6 +381,8 @@ def main() -> None:
     parser.add_argument("--prepare-only", action="store_true",
                         help="run only the prepare stage of each size (already in the results) and replace its "
                              "figures there")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --prepare-only: runs of each size, in rounds across the sizes; the median is kept")
     parser.add_argument("--sample-users", type=int, default=SAMPLE_USERS,
                         help="through the indexes and the quality report on this many test users' rows "
                              "(default %(default)s; 0: every test row)")
@@ -387,12 +404,19 @@ def main() -> None:
                              f"{', '.join(missing)} (has {', '.join(results['sizes'])})")
         work = Path(args.work or tempfile.mkdtemp(prefix="scaleout-scale-"))
         work.mkdir(parents=True, exist_ok=True)
-        for size in [parse_size(s) for s in args.sizes.split(",")]:
-            figures = prepare_alone(size, work, work)
+        sizes = [parse_size(s) for s in args.sizes.split(",")]
+        runs: dict[int, list[dict]] = {size: [] for size in sizes}
+        for round_ in range(args.repeats):  # rounds across the sizes: drift over the hour reaches every size
+            for size in sizes:
+                runs[size].append(prepare_alone(size, work, work))
+                print(f"{label(size)} (round {round_ + 1} of {args.repeats}): prepare "
+                      f"{runs[size][-1]['seconds']:.1f} s, peak {runs[size][-1]['peak_rss_gib']:.2f} GiB", flush=True)
+        for size in sizes:
+            figures = median_run(runs[size])
             results["sizes"][label(size)]["stages"]["prepare"] = figures
-            print(f"{label(size)}: prepare {figures['seconds']:.1f} s, peak {figures['peak_rss_gib']:.2f} GiB",
-                  flush=True)
-            args.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+            print(f"{label(size)}: prepare {figures['seconds']:.1f} s (median of {len(runs[size])}), peak "
+                  f"{figures['peak_rss_gib']:.2f} GiB", flush=True)
+        args.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     elif not args.report_only:
         results.update(machine=machine(), epochs=args.epochs, baselines=args.baselines,
                        shape_rule="MovieLens 20M's users per interaction and its 26,744 items up to 20M; "

@@ -52,6 +52,16 @@ def test_slopes_are_fitted_from_5m_up_and_a_superlinear_stage_is_flagged(tmp_pat
         results["sizes"][scale.label(n)]["stages"]["train"]["measured_alone"] = "2026-11-30"
     assert ("- train at 5M, 20M: measured alone on 2026-11-30 (`scale.py --prepare-only`"
             in scale.write_report(results, tmp_path / "report").read_text())
+    # --repeats: the median of a size's runs, the highest peak, every run kept and listed
+    runs = [{"seconds": s, "peak_rss_gib": p, "measured_alone": "2026-12-01"} for s, p in ((9.0, 1.0), (7.0, 3.0),
+                                                                                          (8.0, 2.0))]
+    assert scale.median_run(runs[:1]) == runs[0]
+    median = scale.median_run(runs)
+    assert median["seconds"] == 8.0 and median["peak_rss_gib"] == 3.0 and median["runs_seconds"] == [9.0, 7.0, 8.0]
+    results["sizes"]["5M"]["stages"]["train"] = median
+    text = scale.write_report(results, tmp_path / "report").read_text()
+    assert "| train | 50.0 | 8.0 | 200.0 |" in text
+    assert "the median in the table: train at 5M: 9.0, 7.0, 8.0 s." in text
 
 
 @pytest.mark.slow
@@ -79,14 +89,17 @@ def test_one_tiny_size_runs_the_real_pipeline_and_reports_every_stage(tmp_path):
     # prepare alone again: only that stage's figures change, marked in the report; an unmeasured size is refused
     common = ["--work", str(tmp_path / "work"), "--results", str(tmp_path / "scale.json"), "--report",
               str(tmp_path / "report"), "--prepare-only"]
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "30K", *common],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "30K", "--repeats", "3",
+                          *common], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     again = json.loads((tmp_path / "scale.json").read_text())["sizes"]["30K"]
-    assert again["stages"]["prepare"]["seconds"] > 0 and again["stages"]["prepare"]["measured_alone"]
+    prepared = again["stages"]["prepare"]
+    assert len(prepared["runs_seconds"]) == 3 and prepared["seconds"] == sorted(prepared["runs_seconds"])[1] > 0
+    assert prepared["measured_alone"] and out.stdout.count("30K (round ") == 3
     assert {k: v for k, v in again["stages"].items() if k != "prepare"} == \
         {k: v for k, v in run["stages"].items() if k != "prepare"}
-    assert "- prepare at 30K: measured alone on" in (tmp_path / "report" / "README.md").read_text()
+    report = (tmp_path / "report" / "README.md").read_text()
+    assert "- prepare at 30K: measured alone on" in report and "the median in the table: prepare at 30K: " in report
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "40K", *common],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "has no 40K (has 30K)" in out.stderr
