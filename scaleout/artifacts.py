@@ -11,6 +11,7 @@ embeddings, or embeddings of another model, is refused by name.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
 
 from scaleout import __version__
@@ -98,8 +99,15 @@ def check_built_from(what: str, recorded: dict[str, str], current: dict[str, str
                                 f"({now[:12]}); {fix}")
 
 
+# The metrics files that record what they were made from (``made_from``), and the command that writes each again.
+METRICS = {"metrics/eval.json": "scaleout evaluate", "metrics/index_eval.json": "scaleout evaluate --indexes",
+           "metrics/quality.json": "scaleout quality"}
+
+
 def verify_run(run: RunDir) -> list[str]:
-    """Recomputes every recorded fingerprint and checks every link; returns one line per artifact."""
+    """Recomputes every recorded fingerprint and checks every link, then that each metrics file was made from
+    the parts the run holds now (a model trained again leaves the old one's metrics behind until they are
+    written again: `scaleout pipeline --skip quality`, `scaleout train` alone); returns one line per artifact."""
     manifest = load(run)
     entries = manifest["artifacts"]
     if not entries:
@@ -111,4 +119,12 @@ def verify_run(run: RunDir) -> list[str]:
                                 f"({entry['fingerprint'][:12]} then, {current[name][:12]} now)")
     for name, entry in entries.items():
         check_built_from(name, entry.get("inputs", {}), current, "rebuild it (`scaleout index`, `scaleout export`)")
-    return [f"ok  {name:<20} {current[name][:16]}" for name in entries]
+    lines = [f"ok  {name:<20} {current[name][:16]}" for name in entries]
+    for rel, again in METRICS.items():
+        path = run.metrics_file(rel)
+        made_from = json.loads(path.read_text()).get("made_from") if path.is_file() else None
+        if made_from:  # absent: not written, or written before scaleout recorded it
+            now = {dep: current[dep] if dep in current else fingerprint(run, dep) for dep in made_from}
+            check_built_from(rel, made_from, now, f"write it again (`{again}`)")
+            lines.append(f"ok  {rel:<20} made from the {', '.join(made_from)} the run holds")
+    return lines

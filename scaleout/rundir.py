@@ -132,6 +132,12 @@ class RunDir:
     def quality_metrics(self) -> Path:
         return self._local("metrics/quality.json")
 
+    def metrics_file(self, rel: str) -> Path:
+        """One of the run's metrics files by its path in the run (``metrics/eval.json``: one of FILES)."""
+        if rel not in FILES or not rel.startswith("metrics/"):
+            raise ValueError(f"{rel!r} is not one of the run's metrics files ({', '.join(FILES[:-1])})")
+        return self._local(rel)
+
     @property
     def artifacts(self) -> Path:
         return self._local("artifacts.json")

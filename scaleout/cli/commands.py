@@ -63,7 +63,7 @@ def cmd_train(a) -> None:
     log.info("preset %s: %s", a.preset, describe_preset(a.preset))
     if train_cfg.backend == "ray":
         connect_ray(a.address)
-    metrics = train_run(a.rundir, model_cfg, train_cfg)
+    metrics = train_run(a.rundir, model_cfg, train_cfg, evaluate_test=not a.no_evaluate)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", cmd_train, "train on RUN/data, save RUN/model, evaluate on the test split")
     add_train_args(p)
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="leave out the evaluation on the test split (no RUN/metrics/eval.json; `scaleout evaluate` "
+                        "does it later)")
 
     p = command("evaluate", cmd_evaluate, "evaluate RUN/model on the test split of RUN/data")
     p.add_argument("--eval-batch-size", type=positive, default=TrainConfig().eval_batch_size)

@@ -18,6 +18,7 @@ from scaleout.fsutil import write_json
 from scaleout.names import BASELINES
 from scaleout.rundir import RunDir
 from scaleout.tfenv import tf
+from scaleout.train.run import towers_made_from
 from scaleout.train.saved import Towers
 from scaleout.train.towers import embed_users
 
@@ -65,6 +66,7 @@ def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES, sample: int 
                                       label="quality, model")
     report["baselines"] = baselines(data, which, population, ease_max_gib)
     report["seconds"] = round(time.monotonic() - start, 1)
+    report["made_from"] = towers_made_from(run)
     write_json(run.quality_metrics, report)
     return report
 

@@ -17,7 +17,7 @@ from scaleout.data.tfdata import iter_batches
 from scaleout.embed.embedding_set import EmbeddingSet
 from scaleout.errors import ArtifactError
 from scaleout.evaluate.protocols import confidence_intervals, draw_users
-from scaleout.fsutil import write_json
+from scaleout.fsutil import tree_fingerprint, write_json
 from scaleout.index.base import Index
 from scaleout.index.brute_force import BruteForce
 from scaleout.index.build import check_embeddings_of_model, check_query_dim, open_index
@@ -25,6 +25,7 @@ from scaleout.names import BRUTE_FORCE, INDEX_KINDS, MOVIE_ID, SCANN, USER_ID
 from scaleout.rundir import RunDir
 from scaleout.stages import Progress
 from scaleout.tfenv import tf, tfrs
+from scaleout.train.run import towers_made_from
 from scaleout.train.saved import Towers
 from scaleout.train.towers import TIMESTAMP_FEATURE, query_embeddings, uses_timestamp
 
@@ -144,7 +145,9 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
         progress(done)
     seconds = time.monotonic() - start
     report: dict = {"ks": list(ks), "test_examples": done, "seconds": round(seconds, 2),
-                    "embeddings": emb.fingerprint}
+                    "embeddings": emb.fingerprint,
+                    "made_from": {"query_tower": towers_made_from(run)["query_tower"], "embeddings": emb.fingerprint,
+                                  **{f"index/{kind}": tree_fingerprint(run.index(kind)) for kind in kinds}}}
     if sample:
         report["sample"] = sample.describe()
         intervals = sample.intervals()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scaleout.config import ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
-from scaleout.fsutil import atomic_dir, write_json
+from scaleout.fsutil import atomic_dir, tree_fingerprint, write_json
 from scaleout.tfenv import tf
 from scaleout.rundir import RunDir
 from scaleout.stages import Stages
@@ -86,8 +86,15 @@ def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:
     return metrics
 
 
+def towers_made_from(run: RunDir) -> dict[str, str]:
+    """Each tower's fingerprint, as scaleout.artifacts takes it: what a metrics file of the model records it was
+    made from (``made_from``), so that `scaleout verify` names one left from a model trained since."""
+    return {name: tree_fingerprint(run.model / name) for name in ("query_tower", "candidate_tower")}
+
+
 def _write_eval(run: RunDir, dataset: Dataset, metrics: dict[str, float]) -> None:
     write_json(run.eval_metrics, {"metrics": metrics, "split": "test", "examples": dataset.counts["test"],
-                                  "candidates": dataset.counts["candidates"], "model": run.shown("model")})
+                                  "candidates": dataset.counts["candidates"], "model": run.shown("model"),
+                                  "made_from": towers_made_from(run)})
     shown = {k.split("/")[-1]: round(v, 4) for k, v in metrics.items() if k.startswith("factorized_top_k/")}
     log.info("test metrics: %s (written to %s)", shown, run.eval_metrics)
