@@ -27,8 +27,8 @@ interactions (138,493 users at 20,000,263; 26,744 items throughout); at 100M,
 taste groups.
 
 Figures of each size are merged into benchmarks/results/scale.json (a later
-run adds sizes or replaces them); the report, benchmarks/reports/scale/README.md
-with log-log plots, shows every stage's seconds and peak memory per size and
+run adds sizes or replaces them); the report (scaleout.bench.scale_report),
+benchmarks/reports/scale/README.md with log-log plots, shows every stage's seconds and peak memory per size and
 the fitted slope of log(seconds) over log(interactions) from 5M up (1.0 grows
 linearly).
 """
@@ -51,13 +51,11 @@ sys.path.insert(0, str(REPO))
 
 from scaleout.bench.datasets import parse_size  # noqa: E402
 from scaleout.bench.measure import machine  # noqa: E402
+from scaleout.bench.scale_report import label, write_report  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
 REPORT = REPO / "benchmarks" / "reports" / "scale"
 ML20M = {"interactions": 20_000_263, "users": 138_493, "items": 26_744}
-STAGES = ("prepare", "train", "evaluate", "embed_and_index", "through_index", "export", "quality")
-SLOPE_FROM = 5_000_000  # slopes are fitted on the sizes from here up
-SLOPE_LIMIT = 1.15
 SAMPLE_USERS = 20_000  # test users through the indexes and in the quality report (a full pass at 20M: ~30 min)
 EVALUATION_STAGES = ("evaluate", "through_index", "export", "quality")
 
@@ -68,10 +66,6 @@ def shape(interactions: int) -> dict:
         return {"interactions": interactions, "users": 10_000_000, "items": 1_000_000}
     users = max(100, round(interactions * ML20M["users"] / ML20M["interactions"]))
     return {"interactions": interactions, "users": users, "items": ML20M["items"]}
-
-
-def label(interactions: int) -> str:
-    return f"{interactions / 1e6:g}M" if interactions >= 10**6 else f"{interactions / 1e3:g}K"
 
 
 def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], log_dir: Path,
@@ -216,155 +210,6 @@ def _model_ci(run: Path) -> dict:
     path = run / "metrics" / "quality.json"
     ci = json.loads(path.read_text())["model"]["exclude_seen"].get("ci95", {}) if path.is_file() else {}
     return {k: [round(v, 4) for v in ci[k]] for k in ("recall@10", "recall@100") if k in ci}
-
-
-def slope(xs, ys) -> float | None:
-    """Least-squares slope of log(y) over log(x); None with fewer than two points."""
-    pts = [(x, y) for x, y in zip(xs, ys) if y and y > 0]
-    if len(pts) < 2:
-        return None
-    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-    return float(np.polyfit(lx, ly, 1)[0])
-
-
-def write_report(results: dict, directory: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    sizes = sorted(results["sizes"].values(), key=lambda r: r["shape"]["interactions"])
-    xs = [r["shape"]["interactions"] for r in sizes]
-    fit_sizes = [r for r in sizes if r["shape"]["interactions"] >= SLOPE_FROM]
-    fit_x = [r["shape"]["interactions"] for r in fit_sizes]
-    stages = [s for s in STAGES if any(s in r["stages"] for r in sizes)]
-
-    def stage_values(stage, key, rows):
-        return [r["stages"].get(stage, {}).get(key) for r in rows]
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for stage in stages:
-        for ax, key in zip(axes, ("seconds", "peak_rss_gib")):
-            ys = stage_values(stage, key, sizes)
-            ax.plot(xs, ys, marker="o", label=stage)
-    for ax, title in zip(axes, ("wall time of each stage (s)", "peak resident memory of each stage (GiB)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("interactions")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-    common = [st for st in stages if all(st in r["stages"] for r in sizes)]  # the stages every size ran
-    if len(xs) >= 2:  # the linear guide, through the first size's total
-        total = [sum(r["stages"][st]["seconds"] for st in common) for r in sizes]
-        axes[0].plot(xs, [total[0] * x / xs[0] for x in xs], "k--", alpha=0.5, label="slope 1 (linear)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(directory / "stages.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for r in sizes:
-        eps = [e["examples_per_s"] for e in r["epochs"] if e.get("examples_per_s")]
-        ax.plot(range(1, len(eps) + 1), eps, marker="o", label=label(r["shape"]["interactions"]))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training examples/s")
-    ax.set_title("training throughput per epoch (one process)")
-    ax.legend()
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(directory / "examples_per_s.png", dpi=110)
-    plt.close(fig)
-
-    lines = ["# Scale: time and memory of every stage against the data's size", "",
-             "Generated by `python benchmarks/scale.py` from `benchmarks/results/scale.json`; do not edit.", "",
-             f"Machine: {results['machine'].get('cpu', '')}, {results['machine'].get('cores', '')} cores, "
-             f"{results['machine'].get('memory_gib', '')} GiB. One `scaleout pipeline` run per size, local "
-             f"backend, the `quality` preset for {results['epochs']} epoch(s), baselines: "
-             f"{', '.join(results['baselines']) or 'none'}. Synthetic data: {results['shape_rule']}", "",
-             "![stages](stages.png)", "", "![examples/s](examples_per_s.png)", "",
-             "## Wall time (s)", "",
-             "| stage | " + " | ".join(label(x) for x in xs) + f" | slope {label(SLOPE_FROM)}+ |",
-             "|---" * (len(xs) + 2) + "|"]
-    slopes = {}
-    for stage in stages:
-        k = slope(fit_x, stage_values(stage, "seconds", fit_sizes))
-        slopes[stage] = k
-        cells = [f"{v:,.1f}" if v is not None else "–" for v in stage_values(stage, "seconds", sizes)]
-        flag = "" if k is None or k <= SLOPE_LIMIT else " (above 1.15)"
-        lines.append(f"| {stage} | " + " | ".join(cells) + f" | {'–' if k is None else f'{k:.2f}'}{flag} |")
-    totals = [sum(r["stages"][st]["seconds"] for st in common) for r in sizes]
-    k = slope(fit_x, [sum(r["stages"][st]["seconds"] for st in common) for r in fit_sizes])
-    name = "all stages" if common == stages else f"{', '.join(common)} (every size)"
-    lines.append(f"| **{name}** | " + " | ".join(f"{t:,.0f}" for t in totals) +
-                 f" | {'–' if k is None else f'{k:.2f}'} |")
-    alone: dict[tuple[str, str], list[str]] = {}  # (stage, date) -> sizes whose figures of it were measured alone
-    for r in sizes:
-        for st in stages:
-            if "measured_alone" in r["stages"].get(st, {}):
-                alone.setdefault((st, r["stages"][st]["measured_alone"]), []).append(label(r["shape"]["interactions"]))
-    if alone:
-        lines.append("")
-        lines += [f"- {st} at {', '.join(at)}: measured alone on {date} (`scale.py --prepare-only`, timed as the "
-                  "pipeline times it; its peak without TensorFlow loaded); each size's other figures come from "
-                  "its pipeline run." for (st, date), at in alone.items()]
-        repeated = [(label(r["shape"]["interactions"]), st, r["stages"][st]["runs_seconds"])
-                    for r in sizes for st in stages if "runs_seconds" in r["stages"].get(st, {})]
-        if repeated:
-            lines.append("- Repeated (`--repeats`, in rounds across the sizes), the median in the table: " + "; ".join(
-                f"{st} at {at}: {', '.join(f'{x:.1f}' for x in runs)} s" for at, st, runs in repeated) + ".")
-    evaluated = [st for st in stages if any(st in r.get("evaluated_rows", {}) for r in sizes)]
-    if evaluated:
-        lines += ["", "## Evaluation: test rows ranked, and rows a second", "",
-                  "With `--sample-users N`, through_index and quality rank the test rows of N test users drawn at "
-                  "random (with 95% intervals in their reports), so their time follows the sample, not the data; "
-                  "rows a second is the figure to compare across sizes.", "",
-                  "| stage | " + " | ".join(label(x) for x in xs) + " |", "|---" * (len(xs) + 1) + "|"]
-        for stage in evaluated:
-            cells = []
-            for r in sizes:
-                rows, sec = r.get("evaluated_rows", {}).get(stage), r["stages"].get(stage, {}).get("seconds")
-                cells.append(f"{rows:,} rows, {rows / sec:,.0f}/s" if rows and sec else "–")
-            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines += ["", "## Peak resident memory (GiB; the stage's own high-water mark)", "",
-              "| stage | " + " | ".join(label(x) for x in xs) + " |", "|---" * (len(xs) + 1) + "|"]
-    for stage in stages:
-        cells = [f"{v:.2f}" if v is not None else "–" for v in stage_values(stage, "peak_rss_gib", sizes)]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines.append("| **whole run** | " + " | ".join(f"{r['peak_rss_gib']:.2f}" for r in sizes) + " |")
-    lines += ["", "## Data and training", "",
-              "| size | users | items | train rows | test rows | examples/s per epoch | "
-             "excl-seen recall@10 / @100 [95% interval, sampled] |",
-              "|---|---|---|---|---|---|---|"]
-    for r in sizes:
-        c = r["counts"]
-        eps = ", ".join(f"{e['examples_per_s']:,.0f}" for e in r["epochs"] if e.get("examples_per_s"))
-        rec = dict(r.get("model_recall") or {})
-        for k, (lo, hi) in (r.get("model_recall_ci95") or {}).items():
-            rec[k] = f"{rec[k]} [{lo}, {hi}]"
-        skipped = f" (skipped: {', '.join(r['skipped'])})" if r.get("skipped") else ""
-        lines.append(f"| {label(r['shape']['interactions'])} | {r['shape']['users']:,} | {r['shape']['items']:,} | "
-                     f"{c['train']:,} | {c['test']:,} | {eps} | {rec.get('recall@10', '–')} / "
-                     f"{rec.get('recall@100', '–')}{skipped} |")
-    ray = [r for r in sizes if r.get("ray")]
-    if ray:
-        lines += ["", "## Ray training: each worker's memory", "",
-                  "`scaleout train --backend ray` on the same prepared data, a local Ray instance on this machine's "
-                  "2 cores, one epoch; each worker reads only its own train shards. Peak resident memory of each "
-                  "worker process (VmHWM, read from /proc every half second) and of the driver.", "",
-                  "| size | workers | examples/s | each worker's peak (GiB) | driver's peak (GiB) |",
-                  "|---|---|---|---|---|"]
-        for r in ray:
-            g = r["ray"]
-            lines.append(f"| {label(r['shape']['interactions'])} | {g['workers']} | "
-                         f"{g['epochs'][-1]['examples_per_s']:,.0f} | "
-                         f"{', '.join(f'{v:.2f}' for v in g['worker_peak_rss_gib'])} | {g['driver_peak_rss_gib']:.2f} |")
-    notes = results.get("notes") or []
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    (directory / "README.md").write_text("\n".join(lines) + "\n")
-    results["slopes"] = slopes
-    return directory / "README.md"
 
 
 def main() -> None:
