@@ -11,7 +11,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli.options import add_train_args, configs_from_args
+from scaleout.cli.options import add_train_args, configs_from_args, no_evaluate_arg
 from scaleout.errors import ScaleoutError
 from scaleout.pipeline import connect_ray
 from scaleout.rundir import opened
@@ -22,12 +22,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="run directory holding data/: s3://BUCKET/PREFIX (or gs://) on a cluster, or a path every node mounts")
     add_train_args(parser, backend=False)
+    no_evaluate_arg(parser)
     args = parser.parse_args()
     try:
         model_cfg, train_cfg = configs_from_args(args, backend="ray")
         connect_ray(args.address)
         with opened(args.run, "jobs/train.py") as run:
-            metrics = train_run(run, model_cfg, train_cfg)
+            metrics = train_run(run, model_cfg, train_cfg, evaluate_test=not args.no_evaluate)
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"jobs/train.py: error: {exc}", file=sys.stderr)
         return 1

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from scaleout.cli.options import (add_train_args, baseline_args, configs_from_args, data_args, data_config, index_args,
-                                  index_job_config, non_negative, pipeline_args, pipeline_config, positive)
+                                  index_job_config, no_evaluate_arg, non_negative, pipeline_args, pipeline_config,
+                                  positive)
 from scaleout.bench.cost import Prices
 from scaleout.config import BACKENDS, TrainConfig
 from scaleout.errors import ConfigError, ScaleoutError
@@ -213,9 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", cmd_train, "train on RUN/data, save RUN/model, evaluate on the test split")
     add_train_args(p)
-    p.add_argument("--no-evaluate", action="store_true",
-                   help="leave out the evaluation on the test split (no RUN/metrics/eval.json; `scaleout evaluate` "
-                        "does it later)")
+    no_evaluate_arg(p)
 
     p = command("evaluate", cmd_evaluate, "evaluate RUN/model on the test split of RUN/data")
     p.add_argument("--eval-batch-size", type=positive, default=TrainConfig().eval_batch_size)

@@ -246,6 +246,13 @@ def pipeline_args(p: argparse.ArgumentParser) -> None:
     baseline_args(p)
 
 
+def no_evaluate_arg(p: argparse.ArgumentParser) -> None:
+    """``--no-evaluate`` of `scaleout train` and jobs/train.py."""
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="leave out the evaluation on the test split (no RUN/metrics/eval.json; `scaleout evaluate` "
+                        "does it later)")
+
+
 def baseline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                    help="baselines of the quality report, on the same split (default: all; none: the model only)")

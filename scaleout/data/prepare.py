@@ -159,7 +159,7 @@ class _Partitioned:
     per bucket of a hash of the key (scaleout.data.keyhash): each row goes to its key's bucket, in order, so
     every bucket's table is the group-by of its keys and together they are the whole one. A hash table of
     millions of string keys is out of cache, a miss a row: the users of 40M synthetic rows at 100M's shape (10M
-    users) took 24.4 s in one table and 20.0 s in 256 (two runs each, the vocabulary's sort included; spreading
+    users) took 24.6 s in one table and 20.0 s in 256 (means of three runs, the vocabulary's sort included; spreading
     the rows, a hash, a stable sort by bucket and a take, costs about 0.2 s a million rows), 64 or 1,024 did
     no better; a whole 100M prepare took 189.2 s against 225.1, its peak 1.88 GiB against 2.90. Below ``at``
     keys (ML-20M's 138,493 users, a catalogue of a million items) it stays one table and spends nothing on
