@@ -122,7 +122,11 @@ def verify_run(run: RunDir) -> list[str]:
     lines = [f"ok  {name:<20} {current[name][:16]}" for name in entries]
     for rel, again in METRICS.items():
         path = run.metrics_file(rel)
-        made_from = json.loads(path.read_text()).get("made_from") if path.is_file() else None
+        try:
+            made_from = json.loads(path.read_text()).get("made_from") if path.is_file() else None
+        except (ValueError, AttributeError):
+            raise ArtifactError(f"{run.shown(rel)}: not a metrics file (expected a JSON object); write it again "
+                                f"(`{again}`)") from None
         if made_from:  # absent: not written, or written before scaleout recorded it
             now = {dep: current[dep] if dep in current else fingerprint(run, dep) for dep in made_from}
             check_built_from(rel, made_from, now, f"write it again (`{again}`)")

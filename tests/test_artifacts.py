@@ -50,6 +50,9 @@ def test_each_metrics_file_records_the_model_it_was_made_from_and_verify_checks_
     assert verify.returncode == 1
     assert "metrics/quality.json was built from other query_tower (000000000000)" in verify.stderr
     assert "write it again (`scaleout quality`)" in verify.stderr
+    (root / "metrics" / "eval.json").write_text('{"metrics": ')  # cut short
+    verify = run_cli("verify", "--run", root)
+    assert verify.returncode == 1 and "metrics/eval.json: not a metrics file (expected a JSON object)" in verify.stderr
 
 
 @pytest.mark.slow

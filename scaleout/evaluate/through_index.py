@@ -146,7 +146,7 @@ def evaluate_through_indexes(run: RunDir, kinds: tuple[str, ...] = INDEX_KINDS,
     seconds = time.monotonic() - start
     report: dict = {"ks": list(ks), "test_examples": done, "seconds": round(seconds, 2),
                     "embeddings": emb.fingerprint,
-                    "made_from": {"query_tower": towers_made_from(run)["query_tower"], "embeddings": emb.fingerprint,
+                    "made_from": {**towers_made_from(run, ("query_tower",)), "embeddings": emb.fingerprint,
                                   **{f"index/{kind}": tree_fingerprint(run.index(kind)) for kind in kinds}}}
     if sample:
         report["sample"] = sample.describe()

@@ -86,10 +86,10 @@ def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:
     return metrics
 
 
-def towers_made_from(run: RunDir) -> dict[str, str]:
+def towers_made_from(run: RunDir, towers: tuple[str, ...] = ("query_tower", "candidate_tower")) -> dict[str, str]:
     """Each tower's fingerprint, as scaleout.artifacts takes it: what a metrics file of the model records it was
     made from (``made_from``), so that `scaleout verify` names one left from a model trained since."""
-    return {name: tree_fingerprint(run.model / name) for name in ("query_tower", "candidate_tower")}
+    return {name: tree_fingerprint(run.model / name) for name in towers}
 
 
 def _write_eval(run: RunDir, dataset: Dataset, metrics: dict[str, float]) -> None:
