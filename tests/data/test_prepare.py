@@ -156,17 +156,25 @@ def test_per_user_tables_folded_chunk_by_chunk_equal_one_pass_over_everything(sp
     per_user = _Users(table.schema)
     if split_at:
         per_user.folded = _Partitioned(per_user._aggregate, "user_id", at=split_at, bits=3)
-    folds = 0
-    for start in range(0, n, chunk):
-        before = per_user.folded.whole.table if per_user.folded.whole else None
+    def tables():  # the one table's, or each bucket's once split
+        folded = per_user.folded
+        if folded.whole is not None:
+            return {"whole": folded.whole.table}
+        return {i: b.table for i, b in enumerate(folded.buckets)}
+
+    folds, chunks = {}, range(0, n, chunk)
+    for start in chunks:
+        before = tables()
         per_user.add(table.slice(start, chunk))
-        folds += per_user.folded.whole is not None and per_user.folded.whole.table is not before
+        for key, now in tables().items():  # a fold replaces the table
+            folds[key] = folds.get(key, 0) + (key in before and now is not None and now is not before[key])
     if split_at:
         buckets = per_user.folded.buckets
         assert per_user.folded.whole is None and len(buckets) == 8 and all(b.table is not None for b in buckets)
         assert sum(b.table.num_rows + b.pending_rows for b in buckets) > sum(b.table.num_rows for b in buckets)
-    else:
-        assert 1 < folds < n // chunk  # folded more than once, and not once per chunk
+        folds.pop("whole", None)  # before the split, folded a few times or not at all
+    # every table folded more than once, and not once per chunk
+    assert len(folds) == (8 if split_at else 1) and all(1 < f < len(chunks) for f in folds.values()), folds
     vocabulary, rows = per_user.result()
     want = pc.value_counts(table.column("user_id"))
     counts = dict(zip(want.field("values").to_pylist(), want.field("counts").to_pylist()))
