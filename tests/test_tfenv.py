@@ -47,3 +47,28 @@ def test_a_machine_without_a_gpu_hears_nothing_about_cuda():
     else:
         assert result.stdout.strip() == "3"
         assert "cuInit" not in result.stderr and "cuda" not in result.stderr.lower(), result.stderr[-2000:]
+
+
+ALLOCATOR = """
+import scaleout
+from scaleout.tfenv import RUNTIME_ENV_VARS, tf
+try:
+    tf.config.experimental.get_memory_info("CPU:0")  # kept by the BFC allocator only
+    print("bfc", RUNTIME_ENV_VARS["TF_CPU_ALLOCATOR_USE_BFC"])
+except ValueError:
+    print("malloc", RUNTIME_ENV_VARS["TF_CPU_ALLOCATOR_USE_BFC"])
+"""
+
+
+def test_tensorflow_takes_its_bfc_allocator_unless_told_otherwise_and_ray_workers_get_the_same():
+    """CPU tensors come from TensorFlow's BFC allocator, which reuses what a step freed (malloc faults the large
+    B x B tensors in again every step: benchmarks/cpu_allocator.py); a user's own setting wins, and Ray workers
+    get this process's setting through their runtime environment."""
+    base = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    chosen = subprocess.run([sys.executable, "-c", ALLOCATOR], capture_output=True, text=True, env=base)
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    assert chosen.stdout.split() == ["bfc", "true"]
+    refused = subprocess.run([sys.executable, "-c", ALLOCATOR], capture_output=True, text=True,
+                             env={**base, "TF_CPU_ALLOCATOR_USE_BFC": "false"})
+    assert refused.returncode == 0, refused.stderr[-2000:]
+    assert refused.stdout.split() == ["malloc", "false"]
