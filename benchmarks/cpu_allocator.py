@@ -35,22 +35,17 @@ RESULTS = Path(__file__).parent / "results" / "cpu_allocator.json"
 SETTINGS = {"default preset": {}, "tutorial batch": {"batch_size": 8192}}
 
 CHILD = r"""
-import json, resource, statistics, sys
+import json, resource, sys
 import scaleout
 from scaleout.data.dataset import Dataset
 from scaleout.train.local import fit
 from scaleout.train.presets import configs
-from scaleout.tfenv import tf
 
-path, train, = sys.argv[1], json.loads(sys.argv[2])
+path, train = sys.argv[1], json.loads(sys.argv[2])
 model_cfg, train_cfg = configs("quality", train=train)
 model, history = fit(Dataset(path), model_cfg, train_cfg)
-try:
-    tf.config.experimental.get_memory_info("CPU:0")
-    allocator = "bfc"
-except ValueError:  # malloc keeps no statistics
-    allocator = "malloc"
-print(json.dumps({"allocator": allocator, "examples_per_second": [e["examples_per_second"] for e in history],
+print(json.dumps({"allocator": model.trained_allocator,
+                  "examples_per_second": [e["examples_per_second"] for e in history],
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 """
 

@@ -56,6 +56,17 @@ def import_tensorflow():
     return tf
 
 
+def cpu_allocator() -> str:
+    """The allocator TensorFlow's CPU tensors come from in this process: "bfc" (which keeps statistics) or
+    "malloc" (which keeps none). Starts TensorFlow's CPU device."""
+    tf = import_tensorflow()
+    try:
+        tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:  # "... not supported for this device": malloc's allocator counts nothing
+        return "malloc"
+    return "bfc"
+
+
 def __getattr__(name: str):
     if name == "tf":
         return import_tensorflow()

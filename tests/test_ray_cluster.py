@@ -74,7 +74,10 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     [packed] = trained["collectives_per_step"]
     assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "float32")
     assert packed["elements"] is None or packed["elements"] > 2 * 1024
-    assert json.loads((local_root / "metrics" / "train.json").read_text())["collectives_per_step"] == []
+    local = json.loads((local_root / "metrics" / "train.json").read_text())
+    assert local["collectives_per_step"] == []
+    # TensorFlow's BFC allocator in the workers as in one process (scaleout.tfenv: the runtime environment)
+    assert trained["cpu_allocator"] == local["cpu_allocator"] == "bfc"
     assert (root / "model" / "query_tower" / "saved_model.pb").is_file()
     ray_top100 = json.loads((root / "metrics" / "eval.json").read_text())["metrics"][
         "factorized_top_k/top_100_categorical_accuracy"]

@@ -21,7 +21,7 @@ from scaleout.config import ModelConfig
 from scaleout.data.tfdata import NEXT
 from scaleout.errors import ConfigError
 from scaleout.names import TRAIN_COUNT
-from scaleout.tfenv import tf, tfrs
+from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.ranking import RankTopK
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, gradient_form, own_first,
@@ -88,6 +88,9 @@ class TwoTowerModel(tfrs.Model):
         self.gradient_forms: dict = {}
         # What one training step sends between replicas, as JSON (a list attribute would be tracked by Keras).
         self.collectives_json = "[]"
+        # Where its CPU tensors were allocated while it trained (scaleout.tfenv.cpu_allocator): this process's,
+        # or, for a model restored from a Ray run, its workers' (scaleout.train.ray_backend).
+        self.trained_allocator = cpu_allocator()
         # Under several replicas with global negatives, given the next batch's candidate ids (NEXT_CANDIDATES,
         # see scaleout.data.tfdata's lookahead), each step sends the next batch's rows in its packed all-reduce
         # and keeps them here, replica-major, for the step after: one collective a step instead of two. Kept

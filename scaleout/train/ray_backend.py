@@ -176,7 +176,8 @@ def train_func(config: dict) -> None:
                     write_json(Path(tmp) / STATE, {"epoch": done, "history": self.history, "resumed_at": resumed_at,
                                                    "identity": config["identity"], "steps_per_epoch": steps,
                                                    "workers": world, "files": files,
-                                                   "collectives_per_step": model.step_collectives})
+                                                   "collectives_per_step": model.step_collectives,
+                                                   "cpu_allocator": model.trained_allocator})
                 report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
                 ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report)
             if keep and rank == 0:
@@ -349,6 +350,7 @@ def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg
     path, state = found
     model = build_for_dataset(model_cfg, dataset, tables)
     model.collectives_json = json.dumps(state.get("collectives_per_step", []))  # as the workers traced their step
+    model.trained_allocator = state.get("cpu_allocator", "unknown")  # a checkpoint from before it was recorded
     fs, _ = storage.filesystem(location)
     with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()

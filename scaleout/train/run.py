@@ -56,6 +56,8 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
                                    "resumed_at_epochs": resumed_at, "backend": train_cfg.backend,
                                    # what one step sends between replicas (ray backend; one process: nothing)
                                    "collectives_per_step": model.step_collectives,
+                                   # TensorFlow's CPU allocator where it trained (the workers', under Ray)
+                                   "cpu_allocator": model.trained_allocator,
                                    "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
     write_scalars(run.tensorboard, history)
     return model
