@@ -11,6 +11,16 @@ held-out part with seen items excluded, and averages the curves over the cuts;
 EASE (lambda 500) is scored on the same cuts. Prints, per entry, the epoch with
 the best mean recall@10 and its ratios to EASE; writes
 benchmarks/results/quality/cuts.json. The test split is not used.
+
+--popularity-prior BETA ... also scores every epoch with BETA x log(1 + the
+candidate's training count) added to the model's scores, the popularity that
+the logQ correction takes out in training put back at serving (one more
+dimension of the dot product, so the indexes serve it unchanged), and reports
+each BETA's mean curve beside the entry's:
+
+    python benchmarks/quality_cuts.py --only "quality preset (in-batch, logQ, hits removed, L2 0.05)" \
+        "full softmax, L2 0.07, 64 dims" --popularity-prior 0.05 0.1 0.2 0.3 0.5 \
+        --out benchmarks/results/quality/cuts_prior.json
 """
 
 from __future__ import annotations
@@ -42,6 +52,9 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=GRID)
     parser.add_argument("--only", nargs="*", help="entries to run (default: all)")
     parser.add_argument("--cuts", type=int, default=3)
+    parser.add_argument("--popularity-prior", type=float, nargs="*", default=[], metavar="BETA",
+                        help="also score every epoch with BETA x log(1 + training count) added to each candidate's "
+                             "score, per BETA (a popularity prior added back at serving)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -52,7 +65,7 @@ def main() -> None:
     grid = yaml.safe_load(args.grid.read_text())
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}
     results = {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts, "fraction": 0.1,
-               "ease_lambda": EASE_LAMBDA, "entries": []}
+               "ease_lambda": EASE_LAMBDA, "popularity_prior": args.popularity_prior, "entries": []}
     with tempfile.TemporaryDirectory() as tmp:
         cuts, eases = validation_cuts(args.movielens, Path(tmp), seeds=range(args.cuts)), []
         for _, data in cuts:
@@ -66,20 +79,33 @@ def main() -> None:
               flush=True)
         for name, entry in entries.items():
             model_cfg, train_cfg = configs(entry, grid.get("defaults", {}))
-            curves = [run_entry(f"{name} (cut {i})", model_cfg, train_cfg, dataset, data)["curve"]
-                      for i, (dataset, data) in enumerate(cuts)]
-            mean = [{"epoch": i + 1, **{m: float(np.mean([c[i][m] for c in curves])) for m in METRICS}}
-                    for i in range(min(len(c) for c in curves))]
-            best = max(mean, key=lambda c: (c["recall@10"], c["recall@100"]))
-            best100 = max(mean, key=lambda c: c["recall@100"])
-            results["entries"].append({"name": name, "setting": entry, "mean_curve": mean, "best": best,
-                                       "best_recall@100": best100,
-                                       "over_ease": {m: best[m] / base[m] for m in METRICS}})
-            print(f"{name}: epoch {best['epoch']}: recall@10 {best['recall@10']:.4f} "
-                  f"({best['recall@10'] / base['recall@10']:.3f}x EASE), @100 {best['recall@100']:.4f} "
-                  f"({best['recall@100'] / base['recall@100']:.3f}x); best @100 {best100['recall@100']:.4f} "
-                  f"(epoch {best100['epoch']})", flush=True)
+            curves = [run_entry(f"{name} (cut {i})", model_cfg, train_cfg, dataset, data,
+                                priors=args.popularity_prior)["curve"] for i, (dataset, data) in enumerate(cuts)]
+            result = {"name": name, "setting": entry, **averaged(curves, lambda point: point, base)}
+            print(f"{name}: {line(result, base)}", flush=True)
+            for beta in args.popularity_prior:
+                prior = averaged(curves, lambda point: point["prior"][str(beta)], base)
+                result.setdefault("prior", {})[str(beta)] = prior
+                print(f"{name}, popularity prior {beta}: {line(prior, base)}", flush=True)
+            results["entries"].append(result)
     write_json(args.out, results)
+
+
+def averaged(curves: list[list[dict]], pick, base: dict) -> dict:
+    """The cuts' mean curve of the metrics ``pick`` takes from each epoch's point, its best epoch by recall@10
+    (then @100), its best by recall@100 alone, and the best's ratios to EASE's ``base``."""
+    mean = [{"epoch": i + 1, **{m: float(np.mean([pick(c[i])[m] for c in curves])) for m in METRICS}}
+            for i in range(min(len(c) for c in curves))]
+    best = max(mean, key=lambda c: (c["recall@10"], c["recall@100"]))
+    return {"mean_curve": mean, "best": best, "best_recall@100": max(mean, key=lambda c: c["recall@100"]),
+            "over_ease": {m: best[m] / base[m] for m in METRICS}}
+
+
+def line(result: dict, base: dict) -> str:
+    best, best100 = result["best"], result["best_recall@100"]
+    return (f"epoch {best['epoch']}: recall@10 {best['recall@10']:.4f} ({best['recall@10'] / base['recall@10']:.3f}x "
+            f"EASE), @100 {best['recall@100']:.4f} ({best['recall@100'] / base['recall@100']:.3f}x); best @100 "
+            f"{best100['recall@100']:.4f} (epoch {best100['epoch']})")
 
 
 if __name__ == "__main__":
