@@ -13,7 +13,8 @@ process, it times, in one run and side by side:
 - forward      the loss only
 - lookups      both towers' StringLookup + Embedding, forward
 - logits       the B x B logits, softmax cross-entropy and their gradients on random embeddings, with
-               TFRS's dense B x B labels and as scaleout computes it (logsumexp less the diagonal)
+               TFRS's dense B x B labels and as scaleout computes it (logsumexp less the diagonal), and
+               at one of 2 Ray workers' share under global negatives: B/2 queries against B candidates
 - pipeline     the input pipeline alone (Parquet -> shuffled string batches), no model
 
 and the matrix-multiply rate of this machine (a large fp32 GEMM, and the logits' own
@@ -22,6 +23,10 @@ take 2·B·d FLOPs per example forward and 4·B·d backward (two more products o
 same size); the lookups, the softmax and Adagrad on the touched rows add O(d) and
 O(B) per example, negligible beside them. floor examples/s = GEMM rate / (6·B·d);
 the report gives the measured examples/s over it.
+
+--threads 1 runs it all on one thread (TensorFlow's intra- and inter-op
+pools), as one Ray worker of 1 CPU does (scaleout.train.ray_backend): set
+beside the default run, it shows what a worker's step computes.
 
 Prints the table and writes benchmarks/results/step_profile.json.
 """
@@ -166,6 +171,11 @@ def profile(dataset, epochs: int, repeats: int) -> dict:
         logits_loop(lambda scores: cross_entropy(tf.eye(batch), scores)), repeats)
     figures["logits (scaleout: logsumexp - diagonal)"] = steps * batch / timed(logits_loop(
         lambda scores: tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))), repeats)
+    # What one of 2 Ray workers computes under global negatives: its half of the queries against the whole
+    # global batch's candidates, [B/2 x B] (examples/s of the worker's own B/2 queries).
+    q = tf.Variable(tf.random.normal([batch // 2, dim]))
+    figures["logits, a 2-worker share ([B/2 x B])"] = steps * (batch // 2) / timed(logits_loop(
+        lambda scores: tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))), repeats)
     return {"rows": rows, "batch": batch, "dim": dim, "steps_per_execution": train_cfg.steps_per_execution,
             "epochs": epochs, "fit_epochs": [round(e["examples_per_second"], 1) for e in history],
             "examples_per_second": {k: round(v, 1) for k, v in figures.items()}}
@@ -178,12 +188,21 @@ def main() -> None:
                         help="also profile on this many interactions of MovieLens 20M's shape (0: no)")
     parser.add_argument("--epochs", type=int, default=5, help="of each fit (the figure: median of epochs 2+)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow's intra- and inter-op threads (0: its default, every CPU); 1 is what one "
+                             "Ray worker of 1 CPU runs with")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"default {RESULTS} (with --threads N: step_profile_threads-N.json beside it)")
     args = parser.parse_args()
+    out = args.out or (RESULTS.with_name(f"step_profile_threads-{args.threads}.json") if args.threads else RESULTS)
 
     from scaleout.tfenv import tf
 
-    results = {"scaleout_version": scaleout.__version__, "cpus": os.cpu_count(),
+    if args.threads:  # before TensorFlow starts its pools
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
+    results = {"scaleout_version": scaleout.__version__, "cpus": os.cpu_count(), "threads": args.threads or "all",
                "cpu": platform.processor() or platform.machine(), "data": {}}
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"ml-100k": DataConfig(source="movielens", path=args.movielens)}
@@ -202,8 +221,9 @@ def main() -> None:
     results["floor"] = {"flops_per_example": flops, "examples_per_second": round(peak / flops, 1),
                         "rule": "6·B·d FLOPs per example (the B x B logits forward and backward) over the "
                                 "largest GEMM rate measured"}
+    threads = f"{args.threads} thread(s)" if args.threads else "all threads"
     print(f"\none training step of the quality preset (batch {batch}, dim {dim}), one process, "
-          f"{results['cpus']} CPUs ({results['cpu']}); examples/s, median")
+          f"{results['cpus']} CPUs ({results['cpu']}), {threads}; examples/s, median")
     names = list(first["examples_per_second"])
     print(f"{'':42}" + "".join(f"{n[:34]:>36}" for n in results["data"]))
     for part in names:
@@ -213,9 +233,9 @@ def main() -> None:
     print(f"floor: {flops:,} FLOPs per example -> {results['floor']['examples_per_second']:,.0f} examples/s; "
           + "; ".join(f"{n}: fit at {d['examples_per_second']['fit'] / results['floor']['examples_per_second']:.2f} "
                       "of it" for n, d in results["data"].items()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":
