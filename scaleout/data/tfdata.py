@@ -117,4 +117,18 @@ def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: i
         # Declared endless: a multi-worker strategy otherwise all-reduces, every step, whether
         # any worker's input has run out.
         data = data.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
-    return data.prefetch(2)
+    return data.prefetch(2).with_options(fixed_pipeline_options())
+
+
+def fixed_pipeline_options():
+    """tf.data options for a pipeline that has nothing to autotune (its prefetch is fixed): autotuning off.
+
+    With it on, every iterator starts tf.data's autotuning thread, whose optimisation loop sleeps for a period
+    that doubles up to 60 s; deleting the iterator (at the end of ``model.fit``) waits for that sleep to end,
+    cancellation or not. Measured here (one-epoch fits of 4M rows): up to 44 s between the last step and
+    ``fit``'s return, in 5 of 13 fits with it on (the main thread in ``RootDataset::Iterator``'s destructor,
+    the model thread in ``Model::OptimizeLoop``'s timed wait), at most 0.09 s in 9 with it off."""
+    tf = import_tensorflow()
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options

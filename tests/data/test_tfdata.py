@@ -47,3 +47,12 @@ def test_lookahead_gives_each_batch_the_next_one_s_column_across_passes(tmp_path
         np.testing.assert_array_equal(b["next_x"].numpy(), want[i + 1])
     with pytest.raises(ValueError, match="lookahead columns need repeat and drop_remainder"):
         parquet_dataset(files, ["x"], 100, seed=5, drop_remainder=True, lookahead=["x"])
+
+
+def test_the_pipeline_starts_no_autotuning_thread(tmp_path):
+    """Nothing in it is autotuned (a fixed prefetch), and tf.data's autotuning thread makes deleting an iterator
+    wait out its sleep, up to 60 s (the end of every model.fit: scaleout.data.tfdata.fixed_pipeline_options)."""
+    for kwargs in ({}, {"seed": 1, "shuffle_buffer": 200, "repeat": True, "drop_remainder": True}):
+        ds = parquet_dataset(shards(tmp_path), ["user_id", "x"], 100, **kwargs)
+        assert ds.options().autotune.enabled is False
+        assert next(iter(ds))["x"].shape == (100,)
