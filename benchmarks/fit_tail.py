@@ -55,7 +55,7 @@ class End(tf.keras.callbacks.Callback):
         ended["at"] = time.monotonic()
 
 model_cfg, train_cfg = configs("quality", train={"epochs": 1})
-model, history = fit(Dataset(path), model_cfg, train_cfg, callbacks=[End()])
+_, history = fit(Dataset(path), model_cfg, train_cfg, callbacks=[End()])
 returned = time.monotonic()
 print(json.dumps({"tail_seconds": round(returned - ended["at"], 3),
                   "examples_per_second": history[-1]["examples_per_second"]}))

@@ -49,9 +49,10 @@ def test_lookahead_gives_each_batch_the_next_one_s_column_across_passes(tmp_path
         parquet_dataset(files, ["x"], 100, seed=5, drop_remainder=True, lookahead=["x"])
 
 
-def test_the_pipeline_starts_no_autotuning_thread(tmp_path):
-    """Nothing in it is autotuned (a fixed prefetch), and tf.data's autotuning thread makes deleting an iterator
-    wait out its sleep, up to 60 s (the end of every model.fit: scaleout.data.tfdata.fixed_pipeline_options)."""
+def test_the_pipeline_turns_tf_data_autotuning_off(tmp_path):
+    """Nothing in it is autotuned (a fixed prefetch), and with autotuning on, tf.data's autotuning thread makes
+    deleting an iterator wait out its sleep, up to 60 s (the end of every model.fit; measured by
+    benchmarks/fit_tail.py; scaleout.data.tfdata.fixed_pipeline_options). The options are what this checks."""
     for kwargs in ({}, {"seed": 1, "shuffle_buffer": 200, "repeat": True, "drop_remainder": True}):
         ds = parquet_dataset(shards(tmp_path), ["user_id", "x"], 100, **kwargs)
         assert ds.options().autotune.enabled is False
