@@ -36,36 +36,38 @@ CHILD_NAMES = {"tf gradient": "candidates' gradient, TensorFlow's: upstream^T @ 
                "our step": "loss and both gradients, dot_scores"}
 
 CHILD = r"""
-import json, statistics, sys, time
+import json, sys
 import scaleout
 from scaleout.tfenv import tf
 threads, dim, shapes = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 tf.config.threading.set_intra_op_parallelism_threads(threads)
 tf.config.threading.set_inter_op_parallelism_threads(threads)
 import scaleout.train.model as model_module
-from scaleout.train.logits import dot_scores
+from scaleout.bench.measure import median_seconds
+from scaleout.train.logits import dot_scores, matmul_scores
 
 
-def timed(fn, repeats=5, calls=50):
-    for _ in range(5):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        runs.append((time.perf_counter() - start) / calls * 1000)
-    return round(statistics.median(runs), 3)
+def timed(fn):
+    return round(median_seconds(fn, repeats=5, calls=50, warmup=5) * 1000, 3)
 
 
 def step(scores):
+    # The in-batch softmax's loss and both gradients, traced once with `scores` as the model's logits, which
+    # are put back after the call.
     def run(q, c, p, ids):
         with tf.GradientTape() as tape:
             tape.watch([q, c])
-            model_module.dot_scores = scores
             loss = model_module.in_batch_softmax(q, c, candidate_sampling_probability=p, candidate_ids=ids)
         return tape.gradient(loss, [q, c])
-    return tf.function(run)
+    traced = tf.function(run)
+
+    def call(*args):
+        original, model_module.dot_scores = model_module.dot_scores, scores
+        try:
+            return traced(*args)
+        finally:
+            model_module.dot_scores = original
+    return call
 
 
 out = {}
@@ -84,8 +86,7 @@ for queries, candidates in shapes:
         "candidates' gradient, upstream transposed first": lambda: tf.matmul(tf.transpose(upstream), q),
     }
     row = {name: timed(tf.function(lambda f=f: tf.reduce_sum(f()))) for name, f in products.items()}
-    tensorflows = lambda a, b: tf.matmul(a, b, transpose_b=True)  # noqa: E731
-    theirs, ours = step(tensorflows), step(dot_scores)  # each traced once, with its scores
+    theirs, ours = step(matmul_scores), step(dot_scores)  # each traced once, with its scores
     row["loss and both gradients, TensorFlow's gradient"] = timed(lambda: theirs(q, c, p, ids))
     row["loss and both gradients, dot_scores"] = timed(lambda: ours(q, c, p, ids))
     out[f"{queries}x{candidates}"] = row

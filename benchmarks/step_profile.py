@@ -43,23 +43,13 @@ import time
 from pathlib import Path
 
 import scaleout
+from scaleout.bench.measure import median_seconds
 from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.train.presets import configs
 
 RESULTS = Path(__file__).parent / "results" / "step_profile.json"
 ML20M_SHAPE = {"synthetic_users": 138_493, "synthetic_items": 26_744}
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs, after one warm-up run (tracing)."""
-    fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
 
 
 def gemm_rate(tf, m: int, k: int, n: int, repeats: int = 20) -> float:
@@ -74,7 +64,7 @@ def gemm_rate(tf, m: int, k: int, n: int, repeats: int = 20) -> float:
             out += tf.matmul(a, b)
         return out
 
-    return 2.0 * m * k * n * calls / timed(lambda: run().numpy(), repeats)
+    return 2.0 * m * k * n * calls / median_seconds(lambda: run().numpy(), repeats)
 
 
 def profile(dataset, epochs: int, repeats: int) -> dict:
@@ -104,7 +94,7 @@ def profile(dataset, epochs: int, repeats: int) -> dict:
         for _ in pipeline().take(steps):
             pass
 
-    figures["pipeline"] = steps * batch / timed(pass_over_pipeline, max(1, repeats // 2))
+    figures["pipeline"] = steps * batch / median_seconds(pass_over_pipeline, max(1, repeats // 2))
 
     in_memory = build_for_dataset(model_cfg, dataset, steps_per_execution=train_cfg.steps_per_execution)
     data = tf.data.Dataset.from_tensor_slices(stacked).repeat()
@@ -149,7 +139,7 @@ def profile(dataset, epochs: int, repeats: int) -> dict:
 
     for name, step in (("train_step", train_step), ("forward + backward", forward_backward),
                        ("forward", lambda f: in_memory.compute_loss(f, training=True)), ("lookups", lookups)):
-        figures[name] = steps * batch / timed(loop(step), repeats)
+        figures[name] = steps * batch / median_seconds(loop(step), repeats)
 
     q, c = tf.Variable(tf.random.normal([batch, dim])), tf.Variable(tf.random.normal([batch, dim]))
     cross_entropy = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum")
@@ -167,14 +157,14 @@ def profile(dataset, epochs: int, repeats: int) -> dict:
 
     # As tfrs.tasks.Retrieval computes it: a dense [B x B] identity of labels and Keras' categorical
     # cross-entropy; as scaleout's in_batch_softmax does: each row's logsumexp less its diagonal.
-    figures["logits (TFRS: dense B x B labels)"] = steps * batch / timed(
+    figures["logits (TFRS: dense B x B labels)"] = steps * batch / median_seconds(
         logits_loop(lambda scores: cross_entropy(tf.eye(batch), scores)), repeats)
-    figures["logits (scaleout: logsumexp - diagonal)"] = steps * batch / timed(logits_loop(
+    figures["logits (scaleout: logsumexp - diagonal)"] = steps * batch / median_seconds(logits_loop(
         lambda scores: tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))), repeats)
     # What one of 2 Ray workers computes under global negatives: its half of the queries against the whole
     # global batch's candidates, [B/2 x B] (examples/s of the worker's own B/2 queries).
     q = tf.Variable(tf.random.normal([batch // 2, dim]))
-    figures["logits, a 2-worker share ([B/2 x B])"] = steps * (batch // 2) / timed(logits_loop(
+    figures["logits, a 2-worker share ([B/2 x B])"] = steps * (batch // 2) / median_seconds(logits_loop(
         lambda scores: tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))), repeats)
     return {"rows": rows, "batch": batch, "dim": dim, "steps_per_execution": train_cfg.steps_per_execution,
             "epochs": epochs, "fit_epochs": [round(e["examples_per_second"], 1) for e in history],

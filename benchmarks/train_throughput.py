@@ -155,12 +155,12 @@ def tfrs_loss(on: bool):
 def tensorflow_logits_gradient(on: bool):
     """While ``on``: the logits as a plain ``matmul``, whose gradient for the candidates TensorFlow computes as
     ``upstream^T @ query`` (as before ``dot_scores``); otherwise scaleout's ``dot_scores``."""
-    from scaleout.tfenv import tf
     from scaleout.train import model as model_module
+    from scaleout.train.logits import matmul_scores
 
     original = model_module.dot_scores
     if on:
-        model_module.dot_scores = lambda query, candidate: tf.matmul(query, candidate, transpose_b=True)
+        model_module.dot_scores = matmul_scores
     try:
         yield
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -24,6 +25,20 @@ def recall(train: np.ndarray, queries: np.ndarray, rows: np.ndarray, true_scores
     tolerance = 1e-5 * np.maximum(1.0, np.abs(kth))
     found = (got >= kth - tolerance) & valid
     return float(found.sum(axis=1).mean() / k)
+
+
+def median_seconds(fn, repeats: int, calls: int = 1, warmup: int = 1) -> float:
+    """Median over ``repeats`` runs of the seconds one call of ``fn()`` takes, each run timing ``calls`` calls
+    in a row (their mean), after ``warmup`` calls (tracing, caches)."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        runs.append((time.perf_counter() - start) / calls)
+    return statistics.median(runs)
 
 
 def latencies(search, queries: np.ndarray, k: int, max_queries: int, seconds: float) -> np.ndarray:

@@ -37,6 +37,14 @@ def test_percentiles_and_throughput():
     assert calls == [64] and done == 64 and qps > 0  # at least one batch, padded past the 10 queries
 
 
+def test_median_seconds_warms_up_then_takes_the_median_of_each_runs_mean_per_call(monkeypatch):
+    clock = iter([0.0, 2.0, 10.0, 14.0, 20.0, 30.0])  # runs of 2 calls: 2 s, 4 s and 10 s
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert measure.median_seconds(lambda: calls.append(1), repeats=3, calls=2, warmup=4) == 2.0
+    assert len(calls) == 4 + 3 * 2
+
+
 def test_grid_expands_every_combination_and_refuses_unknown_arguments(tmp_path):
     assert expand([{"M": [16, 32], "ef": 100}]) == [{"M": 16, "ef": 100}, {"M": 32, "ef": 100}]
     assert expand(None) == [{}]
