@@ -8,9 +8,12 @@ the default preset (`quality`: batch 1,024) and at the tutorial's batch of 8,192
 in this process (all CPUs), then on 1 and 2 Ray workers (1 CPU each) through
 scaleout's Ray backend, with the steps per tf.function call of the training
 configuration (and, for 2 workers at the default preset, with one step per call:
-what the per-call overhead costs). For each it prints steady-state examples/s
-(median of the epochs after the first, which also traces the graph), the time
-of a step, and where a 2-worker step's time goes:
+what the per-call overhead costs; and, in every round beside the pinned ones,
+with the workers left to the OS scheduler rather than each on a core of its
+own, as scaleout.train.cpus pins them where the Ray node owns every CPU). For
+each it prints steady-state examples/s (median of the epochs after the first,
+which also traces the graph), the time of a step, and where a 2-worker step's
+time goes:
 
 - collectives: what one step sends between workers, as the workers traced it
   (count, bytes), each timed alone at its size in the same 2 workers;
@@ -71,6 +74,7 @@ from scaleout.train.presets import configs
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
+EVERY_ROUND = ("2 Ray workers", "2 Ray workers, not pinned")  # the Ray runs of every round; the rest: the first's
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
@@ -178,6 +182,8 @@ def main() -> None:
             if label == "default preset" and train_cfg.steps_per_execution != 1:
                 variants += [("one process, 1 step a call", "local", 1, {"steps_per_execution": 1}),
                              ("2 Ray workers, 1 step a call", "ray", 2, {"steps_per_execution": 1})]
+            if label == "default preset":  # every round, beside the pinned workers (scaleout.train.cpus)
+                variants += [("2 Ray workers, not pinned", "ray", 2, {"pin_cpus": False})]
             plans[label] = (model_cfg, train_cfg, variants)
             results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg), "runs": {}}
 
@@ -203,7 +209,7 @@ def main() -> None:
                 "wall_seconds": round(time.monotonic() - start, 1), "epoch_seconds": [e["seconds"] for e in history],
                 "examples_per_second": round(rate, 1), "step_ms": round(1000 * cfg.batch_size / rate, 2),
                 "checkpoint_write_seconds": [e.get("checkpoint_write_seconds") for e in history],
-                "collectives_per_step": model.step_collectives}
+                "collectives_per_step": model.step_collectives, "cpu_pinning": model.trained_pinning}
             for kept in ("collectives_per_step", "input_ms_per_batch"):  # the first round's breakdown, kept
                 if kept in previous:
                     runs[name][kept] = previous[kept]
@@ -242,7 +248,7 @@ def main() -> None:
                 with ray_instance(nodes, token):
                     for label, (_, train_cfg, variants) in plans.items():
                         for name, backend, workers, over in variants:
-                            if backend == "ray" and (round_ == 0 or name == "2 Ray workers"):  # later: the ratio's
+                            if backend == "ray" and (round_ == 0 or name in EVERY_ROUND):  # later: the ratios'
                                 train(label, name + where, backend, workers, over)
                         if round_ == 0:
                             breakdown(label, train_cfg, where)
@@ -260,6 +266,13 @@ def main() -> None:
                           "median_round_ratio": round(statistics.median(r["ratio"] for r in rounds), 3),
                           "scaling_efficiency": round(
                               two["examples_per_second"] / (2 * one_worker["examples_per_second"]), 3)}
+                unpinned = runs.get("2 Ray workers, not pinned" + WHERE[nodes])
+                if unpinned:  # the same rounds, the workers left to the OS scheduler
+                    against = [t / u for t, u in zip(two["per_run"], unpinned["per_run"])]
+                    ratios["pinned_over_not_pinned"] = {"rounds": [round(r, 3) for r in against],
+                                                        "median": round(statistics.median(against), 3)}
+                    ratios["median_round_ratio_not_pinned"] = round(statistics.median(
+                        u / statistics.mean(ones[r:r + 2]) for r, u in enumerate(unpinned["per_run"])), 3)
                 result.setdefault("by_nodes", {})[str(nodes)] = ratios
                 if nodes == args.nodes[0]:  # the top-level figures: the first placement's (one node by default)
                     result.update(ratios)
@@ -290,6 +303,12 @@ def main() -> None:
                   + ", ".join(f"{r['two_ray_workers']:,.0f} / ({r['one_process_before']:,.0f}, "
                               f"{r['one_process_after']:,.0f}) = {r['ratio']:.2f}" for r in ratios["rounds"])
                   + f"; median {ratios['median_round_ratio']:.2f}")
+            print(f"2 workers{where}: {two['cpu_pinning']}")
+            if "pinned_over_not_pinned" in ratios:
+                pinned = ratios["pinned_over_not_pinned"]
+                print(f"2 workers{where} as above / not pinned, each round: "
+                      + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
+                      f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
             print(f"2 workers{where} / one process (pooled epochs): {ratios['two_workers_over_one_process']:.2f}   "
                   f"scaling efficiency 2 / (2 x 1 worker): {ratios['scaling_efficiency']:.2f}")
     for result in results.values():  # each epoch's examples/s (pooled runs: both), not every logged value

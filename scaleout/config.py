@@ -204,6 +204,7 @@ class TrainConfig:
     # backend "ray" only
     workers: int = 2
     cpus_per_worker: int = 1
+    pin_cpus: bool = True  # each worker on CPUs of its own where that is safe (scaleout.train.cpus)
     checkpoint_every: int = 1
     max_failures: int = 3
     storage: str | None = None  # local path or URI (s3://, gs://); default RUN/checkpoints

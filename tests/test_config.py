@@ -34,3 +34,15 @@ def test_model_defaults_are_the_tutorials():
     assert (t.batch_size, t.epochs) == (8192, 3)
     with pytest.raises(ConfigError, match="unknown optimizer"):
         ModelConfig(optimizer="lamb")
+
+
+def test_ray_workers_are_pinned_unless_the_command_line_says_not():
+    import argparse
+
+    from scaleout.cli.options import add_train_args, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    assert configs_from_args(parser.parse_args(["--backend", "ray"]))[1].pin_cpus is True
+    _, train = configs_from_args(parser.parse_args(["--backend", "ray", "--no-pin-cpus", "--workers", "4"]))
+    assert (train.pin_cpus, train.workers) == (False, 4)

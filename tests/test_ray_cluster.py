@@ -2,6 +2,7 @@
 way users drive it: `ray job submit ... -- python jobs/train.py` and `scaleout train --backend ray`."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,12 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     assert local["collectives_per_step"] == []
     # TensorFlow's BFC allocator in the workers as in one process (scaleout.tfenv: the runtime environment)
     assert trained["cpu_allocator"] == local["cpu_allocator"] == "bfc"
+    # Each worker on a CPU of its own where the node (2 CPUs) owns every CPU this machine lets it use.
+    host = sorted(os.sched_getaffinity(0))
+    expected = (f"worker 0 of 2 on this node pinned to CPUs [{host[0]}] of {host}" if len(host) == 2 else
+                f"not pinned: the Ray node has 2 CPUs of the {len(host)} this process may use")
+    assert trained["cpu_pinning"].startswith(expected), trained["cpu_pinning"]
+    assert local["cpu_pinning"] == "one process: not pinned"
     assert (root / "model" / "query_tower" / "saved_model.pb").is_file()
     ray_top100 = json.loads((root / "metrics" / "eval.json").read_text())["metrics"][
         "factorized_top_k/top_100_categorical_accuracy"]

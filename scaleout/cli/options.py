@@ -134,6 +134,8 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="Ray cluster address (default: $RAY_ADDRESS, else the cluster on this machine, else a new local one)")
     r.add_argument("--workers", type=positive, default=t.workers, help="training workers (default %(default)s)")
     r.add_argument("--cpus-per-worker", type=positive, default=t.cpus_per_worker, help="default %(default)s")
+    r.add_argument("--no-pin-cpus", dest="pin_cpus", action="store_false",
+                   help="leave the workers to the OS scheduler rather than each on CPUs of its own")
     r.add_argument("--checkpoint-every", type=positive, default=t.checkpoint_every, help="epochs (default %(default)s)")
     r.add_argument("--max-failures", type=int, default=t.max_failures,
                    help="worker failures survived by restarting from the last checkpoint; -1: no limit (default %(default)s)")
@@ -158,7 +160,7 @@ def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tupl
     model = {field: getattr(a, flag) for flag, field in _MODEL_FLAGS.items() if getattr(a, flag) is not None}
     train = {field: getattr(a, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(a, flag) is not None}
     train.update(backend=backend or a.backend, workers=a.workers, cpus_per_worker=a.cpus_per_worker,
-                 checkpoint_every=a.checkpoint_every, max_failures=a.max_failures, storage=a.storage, resume=a.resume)
+                 pin_cpus=a.pin_cpus, checkpoint_every=a.checkpoint_every, max_failures=a.max_failures, storage=a.storage, resume=a.resume)
     return preset_configs(a.preset, model, train)
 
 

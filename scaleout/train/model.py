@@ -89,9 +89,9 @@ class TwoTowerModel(tfrs.Model):
         self.gradient_forms: dict = {}
         # What one training step sends between replicas, as JSON (a list attribute would be tracked by Keras).
         self.collectives_json = "[]"
-        # Where its CPU tensors were allocated while it trained (scaleout.tfenv.cpu_allocator): this process's,
-        # or, for a model restored from a Ray run, its workers' (scaleout.train.ray_backend).
-        self.trained_allocator = cpu_allocator()
+        # Where its CPU tensors were allocated while it trained (scaleout.tfenv.cpu_allocator) and its CPU
+        # pinning: this process's, or, restored from a Ray run, its first worker's (scaleout.train.ray_backend).
+        self.trained_allocator, self.trained_pinning = cpu_allocator(), "one process: not pinned"
         # Under several replicas with global negatives, given the next batch's candidate ids (NEXT_CANDIDATES,
         # see scaleout.data.tfdata's lookahead), each step sends the next batch's rows in its packed all-reduce
         # and keeps them here, replica-major, for the step after: one collective a step instead of two. Kept

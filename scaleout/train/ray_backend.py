@@ -35,6 +35,7 @@ from scaleout import storage
 from scaleout.rundir import RunDir
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
+from scaleout.train.cpus import pin_ray_worker
 from scaleout.train.features import build_tables
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ def train_func(config: dict) -> None:
                         force=True)
     logging.getLogger("scaleout").setLevel(logging.INFO)
 
+    pinning = "not pinned: pin_cpus is off"
+    if train_cfg.pin_cpus:  # before TensorFlow starts its threads, which then inherit it
+        pinning = pin_ray_worker(context.get_local_rank(), context.get_local_world_size(), train_cfg.cpus_per_worker)
+    log.info("%s", pinning)
     from scaleout.tfenv import tf
 
     tf.config.threading.set_intra_op_parallelism_threads(train_cfg.cpus_per_worker)
@@ -177,7 +182,8 @@ def train_func(config: dict) -> None:
                                                    "identity": config["identity"], "steps_per_epoch": steps,
                                                    "workers": world, "files": files,
                                                    "collectives_per_step": model.step_collectives,
-                                                   "cpu_allocator": model.trained_allocator})
+                                                   "cpu_allocator": model.trained_allocator,
+                                                   "cpu_pinning": pinning})
                 report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
                 ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report)
             if keep and rank == 0:
@@ -351,6 +357,7 @@ def _restore(found: tuple[str, dict], location: str, dataset: Dataset, model_cfg
     model = build_for_dataset(model_cfg, dataset, tables)
     model.collectives_json = json.dumps(state.get("collectives_per_step", []))  # as the workers traced their step
     model.trained_allocator = state.get("cpu_allocator", "unknown")  # a checkpoint from before it was recorded
+    model.trained_pinning = state.get("cpu_pinning", "unknown")
     fs, _ = storage.filesystem(location)
     with Checkpoint(path, filesystem=fs).as_directory() as d:
         tf.train.Checkpoint(model=model).read(os.path.join(d, WEIGHTS)).expect_partial()

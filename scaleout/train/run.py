@@ -58,6 +58,8 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
                                    "collectives_per_step": model.step_collectives,
                                    # TensorFlow's CPU allocator where it trained (the workers', under Ray)
                                    "cpu_allocator": model.trained_allocator,
+                                   # where the workers ran: each on CPUs of its own, or why not (scaleout.train.cpus)
+                                   "cpu_pinning": model.trained_pinning,
                                    "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
     write_scalars(run.tensorboard, history)
     return model
