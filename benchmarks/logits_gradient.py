@@ -42,32 +42,26 @@ from scaleout.tfenv import tf
 threads, dim, shapes = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 tf.config.threading.set_intra_op_parallelism_threads(threads)
 tf.config.threading.set_inter_op_parallelism_threads(threads)
-import scaleout.train.model as model_module
+import contextlib
 from scaleout.bench.measure import median_seconds
-from scaleout.train.logits import dot_scores, matmul_scores
+from scaleout.train.logits import tensorflow_gradient
+from scaleout.train.model import in_batch_softmax
 
 
 def timed(fn):
     return round(median_seconds(fn, repeats=5, calls=50, warmup=5) * 1000, 3)
 
 
-def step(scores):
-    # The in-batch softmax's loss and both gradients, traced once with `scores` as the model's logits, which
-    # are put back after the call.
+def step(tensorflows, *args):
+    # The in-batch softmax's loss and both gradients, traced once: with TensorFlow's gradient of the logits
+    # or with dot_scores's (the model's).
     def run(q, c, p, ids):
         with tf.GradientTape() as tape:
             tape.watch([q, c])
-            loss = model_module.in_batch_softmax(q, c, candidate_sampling_probability=p, candidate_ids=ids)
+            loss = in_batch_softmax(q, c, candidate_sampling_probability=p, candidate_ids=ids)
         return tape.gradient(loss, [q, c])
-    traced = tf.function(run)
-
-    def call(*args):
-        original, model_module.dot_scores = model_module.dot_scores, scores
-        try:
-            return traced(*args)
-        finally:
-            model_module.dot_scores = original
-    return call
+    with tensorflow_gradient() if tensorflows else contextlib.nullcontext():
+        return tf.function(run).get_concrete_function(*args)
 
 
 out = {}
@@ -86,7 +80,7 @@ for queries, candidates in shapes:
         "candidates' gradient, upstream transposed first": lambda: tf.matmul(tf.transpose(upstream), q),
     }
     row = {name: timed(tf.function(lambda f=f: tf.reduce_sum(f()))) for name, f in products.items()}
-    theirs, ours = step(matmul_scores), step(dot_scores)  # each traced once, with its scores
+    theirs, ours = step(True, q, c, p, ids), step(False, q, c, p, ids)
     row["loss and both gradients, TensorFlow's gradient"] = timed(lambda: theirs(q, c, p, ids))
     row["loss and both gradients, dot_scores"] = timed(lambda: ours(q, c, p, ids))
     out[f"{queries}x{candidates}"] = row

@@ -40,12 +40,15 @@ RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="2 or more: the steady figures are of epochs 2+")
     parser.add_argument("--scale-interactions", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error(f"--epochs must be 2 or more (the first epoch traces the graph), got {args.epochs}")
 
     from scaleout.train.local import evaluate, fit  # imports TensorFlow
+    from scaleout.train.logits import tensorflow_gradient
 
     train_cfg = TrainConfig(epochs=args.epochs)
     rows = []
@@ -70,7 +73,8 @@ def main() -> None:
         for steps, loss in ((1, "scaleout"), (8, "scaleout"), (8, "tfrs"), (8, "tensorflow's logits gradient")):
             model_cfg, preset_cfg = configs("quality", train={"steps_per_execution": steps})
             start = time.monotonic()
-            with tfrs_loss(loss == "tfrs"), tensorflow_logits_gradient(loss == "tensorflow's logits gradient"):
+            plain = tensorflow_gradient() if loss == "tensorflow's logits gradient" else contextlib.nullcontext()
+            with tfrs_loss(loss == "tfrs"), plain:
                 model, history = fit(dataset, model_cfg, preset_cfg)
             seconds = time.monotonic() - start
             preset_rows.append({
@@ -149,22 +153,6 @@ def tfrs_loss(on: bool):
         yield
     finally:
         model_module.in_batch_softmax = original
-
-
-@contextlib.contextmanager
-def tensorflow_logits_gradient(on: bool):
-    """While ``on``: the logits as a plain ``matmul``, whose gradient for the candidates TensorFlow computes as
-    ``upstream^T @ query`` (as before ``dot_scores``); otherwise scaleout's ``dot_scores``."""
-    from scaleout.train import model as model_module
-    from scaleout.train.logits import matmul_scores
-
-    original = model_module.dot_scores
-    if on:
-        model_module.dot_scores = matmul_scores
-    try:
-        yield
-    finally:
-        model_module.dot_scores = original
 
 
 @contextlib.contextmanager

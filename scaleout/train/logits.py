@@ -16,6 +16,8 @@ their gradient the second way: the same products, summed in another order.
 
 from __future__ import annotations
 
+import contextlib
+
 from scaleout.tfenv import tf
 
 
@@ -35,3 +37,25 @@ def matmul_scores(query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
     """The same scores as a plain ``matmul``, with TensorFlow's own gradient (``upstream^T @ query`` for the
     candidates): what ``dot_scores`` replaced, kept for the tests and benchmarks that compare the two."""
     return tf.matmul(query, candidate, transpose_b=True)
+
+
+_scores = dot_scores  # what model_scores computes with; tensorflow_gradient() switches it
+
+
+def model_scores(query: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
+    """The training losses' scores (scaleout.train.model): ``dot_scores``, or inside ``tensorflow_gradient()``
+    ``matmul_scores``."""
+    return _scores(query, candidate)
+
+
+@contextlib.contextmanager
+def tensorflow_gradient():
+    """Within it, ``model_scores`` is ``matmul_scores``, for the benchmarks that compare the two gradients
+    (``benchmarks/logits_gradient.py``, ``train_throughput.py``): a graph traced within it keeps that gradient
+    after. Put back however the block ends."""
+    global _scores
+    before, _scores = _scores, matmul_scores
+    try:
+        yield
+    finally:
+        _scores = before

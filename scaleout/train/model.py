@@ -23,7 +23,7 @@ from scaleout.errors import ConfigError
 from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
-from scaleout.train.logits import dot_scores
+from scaleout.train.logits import model_scores
 from scaleout.train.ranking import RankTopK
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, gradient_form, own_first,
                                      replicas_in_sync, rows_from_floats, slot_rows, traced_collectives)
@@ -161,7 +161,7 @@ class TwoTowerModel(tfrs.Model):
         """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
         is), the candidates embedded by the tower each step."""
         everything = self.candidate_tower(self.row_ids[1:])  # [n_candidates, dim], candidate order
-        logits = dot_scores(query, everything)
+        logits = model_scores(query, everything)
         if self.cfg.temperature != 1.0:
             logits /= self.cfg.temperature
         labels = tf.cast(self.candidate_row(positive_ids), tf.int32) - 1  # StringLookup row 0 is the unknown id
@@ -335,7 +335,7 @@ def in_batch_softmax(query: tf.Tensor, candidate: tf.Tensor, temperature: float 
     Temperature divides the logits; logQ correction subtracts log(p) (p clipped to [1e-6, 1]) from each
     candidate's column; with ``candidate_ids``, a candidate with the positive's id elsewhere in the row is
     pushed out (TFRS's MIN_FLOAT added), never the positive itself. Summed over the queries."""
-    scores = dot_scores(query, candidate)
+    scores = model_scores(query, candidate)
     if temperature != 1.0:
         scores = scores / temperature
     if candidate_sampling_probability is not None:

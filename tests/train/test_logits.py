@@ -4,7 +4,7 @@ import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from scaleout.tfenv import tf
-from scaleout.train.logits import dot_scores, matmul_scores
+from scaleout.train.logits import dot_scores, matmul_scores, model_scores, tensorflow_gradient
 
 
 def test_dot_scores_has_matmul_s_value_and_gradients():
@@ -28,3 +28,30 @@ def test_dot_scores_has_matmul_s_value_and_gradients():
     # By hand: d(sum(W * Q C^T))/dC = W^T Q.
     np.testing.assert_allclose(our_c.numpy(), weights.numpy().T @ query.numpy(), rtol=1e-5, atol=1e-5)
     assert our_c.shape == candidate.shape and our_q.shape == query.shape
+
+
+def candidates_gradient_ops() -> set[str]:
+    """The op types of the candidates' gradient of the model's scores, traced now."""
+    query, candidate = tf.ones([3, 2]), tf.ones([5, 2])
+
+    @tf.function
+    def gradient(q, c):
+        with tf.GradientTape() as tape:
+            tape.watch(c)
+            scores = model_scores(q, c)
+        return tape.gradient(scores, c)
+    return {op.type for op in gradient.get_concrete_function(query, candidate).graph.get_operations()}
+
+
+def test_the_model_scores_with_dot_scores_and_with_tensorflows_gradient_only_inside_the_switch():
+    # dot_scores transposes the small product; TensorFlow's MatMul gradient reads the upstream transposed instead.
+    assert "Transpose" in candidates_gradient_ops()
+    with tensorflow_gradient():
+        assert "Transpose" not in candidates_gradient_ops()
+    assert "Transpose" in candidates_gradient_ops()
+    try:
+        with tensorflow_gradient():
+            raise KeyError("in the middle")
+    except KeyError:
+        pass
+    assert "Transpose" in candidates_gradient_ops()  # put back however the block ends
