@@ -115,6 +115,9 @@ class ModelConfig:
     # Loss options (see scaleout.train.model): softmax temperature (logits / t), sampling-bias correction
     # with the candidates' training counts, accidental hits removed, hard negatives kept per query (0: all).
     temperature: float = 1.0
+    # Each tower's output scaled to unit length, so a score is the cosine of the two (logits / temperature
+    # in training; the order served is the same, the exports' dot product being of unit vectors).
+    cosine: bool = False
     logq_correction: bool = False
     remove_accidental_hits: bool = False
     hard_negatives: int = 0

@@ -46,3 +46,15 @@ def test_ray_workers_are_pinned_unless_the_command_line_says_not():
     assert configs_from_args(parser.parse_args(["--backend", "ray"]))[1].pin_cpus is True
     _, train = configs_from_args(parser.parse_args(["--backend", "ray", "--no-pin-cpus", "--workers", "4"]))
     assert (train.pin_cpus, train.workers) == (False, 4)
+
+
+def test_cosine_scores_are_off_unless_the_command_line_turns_them_on():
+    import argparse
+
+    from scaleout.cli.options import add_train_args, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    assert configs_from_args(parser.parse_args([]))[0].cosine is False
+    model, _ = configs_from_args(parser.parse_args(["--cosine", "--temperature", "0.1"]))
+    assert (model.cosine, model.temperature) == (True, 0.1)

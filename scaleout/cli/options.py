@@ -104,6 +104,8 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help=f"side features of the towers, some of: {', '.join(FEATURES)} (none: ids only)")
     g.add_argument("--deep-layers", nargs="*", type=positive, metavar="WIDTH", help="ReLU layers above the features")
     g.add_argument("--temperature", type=float, help="softmax temperature (logits / t)")
+    g.add_argument("--cosine", action=argparse.BooleanOptionalAction,
+                   help="unit-length tower outputs: scores are cosines (use with a temperature under 1)")
     g.add_argument("--logq-correction", action=argparse.BooleanOptionalAction,
                    help="correct the in-batch softmax for sampling bias with the candidates' training counts")
     g.add_argument("--remove-accidental-hits", action=argparse.BooleanOptionalAction,
@@ -145,6 +147,7 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
 
 _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "learning_rate": "learning_rate",
                 "features": "features", "deep_layers": "deep_layers", "temperature": "temperature",
+                "cosine": "cosine",
                 "logq_correction": "logq_correction", "remove_accidental_hits": "remove_accidental_hits",
                 "hard_negatives": "hard_negatives", "l2": "l2", "train_metrics": "train_metrics",
                 "model_seed": "seed", "global_negatives": "global_negatives", "history": "history",

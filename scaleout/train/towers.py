@@ -200,11 +200,15 @@ def item_embedding(cfg: ModelConfig, candidate_ids: Sequence[str], name: str = "
 
 def _combine(parts: list, cfg: ModelConfig, name: str):
     if not cfg.deep_layers:
-        return parts[0] if len(parts) == 1 else tf.keras.layers.Add(name=f"{name}_sum")(parts)
-    x = parts[0] if len(parts) == 1 else tf.keras.layers.Concatenate(name=f"{name}_concat")(parts)
-    for i, width in enumerate(cfg.deep_layers):
-        x = tf.keras.layers.Dense(width, activation="relu", name=f"{name}_dense_{i}")(x)
-    return tf.keras.layers.Dense(cfg.embedding_dim, name=f"{name}_output")(x)
+        x = parts[0] if len(parts) == 1 else tf.keras.layers.Add(name=f"{name}_sum")(parts)
+    else:
+        x = parts[0] if len(parts) == 1 else tf.keras.layers.Concatenate(name=f"{name}_concat")(parts)
+        for i, width in enumerate(cfg.deep_layers):
+            x = tf.keras.layers.Dense(width, activation="relu", name=f"{name}_dense_{i}")(x)
+        x = tf.keras.layers.Dense(cfg.embedding_dim, name=f"{name}_output")(x)
+    # Cosine scores: every output of unit length, in the tower itself, so that the exports, the embedding
+    # job and the indexes score cosines with the dot product they already use.
+    return tf.keras.layers.UnitNormalization(name=f"{name}_unit")(x) if cfg.cosine else x
 
 
 def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTables | None = None,

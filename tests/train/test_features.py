@@ -60,19 +60,21 @@ print(json.dumps({"query": embed_users(towers.query, users).tolist(),
 """
 
 
-@pytest.mark.parametrize("deep", [(), (16,)], ids=["summed", "deep"])
-def test_towers_with_every_feature_save_and_reload_in_a_fresh_process(ml100k_dataset, tmp_path, deep):
+@pytest.mark.parametrize("deep, cosine", [((), False), ((16,), False), ((16,), True)], ids=["summed", "deep", "cosine"])
+def test_towers_with_every_feature_save_and_reload_in_a_fresh_process(ml100k_dataset, tmp_path, deep, cosine):
     from scaleout.config import TrainConfig
     from scaleout.train.model import build_for_dataset
     from scaleout.train.towers import embed_users, query_inputs
     from scaleout.train.saved import save_model
 
-    cfg = ModelConfig(embedding_dim=8, features=FEATURES, deep_layers=deep, logq_correction=True)
+    cfg = ModelConfig(embedding_dim=8, features=FEATURES, deep_layers=deep, logq_correction=True, cosine=cosine)
     model = build_for_dataset(cfg, ml100k_dataset)
     users = ["42", "1", "no-such-user"]
     items = ["1", "50", "no-such-movie"]
     query = embed_users(model.query_tower, users)
     assert query.shape == (3, 8) and np.isfinite(query).all()
+    norms = np.linalg.norm(query, axis=1)
+    assert np.allclose(norms, 1.0, rtol=1e-5) if cosine else not np.allclose(norms, 1.0, rtol=1e-3)
     last = ml100k_dataset.users.to_pandas().set_index("user_id").loc["42", "last_timestamp"]
     at_last = model.query_tower(query_inputs(["42"], [last])).numpy()
     np.testing.assert_allclose(at_last[0], query[0], rtol=1e-5)

@@ -68,10 +68,12 @@ ALL_OPTIONS = {"logq_correction": True, "remove_accidental_hits": True, "tempera
                "l2": 0.01}
 # The history-aware tower (the example's own item left out of its history) with each table.
 HISTORY = {**ALL_OPTIONS, "history": 6, "history_table": "separate"}
+# Unit-length tower outputs (cosine scores) with every loss option.
+COSINE = {**ALL_OPTIONS, "cosine": True}
 FULL = {"history": 6, "user_embedding": False, "negatives": "full", "temperature": 0.5, "l2": 0.01}
 
 
-@pytest.mark.parametrize("options", [{}, ALL_OPTIONS, HISTORY], ids=["plain", "all-options", "history"])
+@pytest.mark.parametrize("options", [{}, ALL_OPTIONS, HISTORY, COSINE], ids=["plain", "all-options", "history", "cosine"])
 def test_two_replicas_train_the_single_process_objective(options):
     result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

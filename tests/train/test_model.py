@@ -97,6 +97,20 @@ def test_accidental_hits_are_removed_and_temperature_divides_the_logits():
     assert batch_loss(tiny_model(temperature=0.5)) > expected  # the copies of x counted as negatives
 
 
+def test_cosine_towers_give_unit_vectors_and_the_loss_scores_their_cosines():
+    model = tiny_model(cosine=True, temperature=0.25)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    out = model.query_tower(query_inputs(["b", "a"])).numpy()
+    np.testing.assert_allclose(out, unit(Q[[2, 1]]), rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(model.candidate_tower(tf.constant(["x", "y", "z"])).numpy(), axis=1),
+                               1.0, rtol=1e-5)
+    features = {"user_id": tf.constant(["a", "b"]), "movie_id": tf.constant(["x", "z"])}
+    expected = -np.trace(log_softmax(unit(Q[[1, 2]]) @ unit(C[[1, 3]]).T / 0.25))
+    np.testing.assert_allclose(model.compute_loss(features, training=True).numpy(), expected, rtol=1e-5)
+    # Not the dot product's loss: the same embeddings, unscaled, score otherwise.
+    assert abs(tiny_model(temperature=0.25).compute_loss(features, training=True).numpy() - expected) > 0.01
+
+
 def test_hard_negatives_keep_only_the_highest_scoring_negatives():
     model = tiny_model(hard_negatives=1)
     logits = batch_logits()
