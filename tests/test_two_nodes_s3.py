@@ -113,7 +113,7 @@ def test_pipeline_on_two_nodes_with_the_run_in_s3(two_nodes, s3_for_nodes, pipel
     assert trained["backend"] == "ray" and len(trained["resumed_at_epochs"]) == 1
     assert trained["resumed_at_epochs"][0] >= state["epoch"]
     # Two Ray nodes of one CPU each on this host: each sees the host's CPUs, so no worker may pin itself to one.
-    assert trained["cpu_pinning"].startswith("not pinned: the Ray node has 1 CPUs of the "), trained["cpu_pinning"]
+    assert trained["cpu_pinning"].startswith("not pinned: the Ray node has 1 CPU of the "), trained["cpu_pinning"]
     quality = json.loads(storage.read_bytes(f"{run}/metrics/quality.json"))["model"]["exclude_seen"]
     local = pipeline_run[1]["quality"]["model"]["exclude_seen"]
     for k in ("recall@10", "recall@100"):

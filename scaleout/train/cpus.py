@@ -21,6 +21,10 @@ from __future__ import annotations
 import os
 
 
+def _cpus(n: float) -> str:
+    return f"{n:g} CPU" if n == 1 else f"{n:g} CPUs"
+
+
 def own_cpus(local_rank: int, local_world: int, per_worker: int, allowed: set[int],
              node_cpus: float | None) -> tuple[list[int] | None, str]:
     """The CPUs worker ``local_rank`` of the node's ``local_world`` workers of ``per_worker`` CPUs each should
@@ -30,10 +34,10 @@ def own_cpus(local_rank: int, local_world: int, per_worker: int, allowed: set[in
     if node_cpus is None:
         return None, "not pinned: the node's CPU resource is unknown"
     if node_cpus != len(cpus):
-        return None, (f"not pinned: the Ray node has {node_cpus:g} CPUs of the {len(cpus)} this process may use "
+        return None, (f"not pinned: the Ray node has {_cpus(node_cpus)} of the {len(cpus)} this process may use "
                       "(another node may share them)")
     if local_world * per_worker > len(cpus):
-        return None, f"not pinned: {local_world} workers x {per_worker} CPUs do not fit in {len(cpus)} CPUs"
+        return None, f"not pinned: {local_world} workers x {_cpus(per_worker)} do not fit in {_cpus(len(cpus))}"
     mine = cpus[local_rank * per_worker:(local_rank + 1) * per_worker]
     return mine, f"worker {local_rank} of {local_world} on this node pinned to CPUs {mine} of {cpus}"
 

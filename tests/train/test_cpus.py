@@ -20,7 +20,7 @@ def test_each_worker_of_a_node_gets_its_own_cpus_in_order():
 
 
 @pytest.mark.parametrize("rank, world, per_worker, allowed, node_cpus, why", [
-    (0, 1, 1, {0, 1}, 1.0, "not pinned: the Ray node has 1 CPUs of the 2 this process may use"),  # 2 nodes, 1 host
+    (0, 1, 1, {0, 1}, 1.0, "not pinned: the Ray node has 1 CPU of the 2 this process may use"),  # 2 nodes, 1 host
     (0, 2, 1, {0, 1}, None, "not pinned: the node's CPU resource is unknown"),
     (0, 2, 2, {0, 1, 2}, 3.0, "not pinned: 2 workers x 2 CPUs do not fit in 3 CPUs"),
 ])
