@@ -151,6 +151,24 @@ def test_l2_decays_only_the_embedding_rows_a_step_touches():
     assert penalised["regularization_loss"][0] == pytest.approx(l2 * ((Q[1] ** 2).sum() + (C[[1, 3]] ** 2).sum()))
 
 
+@pytest.mark.parametrize("train_metrics", [False, True])
+def test_fit_reads_no_metric_at_the_end_of_an_epoch_and_evaluate_still_does(monkeypatch, train_metrics):
+    """Keras reads every metric after an epoch's steps, for logs the step's own replace; under several workers
+    each read is an all-reduce. fit leaves them unread (the step logs them itself with training metrics on)."""
+    reads = []
+    result = tf.keras.metrics.Mean.result  # FactorizedTopK's metrics, one Mean per k
+    monkeypatch.setattr(tf.keras.metrics.Mean, "result", lambda self: reads.append(1) or result(self))
+    model = tiny_model(train_metrics=train_metrics)
+    step = {"user_id": tf.constant(["a", "b"]), "movie_id": tf.constant(["x", "z"])}
+    logs = model.fit(tf.data.Dataset.from_tensors(step).repeat(2), epochs=2, verbose=0).history
+    assert len(logs["loss"]) == 2
+    assert bool(reads) == train_metrics  # traced into the step only when training metrics are on
+    traced = len(reads)
+    out = model.evaluate(tf.data.Dataset.from_tensors(step), return_dict=True, verbose=0)
+    assert len(reads) > traced and 0.0 <= out["factorized_top_k/top_1_categorical_accuracy"] <= 1.0
+    assert model.get_metrics_result()  # outside fit, the metrics as Keras gives them
+
+
 def test_a_query_tower_saved_before_features_existed_is_still_called_with_ids_alone(tmp_path):
     from scaleout.train.towers import embed_users, id_tower
 
