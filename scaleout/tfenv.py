@@ -56,15 +56,28 @@ def import_tensorflow():
     return tf
 
 
+def bfc_setting(value: str | None) -> bool:
+    """``TF_CPU_ALLOCATOR_USE_BFC`` as TensorFlow reads it (``ReadBoolFromEnvVar``): "1" or "true" (any case) is
+    BFC; unset, "0", "false" or anything else (an error TensorFlow logs) is malloc."""
+    return (value or "").lower() in ("1", "true")
+
+
+STARTING_SETTING = os.environ[ALLOCATOR]  # what this process's TensorFlow reads when it starts its CPU device
+
+
 def cpu_allocator() -> str:
-    """The allocator TensorFlow's CPU tensors come from in this process: "bfc" (which keeps statistics) or
-    "malloc" (which keeps none). Starts TensorFlow's CPU device."""
+    """The allocator TensorFlow's CPU tensors come from in this process: "bfc" or "malloc". Starts TensorFlow's
+    CPU device. malloc's allocator counts nothing where its statistics are off: there a CPU device without
+    memory statistics is malloc's whatever the setting said. Where they are on (on this project's CI machine on
+    2026-12-02 they were, for malloc as for BFC, in a process that imported TensorFlow alone), the setting
+    TensorFlow read decides: the variable as it was when
+    scaleout was imported, before TensorFlow started (scaleout must be imported first)."""
     tf = import_tensorflow()
     try:
         tf.config.experimental.get_memory_info("CPU:0")
-    except ValueError:  # "... not supported for this device": malloc's allocator counts nothing
+    except ValueError:  # "... not supported for this device"
         return "malloc"
-    return "bfc"
+    return "bfc" if bfc_setting(STARTING_SETTING) else "malloc"
 
 
 def __getattr__(name: str):

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 KERAS3_FIRST = """
 import tensorflow as tf
 tf.keras.layers  # resolves tf.keras to Keras 3: TF_USE_LEGACY_KERAS is not set yet
@@ -68,3 +70,11 @@ def test_tensorflow_takes_its_bfc_allocator_unless_told_otherwise_and_passes_the
                              env={**base, "TF_CPU_ALLOCATOR_USE_BFC": "false"})
     assert refused.returncode == 0, refused.stderr[-2000:]
     assert refused.stdout.split() == ["malloc", "false"]
+
+
+@pytest.mark.parametrize("value, bfc", [("true", True), ("TRUE", True), ("1", True),
+                                        ("false", False), ("0", False), (None, False), ("", False), ("yes", False)])
+def test_the_allocator_setting_is_read_as_tensorflow_reads_it(value, bfc):
+    from scaleout.tfenv import bfc_setting
+
+    assert bfc_setting(value) is bfc
