@@ -45,7 +45,7 @@ tf.config.threading.set_inter_op_parallelism_threads(threads)
 import contextlib
 from scaleout.bench.measure import median_seconds
 from scaleout.train.logits import tensorflow_gradient
-from scaleout.train.model import in_batch_softmax
+from scaleout.train.logits import in_batch_softmax
 
 
 def timed(fn):

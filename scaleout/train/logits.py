@@ -1,6 +1,6 @@
-"""The dot-product scores of queries against candidates, with a gradient for the candidates that is fast on CPUs.
+"""The logits of queries against candidates, and the softmax losses over them, computed fast on CPUs.
 
-TensorFlow's gradient of ``matmul(query, candidate, transpose_b=True)`` for the
+The scores (``dot_scores``). TensorFlow's gradient of ``matmul(query, candidate, transpose_b=True)`` for the
 candidates is ``matmul(upstream, query, transpose_a=True)``: the [queries x
 candidates] upstream gradient read transposed. On this machine's CPUs that one
 product took 8.2 ms at 1,024 x 1,024 x 32 on one thread, where the same numbers
@@ -12,13 +12,23 @@ forward product took 2.9 ms (``benchmarks/logits_gradient.py``). It was the
 largest op of a training step (a third of a one-thread step's op time, in
 TensorFlow's profiler), so ``dot_scores`` computes the scores as before and
 their gradient the second way: the same products, summed in another order.
-"""
+
+The losses (``in_batch_softmax``, the model's; ``softmax_loss``). Large logits go a block of queries at a time,
+the gradient computed with the loss, so that no [queries x candidates] tensor goes through memory whole
+(``blocked_softmax_loss``): at the tutorial's batch of 8,192 the loss and both gradients took 316 ms against
+554 whole on two threads here, and two workers' shares on a core each no longer slow each other down
+(``benchmarks/blocked_loss.py``)."""
 
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
+
+import numpy as np
 
 from scaleout.tfenv import tf
+
+MIN_FLOAT = np.finfo(np.float32).min / 100.0  # TFRS's: what an accidental hit's logit gets added
 
 
 @tf.custom_gradient
@@ -59,3 +69,153 @@ def tensorflow_gradient():
         yield
     finally:
         _scores = before
+
+
+BLOCK_BYTES = 4 << 20  # a block of logits: twice a core's L2 cache here (2 MiB each), in the shared L3
+MIN_BLOCK_ROWS = 16  # fewer queries a block would run the loop more than the products
+_whole = False  # whole_logits() sets it
+
+
+def block_rows(queries: int | None, candidates: int | tf.Tensor, block_bytes: int | None = None):
+    """Queries per block of ``blocked_softmax_loss`` (an int, or a scalar tensor where the number of candidates
+    is known only when the step runs), or None where the whole [queries x candidates] logits fit in two blocks,
+    or the number of queries is not known when tracing: there one product and one pass are as fast (measured:
+    no gain at 1,024 x 1,024). With the candidates unknown, as many as the queries is the least there are (the
+    queries' own come first)."""
+    if queries is None:
+        return None
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
+    known = candidates if isinstance(candidates, int) else tf.get_static_value(candidates)
+    least = int(known) if known is not None else int(queries)
+    if int(queries) <= 2 * max(MIN_BLOCK_ROWS, block_bytes // (4 * max(least, 1))):
+        return None
+    if known is not None:
+        return max(MIN_BLOCK_ROWS, block_bytes // (4 * max(int(known), 1)))
+    return tf.maximum(MIN_BLOCK_ROWS, block_bytes // (4 * tf.maximum(tf.cast(candidates, tf.int32), 1)))
+
+
+def softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.Tensor, one_piece: Callable[[], tf.Tensor],
+                 temperature: float = 1.0, bias: tf.Tensor | None = None, candidate_ids: tf.Tensor | None = None,
+                 min_float: float = MIN_FLOAT) -> tf.Tensor:
+    """The summed softmax cross-entropy of ``blocked_softmax_loss`` (see it for the arguments): in blocks where
+    the logits are larger than two blocks, else ``one_piece()``, the caller's computation of the same loss with
+    the logits whole. Decided when tracing where the number of queries is known then (a training batch of a
+    fixed size); else when the step runs (one process's batches, the last of an epoch shorter)."""
+    if _whole:
+        return one_piece()
+    queries = query.shape[0]
+    candidates = candidate.shape[0] if candidate.shape[0] is not None else tf.shape(candidate)[0]
+    if queries is not None:
+        rows = block_rows(queries, candidates)
+        if rows is None:
+            return one_piece()
+        return blocked_softmax_loss(query, candidate, positives, rows, temperature, bias, candidate_ids, min_float)
+    candidates = tf.shape(candidate)[0]
+    rows = tf.maximum(MIN_BLOCK_ROWS, BLOCK_BYTES // (4 * tf.maximum(candidates, 1)))
+    return tf.cond(tf.shape(query)[0] > 2 * rows,
+                   lambda: blocked_softmax_loss(query, candidate, positives, rows, temperature, bias, candidate_ids,
+                                                min_float),
+                   one_piece)
+
+
+def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.Tensor, rows,
+                         temperature: float = 1.0, bias: tf.Tensor | None = None,
+                         candidate_ids: tf.Tensor | None = None, min_float: float = MIN_FLOAT) -> tf.Tensor:
+    """Softmax cross-entropy of each query over the candidates, its positive at column ``positives[i]``,
+    summed over the queries: the logits ``query @ candidate^T / temperature + bias`` (a candidate with the
+    positive's id elsewhere in the row, given ``candidate_ids``, gets ``min_float`` added), computed ``rows``
+    queries at a time, with the gradient.
+
+    A [queries x candidates] logits tensor at the tutorial's batch (8,192 x 8,192 floats, 256 MiB) and every
+    tensor the loss and its gradient make of it go through memory, pass after pass: the products against a
+    32-dimensional embedding do little arithmetic per float they write or read. Here each block's logits,
+    softmax and both products stay in the core's cache, and the gradient is computed with the value (the
+    loss is a scalar: its gradient is the upstream scalar times it), so no block is computed twice.
+    ``bias`` and ``candidate_ids`` get no gradient."""
+    inv_t = 1.0 / temperature
+    positives = tf.cast(positives, tf.int32)
+
+    @tf.custom_gradient
+    def loss(q, c):
+        n, m, dim = tf.shape(q)[0], tf.shape(c)[0], q.shape[1]
+        blocks = (n + rows - 1) // rows
+
+        def block(i, total, query_gradients, candidate_gradient):
+            start = i * rows
+            end = tf.minimum(start + rows, n)
+            qb, pb = q[start:end], positives[start:end]
+            s = tf.matmul(qb, c, transpose_b=True)
+            if temperature != 1.0:
+                s = s * inv_t
+            if bias is not None:
+                s = s + bias[tf.newaxis, :]
+            if candidate_ids is not None:
+                same = tf.equal(tf.gather(candidate_ids, pb)[:, tf.newaxis], candidate_ids[tf.newaxis, :])
+                others = tf.not_equal(pb[:, tf.newaxis], tf.range(m)[tf.newaxis, :])
+                s = s + tf.cast(same & others, s.dtype) * min_float
+            lse = tf.reduce_logsumexp(s, axis=1)
+            total += tf.reduce_sum(lse - tf.gather(s, pb, axis=1, batch_dims=1))
+            p = tf.exp(s - lse[:, tf.newaxis])  # the softmax; less the positives' one-hot, below
+            return (i + 1, total, query_gradients.write(i, tf.matmul(p, c)),
+                    candidate_gradient + tf.matmul(qb, p, transpose_a=True))
+
+        _, total, query_gradients, candidate_gradient = tf.while_loop(
+            lambda i, *_: i < blocks, block,
+            (tf.constant(0), tf.zeros([], q.dtype),
+             tf.TensorArray(q.dtype, size=blocks, infer_shape=False, element_shape=tf.TensorShape([None, dim])),
+             tf.zeros([dim, m], q.dtype)))
+        dq = (query_gradients.concat() - tf.gather(c, positives)) * inv_t
+        dc = (tf.transpose(candidate_gradient) - tf.math.unsorted_segment_sum(q, positives, m)) * inv_t
+        return total, lambda upstream: (upstream * dq, upstream * dc)
+
+    return loss(query, candidate)
+
+
+@contextlib.contextmanager
+def whole_logits():
+    """Within it, ``softmax_loss`` computes the logits in one piece at any size, as before blocks, for the
+    benchmarks that compare the two (``benchmarks/blocked_loss.py``); a graph traced within it keeps that. Put
+    back however the block ends."""
+    global _whole
+    before, _whole = _whole, True
+    try:
+        yield
+    finally:
+        _whole = before
+
+
+def in_batch_softmax(query: tf.Tensor, candidate: tf.Tensor, temperature: float = 1.0,
+                     candidate_sampling_probability: tf.Tensor | None = None,
+                     candidate_ids: tf.Tensor | None = None) -> tf.Tensor:
+    """``tfrs.tasks.Retrieval``'s loss without hard negatives: query i's positive is candidate i (the
+    candidates may run past the queries: more negatives). The same value and gradient as Retrieval's, which
+    builds a dense [queries x candidates] identity of labels, takes Keras' categorical cross-entropy over it and
+    finds the accidental hits through that identity (tests/train/test_model.py holds them equal); here the
+    positives are the diagonal and no label matrix is built.
+
+    Temperature divides the logits; logQ correction subtracts log(p) (p clipped to [1e-6, 1]) from each
+    candidate's column; with ``candidate_ids``, a candidate with the positive's id elsewhere in the row is
+    pushed out (TFRS's MIN_FLOAT added), never the positive itself. Summed over the queries."""
+    bias = None
+    if candidate_sampling_probability is not None:
+        bias = -tf.math.log(tf.clip_by_value(candidate_sampling_probability, 1e-6, 1.0))
+
+    def one_piece():
+        scores = model_scores(query, candidate)
+        if temperature != 1.0:
+            scores = scores / temperature
+        if bias is not None:
+            scores = scores + bias
+        n = tf.shape(scores)[0]
+        if candidate_ids is not None:
+            same = tf.equal(candidate_ids[:n, tf.newaxis], candidate_ids[tf.newaxis, :])
+            others = tf.not_equal(tf.range(n)[:, tf.newaxis], tf.range(tf.shape(scores)[1])[tf.newaxis, :])
+            scores = scores + tf.cast(same & others, scores.dtype) * MIN_FLOAT
+        # -log softmax of each query's positive: logsumexp of its row less its diagonal score (measured here:
+        # 275k examples/s for loss and gradient at B = 1,024, against Retrieval's 245k and sparse
+        # cross-entropy's 177k)
+        return tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))
+
+    # Large logits a block of queries at a time (scaleout.train.logits)
+    return softmax_loss(query, candidate, tf.range(tf.shape(query)[0]), one_piece, temperature, bias, candidate_ids,
+                        MIN_FLOAT)

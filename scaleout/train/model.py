@@ -1,8 +1,9 @@
 """The two-tower retrieval model: TFRS's Retrieval task over the towers of scaleout.train.towers.
 
 The loss is ``tfrs.tasks.Retrieval``'s in-batch softmax (computed by
-``in_batch_softmax`` as each row's logsumexp less its diagonal: the same loss
-without Retrieval's B x B label matrix; Retrieval itself with hard negatives),
+``in_batch_softmax`` of scaleout.train.logits as each row's logsumexp less its
+diagonal: the same loss without Retrieval's B x B label matrix, large logits a
+block of queries at a time; Retrieval itself with hard negatives),
 with the options of ModelConfig: temperature, sampling-bias (logQ) correction
 from the candidates' training counts, removal of accidental hits (the same
 candidate elsewhere in the batch) and hard negatives. Under a multi-replica strategy every option sees
@@ -23,7 +24,7 @@ from scaleout.errors import ConfigError
 from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
-from scaleout.train.logits import model_scores
+from scaleout.train.logits import MIN_FLOAT, in_batch_softmax, model_scores, softmax_loss  # noqa: F401
 from scaleout.train.ranking import RankTopK
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, gradient_form, own_first,
                                      replicas_in_sync, rows_from_floats, slot_rows, traced_collectives)
@@ -33,7 +34,6 @@ from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_F
 
 
 NEXT_CANDIDATES = NEXT + CANDIDATE_FEATURE  # the next batch's candidate ids, given by the input's lookahead
-MIN_FLOAT = np.finfo(np.float32).min / 100.0  # TFRS's: what an accidental hit's logit gets added
 
 
 def sampling_probabilities(counts: np.ndarray) -> np.ndarray:
@@ -162,11 +162,16 @@ class TwoTowerModel(tfrs.Model):
         """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
         is), the candidates embedded by the tower each step."""
         everything = self.candidate_tower(self.row_ids[1:])  # [n_candidates, dim], candidate order
-        logits = model_scores(query, everything)
-        if self.cfg.temperature != 1.0:
-            logits /= self.cfg.temperature
         labels = tf.cast(self.candidate_row(positive_ids), tf.int32) - 1  # StringLookup row 0 is the unknown id
-        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+        def one_piece():
+            logits = model_scores(query, everything)
+            if self.cfg.temperature != 1.0:
+                logits /= self.cfg.temperature
+            return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+        # Large logits (a large catalogue) a block of queries at a time (scaleout.train.logits)
+        return softmax_loss(query, everything, labels, one_piece, self.cfg.temperature)
 
     def with_sampled(self, candidate: tf.Tensor, rows: tf.Tensor, extra: dict):
         """The in-batch candidates followed by ``sampled_negatives`` drawn uniformly from the catalogue (this
@@ -336,34 +341,6 @@ class TwoTowerModel(tfrs.Model):
                 out[i] = g + 2.0 * self.cfg.l2 * weights
             penalty.append(tf.reduce_sum(tf.square(weights)))
         return out, self.cfg.l2 * tf.add_n(penalty) if penalty else tf.zeros([])
-
-
-def in_batch_softmax(query: tf.Tensor, candidate: tf.Tensor, temperature: float = 1.0,
-                     candidate_sampling_probability: tf.Tensor | None = None,
-                     candidate_ids: tf.Tensor | None = None) -> tf.Tensor:
-    """``tfrs.tasks.Retrieval``'s loss without hard negatives: query i's positive is candidate i (the
-    candidates may run past the queries: more negatives). The same value and gradient as Retrieval's, which
-    builds a dense [queries x candidates] identity of labels, takes Keras' categorical cross-entropy over it and
-    finds the accidental hits through that identity (tests/train/test_model.py holds them equal); here the
-    positives are the diagonal and no label matrix is built.
-
-    Temperature divides the logits; logQ correction subtracts log(p) (p clipped to [1e-6, 1]) from each
-    candidate's column; with ``candidate_ids``, a candidate with the positive's id elsewhere in the row is
-    pushed out (TFRS's MIN_FLOAT added), never the positive itself. Summed over the queries."""
-    scores = model_scores(query, candidate)
-    if temperature != 1.0:
-        scores = scores / temperature
-    if candidate_sampling_probability is not None:
-        scores = scores - tf.math.log(tf.clip_by_value(candidate_sampling_probability, 1e-6, 1.0))
-    n = tf.shape(scores)[0]
-    if candidate_ids is not None:
-        same = tf.equal(candidate_ids[:n, tf.newaxis], candidate_ids[tf.newaxis, :])
-        others = tf.not_equal(tf.range(n)[:, tf.newaxis], tf.range(tf.shape(scores)[1])[tf.newaxis, :])
-        scores = scores + tf.cast(same & others, scores.dtype) * MIN_FLOAT
-    # -log softmax of each query's positive: logsumexp of its row less its diagonal score (measured here:
-    # 275k examples/s for loss and gradient at B = 1,024, against Retrieval's 245k and sparse
-    # cross-entropy's 177k)
-    return tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))
 
 
 def make_optimizer(cfg: ModelConfig) -> tf.keras.optimizers.Optimizer:

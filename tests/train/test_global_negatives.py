@@ -25,6 +25,12 @@ from scaleout.train.features import FeatureTables
 from scaleout.train.model import build_model
 
 OPTIONS = json.loads(sys.argv[1])
+blocks = []
+if OPTIONS.pop("blocks", False):  # logits of a query's row a block: the loss in blocks at this tiny size
+    import scaleout.train.logits as logits
+    logits.BLOCK_BYTES, logits.MIN_BLOCK_ROWS = 16, 1
+    blocked = logits.blocked_softmax_loss
+    logits.blocked_softmax_loss = lambda *args: (blocks.append(args[3]), blocked(*args))[1]
 tables = None
 if OPTIONS.get("history"):  # a stored history of up to 6 of the 30 items per user (0: padding)
     tables = FeatureTables(history=np.random.default_rng(1).integers(0, 31, (21, OPTIONS["history"])).astype(np.int32))
@@ -60,6 +66,7 @@ for global_negatives in (True, False):
         "grad_diff": max(float(tf.reduce_max(tf.abs(g - w))) for g, w in zip(grads, want_grads)),
         "grad_scale": max(float(tf.reduce_max(tf.abs(w))) for w in want_grads),
     }
+out["blocked_calls"] = len(blocks)
 print(json.dumps(out))
 """
 
@@ -71,13 +78,18 @@ HISTORY = {**ALL_OPTIONS, "history": 6, "history_table": "separate"}
 # Unit-length tower outputs (cosine scores) with every loss option.
 COSINE = {**ALL_OPTIONS, "cosine": True}
 FULL = {"history": 6, "user_embedding": False, "negatives": "full", "temperature": 0.5, "l2": 0.01}
+# The loss a block of queries at a time (scaleout.train.logits; as at large batches), every option of it on.
+BLOCKED = {"logq_correction": True, "remove_accidental_hits": True, "temperature": 0.5, "l2": 0.01, "blocks": True}
 
 
-@pytest.mark.parametrize("options", [{}, ALL_OPTIONS, HISTORY, COSINE], ids=["plain", "all-options", "history", "cosine"])
+@pytest.mark.parametrize("options", [{}, ALL_OPTIONS, HISTORY, COSINE, BLOCKED],
+                         ids=["plain", "all-options", "history", "cosine", "blocked"])
 def test_two_replicas_train_the_single_process_objective(options):
     result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
+    # In blocks: one process's loss and every replica's, with global negatives and without.
+    assert (out.pop("blocked_calls") >= 3) == ("blocks" in options)
     with_global = out["True"]
     assert abs(with_global["loss"] - with_global["want_loss"]) < 1e-4 * abs(with_global["want_loss"])
     assert with_global["grad_diff"] < 1e-5 * with_global["grad_scale"] + 1e-6
@@ -87,11 +99,14 @@ def test_two_replicas_train_the_single_process_objective(options):
     assert local_only["grad_diff"] > 1e-3
 
 
-def test_the_full_softmax_under_two_replicas_is_the_single_process_objective():
+@pytest.mark.parametrize("blocks", [False, True])
+def test_the_full_softmax_under_two_replicas_is_the_single_process_objective(blocks):
     """Every replica scores its queries against the whole catalogue: nothing to gather, the same sum either way."""
-    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(FULL)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps({**FULL, "blocks": blocks})],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (out.pop("blocked_calls") >= 3) == blocks
     for run in out.values():
         assert abs(run["loss"] - run["want_loss"]) < 1e-4 * abs(run["want_loss"])
         assert run["grad_diff"] < 1e-5 * run["grad_scale"] + 1e-6

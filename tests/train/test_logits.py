@@ -1,6 +1,7 @@
 """dot_scores: TensorFlow's scores and gradients, with the candidates' gradient computed in another order."""
 
 import numpy as np
+import pytest
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from scaleout.tfenv import tf
@@ -55,3 +56,139 @@ def test_the_model_scores_with_dot_scores_and_with_tensorflows_gradient_only_ins
     except KeyError:
         pass
     assert "Transpose" in candidates_gradient_ops()  # put back however the block ends
+
+
+def plain_softmax_loss(query, candidate, positives, temperature=1.0, bias=None, ids=None):
+    """The loss of blocked_softmax_loss in one piece, as in_batch_softmax computes it below its blocks."""
+    scores = tf.matmul(query, candidate, transpose_b=True) / temperature
+    if bias is not None:
+        scores += bias[tf.newaxis, :]
+    if ids is not None:
+        same = tf.equal(tf.gather(ids, positives)[:, tf.newaxis], ids[tf.newaxis, :])
+        others = tf.not_equal(positives[:, tf.newaxis], tf.range(tf.shape(scores)[1])[tf.newaxis, :])
+        scores += tf.cast(same & others, scores.dtype) * -3.4e36
+    return tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.gather(scores, positives, axis=1, batch_dims=1))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.3])
+@pytest.mark.parametrize("options", [False, True])
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_the_blocked_softmax_loss_has_the_plain_loss_s_value_and_gradients(temperature, options, diagonal):
+    from scaleout.train.logits import blocked_softmax_loss
+
+    rng = np.random.default_rng(3)
+    query = tf.constant(rng.normal(size=(10, 4)), tf.float32)
+    candidate = tf.constant(rng.normal(size=(13, 4)), tf.float32)  # more candidates than queries
+    positives = tf.range(10) if diagonal else tf.constant(rng.integers(0, 13, 10), tf.int32)
+    bias = tf.constant(rng.normal(size=13), tf.float32) if options else None
+    ids = tf.constant([1, 2, 1, 3, 2, 5, 1, 7, 5, 8, 9, 2, 4], tf.int64) if options else None  # repeated ids
+
+    def value_and_gradients(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([query, candidate])
+            loss = 3.0 * fn()  # an upstream gradient of 3, not 1
+        return float(loss), [g.numpy() for g in tape.gradient(loss, [query, candidate])]
+
+    want, want_grads = value_and_gradients(lambda: plain_softmax_loss(query, candidate, positives, temperature,
+                                                                      bias, ids))
+    for rows in (4, 10, 32):  # blocks that do not divide the queries, one block, a block past them
+        got, got_grads = value_and_gradients(lambda: blocked_softmax_loss(query, candidate, positives, rows,
+                                                                          temperature, bias, ids))
+        assert got == pytest.approx(want, rel=1e-5) and want > 10.0
+        for w, g in zip(want_grads, got_grads):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_the_full_catalogue_softmax_in_blocks_is_sparse_cross_entropy():
+    from scaleout.train.logits import blocked_softmax_loss
+
+    rng = np.random.default_rng(4)
+    query = tf.constant(rng.normal(size=(7, 3)), tf.float32)
+    candidate = tf.constant(rng.normal(size=(20, 3)), tf.float32)
+    labels = tf.constant([19, 0, 5, 5, 11, 3, 19], tf.int32)  # a column twice, the first and last columns
+    want = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, tf.matmul(query, candidate, transpose_b=True) / 0.5))
+    assert float(blocked_softmax_loss(query, candidate, labels, 3, 0.5)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_block_rows_blocks_only_logits_larger_than_two_blocks():
+    from scaleout.train.logits import block_rows
+
+    assert block_rows(1024, 1024) is None  # 4 MiB of logits: one product
+    assert block_rows(8192, 8192) == 128  # 4 MiB blocks of 8,192 columns
+    assert block_rows(None, 8192) is None  # queries unknown when tracing
+    assert block_rows(100, 10, block_bytes=400) == 16  # at least 16 rows a block
+    assert block_rows(32, 10, block_bytes=400) is None
+    # Candidates known only when the step runs: at least as many as the queries decides; the rows follow them.
+    assert block_rows(512, tf.constant(1024)) is None
+    assert int(block_rows(4096, tf.constant(8192))) == 128
+    assert int(block_rows(4096, tf.constant(4096))) == 256
+
+
+@pytest.mark.parametrize("queries, candidates, known", [(300, 8192, True), (2048, 4096, False)])
+def test_the_in_batch_softmax_of_large_logits_is_computed_in_blocks_with_the_same_loss(queries, candidates, known):
+    from scaleout.train.logits import in_batch_softmax
+
+    rng = np.random.default_rng(5)
+    query = tf.constant(rng.normal(size=(queries, 8)) * 0.3, tf.float32)
+    candidate = tf.constant(rng.normal(size=(candidates, 8)) * 0.3, tf.float32)
+
+    # Candidates unknown when tracing (as the rows sent ahead are): decided by the queries, blocked by the rows.
+    @tf.function(input_signature=[tf.TensorSpec([queries, 8]), tf.TensorSpec([candidates if known else None, 8])])
+    def loss(q, c):
+        return in_batch_softmax(q, c, 0.5)
+    graph = loss.get_concrete_function().graph
+    assert {"While", "StatelessWhile"} & {op.type for op in graph.get_operations()}
+    want = plain_softmax_loss(query, candidate, tf.range(queries), 0.5)
+    assert float(loss(query, candidate)) == pytest.approx(float(want), rel=1e-5)
+
+    @tf.function(input_signature=[tf.TensorSpec([64, 8]), tf.TensorSpec([None, 8])])
+    def small(q, c):
+        return in_batch_softmax(q, c, 0.5)
+    assert not {"While", "StatelessWhile"} & {op.type for op in small.get_concrete_function().graph.get_operations()}
+
+
+def loops(fn, *specs) -> bool:
+    """Whether ``fn`` traced at ``specs`` runs a loop (the blocks')."""
+    graph = tf.function(fn).get_concrete_function(*specs).graph
+    return bool({"While", "StatelessWhile"} & {op.type for op in graph.get_operations()})
+
+
+def test_whole_logits_turns_the_blocks_off_and_back_on():
+    from scaleout.train.logits import in_batch_softmax, whole_logits
+
+    specs = (tf.TensorSpec([8192, 4]), tf.TensorSpec([8192, 4]))
+    with whole_logits():
+        assert not loops(in_batch_softmax, *specs)
+    assert loops(in_batch_softmax, *specs)
+    with pytest.raises(KeyError):
+        with whole_logits():
+            raise KeyError("in the middle")
+    assert loops(in_batch_softmax, *specs)  # put back however the block ends
+
+
+@pytest.mark.parametrize("queries", [4000, 40])
+def test_batches_of_a_size_unknown_when_tracing_are_blocked_or_not_when_the_step_runs(queries):
+    """One process's input has batches of no fixed size (an epoch's last is shorter): decided at each step."""
+    from scaleout.train.logits import in_batch_softmax
+
+    rng = np.random.default_rng(6)
+    query = tf.constant(rng.normal(size=(queries, 8)) * 0.3, tf.float32)
+    candidate = tf.constant(rng.normal(size=(4000, 8)) * 0.3, tf.float32)
+    ids = tf.constant(rng.integers(0, 50, 4000), tf.int64)  # many repeats: accidental hits in every block
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8]), tf.TensorSpec([None, 8])])
+    def loss_and_gradients(q, c):
+        with tf.GradientTape() as tape:
+            tape.watch([q, c])
+            loss = in_batch_softmax(q, c, 0.5, candidate_ids=ids)
+        return [loss, *tape.gradient(loss, [q, c])]
+    assert {"If", "StatelessIf"} & {op.type for op in loss_and_gradients.get_concrete_function().graph.get_operations()}
+    got = loss_and_gradients(query, candidate)
+    with tf.GradientTape() as tape:
+        tape.watch([query, candidate])
+        want = plain_softmax_loss(query, candidate, tf.range(queries), 0.5, ids=ids)
+    want_grads = tape.gradient(want, [query, candidate])
+    assert float(got[0]) == pytest.approx(float(want), rel=1e-5)
+    for g, w in zip(got[1:], want_grads):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-5)
