@@ -15,9 +15,9 @@ their gradient the second way: the same products, summed in another order.
 
 The losses (``in_batch_softmax``, the model's; ``softmax_loss``). Large logits go a block of queries at a time,
 the gradient computed with the loss, so that no [queries x candidates] tensor goes through memory whole
-(``blocked_softmax_loss``): at the tutorial's batch of 8,192 the loss and both gradients took 316 ms against
-554 whole on two threads here, and two workers' shares on a core each no longer slow each other down
-(``benchmarks/blocked_loss.py``)."""
+(``blocked_softmax_loss``): at the tutorial's batch of 8,192 the loss and both gradients took 311 ms against
+535 whole on two threads here, and a fit of that batch in one process ran 1.29x and 1.69x as fast, in half the
+peak memory (``benchmarks/blocked_loss.py``)."""
 
 from __future__ import annotations
 
@@ -216,6 +216,6 @@ def in_batch_softmax(query: tf.Tensor, candidate: tf.Tensor, temperature: float 
         # cross-entropy's 177k)
         return tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))
 
-    # Large logits a block of queries at a time (scaleout.train.logits)
+    # Large logits a block of queries at a time (softmax_loss)
     return softmax_loss(query, candidate, tf.range(tf.shape(query)[0]), one_piece, temperature, bias, candidate_ids,
                         MIN_FLOAT)
