@@ -28,8 +28,9 @@ speed drifts between minutes (by half within one run), so the runs go in
 --rounds: one process (without Ray's processes beside it, as a user's
 `scaleout train` runs), then Ray; one process once more at the end. Each
 round's 2-worker figure is set against the one-process runs just before and
-after it, and the median of the rounds' ratios is the figure to quote; the
-pooled epochs' ratio is printed beside it. Writes
+after it, and against that round's 1 worker (scaling efficiency by round);
+the medians of the rounds' ratios are the figures to quote; the pooled
+epochs' ratios are printed beside them. Writes
 benchmarks/results/ray_scaling.json.
 
 With --nodes 2 the Ray runs go to a cluster of two Ray nodes of one CPU each
@@ -74,7 +75,7 @@ from scaleout.train.presets import configs
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
-EVERY_ROUND = ("2 Ray workers", "2 Ray workers, not pinned")  # the Ray runs of every round; the rest: the first's
+EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned")  # the Ray runs of every round; the rest: the first's
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
@@ -135,8 +136,8 @@ def main() -> None:
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
     parser.add_argument("--epochs", type=int, default=6, help="epochs of each run (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of one process then 2 Ray workers, one process once more at the end; the "
-                             "first round also runs 1 Ray worker and the step's breakdown (default %(default)s)")
+                        help="rounds of one process then 1 and 2 Ray workers, one process once more at the end; "
+                             "the first round also runs the step's breakdown (default %(default)s)")
     parser.add_argument("--steps-per-execution", type=int, default=None,
                         help="steps per tf.function call (default: the training configuration's)")
     parser.add_argument("--synthetic", default=None, metavar="N",
@@ -266,6 +267,10 @@ def main() -> None:
                           "median_round_ratio": round(statistics.median(r["ratio"] for r in rounds), 3),
                           "scaling_efficiency": round(
                               two["examples_per_second"] / (2 * one_worker["examples_per_second"]), 3)}
+                # Each round's 2 workers against that round's 1 worker (run just before them, in the same Ray).
+                by_round = [round(t / (2 * w), 3) for t, w in zip(two["per_run"], one_worker["per_run"])]
+                ratios["scaling_efficiency_rounds"] = by_round
+                ratios["median_round_scaling_efficiency"] = round(statistics.median(by_round), 3)
                 unpinned = runs.get("2 Ray workers, not pinned" + WHERE[nodes])
                 if unpinned:  # the same rounds, the workers left to the OS scheduler
                     against = [t / u for t, u in zip(two["per_run"], unpinned["per_run"])]
@@ -310,7 +315,9 @@ def main() -> None:
                       + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
                       f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
             print(f"2 workers{where} / one process (pooled epochs): {ratios['two_workers_over_one_process']:.2f}   "
-                  f"scaling efficiency 2 / (2 x 1 worker): {ratios['scaling_efficiency']:.2f}")
+                  f"scaling efficiency 2 / (2 x 1 worker): {ratios['scaling_efficiency']:.2f} pooled; by round "
+                  + ", ".join(f"{e:.2f}" for e in ratios["scaling_efficiency_rounds"])
+                  + f": median {ratios['median_round_scaling_efficiency']:.2f}")
     for result in results.values():  # each epoch's examples/s (pooled runs: both), not every logged value
         for run in result["runs"].values():
             run["examples_per_second_by_epoch"] = [e["examples_per_second"] for e in run.pop("history")]
