@@ -183,6 +183,7 @@ class ModelConfig:
 
 
 BACKENDS = ("local", "ray")
+CHECKPOINT_UPLOADS = ("async", "sync")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +210,9 @@ class TrainConfig:
     cpus_per_worker: int = 1
     pin_cpus: bool = True  # each worker on CPUs of its own where that is safe (scaleout.train.cpus)
     checkpoint_every: int = 1
+    # "async": rank 0 hands the written checkpoint to Ray Train, which uploads it to the storage in a thread
+    # while the next epoch trains; "sync": the workers wait for the upload (ray.train.report's upload modes).
+    checkpoint_upload: str = "async"
     max_failures: int = 3
     storage: str | None = None  # local path or URI (s3://, gs://); default RUN/checkpoints
     resume: bool = False
@@ -221,6 +225,9 @@ class TrainConfig:
             raise ConfigError(f"max_failures must be -1 (no limit) or more, got {self.max_failures}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.checkpoint_upload not in CHECKPOINT_UPLOADS:
+            raise ConfigError(f"unknown checkpoint_upload {self.checkpoint_upload!r}; expected one of "
+                              f"{', '.join(CHECKPOINT_UPLOADS)}")
         if self.backend == "ray" and self.batch_size % self.workers:
             raise ConfigError(f"batch_size {self.batch_size} is not divisible by {self.workers} workers; "
                               "the global batch is split evenly over the workers")

@@ -48,6 +48,21 @@ def test_ray_workers_are_pinned_unless_the_command_line_says_not():
     assert (train.pin_cpus, train.workers) == (False, 4)
 
 
+def test_checkpoints_upload_in_the_background_unless_asked_to_wait():
+    import argparse
+
+    from scaleout.cli.options import add_train_args, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    assert configs_from_args(parser.parse_args(["--backend", "ray"]))[1].checkpoint_upload == "async"
+    assert configs_from_args(parser.parse_args(["--checkpoint-upload", "sync"]))[1].checkpoint_upload == "sync"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--checkpoint-upload", "later"])
+    with pytest.raises(ConfigError, match="unknown checkpoint_upload 'later'; expected one of async, sync"):
+        TrainConfig(checkpoint_upload="later")
+
+
 def test_cosine_scores_are_off_unless_the_command_line_turns_them_on():
     import argparse
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -61,12 +62,21 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     local_root, summary, _ = pipeline_run
     root = tmp_path / "run"
     shutil.copytree(local_root / "data", root / "data")
+    leftovers = set(Path(tempfile.gettempdir()).glob("scaleout-checkpoint-*"))  # this host's (the workers')
     result = cluster.ray(*submit_args(cluster, "--run", root, "--workers", 2))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "succeeded" in result.stdout + result.stderr
     trained = train_json(root)
     epochs = configs("quality")[1].epochs  # the default preset, as in the pipeline run
     assert trained["backend"] == "ray" and [e["epoch"] for e in trained["epochs"]] == list(range(1, epochs + 1))
+    # Each checkpoint uploaded by Ray Train in the background while the next epoch trained (the default), its
+    # local copy removed after the upload; how long the workers stood still for each is in the history (the
+    # last checkpoint's state.json was written before its own).
+    assert trained["train"]["checkpoint_upload"] == "async"
+    out = result.stdout + result.stderr
+    assert out.count("and its upload started in") == epochs, out[-3000:]
+    assert all(e["checkpoint_stall_seconds"] >= e["checkpoint_write_seconds"] > 0 for e in trained["epochs"][:-1])
+    assert set(Path(tempfile.gettempdir()).glob("scaleout-checkpoint-*")) == leftovers
     assert trained["model"] == json.loads(json.dumps(configs("quality")[0].__dict__))
     # What a step sends between the workers, as they traced it: every gradient and logged value, and the next
     # batch's candidate rows (global negatives: 2 x 1,024 floats), in one packed all-reduce. Nothing else
@@ -128,9 +138,11 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(
 def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster, tmp_path):
     root = small_run(tmp_path)
     job_id = f"scaleout-test-{uuid.uuid4().hex[:8]}"
-    started = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, submission_id=job_id))
+    # Interrupted while it waits for each upload, resumed uploading in the background (the default).
+    started = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, "--checkpoint-upload", "sync",
+                                       submission_id=job_id))
     assert started.returncode == 0, started.stderr
-    wait_for_checkpoint(root)
+    assert wait_for_checkpoint(root)["checkpoint_upload"] == "sync"
     stopped = cluster.ray("job", "stop", "--address", cluster.dashboard, job_id)
     assert stopped.returncode == 0, stopped.stderr
     status = cluster.ray("job", "status", "--address", cluster.dashboard, job_id)
@@ -155,6 +167,7 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     trained = train_json(root)
     assert [e["epoch"] for e in trained["epochs"]] == list(range(1, 9))
     assert trained["resumed_at_epochs"] == [interrupted_at]
+    assert "and its upload started in" in out and trained["train"]["checkpoint_upload"] == "async"
 
 
 def test_impossible_settings_fail_before_training(cluster, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from scaleout.config import (BACKENDS, FEATURES, HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
+from scaleout.config import (BACKENDS, CHECKPOINT_UPLOADS, FEATURES, HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
                              SKIPPABLE_STAGES, SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
@@ -139,6 +139,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     r.add_argument("--no-pin-cpus", dest="pin_cpus", action="store_false",
                    help="leave the workers to the OS scheduler rather than each on CPUs of its own")
     r.add_argument("--checkpoint-every", type=positive, default=t.checkpoint_every, help="epochs (default %(default)s)")
+    r.add_argument("--checkpoint-upload", choices=CHECKPOINT_UPLOADS, default=t.checkpoint_upload,
+                   help="async: the store upload runs while the next epoch trains; sync: training waits for it "
+                        "(default %(default)s)")
     r.add_argument("--max-failures", type=int, default=t.max_failures,
                    help="worker failures survived by restarting from the last checkpoint; -1: no limit (default %(default)s)")
     r.add_argument("--storage", default=None, help="checkpoint storage: a path or s3:// gs:// URI (default RUN/checkpoints)")
@@ -163,7 +166,8 @@ def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tupl
     model = {field: getattr(a, flag) for flag, field in _MODEL_FLAGS.items() if getattr(a, flag) is not None}
     train = {field: getattr(a, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(a, flag) is not None}
     train.update(backend=backend or a.backend, workers=a.workers, cpus_per_worker=a.cpus_per_worker,
-                 pin_cpus=a.pin_cpus, checkpoint_every=a.checkpoint_every, max_failures=a.max_failures, storage=a.storage, resume=a.resume)
+                 pin_cpus=a.pin_cpus, checkpoint_every=a.checkpoint_every, checkpoint_upload=a.checkpoint_upload,
+                 max_failures=a.max_failures, storage=a.storage, resume=a.resume)
     return preset_configs(a.preset, model, train)
 
 

@@ -9,7 +9,8 @@ global batch, in two collectives a step (see ``scaleout.train.replicas``).
 
 Each epoch (``checkpoint_every``) the workers write a checkpoint (weights,
 optimizer slots, the epochs done and their history) that Ray Train persists to
-the storage path; when a worker dies Ray Train restarts the group and
+the storage path, by default in a thread while the next epoch trains
+(``checkpoint_upload``); when a worker dies Ray Train restarts the group and
 ``train_func`` continues from the latest one. The driver finally rebuilds the
 model from the last checkpoint in one process, saves the towers and evaluates.
 """
@@ -20,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -90,6 +92,24 @@ def worker_dataset(location: str, rank: int, world: int, scratch: Path) -> Datas
     return Dataset(scratch / "data", verify=False, partial=True)  # fetch_dir checked every file
 
 
+def checkpoint_of(model):
+    """What a worker's checkpoint holds: the towers' variables and the optimizer's state, under the names a
+    checkpoint of the whole model gives them (``model/query_tower/...``, ``optimizer/...``; a table both towers
+    hold may be named by either path), so that either reads the other's. Not the metrics' variables, which
+    every epoch starts again: under MultiWorkerMirroredStrategy a metric's variable is read for a save as the
+    sum over the workers, one eager collective each, 30 a write at the default preset. The whole model where a
+    trainable variable lies outside the towers. (``benchmarks/checkpoint_upload.py`` times both writes.)"""
+    from scaleout.tfenv import tf
+
+    held = {id(v) for tower in (model.query_tower, model.candidate_tower) for v in tower.variables}
+    outside = [v.name for v in model.trainable_variables if id(v) not in held]
+    if outside:
+        log.warning("checkpoints hold the whole model: %s lie outside the towers", outside)
+        return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    towers = tf.train.Checkpoint(query_tower=model.query_tower, candidate_tower=model.candidate_tower)
+    return tf.train.Checkpoint(model=towers, optimizer=model.optimizer)
+
+
 # -- the per-worker function --------------------------------------------------------
 
 def train_func(config: dict) -> None:
@@ -130,7 +150,7 @@ def train_func(config: dict) -> None:
     with strategy.scope():
         model = build_for_dataset(model_cfg, dataset, tables, train_cfg.steps_per_execution)
         model.optimizer.build(model.trainable_variables)
-    saver = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    saver = checkpoint_of(model)
 
     start_epoch, history, resumed_at = 0, [], []
     # The newest complete checkpoint in storage, rather than only ray.train.get_checkpoint():
@@ -163,15 +183,24 @@ def train_func(config: dict) -> None:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return data.with_options(options)
 
+    upload = ray.train.CheckpointUploadMode[train_cfg.checkpoint_upload.upper()]
+
     class CheckpointEpochLog(EpochLog):
-        """EpochLog, then a checkpoint every ``checkpoint_every`` epochs (and after the last)."""
+        """EpochLog, then a checkpoint every ``checkpoint_every`` epochs (and after the last). Under the "async"
+        upload (``checkpoint_upload``) the workers go on to the next epoch once it is written locally, while
+        Ray Train uploads rank 0's copy in a thread and then removes it; an upload that fails stops the workers,
+        and the last one is waited for before the workers end. ``checkpoint_stall_seconds``: how long the
+        workers stood still for it (write, Ray Train's report, and under "sync" the upload), recorded in the
+        epoch's history entry (a checkpoint's state.json holds those of the checkpoints before it)."""
 
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
             done = epoch + 1
             keep = done % train_cfg.checkpoint_every == 0 or done == train_cfg.epochs
             start = time.monotonic()
-            with tempfile.TemporaryDirectory() as tmp:
+            tmp = tempfile.mkdtemp(prefix="scaleout-checkpoint-") if keep else None
+            handed = False  # to Ray Train's upload thread, which removes the directory after the upload
+            try:
                 if keep:
                     # Every worker writes (MultiWorkerMirroredStrategy needs all of them in
                     # the save); only rank 0's copy is handed to Ray Train.
@@ -183,11 +212,21 @@ def train_func(config: dict) -> None:
                                                    "workers": world, "files": files,
                                                    "collectives_per_step": model.step_collectives,
                                                    "cpu_allocator": model.trained_allocator,
-                                                   "cpu_pinning": pinning})
+                                                   "cpu_pinning": pinning,
+                                                   "checkpoint_upload": train_cfg.checkpoint_upload})
                 report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
-                ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report)
-            if keep and rank == 0:
-                log.info("checkpoint of epoch %d written and stored in %.2f s", done, time.monotonic() - start)
+                ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report,
+                                 checkpoint_upload_mode=upload)
+                handed = report is not None and upload == ray.train.CheckpointUploadMode.ASYNC
+            finally:
+                if tmp is not None and not handed:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            if keep:
+                stall = time.monotonic() - start
+                self.history[-1]["checkpoint_stall_seconds"] = round(stall, 3)
+                if rank == 0:
+                    log.info("checkpoint of epoch %d written %s in %.2f s", done,
+                             "and its upload started" if handed else "and stored", stall)
 
     if start_epoch >= train_cfg.epochs:
         log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)
