@@ -131,6 +131,10 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
     32-dimensional embedding do little arithmetic per float they write or read. Here each block's logits,
     softmax and both products stay in the core's cache, and the gradient is computed with the value (the
     loss is a scalar: its gradient is the upstream scalar times it), so no block is computed twice.
+    Each block takes one exponential of its logits (the softmax is it over its sum), and pushes out the hits
+    in two passes (every candidate with the positive's id set to ``min_float``, the positive's own logit
+    counted apart): 1.18x and 1.29-1.36x as fast as a logsumexp, a second exponential and TFRS's mask of six
+    passes, at 8,192 x 8,192 and 4,096 x 8,192 (``benchmarks/loss_against.py``).
     ``bias`` and ``candidate_ids`` get no gradient."""
     inv_t = 1.0 / temperature
     positives = tf.cast(positives, tf.int32)
@@ -140,7 +144,7 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
         n, m, dim = tf.shape(q)[0], tf.shape(c)[0], q.shape[1]
         blocks = (n + rows - 1) // rows
 
-        def block(i, total, query_gradients, candidate_gradient):
+        def block(i, total, query_gradients, candidate_gradient, own_shares):
             start = i * rows
             end = tf.minimum(start + rows, n)
             qb, pb = q[start:end], positives[start:end]
@@ -149,23 +153,37 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
                 s = s * inv_t
             if bias is not None:
                 s = s + bias[tf.newaxis, :]
-            if candidate_ids is not None:
+            own = tf.gather(s, pb, axis=1, batch_dims=1)  # each query's logit of its positive
+            if candidate_ids is None:
+                top = tf.reduce_max(s, axis=1)
+                e = tf.exp(s - top[:, tf.newaxis])
+                z = tf.reduce_sum(e, axis=1)
+                own_share = tf.zeros_like(own)  # in e: the softmax below has it
+            else:
+                # Every candidate with the positive's id at min_float, the positive's own column too, which is
+                # then counted apart: TFRS's hits (min_float added: the same float) in two passes over the
+                # block, where a mask of the hits alone took six.
                 same = tf.equal(tf.gather(candidate_ids, pb)[:, tf.newaxis], candidate_ids[tf.newaxis, :])
-                others = tf.not_equal(pb[:, tf.newaxis], tf.range(m)[tf.newaxis, :])
-                s = s + tf.cast(same & others, s.dtype) * min_float
-            lse = tf.reduce_logsumexp(s, axis=1)
-            total += tf.reduce_sum(lse - tf.gather(s, pb, axis=1, batch_dims=1))
-            p = tf.exp(s - lse[:, tf.newaxis])  # the softmax; less the positives' one-hot, below
-            return (i + 1, total, query_gradients.write(i, tf.matmul(p, c)),
-                    candidate_gradient + tf.matmul(qb, p, transpose_a=True))
+                s = tf.where(same, tf.cast(min_float, s.dtype), s)
+                top = tf.maximum(tf.reduce_max(s, axis=1), own)
+                e = tf.exp(s - top[:, tf.newaxis])
+                z = tf.reduce_sum(e, axis=1) + tf.exp(own - top)
+                own_share = tf.exp(own - top) / z  # the positive's softmax, outside e
+            total += tf.reduce_sum(top + tf.math.log(z) - own)
+            p = e / z[:, tf.newaxis]  # the softmax (but a positive counted apart); less the positives' one-hot
+            return (i + 1, total,
+                    query_gradients.write(i, tf.matmul(p, c) + own_share[:, tf.newaxis] * tf.gather(c, pb)),
+                    candidate_gradient + tf.matmul(qb, p, transpose_a=True), own_shares.write(i, own_share))
 
-        _, total, query_gradients, candidate_gradient = tf.while_loop(
+        _, total, query_gradients, candidate_gradient, own_shares = tf.while_loop(
             lambda i, *_: i < blocks, block,
             (tf.constant(0), tf.zeros([], q.dtype),
              tf.TensorArray(q.dtype, size=blocks, infer_shape=False, element_shape=tf.TensorShape([None, dim])),
-             tf.zeros([dim, m], q.dtype)))
+             tf.zeros([dim, m], q.dtype),
+             tf.TensorArray(q.dtype, size=blocks, infer_shape=False, element_shape=tf.TensorShape([None]))))
         dq = (query_gradients.concat() - tf.gather(c, positives)) * inv_t
-        dc = (tf.transpose(candidate_gradient) - tf.math.unsorted_segment_sum(q, positives, m)) * inv_t
+        kept = 1.0 - own_shares.concat()  # the positive's one-hot less its softmax counted apart
+        dc = (tf.transpose(candidate_gradient) - tf.math.unsorted_segment_sum(q * kept[:, tf.newaxis], positives, m)) * inv_t
         return total, lambda upstream: (upstream * dq, upstream * dc)
 
     return loss(query, candidate)
