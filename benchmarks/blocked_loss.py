@@ -50,7 +50,7 @@ tf.config.threading.set_intra_op_parallelism_threads(threads)
 tf.config.threading.set_inter_op_parallelism_threads(threads)
 from scaleout.bench.measure import median_seconds
 from scaleout.train.logits import BLOCK_BYTES, MIN_BLOCK_ROWS, block_rows, blocked_softmax_loss, whole_logits
-from scaleout.train.logits import MIN_FLOAT, in_batch_softmax
+from scaleout.train.logits import in_batch_softmax
 
 
 def traced(blocked, rows, *args):
@@ -59,7 +59,7 @@ def traced(blocked, rows, *args):
             tape.watch([q, c])
             if blocked:
                 loss = blocked_softmax_loss(q, c, tf.range(tf.shape(q)[0]), rows, 1.0,
-                                            -tf.math.log(tf.clip_by_value(p, 1e-6, 1.0)), ids, MIN_FLOAT)
+                                            -tf.math.log(tf.clip_by_value(p, 1e-6, 1.0)), ids)
             else:
                 with whole_logits():
                     loss = in_batch_softmax(q, c, candidate_sampling_probability=p, candidate_ids=ids)

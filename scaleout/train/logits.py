@@ -95,8 +95,8 @@ def block_rows(queries: int | None, candidates: int | tf.Tensor, block_bytes: in
 
 
 def softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.Tensor, one_piece: Callable[[], tf.Tensor],
-                 temperature: float = 1.0, bias: tf.Tensor | None = None, candidate_ids: tf.Tensor | None = None,
-                 min_float: float = MIN_FLOAT) -> tf.Tensor:
+                 temperature: float = 1.0, bias: tf.Tensor | None = None,
+                 candidate_ids: tf.Tensor | None = None) -> tf.Tensor:
     """The summed softmax cross-entropy of ``blocked_softmax_loss`` (see it for the arguments): in blocks where
     the logits are larger than two blocks, else ``one_piece()``, the caller's computation of the same loss with
     the logits whole. Decided when tracing where the number of queries is known then (a training batch of a
@@ -109,33 +109,36 @@ def softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.Tensor, o
         rows = block_rows(queries, candidates)
         if rows is None:
             return one_piece()
-        return blocked_softmax_loss(query, candidate, positives, rows, temperature, bias, candidate_ids, min_float)
+        return blocked_softmax_loss(query, candidate, positives, rows, temperature, bias, candidate_ids)
     candidates = tf.shape(candidate)[0]
     rows = tf.maximum(MIN_BLOCK_ROWS, BLOCK_BYTES // (4 * tf.maximum(candidates, 1)))
     return tf.cond(tf.shape(query)[0] > 2 * rows,
-                   lambda: blocked_softmax_loss(query, candidate, positives, rows, temperature, bias, candidate_ids,
-                                                min_float),
+                   lambda: blocked_softmax_loss(query, candidate, positives, rows, temperature, bias, candidate_ids),
                    one_piece)
 
 
 def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.Tensor, rows,
                          temperature: float = 1.0, bias: tf.Tensor | None = None,
-                         candidate_ids: tf.Tensor | None = None, min_float: float = MIN_FLOAT) -> tf.Tensor:
+                         candidate_ids: tf.Tensor | None = None) -> tf.Tensor:
     """Softmax cross-entropy of each query over the candidates, its positive at column ``positives[i]``,
     summed over the queries: the logits ``query @ candidate^T / temperature + bias`` (a candidate with the
-    positive's id elsewhere in the row, given ``candidate_ids``, gets ``min_float`` added), computed ``rows``
-    queries at a time, with the gradient.
+    positive's id elsewhere in the row, given ``candidate_ids``, left out of the row's softmax, as TFRS's
+    MIN_FLOAT added leaves it), computed ``rows`` queries at a time, with the gradient.
 
     A [queries x candidates] logits tensor at the tutorial's batch (8,192 x 8,192 floats, 256 MiB) and every
     tensor the loss and its gradient make of it go through memory, pass after pass: the products against a
     32-dimensional embedding do little arithmetic per float they write or read. Here each block's logits,
     softmax and both products stay in the core's cache, and the gradient is computed with the value (the
     loss is a scalar: its gradient is the upstream scalar times it), so no block is computed twice.
-    Each block takes one exponential of its logits (the softmax is it over its sum), and pushes out the hits
-    in two passes (every candidate with the positive's id set to ``min_float``, the positive's own logit
-    counted apart): 1.18x and 1.29-1.36x as fast as a logsumexp, a second exponential and TFRS's mask of six
-    passes, at 8,192 x 8,192 and 4,096 x 8,192 (``benchmarks/loss_against.py``).
-    ``bias`` and ``candidate_ids`` get no gradient."""
+    Each block takes one exponential of its logits (the softmax is it over its sum). The accidental hits are
+    found once for all blocks (``accidental_hits``) and taken out of each block's sum and both gradients
+    where they lie, about 13 a query at ml-100k's skew, not through a comparison of every logit's id with the
+    positive's and a select, two passes over each block (``benchmarks/loss_against.py`` measures each change
+    against the commit before it). A hit's share is taken out of a sum that held it: where the hits far
+    outweigh the rest of their row (candidates with the positive's id and a much larger logit), the rest
+    keeps fewer of float32's digits. The model's hits have the positive's embedding (the candidate tower is
+    a function of the id), and its logit but for mixed negatives' logQ, so a row's hits hold at most their
+    count times the positive's share there. ``bias`` and ``candidate_ids`` get no gradient."""
     inv_t = 1.0 / temperature
     positives = tf.cast(positives, tf.int32)
 
@@ -143,8 +146,11 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
     def loss(q, c):
         n, m, dim = tf.shape(q)[0], tf.shape(c)[0], q.shape[1]
         blocks = (n + rows - 1) // rows
+        if candidate_ids is not None:
+            hit_row, hit_col, first_hit = accidental_hits(candidate_ids, positives)
+            hits_at = tf.cast(tf.stack([hit_row, hit_col], axis=1), tf.int64)  # (query, column)
 
-        def block(i, total, query_gradients, candidate_gradient, own_shares):
+        def block(i, total, query_gradients, candidate_gradient, hit_shares):
             start = i * rows
             end = tf.minimum(start + rows, n)
             qb, pb = q[start:end], positives[start:end]
@@ -154,39 +160,64 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
             if bias is not None:
                 s = s + bias[tf.newaxis, :]
             own = tf.gather(s, pb, axis=1, batch_dims=1)  # each query's logit of its positive
-            if candidate_ids is None:
-                top = tf.reduce_max(s, axis=1)
-                e = tf.exp(s - top[:, tf.newaxis])
-                z = tf.reduce_sum(e, axis=1)
-                own_share = tf.zeros_like(own)  # in e: the softmax below has it
-            else:
-                # Every candidate with the positive's id at min_float, the positive's own column too, which is
-                # then counted apart: TFRS's hits (min_float added: the same float) in two passes over the
-                # block, where a mask of the hits alone took six.
-                same = tf.equal(tf.gather(candidate_ids, pb)[:, tf.newaxis], candidate_ids[tf.newaxis, :])
-                s = tf.where(same, tf.cast(min_float, s.dtype), s)
-                top = tf.maximum(tf.reduce_max(s, axis=1), own)
-                e = tf.exp(s - top[:, tf.newaxis])
-                z = tf.reduce_sum(e, axis=1) + tf.exp(own - top)
-                own_share = tf.exp(own - top) / z  # the positive's softmax, outside e
+            top = tf.reduce_max(s, axis=1)
+            e = tf.exp(s - top[:, tf.newaxis])
+            z = tf.reduce_sum(e, axis=1)
+            if candidate_ids is not None:
+                # The block's accidental hits, taken out of the sum: their shares read at their places, not
+                # a mask over the block (two passes of its size, a fifth of the loss's time in a profile of
+                # a tutorial-batch step). The sum holds the positive's own share, in exact arithmetic: a
+                # floor against rounding.
+                where = slice(first_hit[start], first_hit[end])
+                rows_in_block = end - start
+                at = hits_at[where] - tf.stack([tf.cast(start, tf.int64), 0])
+                hit_e = tf.gather_nd(e, at)
+                z = tf.maximum(z - tf.math.unsorted_segment_sum(hit_e, at[:, 0], rows_in_block), tf.exp(own - top))
+                hit_share = hit_e / tf.gather(z, at[:, 0])
+                hits_gradient = tf.sparse.sparse_dense_matmul(
+                    tf.SparseTensor(at, hit_share, tf.cast(tf.stack([rows_in_block, m]), tf.int64)), c)
+                hit_shares = hit_shares.write(i, hit_share)
             total += tf.reduce_sum(top + tf.math.log(z) - own)
-            p = e / z[:, tf.newaxis]  # the softmax (but a positive counted apart); less the positives' one-hot
-            return (i + 1, total,
-                    query_gradients.write(i, tf.matmul(p, c) + own_share[:, tf.newaxis] * tf.gather(c, pb)),
-                    candidate_gradient + tf.matmul(qb, p, transpose_a=True), own_shares.write(i, own_share))
+            p = e / z[:, tf.newaxis]  # the softmax, less the positives' one-hot below, and the hits' shares
+            query_gradient = tf.matmul(p, c)
+            if candidate_ids is not None:
+                query_gradient -= hits_gradient
+            return (i + 1, total, query_gradients.write(i, query_gradient),
+                    candidate_gradient + tf.matmul(qb, p, transpose_a=True), hit_shares)
 
-        _, total, query_gradients, candidate_gradient, own_shares = tf.while_loop(
+        _, total, query_gradients, candidate_gradient, hit_shares = tf.while_loop(
             lambda i, *_: i < blocks, block,
             (tf.constant(0), tf.zeros([], q.dtype),
              tf.TensorArray(q.dtype, size=blocks, infer_shape=False, element_shape=tf.TensorShape([None, dim])),
              tf.zeros([dim, m], q.dtype),
              tf.TensorArray(q.dtype, size=blocks, infer_shape=False, element_shape=tf.TensorShape([None]))))
         dq = (query_gradients.concat() - tf.gather(c, positives)) * inv_t
-        kept = 1.0 - own_shares.concat()  # the positive's one-hot less its softmax counted apart
-        dc = (tf.transpose(candidate_gradient) - tf.math.unsorted_segment_sum(q * kept[:, tf.newaxis], positives, m)) * inv_t
-        return total, lambda upstream: (upstream * dq, upstream * dc)
+        dc = tf.transpose(candidate_gradient) - tf.math.unsorted_segment_sum(q, positives, m)
+        if candidate_ids is not None:  # the hits' shares, counted in the product above, taken out
+            shares = tf.SparseTensor(hits_at, hit_shares.concat(), tf.cast(tf.stack([n, m]), tf.int64))
+            dc -= tf.sparse.sparse_dense_matmul(shares, q, adjoint_a=True)
+        return total, lambda upstream: (upstream * dq, upstream * dc * inv_t)
 
     return loss(query, candidate)
+
+
+def accidental_hits(candidate_ids: tf.Tensor, positives: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Each query's accidental hits: the columns whose candidate has the id of the query's positive, its own
+    column left out, as (query, column) pairs sorted by query, and each query's first pair (the queries' count
+    plus one entries: query i's pairs are ``first[i]:first[i + 1]``). Found through the ids sorted once, not a
+    [queries x candidates] comparison: each query's are a run of the sorted ids. As many pairs as the queries'
+    positives have other copies among the candidates (about 13 a query in a batch of 8,192 at ml-100k's skew)."""
+    order = tf.argsort(candidate_ids, stable=True)
+    ids = tf.gather(candidate_ids, order)
+    wanted = tf.gather(candidate_ids, positives)
+    low = tf.searchsorted(ids, wanted, side="left", out_type=tf.int32)
+    copies = tf.searchsorted(ids, wanted, side="right", out_type=tf.int32) - low  # the positive's own among them
+    row = tf.repeat(tf.range(tf.shape(positives)[0]), copies)
+    within = tf.range(tf.shape(row)[0]) - tf.gather(tf.cumsum(copies, exclusive=True), row)
+    column = tf.gather(order, tf.gather(low, row) + within)
+    others = tf.not_equal(column, tf.gather(positives, row))
+    return (tf.boolean_mask(row, others), tf.boolean_mask(column, others),
+            tf.concat([[0], tf.cumsum(copies - 1)], axis=0))
 
 
 @contextlib.contextmanager
@@ -235,5 +266,4 @@ def in_batch_softmax(query: tf.Tensor, candidate: tf.Tensor, temperature: float 
         return tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - tf.linalg.diag_part(scores))
 
     # Large logits a block of queries at a time (softmax_loss)
-    return softmax_loss(query, candidate, tf.range(tf.shape(query)[0]), one_piece, temperature, bias, candidate_ids,
-                        MIN_FLOAT)
+    return softmax_loss(query, candidate, tf.range(tf.shape(query)[0]), one_piece, temperature, bias, candidate_ids)

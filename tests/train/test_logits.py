@@ -111,6 +111,41 @@ def test_the_full_catalogue_softmax_in_blocks_is_sparse_cross_entropy():
     assert float(blocked_softmax_loss(query, candidate, labels, 3, 0.5)) == pytest.approx(float(want), rel=1e-5)
 
 
+
+@pytest.mark.parametrize("catalogue", [1, 3, 40, 10_000])  # every candidate one id .. hardly a repeat
+def test_accidental_hits_are_the_pairs_a_comparison_of_every_id_finds(catalogue):
+    from scaleout.train.logits import accidental_hits
+
+    rng = np.random.default_rng(catalogue)
+    ids = rng.integers(0, catalogue, 300)
+    positives = rng.integers(0, 300, 120)  # any column, some twice
+    row, column, first = (x.numpy() for x in accidental_hits(tf.constant(ids, tf.int64), tf.constant(positives,
+                                                                                                      tf.int32)))
+    same = (ids[positives][:, None] == ids[None, :]) & (positives[:, None] != np.arange(300)[None, :])
+    want_row, want_column = np.nonzero(same)  # by query, then by column
+    assert len(row) == len(want_row) == same.sum()
+    np.testing.assert_array_equal(row, want_row)  # sorted by query
+    got = sorted(zip(row.tolist(), column.tolist()))
+    assert got == sorted(zip(want_row.tolist(), want_column.tolist()))
+    np.testing.assert_array_equal(first, np.concatenate([[0], np.cumsum(same.sum(axis=1))]))
+
+
+def test_a_batch_of_one_id_leaves_each_query_its_positive_alone():
+    """Every other candidate a hit: each query's softmax is over its positive only, a loss and gradient of 0.
+    The candidates of one id share its embedding, as the model's do (the candidate tower is a function of the
+    id): the hits taken out of each row's sum are then exactly the copies of its positive's share."""
+    from scaleout.train.logits import blocked_softmax_loss
+
+    rng = np.random.default_rng(8)
+    query = tf.constant(rng.normal(size=(12, 4)), tf.float32)
+    candidate = tf.constant(np.repeat(rng.normal(size=(1, 4)), 12, axis=0), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([query, candidate])
+        loss = blocked_softmax_loss(query, candidate, tf.range(12), 5, 0.5, None, tf.zeros([12], tf.int64))
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    for gradient in tape.gradient(loss, [query, candidate]):
+        np.testing.assert_allclose(gradient.numpy(), 0.0, atol=1e-5)  # float32 rounding of sums of 12
+
 def test_block_rows_blocks_only_logits_larger_than_two_blocks():
     from scaleout.train.logits import block_rows
 
