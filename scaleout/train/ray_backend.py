@@ -202,8 +202,9 @@ def train_func(config: dict) -> None:
             handed = False  # to Ray Train's upload thread, which removes the directory after the upload
             try:
                 if keep:
-                    # Every worker writes (MultiWorkerMirroredStrategy needs all of them in
-                    # the save); only rank 0's copy is handed to Ray Train.
+                    # Every worker writes: the whole model's save (checkpoint_of's fallback) reads
+                    # its metric variables across the workers, so all must take part; the towers'
+                    # alone would not need it. Only rank 0's copy is handed to Ray Train.
                     saver.write(os.path.join(tmp, WEIGHTS))
                     self.history[-1]["checkpoint_write_seconds"] = round(time.monotonic() - start, 3)
                     files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
