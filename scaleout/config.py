@@ -204,6 +204,7 @@ class TrainConfig:
     # result; callbacks (the epoch's loss, the divergence check) then see every Nth step. 8 measured
     # faster than 1 in one process and on 2 Ray workers (benchmarks/ray_scaling.py).
     steps_per_execution: int = 8
+    profile_epoch: int = 0  # trace this epoch (1..epochs) in every process that trains: RUN/metrics/profile
     backend: str = "local"
     # backend "ray" only
     workers: int = 2
@@ -221,6 +222,9 @@ class TrainConfig:
         _at_least(self, 1, "batch_size", "eval_batch_size", "epochs", "workers", "cpus_per_worker", "checkpoint_every",
                   "steps_per_execution")
         _at_least(self, 0, "shuffle_buffer", note="0 or more")
+        if not 0 <= self.profile_epoch <= self.epochs:
+            raise ConfigError(f"profile_epoch must be 0 (none) or an epoch from 1 to {self.epochs}, "
+                              f"got {self.profile_epoch}")
         if self.max_failures < -1:
             raise ConfigError(f"max_failures must be -1 (no limit) or more, got {self.max_failures}")
         if self.backend not in BACKENDS:

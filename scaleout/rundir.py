@@ -6,6 +6,8 @@
   RUN/metrics/train.json     per-epoch loss, seconds and examples/s of the last fit
   RUN/metrics/eval.json      test metrics, named as TFRS names them
   RUN/metrics/tensorboard/   TensorBoard scalars of the last fit: loss per example and examples/s per epoch
+  RUN/metrics/profile/       a profiler trace of one epoch per worker and where its time went
+                             (``--profile-epoch``; scaleout.train.profile)
   RUN/embeddings/            candidate embeddings, Parquet parts + embeddings.json
                              (scaleout.embed)
   RUN/index/scann/           ScaNN index (scaleout.index.scann); RUN/index/brute_force/ too
@@ -111,6 +113,10 @@ class RunDir:
         return self._local("metrics/tensorboard")
 
     @property
+    def profile(self) -> Path:
+        return self._local("metrics/profile")
+
+    @property
     def eval_metrics(self) -> Path:
         return self._local("metrics/eval.json")
 
@@ -173,7 +179,7 @@ class RunDir:
 
 # A remote run's parts, in the order a push commits them (what a later stage reads goes first).
 STAGES = ("data", "model", "embeddings", "index/brute_force", "index/scann", "export/brute_force", "export/scann",
-          "metrics/tensorboard")
+          "metrics/tensorboard", "metrics/profile")
 FILES = ("metrics/train.json", "metrics/eval.json", "metrics/index_eval.json", "metrics/quality.json",
          "artifacts.json")
 

@@ -196,6 +196,8 @@ def download_file(uri: str, local: Path, expected_sha256: str | None = None) -> 
 
 def upload_file(local: Path, uri: str) -> None:
     fs, path = filesystem(uri)
+    if not is_remote(uri):  # a store has no directories to make; a local path's parent may not exist yet
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(local, "rb") as src, fs.open_output_stream(path) as dst:
         shutil.copyfileobj(src, dst, 1 << 22)
 

@@ -62,8 +62,9 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     local_root, summary, _ = pipeline_run
     root = tmp_path / "run"
     shutil.copytree(local_root / "data", root / "data")
-    leftovers = set(Path(tempfile.gettempdir()).glob("scaleout-checkpoint-*"))  # this host's (the workers')
-    result = cluster.ray(*submit_args(cluster, "--run", root, "--workers", 2))
+    leftovers = {p for pattern in ("scaleout-checkpoint-*", "scaleout-profile-*")  # this host's (the workers')
+                 for p in Path(tempfile.gettempdir()).glob(pattern)}
+    result = cluster.ray(*submit_args(cluster, "--run", root, "--workers", 2, "--profile-epoch", 2))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "succeeded" in result.stdout + result.stderr
     trained = train_json(root)
@@ -76,7 +77,17 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     out = result.stdout + result.stderr
     assert out.count("and its upload started in") == epochs, out[-3000:]
     assert all(e["checkpoint_stall_seconds"] >= e["checkpoint_write_seconds"] > 0 for e in trained["epochs"][:-1])
-    assert set(Path(tempfile.gettempdir()).glob("scaleout-checkpoint-*")) == leftovers
+    assert {p for pattern in ("scaleout-checkpoint-*", "scaleout-profile-*")
+            for p in Path(tempfile.gettempdir()).glob(pattern)} == leftovers
+    # Epoch 2 traced by each worker, uploaded to the run's storage and gathered by the driver: the packed
+    # all-reduce is among each worker's kernels (its time includes the wait for the other worker).
+    profile = json.loads((root / "metrics" / "profile" / "profile.json").read_text())
+    assert (profile["backend"], profile["epoch"]) == ("ray", 2)
+    assert [w["worker"] for w in profile["workers"]] == [0, 1]
+    for rank, worker in enumerate(profile["workers"]):
+        assert "CollectiveReduceV2" in {t["type"] for t in worker["by_type"]}, worker["by_type"]
+        assert list((root / "metrics" / "profile" / f"worker-{rank}").rglob("*.xplane.pb"))
+    assert [e.get("profiled", False) for e in trained["epochs"]] == [e["epoch"] == 2 for e in trained["epochs"]]
     assert trained["model"] == json.loads(json.dumps(configs("quality")[0].__dict__))
     # What a step sends between the workers, as they traced it: every gradient and logged value, and the next
     # batch's candidate rows (global negatives: 2 x 1,024 floats), in one packed all-reduce. Nothing else

@@ -152,9 +152,17 @@ def test_the_readme_jobs_train_then_embed_and_index_resuming_from_parts_in_the_s
         return cluster.ray("job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
                            "python", script, "--run", run, "--workers", 2, *args)
 
-    trained = job("jobs/train.py", "--epochs", 2, "--batch-size", 512, "--history", 20, "--features", "timestamp")
+    trained = job("jobs/train.py", "--epochs", 2, "--batch-size", 512, "--history", 20, "--features", "timestamp",
+                  "--profile-epoch", 2)
     assert trained.returncode == 0, trained.stdout[-4000:]
     assert storage.read_commit(f"{run}/model") is not None
+    # Each worker's trace of epoch 2 went through the store (the second node's worker cannot write to the head's
+    # disk), and the driver committed the profile with the run.
+    profile_dir = tmp_path / "profile"
+    storage.fetch_dir(f"{run}/metrics/profile", profile_dir)
+    profile = json.loads((profile_dir / "profile.json").read_text())
+    assert [w["worker"] for w in profile["workers"]] == [0, 1] and profile["epoch"] == 2
+    assert list((profile_dir / "worker-1").rglob("*.xplane.pb"))
     assert json.loads(storage.read_bytes(f"{run}/metrics/train.json"))["backend"] == "ray"
     storage.fetch_dir(f"{run}/data", tmp_path / "data")
     storage.fetch_dir(f"{run}/model", tmp_path / "model")

@@ -126,6 +126,8 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     g.add_argument("--shuffle-buffer", type=non_negative, help=f"rows (default {t.shuffle_buffer})")
     g.add_argument("--steps-per-execution", type=positive,
                    help=f"training steps per tf.function call (default {t.steps_per_execution})")
+    g.add_argument("--profile-epoch", type=positive, metavar="N",
+                   help="trace epoch N with TensorFlow's profiler in every training process: RUN/metrics/profile")
     g.add_argument("--train-metrics", action="store_true", default=None,
                    help="compute FactorizedTopK during training too (slow; off as the tutorial advises)")
     g.add_argument("--model-seed", type=int, help="initialisation and shuffle seed (default 42)")
@@ -158,7 +160,8 @@ _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "lea
                 "user_embedding": "user_embedding", "negatives": "negatives",
                 "sampled_negatives": "sampled_negatives", "full_softmax_max": "full_softmax_max"}
 _TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
-                "model_seed": "seed", "steps_per_execution": "steps_per_execution"}
+                "model_seed": "seed", "steps_per_execution": "steps_per_execution",
+                "profile_epoch": "profile_epoch"}
 
 
 def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tuple[ModelConfig, TrainConfig]:

@@ -2,7 +2,7 @@
 
 features (side features coded per vocabulary row), towers (the query and
 candidate towers), model (the TFRS model: compute_loss with the loss options),
-presets (named settings), callbacks (per-epoch log), local and ray_backend (the
-two backends), saved (RUN/model written and loaded: ``Towers``), run
+presets (named settings), callbacks (per-epoch log), profile (``--profile-epoch``: one epoch traced), local
+and ray_backend (the two backends), saved (RUN/model written and loaded: ``Towers``), run
 (``scaleout train`` / ``evaluate``).
 """

@@ -45,6 +45,7 @@ RUN_NAME = "train"
 STATE = "state.json"
 WEIGHTS = "weights"
 DIVERGED = "diverged.txt"  # written by rank 0 when the loss became NaN or infinite
+PROFILE = "profile"  # each worker's trace of the profiled epoch, under worker-R (scaleout.train.profile)
 
 
 # -- shared by driver and workers ------------------------------------------------
@@ -138,6 +139,7 @@ def train_func(config: dict) -> None:
     from scaleout.data.tfdata import parquet_dataset
     from scaleout.train.callbacks import EpochLog
     from scaleout.train.model import build_for_dataset
+    from scaleout.train.profile import EpochProfile, upload as upload_trace
     from scaleout.train.towers import CANDIDATE_FEATURE
 
     local_batch = train_cfg.batch_size // world
@@ -234,10 +236,15 @@ def train_func(config: dict) -> None:
         return
     log.info("%d workers, %d steps of %d rows per worker per epoch, shards %s", world, steps, local_batch,
              [f.name for f in assignment[rank]])
+    # Before the checkpoint's callback, so the trace ends with the epoch's steps; uploaded to the storage, read by
+    # the driver (which may be on another node).
+    into = storage.join(profile_location(config["storage"]), f"worker-{rank}")
+    tracer = ([EpochProfile(train_cfg.profile_epoch, Path(tempfile.mkdtemp(prefix="scaleout-profile-")), rank,
+                            then=lambda traced: upload_trace(traced, into))] if train_cfg.profile_epoch else [])
     try:
         model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,
                   initial_epoch=start_epoch, steps_per_epoch=steps, verbose=0,
-                  callbacks=[CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs,
+                  callbacks=[*tracer, CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs,
                                                 workers=world, quiet=rank != 0, history=history,
                                                 batch_size=train_cfg.batch_size)])
     except TrainingDiverged as exc:
@@ -254,6 +261,12 @@ def train_func(config: dict) -> None:
 
 def storage_location(run: RunDir, train_cfg: TrainConfig) -> str:
     return train_cfg.storage or run.checkpoints
+
+
+def profile_location(location: str) -> str:
+    """Where the workers upload their traces of the profiled epoch (worker-R under it), under the checkpoints'
+    ``location``."""
+    return storage.join(location, RUN_NAME, PROFILE)
 
 
 def check_storage(location: str) -> None:

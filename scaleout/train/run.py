@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from pathlib import Path
 
 from scaleout.config import ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
-from scaleout.fsutil import atomic_dir, tree_fingerprint, write_json
+from scaleout.fsutil import atomic_dir, check_replaceable, tree_fingerprint, write_json
 from scaleout.tfenv import tf
 from scaleout.rundir import RunDir
 from scaleout.stages import Stages
+from scaleout.train import profile
 from scaleout.train.local import evaluate, fit
-from scaleout.train.ray_backend import fit_ray
+from scaleout.train.ray_backend import fit_ray, profile_location, storage_location
 from scaleout.train.saved import Towers, save_model
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,33 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig,
 
 
 def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig):
-    start = time.monotonic()
-    resumed_at: list[int] = []
-    if train_cfg.backend == "ray":
-        model, history, resumed_at = fit_ray(run, model_cfg, train_cfg)
-    else:
-        model, history = fit(dataset, model_cfg, train_cfg)
-    fit_seconds = time.monotonic() - start
+    if train_cfg.profile_epoch:  # refused before training, not after it
+        check_replaceable(run.profile, profile.MARKER)
+    with tempfile.TemporaryDirectory(prefix="scaleout-profile-") as scratch:
+        start = time.monotonic()
+        resumed_at: list[int] = []
+        traced: list[Path] = []
+        if train_cfg.backend == "ray":
+            model, history, resumed_at = fit_ray(run, model_cfg, train_cfg)
+            fit_seconds = time.monotonic() - start
+            if train_cfg.profile_epoch:
+                location = profile_location(storage_location(run, train_cfg))
+                traced = profile.fetch(location, train_cfg.workers, Path(scratch))
+        else:
+            tracer = (profile.EpochProfile(train_cfg.profile_epoch, Path(scratch) / "worker-0")
+                      if train_cfg.profile_epoch else None)
+            try:
+                model, history = fit(dataset, model_cfg, train_cfg, callbacks=[tracer] if tracer else None)
+            finally:
+                if tracer:
+                    tracer.close()
+            fit_seconds = time.monotonic() - start
+            traced = [Path(scratch) / "worker-0"] if tracer else []
+        if traced:
+            profile.mark_profiled(history, train_cfg.profile_epoch)
+            profile.write_profile(run.profile, traced, {
+                "backend": train_cfg.backend, "data": run.shown("data"),
+                "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
     save_model(model, run.model, model_cfg, train_cfg, dataset)
     write_json(run.train_metrics, {"epochs": history, "fit_seconds": round(fit_seconds, 3),
                                    "resumed_at_epochs": resumed_at, "backend": train_cfg.backend,
