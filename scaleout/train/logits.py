@@ -130,7 +130,8 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
     32-dimensional embedding do little arithmetic per float they write or read. Here each block's logits,
     softmax and both products stay in the core's cache, and the gradient is computed with the value (the
     loss is a scalar: its gradient is the upstream scalar times it), so no block is computed twice.
-    Each block takes one exponential of its logits (the softmax is it over its sum). The accidental hits are
+    Each block takes one exponential of its logits (the softmax is it over its sum, a division folded into the
+    products' small sides). The accidental hits are
     found once for all blocks (``accidental_hits``) and taken out of each block's sum and both gradients
     where they lie, about 13 a query at ml-100k's skew, not through a comparison of every logit's id with the
     positive's and a select, two passes over each block (``benchmarks/loss_against.py`` measures each change
@@ -154,9 +155,8 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
             start = i * rows
             end = tf.minimum(start + rows, n)
             qb, pb = q[start:end], positives[start:end]
-            s = tf.matmul(qb, c, transpose_b=True)
-            if temperature != 1.0:
-                s = s * inv_t
+            # The temperature divides the block's queries (rows x dim), not its logits (rows x candidates).
+            s = tf.matmul(qb * inv_t if temperature != 1.0 else qb, c, transpose_b=True)
             if bias is not None:
                 s = s + bias[tf.newaxis, :]
             own = tf.gather(s, pb, axis=1, batch_dims=1)  # each query's logit of its positive
@@ -178,12 +178,14 @@ def blocked_softmax_loss(query: tf.Tensor, candidate: tf.Tensor, positives: tf.T
                     tf.SparseTensor(at, hit_share, tf.cast(tf.stack([rows_in_block, m]), tf.int64)), c)
                 hit_shares = hit_shares.write(i, hit_share)
             total += tf.reduce_sum(top + tf.math.log(z) - own)
-            p = e / z[:, tf.newaxis]  # the softmax, less the positives' one-hot below, and the hits' shares
-            query_gradient = tf.matmul(p, c)
+            # The softmax is e / z (less the positives' one-hot below, and the hits' shares): each row's 1 / z
+            # scales the products' small sides (rows x dim), not the block, which is never divided.
+            scale = (1.0 / z)[:, tf.newaxis]
+            query_gradient = tf.matmul(e, c) * scale
             if candidate_ids is not None:
                 query_gradient -= hits_gradient
             return (i + 1, total, query_gradients.write(i, query_gradient),
-                    candidate_gradient + tf.matmul(qb, p, transpose_a=True), hit_shares)
+                    candidate_gradient + tf.matmul(qb * scale, e, transpose_a=True), hit_shares)
 
         _, total, query_gradients, candidate_gradient, hit_shares = tf.while_loop(
             lambda i, *_: i < blocks, block,
