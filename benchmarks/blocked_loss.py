@@ -3,16 +3,16 @@
     python benchmarks/blocked_loss.py --rounds 2
 
 scaleout's in-batch softmax (and the full softmax) computes its [queries x
-candidates] logits a block of queries at a time, with the gradient, wherever
-they are larger than two blocks of 4 MiB (``scaleout.train.logits``); smaller
-ones go in one piece as before. Two parts, each the two ways side by side:
+candidates] logits a block of queries at a time, with the gradient, 4 MiB of
+logits a block (``scaleout.train.logits``; the default preset's batch is one
+block). Two parts, each the two ways side by side:
 
 1. The loss and both gradients (logQ correction and accidental hits on, dim 32),
    on one thread (a Ray worker of 1 CPU) and on two (one process here), each in
    a fresh process: at the default preset's batch (1,024 x 1,024), at 2,048, at
    the tutorial's (8,192 x 8,192) and at one of 2 workers' share of each
-   (queries / 2 x candidates, global negatives). Where the model would not
-   block, the blocks are timed anyway at the rows they would have.
+   (queries / 2 x candidates, global negatives); "model blocks" is how many
+   blocks the model runs there.
 2. Fits of the tutorial's batch (8,192; the default preset's other settings) in
    one process, each in a fresh process, blocks and whole logits in turn, for
    --rounds rounds: median examples/s of epochs 2+, peak resident memory, test
@@ -77,7 +77,7 @@ for queries, candidates in shapes:
     a, b = whole(*args), blocked(*args)
     difference = max(float(tf.reduce_max(tf.abs(x - y)) / tf.reduce_max(tf.abs(x))) for x, y in zip(a, b))
     calls = max(2, min(50, int(2e9 / (queries * candidates * dim * 6))))
-    row = {"block rows": rows, "model blocks": block_rows(queries, candidates) is not None,
+    row = {"block rows": rows, "model blocks": -(-queries // block_rows(candidates)),
            "largest relative difference": difference}
     for name, fn in (("whole", whole), ("blocked", blocked)):
         row[name + " ms"] = round(median_seconds(lambda: fn(*args)[0].numpy(), repeats=5, calls=calls,
@@ -127,7 +127,7 @@ def losses(threads_list: list[int]) -> dict:
         for shape, row in rows.items():
             row["whole / blocked"] = round(row["whole ms"] / row["blocked ms"], 2)
             print(f"{shape:22}{threads.split()[0]:>8}{row['block rows']:>12}{row['whole ms']:>10.2f}"
-                  f"{row['blocked ms']:>10.2f}{row['whole / blocked']:>17.2f}{'yes' if row['model blocks'] else 'no':>14}")
+                  f"{row['blocked ms']:>10.2f}{row['whole / blocked']:>17.2f}{row['model blocks']:>14}")
     return out
 
 

@@ -10,8 +10,8 @@ same machine, so the figure is the median of the pairs' ratios (with its quartil
 medians taken minutes apart (which moved by 0.8-1.4x between rounds of separate processes here). Each times
 ``in_batch_softmax`` with logQ correction and accidental hits removed (candidate ids drawn from 1,600, as
 ml-100k's catalogue, as skewed as its training counts: a positive has as many copies in the batch, 14 at
-8,192), dim 32, as the model computes it (the logits whole up to two 4 MiB blocks, else a block of queries at a
-time): at the default preset's batch (1,024 x 1,024), one of 2 workers' share of it (512 x 1,024), the
+8,192), dim 32, as the model computes it (a block of queries at a time, 4 MiB of logits a block, the default
+preset's batch one): at the default preset's batch (1,024 x 1,024), one of 2 workers' share of it (512 x 1,024), the
 tutorial's (8,192 x 8,192) and one of 2 workers' share of that (4,096 x 8,192). It also checks that both give
 the same loss and gradients, to float32's rounding. Writes benchmarks/results/loss_against.json.
 """
@@ -74,7 +74,7 @@ for queries, candidates in shapes:
     difference = [float(np.abs(a - b).max()) / (float(np.abs(b).max()) or 1.0)
                   for a, b in zip(values["now"], values["before"])]
     out[f"{queries}x{candidates}"] = {
-        "blocked": block_rows(queries, candidates) is not None,
+        "blocks": -(-queries // block_rows(candidates)),  # this checkout's
         "before_ms": round(statistics.median(seconds["before"]) * 1000, 2),
         "now_ms": round(statistics.median(seconds["now"]) * 1000, 2),
         "before_over_now": round(statistics.median(ratios), 3),
@@ -108,11 +108,11 @@ def main() -> None:
             print(f"{threads} thread(s): done", flush=True)
     print(f"\nthe in-batch softmax (logQ, accidental hits removed), value and both gradients: {args.against} "
           f"and this checkout called in turn, {args.pairs} pairs (ms: medians; ratio: the pairs' median)")
-    print(f"{'queries x candidates':22}{'threads':>8}{'blocked':>9}{args.against:>12}{'now':>10}{'ratio':>8}"
+    print(f"{'queries x candidates':22}{'threads':>8}{'blocks':>8}{args.against:>12}{'now':>10}{'ratio':>8}"
           "  quartiles  largest relative difference (loss, gradients)")
     for threads, rows in results["by_threads"].items():
         for shape, row in rows.items():
-            print(f"{shape:22}{threads.split()[0]:>8}{'yes' if row['blocked'] else 'no':>9}{row['before_ms']:>12.2f}"
+            print(f"{shape:22}{threads.split()[0]:>8}{row['blocks']:>8}{row['before_ms']:>12.2f}"
                   f"{row['now_ms']:>10.2f}{row['before_over_now']:>8.3f}  {row['quartiles'][0]:.3f}-"
                   f"{row['quartiles'][1]:.3f}  {row['largest_relative_difference']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

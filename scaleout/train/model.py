@@ -170,7 +170,7 @@ class TwoTowerModel(tfrs.Model):
                 logits /= self.cfg.temperature
             return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
 
-        # Large logits (a large catalogue) a block of queries at a time (scaleout.train.logits)
+        # A block of queries at a time (scaleout.train.logits)
         return softmax_loss(query, everything, labels, one_piece, self.cfg.temperature)
 
     def with_sampled(self, candidate: tf.Tensor, rows: tf.Tensor, extra: dict):

@@ -146,18 +146,15 @@ def test_a_batch_of_one_id_leaves_each_query_its_positive_alone():
     for gradient in tape.gradient(loss, [query, candidate]):
         np.testing.assert_allclose(gradient.numpy(), 0.0, atol=1e-5)  # float32 rounding of sums of 12
 
-def test_block_rows_blocks_only_logits_larger_than_two_blocks():
+def test_block_rows_makes_blocks_of_4_mib_of_logits():
     from scaleout.train.logits import block_rows
 
-    assert block_rows(1024, 1024) is None  # 4 MiB of logits: one product
-    assert block_rows(8192, 8192) == 128  # 4 MiB blocks of 8,192 columns
-    assert block_rows(None, 8192) is None  # queries unknown when tracing
-    assert block_rows(100, 10, block_bytes=400) == 16  # at least 16 rows a block
-    assert block_rows(32, 10, block_bytes=400) is None
-    # Candidates known only when the step runs: at least as many as the queries decides; the rows follow them.
-    assert block_rows(512, tf.constant(1024)) is None
-    assert int(block_rows(4096, tf.constant(8192))) == 128
-    assert int(block_rows(4096, tf.constant(4096))) == 256
+    assert block_rows(1024) == 1024  # the default preset's batch: its 4 MiB of logits in one block
+    assert block_rows(8192) == 128  # 4 MiB blocks of 8,192 columns
+    assert block_rows(10, block_bytes=400) == 16  # at least 16 rows a block
+    # Candidates known only when the step runs: the rows follow them.
+    assert int(block_rows(tf.constant(8192))) == 128
+    assert int(block_rows(tf.constant(4096))) == 256
 
 
 @pytest.mark.parametrize("queries, candidates, known", [(300, 8192, True), (2048, 4096, False)])
@@ -177,10 +174,8 @@ def test_the_in_batch_softmax_of_large_logits_is_computed_in_blocks_with_the_sam
     want = plain_softmax_loss(query, candidate, tf.range(queries), 0.5)
     assert float(loss(query, candidate)) == pytest.approx(float(want), rel=1e-5)
 
-    @tf.function(input_signature=[tf.TensorSpec([64, 8]), tf.TensorSpec([None, 8])])
-    def small(q, c):
-        return in_batch_softmax(q, c, 0.5)
-    assert not {"While", "StatelessWhile"} & {op.type for op in small.get_concrete_function().graph.get_operations()}
+    # Small logits are one block of the same loop: one code path at every size.
+    assert loops(lambda q, c: in_batch_softmax(q, c, 0.5), tf.TensorSpec([64, 8]), tf.TensorSpec([None, 8]))
 
 
 def loops(fn, *specs) -> bool:
@@ -203,8 +198,9 @@ def test_whole_logits_turns_the_blocks_off_and_back_on():
 
 
 @pytest.mark.parametrize("queries", [4000, 40])
-def test_batches_of_a_size_unknown_when_tracing_are_blocked_or_not_when_the_step_runs(queries):
-    """One process's input has batches of no fixed size (an epoch's last is shorter): decided at each step."""
+def test_batches_of_a_size_unknown_when_tracing_are_blocked_by_the_candidates(queries):
+    """One process's input has batches of no fixed size (an epoch's last is shorter): the blocks' rows follow the
+    candidates, whose number is known when the step runs (4,000: 262 rows a block; 40 queries are one)."""
     from scaleout.train.logits import in_batch_softmax
 
     rng = np.random.default_rng(6)
@@ -218,7 +214,8 @@ def test_batches_of_a_size_unknown_when_tracing_are_blocked_or_not_when_the_step
             tape.watch([q, c])
             loss = in_batch_softmax(q, c, 0.5, candidate_ids=ids)
         return [loss, *tape.gradient(loss, [q, c])]
-    assert {"If", "StatelessIf"} & {op.type for op in loss_and_gradients.get_concrete_function().graph.get_operations()}
+    assert {"While", "StatelessWhile"} & {op.type for op in
+                                          loss_and_gradients.get_concrete_function().graph.get_operations()}
     got = loss_and_gradients(query, candidate)
     with tf.GradientTape() as tape:
         tape.watch([query, candidate])
