@@ -80,6 +80,16 @@ def cpu_allocator() -> str:
     return "bfc" if bfc_setting(STARTING_SETTING) else "malloc"
 
 
+def profiler_trace(data: bytes):
+    """A TensorFlow profiler trace (a ``*.xplane.pb`` file's bytes) as its XSpace message."""
+    import_tensorflow()
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(data)
+    return space
+
+
 def __getattr__(name: str):
     if name == "tf":
         return import_tensorflow()

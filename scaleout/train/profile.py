@@ -23,7 +23,7 @@ from typing import Callable
 from scaleout import storage
 from scaleout.errors import ArtifactError
 from scaleout.fsutil import atomic_dir, read_manifest, write_json
-from scaleout.tfenv import tf
+from scaleout.tfenv import profiler_trace, tf
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,7 @@ def summarise(directory: Path) -> dict:
     """Where the traced time went, from the trace under ``directory``: the op kernels' own seconds, summed over
     the executor's threads, by op type and by op (the ``TOP`` largest of each), and tf.data's threads apart
     (``input_seconds``); ``op_seconds`` exceeds the wall time where ops ran on several threads at once."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    space = xplane_pb2.XSpace()
-    space.ParseFromString(_trace(directory).read_bytes())
+    space = profiler_trace(_trace(directory).read_bytes())
     by_type, by_op, counts = collections.Counter(), collections.Counter(), collections.Counter()
     input_ps, threads = 0, 0
     for plane in space.planes:
