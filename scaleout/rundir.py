@@ -30,7 +30,6 @@ import contextlib
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -38,6 +37,7 @@ from scaleout import storage
 from scaleout.errors import ScaleoutError
 from scaleout.fsutil import sha256
 from scaleout.runlock import hold_local, hold_remote
+from scaleout.scratch import make as make_scratch
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def opened(location: str | Path, command: str | None = None) -> Iterator[RunDir]
     uri = str(location).rstrip("/")
     if command is not None:
         storage.preflight(uri)
-    mirror = Path(tempfile.mkdtemp(prefix="scaleout-run-"))
+    mirror = make_scratch("run")
     run = RunDir(mirror, remote=uri, command=command)
     try:
         if command is None:

@@ -39,6 +39,7 @@ import pyarrow.fs as pafs
 
 from scaleout.errors import ArtifactError, ScaleoutError
 from scaleout.fsutil import checksums, utc_now
+from scaleout.scratch import scratch
 
 log = logging.getLogger(__name__)
 SCHEMES = ("s3", "gs")
@@ -334,8 +335,8 @@ def staged_output(uri: str, command: str, force: bool = False) -> Iterator[Path]
     """
     preflight(uri)
     check_committable(uri, force)
-    with tempfile.TemporaryDirectory(prefix="scaleout-out-") as tmp:
-        local = Path(tmp) / "out"
+    with scratch("out") as tmp:
+        local = tmp / "out"
         yield local
         commit_dir(local, uri, command, force)
 
@@ -343,5 +344,5 @@ def staged_output(uri: str, command: str, force: bool = False) -> Iterator[Path]
 @contextlib.contextmanager
 def local_inputs(workdir: Path | None = None) -> Iterator:
     """``fetch(path_or_uri) -> local Path``: copies of remote inputs in a temporary directory, removed after."""
-    with tempfile.TemporaryDirectory(prefix="scaleout-in-", dir=workdir) as tmp:
-        yield lambda uri: local_input(uri, Path(tmp)) if uri is not None else None
+    with scratch("in", workdir) as tmp:
+        yield lambda uri: local_input(uri, tmp) if uri is not None else None

@@ -5,10 +5,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from conftest import run_cli
+from scaleout import scratch
 from scaleout.fsutil import tree_fingerprint
 
 
@@ -94,3 +96,32 @@ def test_kill_export_keeps_the_previous_export(small_finished_run, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "removing what an interrupted command left" in again.stderr
     assert not glob_any(run / "export", ".brute_force.tmp-*")
+
+
+def test_sigterm_stops_train_cleanly(small_finished_run, tmp_path):
+    """SIGTERM (``ray job stop``, a scheduler, ``kill``) mid-training: the command ends at once with 143 and one line,
+    having removed its unfinished outputs and scratch directories on the way out; the previous model stays."""
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(small_finished_run), str(run)], check=True)
+    before = tree_fingerprint(run / "model")
+    process = start("train", "--run", run, "--epochs", 200, "--batch-size", 64)
+    lines = []
+
+    def epoch_done():
+        lines.append(process.stderr.readline())
+        return "epoch 1/200" in lines[-1]
+    deadline = time.monotonic() + 120
+    while not epoch_done():
+        assert process.poll() is None and time.monotonic() < deadline, "".join(lines)[-2000:]
+    mine = f"-{scratch.host_tag()}-{process.pid}-"
+    assert any(mine in p.name for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-in-*"))
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("scaleout train: stopped by SIGTERM; its unfinished outputs were "
+                                            "removed, finished ones kept")
+    assert tree_fingerprint(run / "model") == before
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name or p.name == ".scaleout.lock"]
+    assert not [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-*") if mine in p.name]
+    again = run_cli("recommend", "--run", run, "--user", "1")  # no lock or leftover in the way
+    assert again.returncode == 0 and "removing what an interrupted command left" not in again.stderr, again.stderr

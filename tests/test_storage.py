@@ -224,4 +224,4 @@ def test_errors_name_the_store_never_the_local_mirror(bucket):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"scaleout index: error: {bucket}/runs/empty/"), last
-    assert "scaleout-run-" not in last
+    assert "scaleout-scratch-" not in last

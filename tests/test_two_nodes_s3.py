@@ -128,7 +128,7 @@ def test_pipeline_on_two_nodes_with_the_run_in_s3(two_nodes, s3_for_nodes, pipel
     after = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
                            text=True).stdout
     assert after == before
-    assert not list((hidden / "tmp").glob("scaleout-run-*"))
+    assert not list((hidden / "tmp").glob("scaleout-scratch-*"))
 
     # A user reads the results back from anywhere the store is reachable.
     rec = run_cli("recommend", "--run", run, "--user", "42", "-k", 5, env={})

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from scaleout.bench.datasets import Dataset
 from scaleout.bench.runner import result_path
 from scaleout.errors import ScaleoutError
 from scaleout.fsutil import write_json
+from scaleout.scratch import scratch
 
 log = logging.getLogger("scaleout.bench")
 
@@ -61,11 +61,11 @@ def main(spec: dict) -> None:
     gc.collect()
     memory = max(0, measure.rss() - rss_before)
     log.info("%s %s on %s: built in %.1f s, %.1f MiB", name, build_args, dataset.name, build_seconds, memory / 2**20)
-    with tempfile.TemporaryDirectory(prefix="scaleout-bench-") as tmp:
+    with scratch("bench") as tmp:  # an index of 10M vectors is GiBs: swept if this worker is killed
         t0 = time.perf_counter()
-        algo.save(Path(tmp) / "index")
+        algo.save(tmp / "index")
         save_seconds = time.perf_counter() - t0
-        disk = measure.disk_bytes(Path(tmp))
+        disk = measure.disk_bytes(tmp)
     algo.threads(1)
     bandwidth = None
     if name in EXACT:

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from scaleout.config import EmbedConfig
 from scaleout.errors import ArtifactError, DataError, ScaleoutError
 from scaleout.fsutil import sha256, tree_fingerprint, write_json
 from scaleout.names import part_name
+from scaleout.scratch import scratch
 log = logging.getLogger(__name__)
 
 
@@ -98,11 +98,13 @@ class PartEmbedder:
         except RuntimeError:  # this process already ran TensorFlow ops: keep its pools
             pass
         if storage.is_remote(model_dir):  # a committed model in the store: this node fetches its own copy
-            self._tmp = tempfile.TemporaryDirectory(prefix="scaleout-tower-")
-            local = Path(self._tmp.name) / "model"
-            storage.fetch_dir(model_dir, local, only=lambda name: name.startswith("candidate_tower/"))
-            model_dir = str(local)
-        self.tower = load_candidate_tower(model_dir)
+            # Removed once loaded: the tower's variables and vocabulary are in memory by then, and an actor ends
+            # without running its clean-up.
+            with scratch("tower") as tmp:
+                storage.fetch_dir(model_dir, tmp / "model", only=lambda name: name.startswith("candidate_tower/"))
+                self.tower = load_candidate_tower(tmp / "model")
+        else:
+            self.tower = load_candidate_tower(model_dir)
         self.out_dir = out_dir if storage.is_remote(out_dir) else Path(out_dir)
         self.worker = f"{os.uname().nodename}:{os.getpid()}"
 

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from scaleout.embed.embedding_set import EMBEDDINGS_JSON, FORMAT, ID, TITLE, VEC
 from scaleout.errors import ArtifactError, DataError
 from scaleout.fsutil import json_fingerprint, replace_dir, sha256, utc_now, write_json
 from scaleout.names import part_name
+from scaleout.scratch import scratch
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def write_part(out_dir: Path, number: int, ids: pa.Array, titles: pa.Array, vect
                     VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), type=vector_type(dim))})
     name = part_name(number)
     remote = storage.is_remote(str(out_dir))
-    with tempfile.TemporaryDirectory(prefix="part-") if remote else contextlib.nullcontext(out_dir) as local:
+    with scratch("part") if remote else contextlib.nullcontext(out_dir) as local:
         tmp = Path(local) / f".{name}.tmp-{os.getpid()}"
         # Non-null floats without statistics or compression: the list column dominates the writing time.
         pq.write_table(out, tmp, row_group_size=EMBED_BATCH, use_dictionary=[TITLE], write_statistics=[ID],

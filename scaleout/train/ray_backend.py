@@ -35,6 +35,7 @@ from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingD
 from scaleout.fsutil import sha256, write_json
 from scaleout import storage
 from scaleout.rundir import RunDir
+from scaleout.scratch import scratch
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
 from scaleout.train.cpus import pin_ray_worker
@@ -114,7 +115,14 @@ def checkpoint_of(model):
 # -- the per-worker function --------------------------------------------------------
 
 def train_func(config: dict) -> None:
-    """Runs on every Ray Train worker. ``config``: dataclass dicts and the dataset path."""
+    """Runs on every Ray Train worker. ``config``: dataclass dicts and the dataset path. What the worker writes
+    locally (its fetched shards, checkpoints before upload, its trace) lies in one scratch directory, removed at
+    the end, or by a later worker on the same node if Ray kills this one first (``scaleout.scratch``)."""
+    with scratch("worker") as work:
+        _train_worker(config, work)
+
+
+def _train_worker(config: dict, work: Path) -> None:
     import scaleout  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, should the runtime env lack it)
     import ray.train
 
@@ -143,8 +151,7 @@ def train_func(config: dict) -> None:
     from scaleout.train.towers import CANDIDATE_FEATURE
 
     local_batch = train_cfg.batch_size // world
-    fetched = tempfile.TemporaryDirectory(prefix="scaleout-data-")  # removed with this process
-    dataset = worker_dataset(config["dataset"], rank, world, Path(fetched.name))
+    dataset = worker_dataset(config["dataset"], rank, world, work)
     assignment = assign_files(dataset.files("train"), world)
     steps = config["steps"]
     # The driver's tables, built from the whole train split: this worker may hold only its own shards.
@@ -191,8 +198,9 @@ def train_func(config: dict) -> None:
         """EpochLog, then a checkpoint every ``checkpoint_every`` epochs (and after the last). Under the "async"
         upload (``checkpoint_upload``) the workers go on to the next epoch once it is written locally, while
         Ray Train uploads rank 0's copy in a thread and then removes it; an upload that fails stops the workers,
-        and the last one is waited for before the workers end. ``checkpoint_stall_seconds``: how long the
-        workers stood still for it (write, Ray Train's report, and under "sync" the upload), recorded in the
+        and the last epoch's is uploaded in place, as under "sync" (the workers have nothing left to overlap it
+        with). ``checkpoint_stall_seconds``: how long the workers stood still for it (write, Ray Train's report,
+        and for a checkpoint uploaded in place the upload), recorded in the
         epoch's history entry (a checkpoint's state.json holds those of the checkpoints before it)."""
 
         def on_epoch_end(self, epoch, logs=None):
@@ -200,7 +208,9 @@ def train_func(config: dict) -> None:
             done = epoch + 1
             keep = done % train_cfg.checkpoint_every == 0 or done == train_cfg.epochs
             start = time.monotonic()
-            tmp = tempfile.mkdtemp(prefix="scaleout-checkpoint-") if keep else None
+            tmp = tempfile.mkdtemp(prefix="checkpoint-", dir=work) if keep else None
+            # The last upload is waited for here, so that none is left running once the scratch directory goes.
+            mode = upload if done < train_cfg.epochs else ray.train.CheckpointUploadMode.SYNC
             handed = False  # to Ray Train's upload thread, which removes the directory after the upload
             try:
                 if keep:
@@ -219,8 +229,8 @@ def train_func(config: dict) -> None:
                                                    "checkpoint_upload": train_cfg.checkpoint_upload})
                 report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
                 ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report,
-                                 checkpoint_upload_mode=upload)
-                handed = report is not None and upload == ray.train.CheckpointUploadMode.ASYNC
+                                 checkpoint_upload_mode=mode)
+                handed = report is not None and mode == ray.train.CheckpointUploadMode.ASYNC
             finally:
                 if tmp is not None and not handed:
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -239,7 +249,7 @@ def train_func(config: dict) -> None:
     # Before the checkpoint's callback, so the trace ends with the epoch's steps; uploaded to the storage, read by
     # the driver (which may be on another node).
     into = storage.join(profile_location(config["storage"]), f"worker-{rank}")
-    tracer = ([EpochProfile(train_cfg.profile_epoch, Path(tempfile.mkdtemp(prefix="scaleout-profile-")), rank,
+    tracer = ([EpochProfile(train_cfg.profile_epoch, Path(tempfile.mkdtemp(prefix="profile-", dir=work)), rank,
                             then=lambda traced: upload_trace(traced, into))] if train_cfg.profile_epoch else [])
     try:
         model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from scaleout.data.dataset import Dataset
 from scaleout.fsutil import atomic_dir, check_replaceable, tree_fingerprint, write_json
 from scaleout.tfenv import tf
 from scaleout.rundir import RunDir
+from scaleout.scratch import scratch
 from scaleout.stages import Stages
 from scaleout.train import profile
 from scaleout.train.local import evaluate, fit
@@ -48,7 +48,7 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig,
 def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig):
     if train_cfg.profile_epoch:  # refused before training, not after it
         check_replaceable(run.profile, profile.MARKER)
-    with tempfile.TemporaryDirectory(prefix="scaleout-profile-") as scratch:
+    with scratch("profile") as traces:
         start = time.monotonic()
         resumed_at: list[int] = []
         traced: list[Path] = []
@@ -57,9 +57,9 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
             fit_seconds = time.monotonic() - start
             if train_cfg.profile_epoch:
                 location = profile_location(storage_location(run, train_cfg))
-                traced = profile.fetch(location, train_cfg.workers, Path(scratch))
+                traced = profile.fetch(location, train_cfg.workers, traces)
         else:
-            tracer = (profile.EpochProfile(train_cfg.profile_epoch, Path(scratch) / "worker-0")
+            tracer = (profile.EpochProfile(train_cfg.profile_epoch, traces / "worker-0")
                       if train_cfg.profile_epoch else None)
             try:
                 model, history = fit(dataset, model_cfg, train_cfg, callbacks=[tracer] if tracer else None)
@@ -67,7 +67,7 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
                 if tracer:
                     tracer.close()
             fit_seconds = time.monotonic() - start
-            traced = [Path(scratch) / "worker-0"] if tracer else []
+            traced = [traces / "worker-0"] if tracer else []
         if traced:
             profile.mark_profiled(history, train_cfg.profile_epoch)
             profile.write_profile(run.profile, traced, {
