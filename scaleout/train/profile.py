@@ -136,12 +136,13 @@ def mark_profiled(history: list[dict], epoch: int) -> None:
 
 def upload(directory: Path, uri: str) -> None:
     """A Ray worker's traced directory to ``uri`` (a path or a store URI, replacing what an earlier attempt of the
-    same epoch left there), then removed here (uploaded or not): the driver may be on another node."""
+    same epoch left there), then removed here (uploaded or not): the driver may be on another node. The summary
+    goes last: ``fetch`` takes a worker's directory as whole once it is there."""
     try:
         storage.delete_tree(uri)
-        for path in sorted(Path(directory).rglob("*")):
-            if path.is_file():
-                storage.upload_file(path, storage.join(uri, path.relative_to(directory).as_posix()))
+        files = [p for p in sorted(Path(directory).rglob("*")) if p.is_file() and p.name != SUMMARY]
+        for path in [*files, Path(directory) / SUMMARY]:
+            storage.upload_file(path, storage.join(uri, path.relative_to(directory).as_posix()))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

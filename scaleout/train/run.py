@@ -45,29 +45,28 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig,
     return metrics
 
 
+def _fit(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, traces: Path):
+    """(model, history, the epochs resumed at, the traced directory of one process's profiled epoch or [])."""
+    if train_cfg.backend == "ray":
+        return (*fit_ray(run, model_cfg, train_cfg), [])
+    tracer = profile.EpochProfile(train_cfg.profile_epoch, traces / "worker-0") if train_cfg.profile_epoch else None
+    try:
+        model, history = fit(dataset, model_cfg, train_cfg, callbacks=[tracer] if tracer else None)
+    finally:
+        if tracer:
+            tracer.close()
+    return model, history, [], [traces / "worker-0"] if tracer else []
+
+
 def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig):
     if train_cfg.profile_epoch:  # refused before training, not after it
         check_replaceable(run.profile, profile.MARKER)
     with scratch("profile") as traces:
         start = time.monotonic()
-        resumed_at: list[int] = []
-        traced: list[Path] = []
-        if train_cfg.backend == "ray":
-            model, history, resumed_at = fit_ray(run, model_cfg, train_cfg)
-            fit_seconds = time.monotonic() - start
-            if train_cfg.profile_epoch:
-                location = profile_location(storage_location(run, train_cfg))
-                traced = profile.fetch(location, train_cfg.workers, traces)
-        else:
-            tracer = (profile.EpochProfile(train_cfg.profile_epoch, traces / "worker-0")
-                      if train_cfg.profile_epoch else None)
-            try:
-                model, history = fit(dataset, model_cfg, train_cfg, callbacks=[tracer] if tracer else None)
-            finally:
-                if tracer:
-                    tracer.close()
-            fit_seconds = time.monotonic() - start
-            traced = [traces / "worker-0"] if tracer else []
+        model, history, resumed_at, traced = _fit(run, dataset, model_cfg, train_cfg, traces)
+        fit_seconds = time.monotonic() - start
+        if train_cfg.profile_epoch and train_cfg.backend == "ray":  # the workers' traces, from their storage
+            traced = profile.fetch(profile_location(storage_location(run, train_cfg)), train_cfg.workers, traces)
         if traced:
             profile.mark_profiled(history, train_cfg.profile_epoch)
             profile.write_profile(run.profile, traced, {

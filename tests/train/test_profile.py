@@ -2,13 +2,15 @@
 are checked in tests/test_ray_cluster.py)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
 from scaleout.config import TrainConfig
 from scaleout.errors import ConfigError
-from scaleout.train.profile import _own_times
+from scaleout import storage
+from scaleout.train.profile import SUMMARY, _own_times, upload
 
 SMALL = ("--source", "synthetic", "--synthetic-users", 200, "--synthetic-items", 100, "--synthetic-interactions", 3000)
 
@@ -21,6 +23,21 @@ def test_an_ops_own_time_leaves_out_the_ops_inside_it():
     # nested twice, and an event that starts as its parent ends is not inside it
     events = [(0, 100, "a:A"), (0, 60, "b:B"), (5, 10, "c:C"), (100, 7, "d:D")]
     assert dict(_own_times(events)) == {"a:A": 40, "b:B": 50, "c:C": 10, "d:D": 7}
+
+
+def test_a_worker_uploads_its_summary_last_and_removes_its_copy(tmp_path, monkeypatch):
+    # fetch takes a worker's directory as whole once its summary is there: nothing may follow it
+    traced = tmp_path / "traced"
+    (traced / "plugins" / "profile" / "run").mkdir(parents=True)
+    for rel in ("plugins/profile/run/host.xplane.pb", SUMMARY, "z-after-the-summary-by-name.json"):
+        (traced / rel).write_text(rel)
+    sent, real = [], storage.upload_file
+    monkeypatch.setattr(storage, "upload_file", lambda path, uri: (sent.append(Path(path).name), real(path, uri)))
+    upload(traced, str(tmp_path / "store" / "worker-0"))
+    assert sent == ["host.xplane.pb", "z-after-the-summary-by-name.json", SUMMARY]
+    assert not traced.exists()
+    assert (tmp_path / "store" / "worker-0" / "plugins" / "profile" / "run" / "host.xplane.pb").read_text() == \
+        "plugins/profile/run/host.xplane.pb"
 
 
 def test_the_profiled_epoch_must_be_one_of_the_runs_epochs():
@@ -50,7 +67,8 @@ def test_one_process_traces_the_chosen_epoch_and_sums_its_kernels(profiled):
     types = {t["type"]: t for t in worker["by_type"]}
     # the in-batch softmax's product and exponential are among the kernels that ran
     assert any("MatMul" in t for t in types) and "Exp" in types, sorted(types)
-    assert abs(sum(t["share"] for t in worker["by_type"]) - 1) < 0.01 or len(worker["by_type"]) == 25
+    assert all(abs(t["share"] - t["seconds"] / worker["op_seconds"]) < 0.002 for t in worker["by_type"])
+    assert sum(t["share"] for t in worker["by_type"]) <= 1.001
     assert all(t["count"] > 0 and t["seconds"] >= 0 for t in worker["by_type"])
     assert list((run / "metrics" / "profile" / "worker-0").rglob("*.xplane.pb")), "no trace for TensorBoard"
     epochs = json.loads((run / "metrics" / "train.json").read_text())["epochs"]
