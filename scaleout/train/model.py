@@ -24,7 +24,7 @@ from scaleout.errors import ConfigError
 from scaleout.names import TRAIN_COUNT
 from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
-from scaleout.train.logits import MIN_FLOAT, in_batch_softmax, model_scores, softmax_loss  # noqa: F401
+from scaleout.train.logits import in_batch_softmax, model_scores, softmax_loss
 from scaleout.train.ranking import RankTopK
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, gradient_form, own_first,
                                      replicas_in_sync, rows_from_floats, slot_rows, traced_collectives)

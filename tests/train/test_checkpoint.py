@@ -57,7 +57,7 @@ def test_the_checkpoint_is_the_whole_models_less_its_metrics(setting, tmp_path):
     whole = keys(tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(tmp_path / "whole" / "w")))
     # Left out: FactorizedTopK's counts and totals and the epoch's loss sum, all reset every epoch.
     kept = {k for k in whole if not k.startswith(("model/task/", "model/loss_sum/"))}
-    assert len(whole) - len(kept) == 11  # 5 top-k accuracies x (count, total), the loss sum
+    assert len(whole) - len(kept) == 2 * len(ModelConfig().top_ks) + 1  # each top-k's count and total, the loss sum
     # The same variables, by the same names but for a table both towers hold, named by the path met first (the
     # object graph, not the names, is what a read follows: the next test reads it back).
     if options_share_a_table(setting):
