@@ -15,7 +15,7 @@ import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
 from scaleout.cli.options import index_args, index_job_config
-from scaleout.errors import ScaleoutError, Stopped, stop_on_signals
+from scaleout.errors import ScaleoutError, stop_on_sigterm
 from scaleout.pipeline import connect_ray, index_job
 from scaleout.rundir import opened
 
@@ -29,15 +29,11 @@ def main() -> int:
     try:
         cfg = index_job_config(args, "ray")
         connect_ray(args.address)
-        with stop_on_signals(), opened(args.run, "jobs/embed_index.py") as run:
+        with stop_on_sigterm("jobs/embed_index.py"), opened(args.run, "jobs/embed_index.py") as run:
             summary = index_job(run, cfg)
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"jobs/embed_index.py: error: {exc}", file=sys.stderr)
         return 1
-    except Stopped as exc:  # ray job stop: SIGTERM
-        print(f"jobs/embed_index.py: stopped by {exc}; its unfinished outputs were removed, finished ones kept",
-              file=sys.stderr)
-        return exc.exit_code
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 

@@ -12,7 +12,7 @@ import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
 from scaleout.cli.options import add_train_args, configs_from_args, no_evaluate_arg
-from scaleout.errors import ScaleoutError, Stopped, stop_on_signals
+from scaleout.errors import ScaleoutError, stop_on_sigterm
 from scaleout.pipeline import connect_ray
 from scaleout.rundir import opened
 from scaleout.train.run import train_run
@@ -27,15 +27,11 @@ def main() -> int:
     try:
         model_cfg, train_cfg = configs_from_args(args, backend="ray")
         connect_ray(args.address)
-        with stop_on_signals(), opened(args.run, "jobs/train.py") as run:
+        with stop_on_sigterm("jobs/train.py"), opened(args.run, "jobs/train.py") as run:
             metrics = train_run(run, model_cfg, train_cfg, evaluate_test=not args.no_evaluate)
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"jobs/train.py: error: {exc}", file=sys.stderr)
         return 1
-    except Stopped as exc:  # ray job stop: SIGTERM
-        print(f"jobs/train.py: stopped by {exc}; its unfinished outputs were removed, finished ones kept",
-              file=sys.stderr)
-        return exc.exit_code
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 

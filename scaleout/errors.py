@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class ScaleoutError(Exception):
@@ -28,37 +30,45 @@ class TrainingDiverged(ScaleoutError):
     """The training loss became NaN or infinite; nothing was saved."""
 
 
-class Stopped(BaseException):
-    """The process was asked to stop (SIGTERM from ``ray job stop``, a scheduler or ``kill``; SIGINT), raised in the
-    main thread so that every cleanup on the way out runs (temporary outputs and scratch directories removed,
-    locks released) before the command exits with ``exit_code``. Not an Exception: nothing that handles
-    errors may swallow it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
+_AT_STOP: list[Callable[[], None]] = []  # what a stop undoes, in the order registered
 
 
 @contextlib.contextmanager
-def stop_on_signals(signums=(signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """Within the block, each of ``signums`` raises ``Stopped`` in the main thread, once: a second signal while the
-    cleanup runs ends the process as it would have without the block. Outside the main thread, a no-op."""
+def undone_at_stop(undo: Callable[[], None]) -> Iterator[None]:
+    """Within the block, ``undo()`` runs should the process be stopped by SIGTERM (see ``stop_on_sigterm``): what a
+    killed process would leave for others to clean up or wait out (a scratch directory, a lock in a store)."""
+    _AT_STOP.append(undo)
+    try:
+        yield
+    finally:
+        _AT_STOP.remove(undo)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(name: str) -> Iterator[None]:
+    """Within the block, SIGTERM (``ray job stop``, a scheduler, ``kill``) runs what ``undone_at_stop`` registered
+    (the newest first), prints one line naming ``name``, and ends the process at once with status 143.
+
+    It does not raise into the code the main thread is in: in the middle of Ray's driver an exception from a
+    signal handler is caught, wrapped or lost, and training went on. A second SIGTERM ends the process as it
+    would have without the block. Outside the main thread, a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum, frame):
-        for s in signums:
-            signal.signal(s, signal.SIG_DFL)
-        raise Stopped(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for undo in reversed(list(_AT_STOP)):
+            try:
+                undo()
+            except Exception:  # noqa: BLE001  (the others still run; the process ends either way)
+                pass
+        print(f"{name}: stopped by SIGTERM; its scratch directories were removed and its lock released; the next "
+              "command on the run removes any output it left unfinished", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
 
-    previous = {s: signal.signal(s, stop) for s in signums}
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signal.signal(signal.SIGTERM, previous)

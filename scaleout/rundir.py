@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +36,7 @@ from scaleout import storage
 from scaleout.errors import ScaleoutError
 from scaleout.fsutil import sha256
 from scaleout.runlock import hold_local, hold_remote
-from scaleout.scratch import make as make_scratch
+from scaleout.scratch import scratch
 
 log = logging.getLogger(__name__)
 
@@ -239,28 +238,26 @@ def opened(location: str | Path, command: str | None = None) -> Iterator[RunDir]
     uri = str(location).rstrip("/")
     if command is not None:
         storage.preflight(uri)
-    mirror = make_scratch("run")
-    run = RunDir(mirror, remote=uri, command=command)
-    try:
-        if command is None:
-            yield run
-            return
-        with hold_remote(uri, command):
-            try:
+    with scratch("run") as mirror:
+        run = RunDir(mirror, remote=uri, command=command)
+        try:
+            if command is None:
                 yield run
-            except BaseException:
-                try:  # keep the stages that finished before the failure
-                    run.sync()
-                except Exception as exc:  # the failure in flight is the one to report
-                    log.warning("could not commit the finished stages to %s: %s", uri, exc)
-                raise
-            run.sync()
-    except ScaleoutError as exc:
-        if str(mirror) in str(exc):  # name the store, not the temporary mirror
-            raise type(exc)(str(exc).replace(str(mirror), uri)) from exc
-        raise
-    finally:
-        shutil.rmtree(mirror, ignore_errors=True)
+                return
+            with hold_remote(uri, command):
+                try:
+                    yield run
+                except BaseException:
+                    try:  # keep the stages that finished before the failure
+                        run.sync()
+                    except Exception as exc:  # the failure in flight is the one to report
+                        log.warning("could not commit the finished stages to %s: %s", uri, exc)
+                    raise
+                run.sync()
+        except ScaleoutError as exc:
+            if str(mirror) in str(exc):  # name the store, not the temporary mirror
+                raise type(exc)(str(exc).replace(str(mirror), uri)) from exc
+            raise
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scaleout import storage
-from scaleout.errors import ScaleoutError
+from scaleout.errors import ScaleoutError, undone_at_stop
 from scaleout.fsutil import utc_now
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,20 @@ def hold_remote(uri: str, command: str) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 write()
 
-    write()
-    thread = threading.Thread(target=renew, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        with contextlib.suppress(OSError):
+    def release() -> None:
+        with contextlib.suppress(OSError, ValueError):
             current = json.loads(storage.read_bytes(lock))
             if current.get("token") == me["token"]:
                 fs, path = storage.filesystem(lock)
                 fs.delete_file(path)
+
+    write()
+    thread = threading.Thread(target=renew, daemon=True)
+    thread.start()
+    try:
+        with undone_at_stop(release):  # SIGTERM: the next command need not wait LOCK_STALE_SECONDS
+            yield
+    finally:
+        stop.set()
+        thread.join()
+        release()

@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from scaleout.errors import undone_at_stop
+
 log = logging.getLogger(__name__)
 
 PREFIX = "scaleout-scratch-"
@@ -92,9 +94,12 @@ def make(purpose: str, directory: str | Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def scratch(purpose: str, directory: str | Path | None = None) -> Iterator[Path]:
-    """``make``'s directory, removed when the block ends (by the next sweep if this process is killed first)."""
+    """``make``'s directory, removed when the block ends or SIGTERM stops the process (``stop_on_sigterm``), and by
+    the next sweep if the process is killed first."""
     path = make(purpose, directory)
+    remove = lambda: shutil.rmtree(path, ignore_errors=True)  # noqa: E731
     try:
-        yield path
+        with undone_at_stop(remove):
+            yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove()

@@ -165,6 +165,9 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     assert stopped.returncode == 0, stopped.stderr
     status = cluster.ray("job", "status", "--address", cluster.dashboard, job_id)
     assert "was stopped" in status.stdout + status.stderr
+    # The driver ended on ray job stop's SIGTERM with its line, not the SIGKILL that follows 3 s later.
+    logs = cluster.ray("job", "logs", "--address", cluster.dashboard, job_id)
+    assert "jobs/train.py: stopped by SIGTERM;" in logs.stdout, logs.stdout[-3000:]
     assert not (root / "model").exists()
     interrupted_at = latest_checkpoint_state(str(root / "checkpoints"))["epoch"]
     assert interrupted_at < 8

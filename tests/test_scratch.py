@@ -6,12 +6,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from scaleout import scratch
-from scaleout.errors import Stopped, stop_on_signals
+from scaleout.errors import stop_on_sigterm
 
 
 def test_a_scratch_directory_is_removed_when_its_block_ends_or_fails(tmp_path):
@@ -85,11 +84,56 @@ def test_a_purpose_is_lower_case_letters(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigterm_raises_stopped_once_and_the_handler_is_put_back():
+def test_sigterm_undoes_what_was_registered_prints_one_line_and_exits_143(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        from scaleout import scratch
+        from scaleout.errors import stop_on_sigterm, undone_at_stop
+        log = Path({str(tmp_path / "log")!r})
+        with stop_on_sigterm("scaleout train"), scratch.scratch("in", {str(tmp_path)!r}) as made:
+            with undone_at_stop(lambda: log.open("a").write("first registered\\n")):
+                with undone_at_stop(lambda: log.open("a").write("second registered\\n")):
+                    pass  # ended: no longer undone at a stop
+                with undone_at_stop(lambda: log.open("a").write("third registered\\n")):
+                    (made / "fetched.parquet").write_bytes(b"x")
+                    print(made.name, flush=True)
+                    time.sleep(600)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    made = tmp_path / process.stdout.readline().strip()
+    assert made.is_dir() and (made / "fetched.parquet").is_file()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("scaleout train: stopped by SIGTERM; its scratch directories were removed"), err
+    assert not made.exists()
+    assert (tmp_path / "log").read_text().splitlines() == ["third registered", "first registered"]
+
+
+def test_outside_the_block_sigterm_is_as_before():
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Stopped) as stopped, stop_on_signals():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(60)  # the handler runs at once and ends the sleep
-        pytest.fail("SIGTERM did not stop the block")
-    assert stopped.value.exit_code == 128 + signal.SIGTERM and str(stopped.value) == "SIGTERM"
+    with stop_on_sigterm("scaleout train"):
+        assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_releases_a_runs_lock_in_a_store(tmp_path):
+    # hold_remote's lock object (here on a local path, as in a store): deleted at the stop, not left to go stale
+    run = tmp_path / "run"
+    run.mkdir()
+    code = textwrap.dedent(f"""
+        import time
+        from scaleout.errors import stop_on_sigterm
+        from scaleout.runlock import hold_remote
+        with stop_on_sigterm("scaleout train"), hold_remote({str(run)!r}, "scaleout train"):
+            print("held", flush=True)
+            time.sleep(600)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    assert (run / ".scaleout.lock").is_file()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert not (run / ".scaleout.lock").exists()

@@ -22,7 +22,7 @@ from scaleout.cli.options import (add_train_args, baseline_args, configs_from_ar
                                   positive)
 from scaleout.bench.cost import Prices
 from scaleout.config import BACKENDS, TrainConfig
-from scaleout.errors import ConfigError, ScaleoutError, Stopped, stop_on_signals
+from scaleout.errors import ConfigError, ScaleoutError, stop_on_sigterm
 from scaleout.names import BRUTE_FORCE, INDEX_KINDS
 from scaleout.pipeline import connect_ray
 from scaleout.rundir import opened
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(stop_on_signals())  # first in, so the rest is undone with Stopped's handler in place
+            stack.enter_context(stop_on_sigterm(f"scaleout {args.command}"))
             fetch = stack.enter_context(local_inputs())
             for name in LOCAL_INPUTS:  # read by libraries that need local files: fetched from the store first
                 if is_remote(getattr(args, name, None)):
@@ -327,9 +327,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
         print(f"scaleout {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except Stopped as exc:
-        print(f"scaleout {args.command}: stopped by {exc}; its unfinished outputs were removed, finished ones kept", file=sys.stderr)
-        return exc.exit_code
     return 0
 
 
