@@ -49,16 +49,18 @@ def test_kill_prepare_keeps_the_previous_dataset(small_finished_run, tmp_path):
     assert "removing what an interrupted command left" in evaluated.stderr and not glob_any(run, ".data.tmp-*")
 
 
-def test_kill_train_keeps_the_previous_model(small_finished_run, tmp_path):
+def training(small_finished_run, tmp_path) -> tuple[Path, str, subprocess.Popen, object]:
+    """A copy of the finished run, its model's fingerprint, `scaleout train` of 200 epochs started on it, and a
+    ``ready()`` that reads its log up to the end of the first epoch."""
     run = tmp_path / "run"
     subprocess.run(["cp", "-a", str(small_finished_run), str(run)], check=True)
     before = tree_fingerprint(run / "model")
     process = start("train", "--run", run, "--epochs", 200, "--batch-size", 64)
-    lines = []
+    return run, before, process, lambda: "epoch 1/200" in process.stderr.readline()
 
-    def epoch_done():
-        lines.append(process.stderr.readline())
-        return "epoch 1/200" in lines[-1]
+
+def test_kill_train_keeps_the_previous_model(small_finished_run, tmp_path):
+    run, before, process, epoch_done = training(small_finished_run, tmp_path)
     kill_when(process, epoch_done, "first epoch")
     assert tree_fingerprint(run / "model") == before
     recommended = run_cli("recommend", "--run", run, "--user", "1")
@@ -100,19 +102,11 @@ def test_kill_export_keeps_the_previous_export(small_finished_run, tmp_path):
 
 def test_sigterm_stops_train_cleanly(small_finished_run, tmp_path):
     """SIGTERM (``ray job stop``, a scheduler, ``kill``) mid-training: the command ends at once with 143 and one line,
-    having removed its unfinished outputs and scratch directories on the way out; the previous model stays."""
-    run = tmp_path / "run"
-    subprocess.run(["cp", "-a", str(small_finished_run), str(run)], check=True)
-    before = tree_fingerprint(run / "model")
-    process = start("train", "--run", run, "--epochs", 200, "--batch-size", 64)
-    lines = []
-
-    def epoch_done():
-        lines.append(process.stderr.readline())
-        return "epoch 1/200" in lines[-1]
+    having removed its scratch directories; the previous model stays, and the next command runs."""
+    run, before, process, epoch_done = training(small_finished_run, tmp_path)
     deadline = time.monotonic() + 120
     while not epoch_done():
-        assert process.poll() is None and time.monotonic() < deadline, "".join(lines)[-2000:]
+        assert process.poll() is None and time.monotonic() < deadline, "no first epoch"
     mine = f"-{scratch.host_tag()}-{process.pid}-"
     assert any(mine in p.name for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-in-*"))
     process.send_signal(signal.SIGTERM)
