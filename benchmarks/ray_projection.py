@@ -55,11 +55,11 @@ def measure(workers: list[int], elements: list[int], repeats: int) -> list[tuple
                 TensorflowTrainer(
                     time_all_reduce,
                     train_loop_config={"collectives": [{"dtype": "float32", "elements": e} for e in elements],
-                                       "repeats": repeats, "out": str(out)},
+                                       "repeats": repeats, "out": str(out), "pin": True},
                     scaling_config=ScalingConfig(num_workers=n, resources_per_worker={"CPU": 1}),
                     run_config=RunConfig(name=f"all-reduce-{n}", storage_path=str(Path(tmp) / "runs")),
                 ).fit()
-                for e, seconds in zip(elements, json.loads(out.read_text())):
+                for e, seconds in zip(elements, json.loads(out.read_text())["seconds"]):
                     points.append((n, 4 * e, seconds))
                     print(f"{n} workers, all-reduce of {4 * e / 1024:,.0f} KiB: {1000 * seconds:.2f} ms", flush=True)
     finally:

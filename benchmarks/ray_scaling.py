@@ -16,7 +16,9 @@ which also traces the graph), the time of a step, and where a 2-worker step's
 time goes:
 
 - collectives: what one step sends between workers, as the workers traced it
-  (count, bytes), each timed alone at its size in the same 2 workers;
+  (count, bytes), each timed alone at its size in 2 workers placed as the
+  2 that trained (each on a core of its own where they were: timed left to
+  the scheduler, the same all-reduce took 1.7x as long);
 - input: one batch read by the worker's input pipeline, timed alone (it runs
   ahead of the step, so it only costs where it is slower than the step);
 - compute and framework: the rest of the step;
@@ -211,7 +213,7 @@ def main() -> None:
                 "examples_per_second": round(rate, 1), "step_ms": round(1000 * cfg.batch_size / rate, 2),
                 "checkpoint_write_seconds": [e.get("checkpoint_write_seconds") for e in history],
                 "collectives_per_step": model.step_collectives, "cpu_pinning": model.trained_pinning}
-            for kept in ("collectives_per_step", "input_ms_per_batch"):  # the first round's breakdown, kept
+            for kept in ("collectives_per_step", "collectives_timed", "input_ms_per_batch"):  # round 1's breakdown
                 if kept in previous:
                     runs[name][kept] = previous[kept]
             print(f"{label}, {name}: {alone:,.0f} examples/s (pooled with earlier runs of it: {rate:,.0f})", flush=True)
@@ -232,12 +234,15 @@ def main() -> None:
             timing = Path(tmp) / f"collectives-{label.replace(' ', '-')}.json"
             TensorflowTrainer(
                 time_all_reduce,
-                train_loop_config={"collectives": two["collectives_per_step"], "repeats": 50, "out": str(timing)},
+                train_loop_config={"collectives": two["collectives_per_step"], "repeats": 50, "out": str(timing),
+                                   "pin": train_cfg.pin_cpus},  # placed as the 2 workers it explains
                 scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
                 run_config=RunConfig(name="collectives", storage_path=str(Path(tmp) / "comm")),
             ).fit()
-            for collective, seconds in zip(two["collectives_per_step"], json.loads(timing.read_text())):
+            timed = json.loads(timing.read_text())
+            for collective, seconds in zip(two["collectives_per_step"], timed["seconds"]):
                 collective["ms_alone"] = round(1000 * seconds, 2)
+            two["collectives_timed"] = timed["pinning"]
             with tf.device("/cpu:0"):
                 two["input_ms_per_batch"] = round(1000 * input_seconds_per_batch(
                     dataset, ("user_id", "movie_id"), train_cfg.batch_size // 2), 2)
@@ -302,7 +307,8 @@ def main() -> None:
             print(f"2-worker step{where} of {two['step_ms']:.1f} ms: collectives {comm_ms:.1f} ms ("
                   + ", ".join(f"{c['op']} {c['bytes'] / 1024:,.0f} KiB {c['ms_alone']:.1f} ms"
                               for c in two["collectives_per_step"])
-                  + f"), compute and framework {two['step_ms'] - comm_ms:.1f} ms; input alone "
+                  + f"; timed by {two['collectives_timed']}), compute and framework "
+                  f"{two['step_ms'] - comm_ms:.1f} ms; input alone "
                   f"{two['input_ms_per_batch']:.1f} ms a batch (read ahead of the step)")
             print(f"each round's 2 workers{where} / the one-process runs just before and after it: "
                   + ", ".join(f"{r['two_ray_workers']:,.0f} / ({r['one_process_before']:,.0f}, "
