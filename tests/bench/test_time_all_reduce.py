@@ -5,12 +5,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 DRIVER = """
-import json, os, sys
+import os, sys
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 import ray
 from ray.train import RunConfig, ScalingConfig
@@ -40,8 +39,8 @@ def test_each_collective_is_timed_in_workers_placed_as_asked(tmp_path):
     done = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    pinned = json.loads(Path(tmp_path / "timed-True.json").read_text())
-    free = json.loads(Path(tmp_path / "timed-False.json").read_text())
+    pinned = json.loads((tmp_path / "timed-True.json").read_text())
+    free = json.loads((tmp_path / "timed-False.json").read_text())
     for timed in (pinned, free):
         assert len(timed["seconds"]) == 2 and all(s > 0 for s in timed["seconds"])
     assert pinned["pinning"] == f"worker 0 of 2 on this node pinned to CPUs [{min(os.sched_getaffinity(0))}] of " \
