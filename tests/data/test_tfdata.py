@@ -57,3 +57,41 @@ def test_the_pipeline_turns_tf_data_autotuning_off(tmp_path):
         ds = parquet_dataset(shards(tmp_path), ["user_id", "x"], 100, **kwargs)
         assert ds.options().autotune.enabled is False
         assert next(iter(ds))["x"].shape == (100,)
+
+
+@pytest.mark.parametrize("ids, kind", [
+    (["u1", "é-ß", "", "x" * 64, "user 42"], "S"),  # UTF-8, empty, the longest held as fixed-width bytes
+    (["u1", "x" * 65, "u3", "u4", "u5"], "O"),  # too long: read as str objects
+    (["u1", "tail\x00", "u3", "u4", "u5"], "O"),  # a trailing NUL, which NumPy's S<n> would drop: str objects
+])
+def test_strings_reach_tensorflow_unchanged_whichever_way_they_are_read(tmp_path, ids, kind):
+    """The training pipeline reads strings as fixed-width bytes where they hold them exactly, else as str
+    objects; the batches it yields are the same strings either way, a row group of each kind in one batch."""
+    from scaleout.data.tfdata import _column_numpy
+
+    assert _column_numpy(pa.array(ids), fixed_width=True).dtype.kind == kind
+    assert _column_numpy(pa.array(ids)).tolist() == ids  # what evaluation reads: str objects
+    sliced = _column_numpy(pa.array(ids).slice(2), fixed_width=True)  # an array at an offset in its buffers
+    assert [s.decode() if isinstance(s, bytes) else s for s in sliced.tolist()] == ids[2:]
+    rows = ids + ["plain"] * 5  # the second row group always fits fixed-width bytes
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"user_id": rows, "x": list(range(10))}), path, row_group_size=5)
+    batch = next(iter(parquet_dataset([path], ["user_id", "x"], 10)))
+    assert [s.decode() for s in batch["user_id"].numpy()] == rows
+    assert batch["x"].numpy().tolist() == list(range(10))
+
+
+def test_the_pipeline_hands_tensorflow_runs_of_batches_and_iter_batches_the_same_rows(tmp_path):
+    from scaleout.data.tfdata import iter_chunks
+
+    files = shards(tmp_path)
+    chunks = list(iter_chunks(files, ["x"], 128, 1000, np.random.default_rng(4)))
+    assert len(chunks) > 2 and all(c["x"].shape[0] > 1 and c["x"].shape[1] == 128 for c in chunks[:-1])
+    assert chunks[-1]["x"].shape == (1, 56)  # the short last batch, a run of its own
+    batches = list(iter_batches(files, ["x"], 128, 1000, np.random.default_rng(4)))
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]),
+                                  np.concatenate([c["x"].ravel() for c in chunks]))
+    data = parquet_dataset(files, ["x"], 128, shuffle_buffer=1000, seed=4)
+    assert [len(b["x"]) for b in data] == [128] * 23 + [56]
+    dropped = parquet_dataset(files, ["x"], 128, shuffle_buffer=1000, seed=4, drop_remainder=True)
+    assert dropped.element_spec["x"].shape == (128,) and len(list(dropped)) == 23
