@@ -205,13 +205,9 @@ def test_the_tensorflow_path_on_the_cpu_agrees_with_numpy(small_tiles, dtype):
 
 
 def test_the_gpu_floors_are_the_roofline_of_reading_the_candidates_and_the_arithmetic():
-    import importlib.util
+    from benchscripts import load
 
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("gpu_bruteforce", REPO / "benchmarks" / "gpu_bruteforce.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load("gpu_bruteforce")
     ceil = {"datasheet_bytes_per_s": 4.8e12, "read_bytes_per_s": 4.3e12, "float32_flops": 5e13, "bfloat16_flops": 7.5e14}
     fl = script.floors(1_000_000, 64, "float32", [1, 1024], ceil)
     assert fl["1"]["floor_s"] == pytest.approx(256e6 / 4.8e12)  # 53 us: the figure for 1M x 64 fp32

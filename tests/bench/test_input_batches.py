@@ -1,26 +1,22 @@
 """benchmarks/input_batches.py: the training input before and now, read as a pinned worker reads it."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from benchscripts import BENCHMARKS, load
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "input_batches.py"
+SCRIPT = BENCHMARKS / "input_batches.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("input_batches", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("input_batches")
 
 
 def test_both_pipelines_read_the_same_batches_and_the_same_next_candidates(script, tmp_path):

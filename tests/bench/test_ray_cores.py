@@ -1,20 +1,14 @@
 """benchmarks/ray_cores.py: each core's time split between its pinned worker, the other processes and idle."""
 
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ray_cores.py"
+from benchscripts import load
 
 
 @pytest.fixture(scope="module")
 def ray_cores():
-    spec = importlib.util.spec_from_file_location("ray_cores", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("ray_cores")
 
 
 def samples(rates: list[dict], hz: int) -> list:

@@ -1,21 +1,18 @@
 """benchmarks/scale.py: slopes and the report from its figures, and one real pipeline run at a tiny size."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from benchscripts import load
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def scale_module():
-    spec = importlib.util.spec_from_file_location("scale_bench", REPO / "benchmarks" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("scale")
 
 
 def figures(n, seconds):
