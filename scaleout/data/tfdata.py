@@ -60,8 +60,8 @@ def iter_chunks(files: Sequence[Path], columns: Sequence[str], batch_size: int, 
                 rng: np.random.Generator | None, drop_remainder: bool = False,
                 fixed_width: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """The batches of ``iter_batches``, a run of them at a time: {column: array[batches, batch_size]} (views of
-    one shuffle buffer's rows), the last one of the batch that may be short as ``[1, rows]``; with
-    ``fixed_width``, strings as fixed-width bytes where they fit (_column_numpy)."""
+    one shuffle buffer's rows), then the short last batch, where there is one and ``drop_remainder`` is off,
+    as ``[1, rows]``; with ``fixed_width``, strings as fixed-width bytes where they fit (_column_numpy)."""
     readers = {f: pq.ParquetFile(f) for f in files}
     units = [(f, g) for f, reader in readers.items() for g in range(reader.num_row_groups)]
     if rng is not None:
