@@ -211,6 +211,10 @@ class TrainConfig:
     cpus_per_worker: int = 1
     pin_cpus: bool = True  # each worker on CPUs of its own where that is safe (scaleout.train.cpus)
     checkpoint_every: int = 1
+    # At least this many seconds between checkpoints (the last epoch's is always kept): Ray Train's controller
+    # takes one report per health check (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default), so epochs shorter
+    # than that queued their checkpoints behind each other and the last one waited for all of them.
+    checkpoint_min_interval: float = 2.0
     # "async": rank 0 hands the written checkpoint to Ray Train, which uploads it to the storage in a thread
     # while the next epoch trains; "sync": the workers wait for the upload (ray.train.report's upload modes).
     checkpoint_upload: str = "async"
@@ -221,7 +225,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _at_least(self, 1, "batch_size", "eval_batch_size", "epochs", "workers", "cpus_per_worker", "checkpoint_every",
                   "steps_per_execution")
-        _at_least(self, 0, "shuffle_buffer", note="0 or more")
+        _at_least(self, 0, "shuffle_buffer", "checkpoint_min_interval", note="0 or more")
         if not 0 <= self.profile_epoch <= self.epochs:
             raise ConfigError(f"profile_epoch must be 0 (none) or an epoch from 1 to {self.epochs}, "
                               f"got {self.profile_epoch}")

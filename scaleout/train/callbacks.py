@@ -72,6 +72,7 @@ class EpochLog(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self._start
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 3),
+                 "ended_at": round(time.time(), 3),  # Unix time (this process's clock): when, beside other records
                  "examples_per_second": round(self.examples / seconds, 1),
                  "loss_per_example": round(self.loss_sum / self.examples, 6)}
         # The last step's logged values (FactorizedTopK's only with training metrics on); the running sum is above.

@@ -7,7 +7,8 @@ takes ``batch_size / N`` rows a step; the model gathers the candidates' rows
 across workers so each step trains the single-process objective over the
 global batch, in two collectives a step (see ``scaleout.train.replicas``).
 
-Each epoch (``checkpoint_every``) the workers write a checkpoint (weights,
+Each epoch (``checkpoint_every``, at most one every ``checkpoint_min_interval``
+seconds, and the last) the workers write a checkpoint (weights,
 optimizer slots, the epochs done and their history) that Ray Train persists to
 the storage path, by default in a thread while the next epoch trains
 (``checkpoint_upload``); when a worker dies Ray Train restarts the group and
@@ -125,6 +126,7 @@ def train_func(config: dict) -> None:
 def _train_worker(config: dict, work: Path) -> None:
     import scaleout  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, should the runtime env lack it)
     import ray.train
+    import ray.train.collective
 
     model_cfg = from_dict(ModelConfig, config["model"])
     train_cfg = from_dict(TrainConfig, config["train"])
@@ -195,7 +197,8 @@ def _train_worker(config: dict, work: Path) -> None:
     upload = ray.train.CheckpointUploadMode[train_cfg.checkpoint_upload.upper()]
 
     class CheckpointEpochLog(EpochLog):
-        """EpochLog, then a checkpoint every ``checkpoint_every`` epochs (and after the last). Under the "async"
+        """EpochLog, then a checkpoint every ``checkpoint_every`` epochs, at least ``checkpoint_min_interval``
+        seconds after the one before (by rank 0's clock, for every worker), and after the last. Under the "async"
         upload (``checkpoint_upload``) the workers go on to the next epoch once it is written locally, while
         Ray Train uploads rank 0's copy in a thread and then removes it; an upload that fails stops the workers,
         and the last epoch's is uploaded in place, as under "sync" (the workers have nothing left to overlap it
@@ -203,43 +206,61 @@ def _train_worker(config: dict, work: Path) -> None:
         and for a checkpoint uploaded in place the upload), recorded in the
         epoch's history entry (a checkpoint's state.json holds those of the checkpoints before it)."""
 
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            self.last_kept = time.monotonic()
+
+        def due(self, done: int) -> bool:
+            """Whether epoch ``done`` is checkpointed. Every worker must report the same checkpoints (Ray Train
+            pairs the workers' reports in order), so rank 0's clock decides for all."""
+            if done == train_cfg.epochs:
+                return True
+            if done % train_cfg.checkpoint_every:
+                return False
+            if train_cfg.checkpoint_min_interval <= 0:
+                return True
+            waited = time.monotonic() - self.last_kept
+            return bool(ray.train.collective.broadcast_from_rank_zero(waited >= train_cfg.checkpoint_min_interval))
+
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
             done = epoch + 1
-            keep = done % train_cfg.checkpoint_every == 0 or done == train_cfg.epochs
+            # An epoch without a checkpoint reports nothing: Ray Train's controller takes one report per
+            # health check (2 s by default), and reports of shorter epochs would queue behind each other.
+            if not self.due(done):
+                return
             start = time.monotonic()
-            tmp = tempfile.mkdtemp(prefix="checkpoint-", dir=work) if keep else None
+            tmp = tempfile.mkdtemp(prefix="checkpoint-", dir=work)
             # The last upload is waited for here, so that none is left running once the scratch directory goes.
             mode = upload if done < train_cfg.epochs else ray.train.CheckpointUploadMode.SYNC
             handed = False  # to Ray Train's upload thread, which removes the directory after the upload
             try:
-                if keep:
-                    # Every worker writes: the whole model's save (checkpoint_of's fallback) reads
-                    # its metric variables across the workers, so all must take part; the towers'
-                    # alone would not need it. Only rank 0's copy is handed to Ray Train.
-                    saver.write(os.path.join(tmp, WEIGHTS))
-                    self.history[-1]["checkpoint_write_seconds"] = round(time.monotonic() - start, 3)
-                    files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
-                    write_json(Path(tmp) / STATE, {"epoch": done, "history": self.history, "resumed_at": resumed_at,
-                                                   "identity": config["identity"], "steps_per_epoch": steps,
-                                                   "workers": world, "files": files,
-                                                   "collectives_per_step": model.step_collectives,
-                                                   "cpu_allocator": model.trained_allocator,
-                                                   "cpu_pinning": pinning,
-                                                   "checkpoint_upload": train_cfg.checkpoint_upload})
-                report = ray.train.Checkpoint.from_directory(tmp) if keep and rank == 0 else None
+                # Every worker writes: the whole model's save (checkpoint_of's fallback) reads
+                # its metric variables across the workers, so all must take part; the towers'
+                # alone would not need it. Only rank 0's copy is handed to Ray Train.
+                saver.write(os.path.join(tmp, WEIGHTS))
+                self.history[-1]["checkpoint_write_seconds"] = round(time.monotonic() - start, 3)
+                files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
+                write_json(Path(tmp) / STATE, {"epoch": done, "history": self.history, "resumed_at": resumed_at,
+                                               "identity": config["identity"], "steps_per_epoch": steps,
+                                               "workers": world, "files": files,
+                                               "collectives_per_step": model.step_collectives,
+                                               "cpu_allocator": model.trained_allocator,
+                                               "cpu_pinning": pinning,
+                                               "checkpoint_upload": train_cfg.checkpoint_upload})
+                report = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
                 ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report,
                                  checkpoint_upload_mode=mode)
                 handed = report is not None and mode == ray.train.CheckpointUploadMode.ASYNC
             finally:
-                if tmp is not None and not handed:
+                if not handed:
                     shutil.rmtree(tmp, ignore_errors=True)
-            if keep:
-                stall = time.monotonic() - start
-                self.history[-1]["checkpoint_stall_seconds"] = round(stall, 3)
-                if rank == 0:
-                    log.info("checkpoint of epoch %d written %s in %.2f s", done,
-                             "and its upload started" if handed else "and stored", stall)
+            self.last_kept = time.monotonic()
+            stall = self.last_kept - start
+            self.history[-1]["checkpoint_stall_seconds"] = round(stall, 3)
+            if rank == 0:
+                log.info("checkpoint of epoch %d written %s in %.2f s", done,
+                         "and its upload started" if handed else "and stored", stall)
 
     if start_epoch >= train_cfg.epochs:
         log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)
