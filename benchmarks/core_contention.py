@@ -190,9 +190,12 @@ def main() -> None:
           f"(switched every {args.every:g} s)\n")
     print("| batch | run | other core busy | other core idle | busy / idle | epochs busy / idle |")
     print("|---|---|---|---|---|---|")
+
+    def fmt(v):
+        return f"{v:.3f}" if v is not None else "-"
+
     for batch, runs in results["by_batch"].items():
         for name, s in runs.items():
-            fmt = (lambda v: f"{v:.3f}" if v is not None else "-")
             print(f"| {int(batch):,} | {name} | {fmt(s['median_seconds_busy'])} | {fmt(s['median_seconds_idle'])} | "
                   f"{fmt(s['busy_over_idle'])} | {s['epochs_busy']} / {s['epochs_idle']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
