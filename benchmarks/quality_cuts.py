@@ -16,11 +16,13 @@ benchmarks/results/quality/cuts.json. The test split is not used.
 candidate's training count) added to the model's scores, the popularity that
 the logQ correction takes out in training put back at serving (one more
 dimension of the dot product, so the indexes serve it unchanged), and reports
-each BETA's mean curve beside the entry's:
+each BETA's mean curve beside the entry's, and the beta chosen at the entry's epochs (``choose_prior``: the best
+mean recall@10 among the betas that keep recall@100 at least the model's own; at the `quality` preset's 10
+epochs it chooses 0.2, tests/train/test_presets.py; no preset serves it, see the README):
 
     python benchmarks/quality_cuts.py --only "quality preset (in-batch, logQ, hits removed, L2 0.05)" \
         "full softmax, L2 0.07, 64 dims" --popularity-prior 0.05 0.1 0.2 0.3 0.5 \
-        --out benchmarks/results/quality/cuts_prior.json
+        --prior-epoch 10 --out benchmarks/results/quality/cuts_prior.json
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--popularity-prior", type=float, nargs="*", default=[], metavar="BETA",
                         help="also score every epoch with BETA x log(1 + training count) added to each candidate's "
                              "score, per BETA (a popularity prior added back at serving)")
+    parser.add_argument("--prior-epoch", type=int, default=None,
+                        help="the epoch the prior is chosen at (the preset's epochs; default each entry's last)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -87,8 +91,29 @@ def main() -> None:
                 prior = averaged(curves, lambda point: point["prior"][str(beta)], base)
                 result.setdefault("prior", {})[str(beta)] = prior
                 print(f"{name}, popularity prior {beta}: {line(prior, base)}", flush=True)
+            epoch = args.prior_epoch or len(result["mean_curve"])
+            if args.popularity_prior and epoch <= len(result["mean_curve"]):
+                result["prior_choice"] = {"epoch": epoch, "beta": choose_prior(result, epoch)}
+                print(f"{name}: the prior at epoch {epoch} by the rule (best recall@10 of the betas that keep "
+                      f"recall@100): beta {result['prior_choice']['beta']}", flush=True)
             results["entries"].append(result)
     write_json(args.out, results)
+
+
+def choose_prior(result: dict, epoch: int) -> float:
+    """The popularity prior's beta for an entry trained ``epoch`` epochs (its preset's): of the betas whose mean
+    validation recall@100 at that epoch is no lower than the model's own (beta 0), the one with the best mean
+    recall@10 there (0 when none lifts it)."""
+    def at(curve):
+        return next(p for p in curve if p["epoch"] == epoch)
+
+    own = at(result["mean_curve"])
+    best, chosen = own["recall@10"], 0.0
+    for beta, prior in sorted(result.get("prior", {}).items(), key=lambda kv: float(kv[0])):
+        point = at(prior["mean_curve"])
+        if point["recall@100"] >= own["recall@100"] and point["recall@10"] > best:
+            best, chosen = point["recall@10"], float(beta)
+    return chosen
 
 
 def averaged(curves: list[list[dict]], pick, base: dict) -> dict:

@@ -19,6 +19,11 @@ the preset is not judged on one small catalogue alone. The ml-100k targets do
 not apply there; the model is set against each baseline. EASE is skipped with
 a note where its item x item matrices would not fit in a third of this
 machine's memory. Writes preset_<preset>_synthetic-<N>.json.
+
+--popularity-prior BETA trains the preset with that prior served
+(``ModelConfig.popularity_prior``: score + BETA x log(1 + the candidate's
+training count) at evaluation and serving, not in training); the file's name
+gets _prior-BETA after the preset's.
 """
 
 from __future__ import annotations
@@ -56,16 +61,20 @@ def main() -> None:
                         help="the synthetic source with this many interactions instead of MovieLens")
     parser.add_argument("--synthetic-users", type=int, default=ML1M["users"])
     parser.add_argument("--synthetic-items", type=int, default=ML1M["items"])
+    parser.add_argument("--popularity-prior", type=float, default=None, metavar="BETA",
+                        help="the preset with this popularity prior served (ModelConfig.popularity_prior); the "
+                             "results file's name gets _prior-BETA")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    prior = f"_prior-{args.popularity_prior:g}" if args.popularity_prior is not None else ""
     if args.synthetic:
         source = DataConfig(source="synthetic", synthetic_interactions=args.synthetic,
                             synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items,
                             split="random", seed=42, train_shards=4)
-        result_file = f"preset_{args.preset}_synthetic-{args.synthetic}.json"
+        result_file = f"preset_{args.preset}{prior}_synthetic-{args.synthetic}.json"
     else:
         source = DataConfig(source="movielens", path=args.movielens, split="random", seed=42, train_shards=4)
-        result_file = f"preset_{args.preset}.json"
+        result_file = f"preset_{args.preset}{prior}.json"
 
     import ray
 
@@ -77,7 +86,8 @@ def main() -> None:
     from scaleout.train.run import train_run
     from scaleout.train.saved import Towers
 
-    model_cfg, train_cfg = configs(args.preset)
+    over = {} if args.popularity_prior is None else {"popularity_prior": args.popularity_prior}
+    model_cfg, train_cfg = configs(args.preset, model=over)
     results: dict = {"preset": args.preset, "data": dataclasses.asdict(source), "model": dataclasses.asdict(model_cfg),
                      "train": dataclasses.asdict(train_cfg),
                      "machine": f"{machine()['cpu']}, {os.cpu_count()} cores"}

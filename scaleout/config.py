@@ -136,12 +136,17 @@ class ModelConfig:
     negatives: str = "in_batch"
     full_softmax_max: int = 100_000
     sampled_negatives: int = 0
+    # A popularity prior served with the scores: ``q . c + popularity_prior x log(1 + the candidate's training
+    # count)`` at evaluation and serving, one more dimension of each tower's output (0: none). Training's scores
+    # are the towers' dot product alone (logQ correction takes popularity out of the loss; this puts it back).
+    popularity_prior: float = 0.0
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "embedding_dim")
         _at_least(self, 0, "history", note="0 (no history) or more items")
         _at_least(self, 0, "sampled_negatives", note="0 or more")
         _at_least(self, 1, "full_softmax_max")
+        _at_least(self, 0, "popularity_prior", note="0 (none) or more")
         if self.history_table not in HISTORY_TABLES:
             raise ConfigError(f"unknown history_table {self.history_table!r}; expected one of "
                               f"{', '.join(HISTORY_TABLES)}")

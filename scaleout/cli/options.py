@@ -123,6 +123,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="in_batch, full (every candidate) or mixed (in-batch + --sampled-negatives uniform ones)")
     g.add_argument("--sampled-negatives", type=non_negative, help="uniform negatives per step (negatives mixed)")
     g.add_argument("--full-softmax-max", type=positive, help="the most candidates negatives full may score a step")
+    g.add_argument("--popularity-prior", type=float, metavar="BETA",
+                   help="served scores add BETA x log(1 + the candidate's training count); training's do not "
+                        "(0: none)")
     g.add_argument("--shuffle-buffer", type=non_negative, help=f"rows (default {t.shuffle_buffer})")
     g.add_argument("--steps-per-execution", type=positive,
                    help=f"training steps per tf.function call (default {t.steps_per_execution})")
@@ -161,7 +164,8 @@ _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "lea
                 "model_seed": "seed", "global_negatives": "global_negatives", "history": "history",
                 "history_table": "history_table", "history_dropout": "history_dropout",
                 "user_embedding": "user_embedding", "negatives": "negatives",
-                "sampled_negatives": "sampled_negatives", "full_softmax_max": "full_softmax_max"}
+                "sampled_negatives": "sampled_negatives", "full_softmax_max": "full_softmax_max",
+                "popularity_prior": "popularity_prior"}
 _TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
                 "model_seed": "seed", "steps_per_execution": "steps_per_execution",
                 "profile_epoch": "profile_epoch"}

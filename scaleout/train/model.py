@@ -360,7 +360,8 @@ def build_model(cfg: ModelConfig, user_vocabulary: Sequence[str], candidate_ids:
                                  else "candidate_embedding")
         shared = history if cfg.history_table == "shared" else None
     model = TwoTowerModel(query_tower(cfg, user_vocabulary, tables, candidate_ids, history),
-                          candidate_tower(cfg, candidate_ids, tables, shared), candidate_ids, cfg, candidate_counts)
+                          candidate_tower(cfg, candidate_ids, tables, shared, candidate_counts), candidate_ids, cfg,
+                          candidate_counts)
     model.compile(optimizer=make_optimizer(cfg), steps_per_execution=steps_per_execution)
     return model
 

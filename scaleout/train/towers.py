@@ -21,6 +21,13 @@ history is extended by them), and ``exclude_item``, an item kept out of the
 history (in training, the example's own item, so the target never predicts
 itself). Without the user id embedding (``user_embedding=False``) the tower is
 a function of the history alone, and a new user needs no retraining.
+
+With a popularity prior (``ModelConfig.popularity_prior``, beta), each tower's
+output has one more column: the candidate's log(1 + its training count), the
+query's beta at evaluation and serving and 0 in training. The dot product the
+exports, the embedding job and the indexes already compute then adds beta x
+log(1 + count) to every served score, while training's scores stay the towers'
+own.
 """
 
 from __future__ import annotations
@@ -164,6 +171,31 @@ class HistoryMask(tf.keras.layers.Layer):
         return {**super().get_config(), "dropout": self.dropout}
 
 
+@tf.keras.utils.register_keras_serializable("scaleout")
+class ServingPrior(tf.keras.layers.Layer):
+    """The query's side of the popularity prior (``ModelConfig.popularity_prior``): ``[b, dim]`` ->
+    ``[b, dim + 1]``, the last column ``beta`` at evaluation and serving and 0 in training. Against the candidate
+    tower's last column, log(1 + the candidate's training count), a dot product scores ``q . c + beta x log(1 +
+    count)`` served, and ``q . c`` exactly in training (as dropout, by Keras' ``training`` flag)."""
+
+    def __init__(self, beta: float, **kwargs):
+        super().__init__(**kwargs)
+        self.beta = float(beta)
+
+    def call(self, x, training=None):
+        column = tf.fill(tf.stack([tf.shape(x)[0], 1]), tf.constant(0.0 if training else self.beta, x.dtype))
+        return tf.concat([x, column], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta}
+
+
+def log_popularity(counts: np.ndarray) -> np.ndarray:
+    """``[candidates + 1, 1]`` float32: log(1 + each candidate's training count) by StringLookup row (row 0, an
+    id outside the candidates: 0), the candidate tower's last column under a popularity prior."""
+    return np.log1p(np.concatenate([[0.0], np.asarray(counts, np.float64)]))[:, None].astype(np.float32)
+
+
 def _embedding(rows: int, cfg: ModelConfig, name: str):
     return tf.keras.layers.Embedding(rows, cfg.embedding_dim, name=name)
 
@@ -231,7 +263,10 @@ def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTabl
         kept = HistoryMask(cfg.history_dropout, name="history_mask")(
             [stored, item_row(inputs[HISTORY_FEATURE]), item_row(inputs[EXCLUDE_FEATURE])])
         parts.append(history_embedding(kept))
-    return tf.keras.Model(inputs, _combine(parts, cfg, "query"), name="query_tower")
+    out = _combine(parts, cfg, "query")
+    if cfg.popularity_prior:
+        out = ServingPrior(cfg.popularity_prior, name="popularity_prior")(out)
+    return tf.keras.Model(inputs, out, name="query_tower")
 
 
 def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:
@@ -243,12 +278,24 @@ def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:
 
 
 def candidate_tower(cfg: ModelConfig, candidate_ids: Sequence[str], tables: FeatureTables | None = None,
-                    id_embedding=None):
-    """``[b]`` movie ids -> ``[b, dim]`` (see module doc); ``id_embedding``: a layer shared with the query tower."""
+                    id_embedding=None, counts: np.ndarray | None = None):
+    """``[b]`` movie ids -> ``[b, dim]`` (see module doc); ``id_embedding``: a layer shared with the query tower.
+    Under a popularity prior, ``[b, dim + 1]``: the last column log(1 + the candidate's training count, from
+    ``counts`` in candidate order)."""
     tables = tables or FeatureTables()
     movie_id = tf.keras.Input(shape=(), dtype=tf.string, name=CANDIDATE_FEATURE)
-    _, parts = _id_and_coded_parts(movie_id, candidate_ids, tables.candidate, cfg, "candidate", id_embedding)
-    return tf.keras.Model(movie_id, _combine(parts, cfg, "candidate"), name="candidate_tower")
+    rows, parts = _id_and_coded_parts(movie_id, candidate_ids, tables.candidate, cfg, "candidate", id_embedding)
+    out = _combine(parts, cfg, "candidate")
+    if cfg.popularity_prior:
+        if counts is None:
+            raise ConfigError("popularity_prior needs the candidates' training counts (train_count in "
+                              "candidates.parquet; prepare the data again with this version)")
+        table = log_popularity(counts)
+        layer = CodeTable(table.shape[0], 1, table_dtype="float32", name="popularity_log_count")
+        column = layer(rows)
+        layer.table.assign(table)
+        out = tf.keras.layers.Concatenate(name="candidate_with_popularity")([out, column])
+    return tf.keras.Model(movie_id, out, name="candidate_tower")
 
 
 def id_tower(vocabulary: Sequence[str], dim: int, name: str) -> tf.keras.Model:

@@ -129,6 +129,43 @@ def test_logq_without_counts_is_refused():
         tiny_model(logq_correction=True)
 
 
+def test_the_popularity_prior_is_served_with_the_scores_and_training_scores_without_it(tmp_path):
+    counts = np.array([5, 0, 40])  # training counts of x, y, z
+    beta = 0.3
+    model = tiny_model(counts=counts, logq_correction=True, remove_accidental_hits=True, popularity_prior=beta)
+    # Training: the loss of the same towers without a prior, to the float (the query's prior column is 0 there).
+    assert batch_loss(model) == batch_loss(tiny_model(counts=counts, logq_correction=True,
+                                                      remove_accidental_hits=True))
+    # Served: each tower one more column, and the dot product adds beta x log(1 + count); an unknown id's is 0.
+    queries = model.query_tower(query_inputs(["a", "b", "nobody"])).numpy()
+    candidates = model.candidate_tower(tf.constant(ITEMS + ["unknown"])).numpy()
+    assert queries.shape == (3, 3) and candidates.shape == (4, 3)
+    expected = Q[[1, 2, 0]] @ C[[1, 2, 3, 0]].T + beta * np.log1p(np.append(counts, 0))[None, :]
+    np.testing.assert_allclose(queries @ candidates.T, expected, rtol=1e-6)
+    # FactorizedTopK ranks with it: for user b, z (40 trainings) overtakes y (none) at top 1 through the prior.
+    data = tf.data.Dataset.from_tensor_slices({"user_id": ["b"], "movie_id": ["z"]}).batch(1)
+    assert (Q[2] @ C[3]) < (Q[2] @ C[2])  # without the prior y scores above z
+    top1 = "factorized_top_k/top_1_categorical_accuracy"
+    assert model.evaluate(data, return_dict=True, verbose=0)[top1] == 1.0
+    assert tiny_model(counts=counts).evaluate(data, return_dict=True, verbose=0)[top1] == 0.0
+    # Saved and loaded, the towers keep it.
+    model.query_tower.save(tmp_path / "query")
+    model.candidate_tower.save(tmp_path / "candidate")
+    query = tf.keras.models.load_model(tmp_path / "query", compile=False)
+    candidate = tf.keras.models.load_model(tmp_path / "candidate", compile=False)
+    np.testing.assert_allclose(query(query_inputs(["a", "b", "nobody"])).numpy() @
+                               candidate(tf.constant(ITEMS + ["unknown"])).numpy().T, expected, rtol=1e-6)
+
+
+def test_a_popularity_prior_without_counts_or_below_zero_is_refused():
+    from scaleout.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="popularity_prior needs the candidates' training counts"):
+        tiny_model(popularity_prior=0.2)
+    with pytest.raises(ConfigError, match="popularity_prior must be 0 \\(none\\) or more, got -0.1"):
+        ModelConfig(popularity_prior=-0.1)
+
+
 def test_l2_decays_only_the_embedding_rows_a_step_touches():
     """One SGD step with l2: the rows of the batch's users and items move by the loss's gradient plus
     2 x l2 x their value; every other row (the unknown-id rows, user "b", item "y") keeps its value."""
