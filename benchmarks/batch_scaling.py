@@ -24,11 +24,11 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import tempfile
 from pathlib import Path
 
 import scaleout
+from scaleout.bench.measure import steady_examples_per_second
 from scaleout.config import DataConfig
 from scaleout.data.dataset import Dataset
 from scaleout.data.prepare import prepare
@@ -73,7 +73,7 @@ def main() -> None:
             row = {"setting": label, "batch_size": batch, "learning_rate": lr, "epochs": epochs,
                    "recall@10": round(scores["exclude_seen"]["recall@10"], 4),
                    "recall@100": round(scores["exclude_seen"]["recall@100"], 4),
-                   "examples_per_second": round(statistics.median(e["examples_per_second"] for e in history[1:]))}
+                   "examples_per_second": round(steady_examples_per_second(history))}
             rows.append(row)
             print(f"{label}: recall@10 {row['recall@10']}, @100 {row['recall@100']}, "
                   f"{row['examples_per_second']:,} examples/s", flush=True)

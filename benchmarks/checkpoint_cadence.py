@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import scaleout  # noqa: E402,F401  (TensorFlow's environment first)
 
-from scaleout.bench.measure import machine  # noqa: E402
+from scaleout.bench.measure import machine, steady_examples_per_second  # noqa: E402
 from scaleout.config import DataConfig, TrainConfig  # noqa: E402
 from scaleout.data.prepare import prepare  # noqa: E402
 from scaleout.rundir import RunDir  # noqa: E402
@@ -53,12 +53,11 @@ SETTINGS = {"every epoch (min interval 0)": 0.0, f"min interval {DEFAULT:g} s (d
 def figures(history: list[dict], returned_at: float, fit_seconds: float) -> dict:
     """One run's figures from its history (each epoch's ``seconds``, ``ended_at``, ``checkpoint_stall_seconds``)."""
     stalls = [e["checkpoint_stall_seconds"] for e in history if "checkpoint_stall_seconds" in e]
-    later = history[1:] or history
     return {"fit_seconds": round(fit_seconds, 2), "epoch_seconds": round(sum(e["seconds"] for e in history), 2),
             "tail_seconds": round(returned_at - history[-1]["ended_at"], 2),
             "checkpoints": len(stalls) + 1,  # the last epoch's stall is not in its own state.json
             "median_stall_seconds": round(statistics.median(stalls), 3) if stalls else None,
-            "examples_per_second": round(statistics.median(e["examples_per_second"] for e in later), 1),
+            "examples_per_second": round(steady_examples_per_second(history), 1),
             "checkpointed_epochs": [e["epoch"] for e in history if "checkpoint_stall_seconds" in e] + [len(history)]}
 
 

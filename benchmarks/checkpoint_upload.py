@@ -47,6 +47,7 @@ import scaleout  # noqa: E402
 from s3server import local_s3, with_s3_env  # noqa: E402
 from scale import shape  # noqa: E402  (MovieLens 20M's shape at a size)
 from scaleout.bench.datasets import parse_size  # noqa: E402
+from scaleout.bench.measure import steady_examples_per_second  # noqa: E402
 from scaleout.config import DataConfig  # noqa: E402
 from scaleout.data.prepare import prepare  # noqa: E402
 from scaleout.rundir import RunDir  # noqa: E402
@@ -169,7 +170,7 @@ def main() -> None:
                                    "stall_seconds": [e["checkpoint_stall_seconds"] for e in history[:-1]],
                                    "write_seconds": [e["checkpoint_write_seconds"] for e in history],
                                    "epoch_seconds": [e["seconds"] for e in history],
-                                   "examples_per_second": median([e["examples_per_second"] for e in history[1:]])}
+                                   "examples_per_second": round(steady_examples_per_second(history), 1)}
                             runs.setdefault(f"{store}, {mode}", []).append(run)
                             print(f"2. round {round_ + 1}, {store}, {mode}: stall {median(run['stall_seconds'])} s a "
                                   f"checkpoint ({run['checkpoint_mb']} MB), fit {seconds:.1f} s", flush=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 import psutil
 
+from scaleout.bench.measure import steady_examples_per_second
 from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
@@ -146,7 +147,7 @@ def main() -> None:
                     finally:
                         sampler.done.set()
                         sampler.join()
-                    rate = statistics.median(e["examples_per_second"] for e in history[1:] or history)
+                    rate = steady_examples_per_second(history)
                     run = {"round": round_ + 1, "workers": workers, "examples_per_second": round(rate, 1),
                            "cpu_pinning": model.trained_pinning,
                            **where_time_went(sampler.samples, history[0]["seconds"], workers)}

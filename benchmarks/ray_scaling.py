@@ -69,6 +69,7 @@ import scaleout
 from scale import shape  # MovieLens 20M's shape at a size (benchmarks/scale.py)
 from scaleout.bench.collectives import time_all_reduce
 from scaleout.bench.datasets import parse_size
+from scaleout.bench.measure import steady_examples_per_second
 from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
@@ -127,11 +128,6 @@ def driver_token(work: Path) -> str:
     (work / "auth_token").write_text(token)
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(work / "auth_token"))
     return token
-
-
-def steady(history: list[dict]) -> float:
-    later = history[1:] or history
-    return statistics.median(e["examples_per_second"] for e in later)
 
 
 def main() -> None:
@@ -203,11 +199,11 @@ def main() -> None:
             else:
                 model, history, _ = fit_ray(RunDir(Path(tmp)), model_cfg, cfg)
             runs = results[label]["runs"]
-            alone = steady(history)  # this run's own figure (a round's ratio uses it)
+            alone = steady_examples_per_second(history)  # this run's own figure (a round's ratio uses it)
             previous = runs.get(name, {})
             if previous:  # the same setting again: its epochs pooled with the earlier runs'
                 history = previous["history"] + history[1:]
-            rate = steady(history)
+            rate = steady_examples_per_second(history)
             runs[name] = {"history": history, "per_run": previous.get("per_run", []) + [round(alone, 1)],
                 "workers": workers, "steps_per_execution": cfg.steps_per_execution,
                 "wall_seconds": round(time.monotonic() - start, 1), "epoch_seconds": [e["seconds"] for e in history],

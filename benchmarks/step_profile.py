@@ -37,13 +37,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import scaleout
-from scaleout.bench.measure import median_seconds
+from scaleout.bench.measure import median_seconds, steady_examples_per_second
 from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.train.presets import configs
@@ -78,10 +77,8 @@ def profile(dataset, epochs: int, repeats: int) -> dict:
     batch, dim = train_cfg.batch_size, model_cfg.embedding_dim
     rows = dataset.counts["train"]
     steps = rows // batch  # full batches only below
-    median_2plus = lambda history: statistics.median(e["examples_per_second"] for e in history[1:])  # noqa: E731
-
     model, history = fit(dataset, model_cfg, train_cfg)
-    figures = {"fit": median_2plus(history)}
+    figures = {"fit": steady_examples_per_second(history)}
 
     def pipeline():
         return parquet_dataset(dataset.files("train"), model.columns, batch, train_cfg.shuffle_buffer,
@@ -108,7 +105,7 @@ def profile(dataset, epochs: int, repeats: int) -> dict:
             seen.append({"examples_per_second": steps * batch / (time.perf_counter() - self.start)})
 
     in_memory.fit(data, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[Epochs()])
-    figures["fit, batches in memory"] = median_2plus(seen)
+    figures["fit, batches in memory"] = steady_examples_per_second(seen)
 
     def total(values) -> tf.Tensor:
         """A scalar every value feeds, so that nothing the loop computes is pruned as unused."""

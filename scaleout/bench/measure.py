@@ -27,6 +27,12 @@ def recall(train: np.ndarray, queries: np.ndarray, rows: np.ndarray, true_scores
     return float(found.sum(axis=1).mean() / k)
 
 
+def steady_examples_per_second(history: list[dict]) -> float:
+    """A fit's examples/s once traced: the median of its epochs' after the first (the first alone if it had one),
+    from a history as ``scaleout.train.callbacks.EpochLog`` writes it."""
+    return statistics.median(e["examples_per_second"] for e in history[1:] or history)
+
+
 def median_seconds(fn, repeats: int, calls: int = 1, warmup: int = 1) -> float:
     """Median over ``repeats`` runs of the seconds one call of ``fn()`` takes, each run timing ``calls`` calls
     in a row (their mean), after ``warmup`` calls (tracing, caches)."""

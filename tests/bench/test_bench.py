@@ -45,6 +45,12 @@ def test_median_seconds_warms_up_then_takes_the_median_of_each_runs_mean_per_cal
     assert len(calls) == 4 + 3 * 2
 
 
+def test_a_fits_steady_rate_is_the_median_of_its_epochs_after_the_first():
+    history = [{"examples_per_second": r} for r in (10.0, 300.0, 100.0, 200.0)]  # the first: tracing
+    assert measure.steady_examples_per_second(history) == 200.0
+    assert measure.steady_examples_per_second(history[:1]) == 10.0  # one epoch: itself
+
+
 def test_grid_expands_every_combination_and_refuses_unknown_arguments(tmp_path):
     assert expand([{"M": [16, 32], "ef": 100}]) == [{"M": 16, "ef": 100}, {"M": 32, "ef": 100}]
     assert expand(None) == [{}]
