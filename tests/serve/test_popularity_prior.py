@@ -28,6 +28,10 @@ def prior_run(pipeline_run, tmp_path_factory):
     return root
 
 
+def top10(ids, scores):
+    return [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in scores]
+
+
 @pytest.mark.slow
 def test_the_exports_serve_the_prior_with_the_towers_scores(prior_run):
     from scaleout.embed.embedding_set import EmbeddingSet
@@ -42,15 +46,16 @@ def test_the_exports_serve_the_prior_with_the_towers_scores(prior_run):
     assert vectors.shape == (1682, 33)  # the preset's 32 dimensions and the prior's column
     table = pq.read_table(prior_run / "data" / "candidates.parquet", columns=["movie_id", "train_count"])
     count = dict(zip(table.column("movie_id").to_pylist(), table.column("train_count").to_pylist()))
-    np.testing.assert_allclose(vectors[:, -1], np.log1p([count[i] for i in ids]), rtol=1e-6)
+    log_count = np.log1p([count[i] for i in ids])
+    np.testing.assert_allclose(vectors[:, -1], log_count, rtol=1e-6)
     queries = embed_users(towers.query, USERS)
     np.testing.assert_allclose(queries[:, -1], BETA)
     # The served order: the towers' 32 dimensions scored, plus beta x log(1 + count), computed here apart.
-    scores = queries[:, :-1] @ vectors[:, :-1].T + BETA * np.log1p([count[i] for i in ids])[None, :]
-    want = [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in scores]
+    towers_own = queries[:, :-1] @ vectors[:, :-1].T
+    want = top10(ids, towers_own + BETA * log_count[None, :])
     served = fresh_query(prior_run / "export" / "brute_force", USERS)["ids"]
     assert served == want
-    without = [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in queries[:, :-1] @ vectors[:, :-1].T]
+    without = top10(ids, towers_own)
     assert sum(a != b for a, b in zip(without, want)) > len(USERS) // 2  # the prior changes most users' lists
     # ScaNN on the 33 dimensions: its SavedModel answers as the index does in process.
     _, answers = in_process_answers(prior_run, USERS)
