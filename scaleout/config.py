@@ -220,6 +220,9 @@ class TrainConfig:
     # takes one report per health check (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default), so epochs shorter
     # than that queued their checkpoints behind each other and the last one waited for all of them.
     checkpoint_min_interval: float = 2.0
+    # Also a checkpoint within an epoch every this many steps (0: at epochs' ends only; subject to the least
+    # interval above), for epochs long enough that a failure should not lose one: a run resumes at its step.
+    checkpoint_every_steps: int = 0
     # "async": rank 0 hands the written checkpoint to Ray Train, which uploads it to the storage in a thread
     # while the next epoch trains; "sync": the workers wait for the upload (ray.train.report's upload modes).
     checkpoint_upload: str = "async"
@@ -230,7 +233,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _at_least(self, 1, "batch_size", "eval_batch_size", "epochs", "workers", "cpus_per_worker", "checkpoint_every",
                   "steps_per_execution")
-        _at_least(self, 0, "shuffle_buffer", "checkpoint_min_interval", note="0 or more")
+        _at_least(self, 0, "shuffle_buffer", "checkpoint_min_interval", "checkpoint_every_steps", note="0 or more")
         if not 0 <= self.profile_epoch <= self.epochs:
             raise ConfigError(f"profile_epoch must be 0 (none) or an epoch from 1 to {self.epochs}, "
                               f"got {self.profile_epoch}")

@@ -63,6 +63,19 @@ def test_checkpoints_upload_in_the_background_unless_asked_to_wait():
         TrainConfig(checkpoint_upload="later")
 
 
+def test_checkpoints_within_epochs_are_off_unless_asked_for():
+    import argparse
+
+    from scaleout.cli.options import add_train_args, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    assert configs_from_args(parser.parse_args(["--backend", "ray"]))[1].checkpoint_every_steps == 0
+    assert configs_from_args(parser.parse_args(["--checkpoint-every-steps", "500"]))[1].checkpoint_every_steps == 500
+    with pytest.raises(ConfigError, match="checkpoint_every_steps must be 0 or more, got -1"):
+        TrainConfig(checkpoint_every_steps=-1)
+
+
 def test_cosine_scores_are_off_unless_the_command_line_turns_them_on():
     import argparse
 

@@ -36,10 +36,10 @@ def submit_args(cluster, *job_args, submission_id=None, job="jobs/train.py"):
             "python", job, *job_args]
 
 
-def small_run(tmp_path) -> Path:
+def small_run(tmp_path, shards: int = 2) -> Path:
     root = tmp_path / "run"
     result = run_cli("prepare", "--run", root, "--source", "synthetic", "--synthetic-users", 3000,
-                     "--synthetic-items", 1000, "--synthetic-interactions", 30000, "--train-shards", 2)
+                     "--synthetic-items", 1000, "--synthetic-interactions", 30000, "--train-shards", shards)
     assert result.returncode == 0, result.stderr
     return root
 
@@ -169,6 +169,52 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(
     # The killed worker could not remove its scratch directory (its checkpoint of the epoch, perhaps); the
     # worker that replaced it on this host swept it.
     assert not [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-*") if f"-{victim}-" in p.name]
+
+
+def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_never_stopped(cluster, tmp_path):
+    """A checkpoint 8 steps into each epoch (``--checkpoint-every-steps``): a worker killed mid-run is replaced,
+    the group resumes at the step of the newest checkpoint, each worker's input where it left it, and every
+    epoch's loss is the uninterrupted run's (one thread a worker: the same arithmetic in the same order). Three
+    shards for two workers: worker 0 holds two (about 31 batches a pass), worker 1 one (15), and an epoch is 15
+    steps, so worker 0's epochs begin within its passes, where a resume must find them."""
+    root = small_run(tmp_path, shards=3)
+    again = tmp_path / "again"
+    shutil.copytree(root / "data", again / "data")
+    common = ["--epochs", 5, *SMALL, "--steps-per-execution", 4, "--no-evaluate"]
+    job = subprocess.Popen([str(Path(cluster.env["PATH"].split(":")[0]) / "ray"),
+                            *map(str, submit_args(cluster, "--run", root, *common, "--checkpoint-every", 100,
+                                                  "--checkpoint-every-steps", 8, "--checkpoint-min-interval", 0))],
+                           env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (state := latest_checkpoint_state(str(root / "checkpoints"))) is None or state["epoch"] < 1:
+            assert job.poll() is None and time.monotonic() < deadline, "no checkpoint within epoch 2 or later"
+            time.sleep(0.1)
+        assert state["step"] == 8 and state["partial"]["loss_sum"] > 0  # within an epoch: no epoch's ends kept
+        workers = cluster.processes("ray::RayTrainWorker")
+        workers[-1].kill()
+        psutil.wait_procs([workers[-1]], timeout=30)
+        out, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, out[-4000:]
+    assert "checkpoint of step 8/" in out, out[-4000:]
+    interrupted = train_json(root)
+    [resumed] = [e for e in interrupted["epochs"] if "resumed_at_step" in e]
+    assert resumed["resumed_at_step"] == 8, resumed
+    assert f"resuming from the checkpoint at step {resumed['resumed_at_step']} of " in out
+    assert interrupted["resumed_at_epochs"] == [resumed["epoch"] - 1]
+    assert all(e["checkpoints_within"] == 1 for e in interrupted["epochs"] if e["epoch"] > resumed["epoch"])
+
+    result = run_cli("train", "--run", again, "--backend", "ray", "--address", cluster.address, *common,
+                     env=cluster.env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    uninterrupted = train_json(again)
+    assert [e["epoch"] for e in interrupted["epochs"]] == [e["epoch"] for e in uninterrupted["epochs"]] == [1, 2, 3,
+                                                                                                           4, 5]
+    np.testing.assert_allclose([e["loss_per_example"] for e in interrupted["epochs"]],
+                               [e["loss_per_example"] for e in uninterrupted["epochs"]], rtol=1e-6)
 
 
 def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster, tmp_path):

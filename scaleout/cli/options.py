@@ -147,6 +147,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     r.add_argument("--checkpoint-min-interval", type=float, default=t.checkpoint_min_interval, metavar="SECONDS",
                    help="at least this long between checkpoints, the last epoch's always kept; 0: every "
                         "--checkpoint-every epochs (default %(default)s)")
+    r.add_argument("--checkpoint-every-steps", type=int, default=t.checkpoint_every_steps, metavar="STEPS",
+                   help="also a checkpoint within an epoch every STEPS steps, resumed at its step after a failure "
+                        "(0: at epochs' ends only; default %(default)s)")
     r.add_argument("--checkpoint-upload", choices=CHECKPOINT_UPLOADS, default=t.checkpoint_upload,
                    help="async: the store upload runs while the next epoch trains; sync: training waits for it "
                         "(default %(default)s)")
@@ -177,7 +180,8 @@ def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tupl
     train = {field: getattr(a, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(a, flag) is not None}
     train.update(backend=backend or a.backend, workers=a.workers, cpus_per_worker=a.cpus_per_worker,
                  pin_cpus=a.pin_cpus, checkpoint_every=a.checkpoint_every,
-                 checkpoint_min_interval=a.checkpoint_min_interval, checkpoint_upload=a.checkpoint_upload,
+                 checkpoint_min_interval=a.checkpoint_min_interval, checkpoint_every_steps=a.checkpoint_every_steps,
+                 checkpoint_upload=a.checkpoint_upload,
                  max_failures=a.max_failures, storage=a.storage, resume=a.resume)
     return preset_configs(a.preset, model, train)
 

@@ -113,13 +113,15 @@ NEXT = "next_"  # prefix of a lookahead column: the same column of the batch tha
 
 def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: int, shuffle_buffer: int = 0,
                     seed: int | None = None, drop_remainder: bool = False, repeat: bool = False,
-                    first_pass: int = 0, lookahead: Sequence[str] = ()):
+                    first_pass: int = 0, skip_batches: int = 0, lookahead: Sequence[str] = ()):
     """A ``tf.data.Dataset`` of {column: Tensor[batch]} read from Parquet ``files``.
 
     With ``seed`` the order is shuffled, differently each epoch (each pass over
     the files draws from ``default_rng([seed, first_pass + pass])``; a resumed
     run starts at its epoch). With ``repeat`` the passes never end: the caller
-    sets the steps per epoch. Each column of ``lookahead`` (with ``repeat``)
+    sets the steps per epoch. ``skip_batches``: the first pass starts that many
+    batches in (read and shuffled as without it, so the stream is the same from
+    there on: a run resumed mid-pass). Each column of ``lookahead`` (with ``repeat``)
     comes twice: as itself, and as ``next_<column>``, that column of the
     batch that follows (across passes too), so a training step can send the
     next batch's ids ahead with its own collective (scaleout.train.model).
@@ -137,12 +139,16 @@ def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: i
     shape = [None, batch_size if drop_remainder else None]
     signature = {c: tf.TensorSpec(shape, getattr(tf, _TF_TYPES[schema.field(c).type]), name=c) for c in columns}
     signature.update({NEXT + c: tf.TensorSpec(shape, signature[c].dtype, name=NEXT + c) for c in lookahead})
-    passes = itertools.count(first_pass)
+    if skip_batches < 0:
+        raise ValueError(f"skip_batches must be 0 or more, got {skip_batches}")
+
+    passes = itertools.count(first_pass)  # shared: without repeat each iteration of the dataset is the next pass
 
     def chunks():
-        while True:
-            rng = None if seed is None else np.random.default_rng([seed, next(passes)])
-            yield from iter_chunks(files, columns, batch_size, shuffle_buffer, rng, drop_remainder, fixed_width=True)
+        for number in passes:
+            rng = None if seed is None else np.random.default_rng([seed, number])
+            stream = iter_chunks(files, columns, batch_size, shuffle_buffer, rng, drop_remainder, fixed_width=True)
+            yield from (skipped(stream, skip_batches) if number == first_pass and skip_batches else stream)
             if not repeat:
                 return
 
@@ -162,6 +168,20 @@ def parquet_dataset(files: Sequence[Path], columns: Sequence[str], batch_size: i
         # any worker's input has run out.
         data = data.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
     return data.prefetch(2).with_options(fixed_pipeline_options())
+
+
+def skipped(chunks: Iterator[dict[str, np.ndarray]], batches: int) -> Iterator[dict[str, np.ndarray]]:
+    """The runs of batches of ``chunks`` less the first ``batches`` batches. ValueError where the pass holds
+    fewer: a resumed stream that started elsewhere would be silently another."""
+    for chunk in chunks:
+        held = len(next(iter(chunk.values())))
+        if batches >= held:
+            batches -= held
+            continue
+        yield {c: v[batches:] for c, v in chunk.items()} if batches else chunk
+        batches = 0
+    if batches:
+        raise ValueError(f"the pass ended {batches} batches before the position to skip to")
 
 
 def fixed_pipeline_options():

@@ -35,14 +35,19 @@ class EpochLog(tf.keras.callbacks.Callback):
     ``loss_sum``) over the epoch's examples: comparable across batch sizes and
     backends, unlike Keras's last-step ``loss``. ``workers`` only words the
     log line; ``quiet`` keeps a worker other than rank 0 from logging.
-    ``history`` may hold the entries of epochs done before a resume.
+    ``history`` may hold the entries of epochs done before a resume; ``resumed``
+    ({"epoch", "step", "loss_sum", "seconds"}) says that epoch's first ``step``
+    steps were trained before it, with that loss sum in that many seconds: its
+    entry counts them (``resumed_at_step``).
     A step whose loss is NaN or infinite stops training (TrainingDiverged) at
     the end of its tf.function call, so a diverged model is never saved.
     """
 
     def __init__(self, examples_per_epoch: int, epochs: int, *, workers: int = 1,
-                 quiet: bool = False, history: list[dict] | None = None, batch_size: int = 0):
+                 quiet: bool = False, history: list[dict] | None = None, batch_size: int = 0,
+                 resumed: dict | None = None):
         super().__init__()
+        self.resumed = resumed
         self.batch_size = batch_size  # global; given, long epochs log their progress (scaleout.stages.Progress)
         self.examples = examples_per_epoch
         self.epochs = epochs
@@ -51,10 +56,17 @@ class EpochLog(tf.keras.callbacks.Callback):
         self.history: list[dict] = history if history is not None else []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.loss_sum = 0.0
         self._epoch = epoch + 1
+        before = self.resumed if self.resumed and self.resumed["epoch"] == self._epoch else {}
+        self.step_base, self.loss_base = before.get("step", 0), before.get("loss_sum", 0.0)
+        self.seconds_base = before.get("seconds", 0.0)
+        self.loss_sum = self.loss_base
         self._start = time.monotonic()
         self._progress = Progress(log, f"epoch {self._epoch}/{self.epochs}", self.examples, "examples", "examples/s")
+
+    def seconds_so_far(self) -> float:
+        """The epoch's seconds of training, those before a resume within it included."""
+        return self.seconds_base + time.monotonic() - self._start
 
     def on_train_batch_end(self, batch, logs=None):
         # The model's running sum of the epoch's step losses: with several steps per call
@@ -65,18 +77,20 @@ class EpochLog(tf.keras.callbacks.Callback):
             raise TrainingDiverged(f"training diverged: the loss was {float(logs.get('loss', loss_sum))} by step "
                                    f"{batch + 1} of epoch {self._epoch}; no model was saved. Try a lower "
                                    "--learning-rate")
-        self.loss_sum = loss_sum
+        self.loss_sum = self.loss_base + loss_sum
         if self.batch_size and not self.quiet:
-            self._progress((batch + 1) * self.batch_size)
+            self._progress((self.step_base + batch + 1) * self.batch_size)
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.monotonic() - self._start
+        seconds = self.seconds_so_far()
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                  "ended_at": round(time.time(), 3),  # Unix time (this process's clock): when, beside other records
                  "examples_per_second": round(self.examples / seconds, 1),
                  "loss_per_example": round(self.loss_sum / self.examples, 6)}
         # The last step's logged values (FactorizedTopK's only with training metrics on); the running sum is above.
         entry.update({k: float(v) for k, v in (logs or {}).items() if k != "loss_sum"})
+        if self.step_base:
+            entry["resumed_at_step"] = self.step_base
         self.history.append(entry)
         if not self.quiet:
             log.info("epoch %d/%d: loss %.4f per example, %.1f s, %s examples/s%s", epoch + 1, self.epochs,

@@ -8,11 +8,13 @@ across workers so each step trains the single-process objective over the
 global batch, in two collectives a step (see ``scaleout.train.replicas``).
 
 Each epoch (``checkpoint_every``, at most one every ``checkpoint_min_interval``
-seconds, and the last) the workers write a checkpoint (weights,
-optimizer slots, the epochs done and their history) that Ray Train persists to
+seconds, and the last), and within epochs every ``checkpoint_every_steps``
+steps, the workers write a checkpoint (weights, optimizer slots, the epochs
+and steps done and their history) that Ray Train persists to
 the storage path, by default in a thread while the next epoch trains
 (``checkpoint_upload``); when a worker dies Ray Train restarts the group and
-``train_func`` continues from the latest one. The driver finally rebuilds the
+``train_func`` continues from the latest one, each worker's input where it
+left it (``stream_position``). The driver finally rebuilds the
 model from the last checkpoint in one process, saves the towers and evaluates.
 """
 
@@ -60,6 +62,11 @@ def assign_files(files: list[Path], workers: int) -> list[list[Path]]:
     return [files[i::workers] for i in range(workers)]
 
 
+def batches_per_pass(files: list[Path], local_batch: int) -> int:
+    """The full batches of ``local_batch`` rows one pass over ``files`` gives (the input drops the remainder)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files) // local_batch
+
+
 def steps_per_epoch(assignment: list[list[Path]], local_batch: int) -> int:
     """Steps every worker can take each epoch: all must take the same number (collectives)."""
     rows = [sum(pq.ParquetFile(f).metadata.num_rows for f in files) for files in assignment]
@@ -93,6 +100,23 @@ def worker_dataset(location: str, rank: int, world: int, scratch: Path) -> Datas
     log.info("fetched the dataset from %s: manifest, vocabularies and train shards %s", location,
              train[rank::world])
     return Dataset(scratch / "data", verify=False, partial=True)  # fetch_dir checked every file
+
+
+def stream_position(state: dict, steps: int, per_pass: int, world: int) -> tuple[int, int]:
+    """(pass, batches into it) where this worker's input resumes after the checkpoint ``state``.
+
+    A worker's input is one endless stream of passes over its shards, each of ``per_pass`` batches, of which
+    every epoch takes ``steps`` (the fewest any worker has: a worker with more rows crosses into its next pass
+    within an epoch). Resumed by the same number of workers, it continues where the checkpoint left it: the
+    resumed run trains on what the uninterrupted one would have. By another number the shards are dealt
+    otherwise and no position is the same; it starts the pass of the checkpoint's epoch, that many batches in
+    for a checkpoint within an epoch (as every resume did before positions were kept)."""
+    done = state["epoch"]
+    step = min(state.get("step", 0), steps - 1)
+    if state.get("workers") != world:
+        return done, min(step, per_pass - 1)
+    consumed = done * state["steps_per_epoch"] + state.get("step", 0)
+    return divmod(consumed, per_pass)
 
 
 def checkpoint_of(model):
@@ -163,7 +187,7 @@ def _train_worker(config: dict, work: Path) -> None:
         model.optimizer.build(model.trainable_variables)
     saver = checkpoint_of(model)
 
-    start_epoch, history, resumed_at = 0, [], []
+    start_epoch, start_step, partial, history, resumed_at = 0, 0, None, [], []
     # The newest complete checkpoint in storage, rather than only ray.train.get_checkpoint():
     # a worker that dies right after its checkpoint is uploaded, before the controller has
     # registered it, would otherwise send the restarted group back to an older one.
@@ -176,72 +200,116 @@ def _train_worker(config: dict, work: Path) -> None:
         with ray.train.Checkpoint(path, filesystem=fs).as_directory() as d:
             saver.read(os.path.join(d, WEIGHTS)).assert_existing_objects_matched()
         start_epoch, history = state["epoch"], state["history"]
+        start_step = min(state.get("step", 0), steps - 1)
+        partial = {**state["partial"], "step": start_step} if start_step else None
         resumed_at = state["resumed_at"] + [start_epoch]
-        log.info("resuming from the checkpoint of epoch %d/%d: epochs %d-%d remain", start_epoch,
-                 train_cfg.epochs, start_epoch + 1, train_cfg.epochs)
+        if start_step:
+            log.info("resuming from the checkpoint at step %d of %d of epoch %d/%d: the rest of it and epochs "
+                     "%d-%d remain", start_step, steps, start_epoch + 1, train_cfg.epochs, start_epoch + 2,
+                     train_cfg.epochs)
+        else:
+            log.info("resuming from the checkpoint of epoch %d/%d: epochs %d-%d remain", start_epoch,
+                     train_cfg.epochs, start_epoch + 1, train_cfg.epochs)
+    per_pass = batches_per_pass(assignment[rank], local_batch)
 
-    def dataset_fn(input_context):
-        files = assignment[input_context.input_pipeline_id]
-        # With several workers each batch comes with the next one's candidate ids, whose rows a step sends ahead
-        # in its one collective (TwoTowerModel.train_step).
-        ahead = (CANDIDATE_FEATURE,) if world > 1 and model.exchanges_rows else ()
-        data = parquet_dataset(files, model.columns,
-                               input_context.get_per_replica_batch_size(train_cfg.batch_size),
-                               train_cfg.shuffle_buffer, seed=train_cfg.seed * 1_000 + input_context.input_pipeline_id,
-                               drop_remainder=True, repeat=True, first_pass=start_epoch, lookahead=ahead)
-        options = tf.data.Options()
-        # Each worker already reads only its own shards.
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return data.with_options(options)
+    def dataset_fn(position: tuple[int, int]):
+        def make(input_context):
+            files = assignment[input_context.input_pipeline_id]
+            # With several workers each batch comes with the next one's candidate ids, whose rows a step sends
+            # ahead in its one collective (TwoTowerModel.train_step).
+            ahead = (CANDIDATE_FEATURE,) if world > 1 and model.exchanges_rows else ()
+            data = parquet_dataset(files, model.columns,
+                                   input_context.get_per_replica_batch_size(train_cfg.batch_size),
+                                   train_cfg.shuffle_buffer,
+                                   seed=train_cfg.seed * 1_000 + input_context.input_pipeline_id,
+                                   drop_remainder=True, repeat=True, first_pass=position[0],
+                                   skip_batches=position[1], lookahead=ahead)
+            options = tf.data.Options()
+            # Each worker already reads only its own shards.
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+            return data.with_options(options)
+        return tf.keras.utils.experimental.DatasetCreator(make)
 
     upload = ray.train.CheckpointUploadMode[train_cfg.checkpoint_upload.upper()]
 
     class CheckpointEpochLog(EpochLog):
         """EpochLog, then a checkpoint every ``checkpoint_every`` epochs, at least ``checkpoint_min_interval``
-        seconds after the one before (by rank 0's clock, for every worker), and after the last. Under the "async"
-        upload (``checkpoint_upload``) the workers go on to the next epoch once it is written locally, while
-        Ray Train uploads rank 0's copy in a thread and then removes it; an upload that fails stops the workers,
-        and the last epoch's is uploaded in place, as under "sync" (the workers have nothing left to overlap it
-        with). ``checkpoint_stall_seconds``: how long the workers stood still for it (write, Ray Train's report,
-        and for a checkpoint uploaded in place the upload), recorded in the
-        epoch's history entry (a checkpoint's state.json holds those of the checkpoints before it)."""
+        seconds after the one before (by rank 0's clock, for every worker), and after the last; with
+        ``checkpoint_every_steps`` also within epochs, at the end of the first tf.function call at or past each
+        multiple of that many steps (the same interval applies). Under the "async" upload
+        (``checkpoint_upload``) the workers go on once it is written locally, while Ray Train uploads rank 0's
+        copy in a thread and then removes it; an upload that fails stops the workers, and the last epoch's is
+        uploaded in place, as under "sync" (the workers have nothing left to overlap it with).
+        ``checkpoint_stall_seconds``: how long the workers stood still for an epoch's checkpoint (write, Ray
+        Train's report, and for a checkpoint uploaded in place the upload), recorded in the epoch's history
+        entry (a checkpoint's state.json holds those of the checkpoints before it); those within the epoch are
+        counted in ``checkpoints_within`` and ``checkpoint_within_stall_seconds``."""
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
             self.last_kept = time.monotonic()
 
-        def due(self, done: int) -> bool:
-            """Whether epoch ``done`` is checkpointed. Every worker must report the same checkpoints (Ray Train
-            pairs the workers' reports in order), so rank 0's clock decides for all."""
-            if done == train_cfg.epochs:
-                return True
-            if done % train_cfg.checkpoint_every:
-                return False
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            self.marked, self.within = self.step_base, []
+
+        def interval_passed(self) -> bool:
+            """Whether ``checkpoint_min_interval`` has passed since the last checkpoint. Every worker must report
+            the same checkpoints (Ray Train pairs the workers' reports in order), so rank 0's clock decides."""
             if train_cfg.checkpoint_min_interval <= 0:
                 return True
             waited = time.monotonic() - self.last_kept
             return bool(ray.train.collective.broadcast_from_rank_zero(waited >= train_cfg.checkpoint_min_interval))
 
+        def due(self, done: int) -> bool:
+            """Whether epoch ``done`` is checkpointed."""
+            if done == train_cfg.epochs:
+                return True
+            return not done % train_cfg.checkpoint_every and self.interval_passed()
+
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)  # the divergence check first: a diverged model is never kept
+            every = train_cfg.checkpoint_every_steps
+            step = self.step_base + batch + 1
+            if not every or step >= steps or step // every == self.marked // every:
+                return
+            self.marked = step
+            if not self.interval_passed():
+                return
+            # The epochs before it, and how far into this one: its loss so far and seconds, for its entry.
+            partial = {"loss_sum": self.loss_sum, "seconds": round(self.seconds_so_far(), 3)}
+            self.within.append(self.keep(self._epoch - 1, step, partial, upload))
+
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
             done = epoch + 1
+            if self.within:
+                self.history[-1]["checkpoints_within"] = len(self.within)
+                self.history[-1]["checkpoint_within_stall_seconds"] = round(sum(self.within), 3)
             # An epoch without a checkpoint reports nothing: Ray Train's controller takes one report per
             # health check (2 s by default), and reports of shorter epochs would queue behind each other.
             if not self.due(done):
                 return
-            start = time.monotonic()
-            tmp = tempfile.mkdtemp(prefix="checkpoint-", dir=work)
             # The last upload is waited for here, so that none is left running once the scratch directory goes.
             mode = upload if done < train_cfg.epochs else ray.train.CheckpointUploadMode.SYNC
+            self.history[-1]["checkpoint_stall_seconds"] = round(self.keep(done, 0, None, mode), 3)
+
+        def keep(self, done: int, step: int, partial: dict | None, mode) -> float:
+            """Writes and reports the checkpoint of ``done`` epochs and ``step`` steps of the next; returns how long
+            the workers stood still for it."""
+            start = time.monotonic()
+            tmp = tempfile.mkdtemp(prefix="checkpoint-", dir=work)
             handed = False  # to Ray Train's upload thread, which removes the directory after the upload
             try:
                 # Every worker writes: the whole model's save (checkpoint_of's fallback) reads
                 # its metric variables across the workers, so all must take part; the towers'
                 # alone would not need it. Only rank 0's copy is handed to Ray Train.
                 saver.write(os.path.join(tmp, WEIGHTS))
-                self.history[-1]["checkpoint_write_seconds"] = round(time.monotonic() - start, 3)
+                if not step:
+                    self.history[-1]["checkpoint_write_seconds"] = round(time.monotonic() - start, 3)
                 files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
-                write_json(Path(tmp) / STATE, {"epoch": done, "history": self.history, "resumed_at": resumed_at,
+                write_json(Path(tmp) / STATE, {"epoch": done, "step": step, "partial": partial,
+                                               "history": self.history, "resumed_at": resumed_at,
                                                "identity": config["identity"], "steps_per_epoch": steps,
                                                "workers": world, "files": files,
                                                "collectives_per_step": model.step_collectives,
@@ -249,7 +317,8 @@ def _train_worker(config: dict, work: Path) -> None:
                                                "cpu_pinning": pinning,
                                                "checkpoint_upload": train_cfg.checkpoint_upload})
                 report = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
-                ray.train.report({"epoch": done, "loss": self.history[-1]["loss_per_example"]}, checkpoint=report,
+                loss = self.loss_sum / (step * train_cfg.batch_size) if step else self.history[-1]["loss_per_example"]
+                ray.train.report({"epoch": done, "step": step, "loss": loss}, checkpoint=report,
                                  checkpoint_upload_mode=mode)
                 handed = report is not None and mode == ray.train.CheckpointUploadMode.ASYNC
             finally:
@@ -257,11 +326,11 @@ def _train_worker(config: dict, work: Path) -> None:
                     shutil.rmtree(tmp, ignore_errors=True)
             self.last_kept = time.monotonic()
             stall = self.last_kept - start
-            self.history[-1]["checkpoint_stall_seconds"] = round(stall, 3)
             if rank == 0:
-                log.info("checkpoint of epoch %d written %s in %.2f s", done,
+                log.info("checkpoint of %s written %s in %.2f s",
+                         f"step {step}/{steps} of epoch {done + 1}" if step else f"epoch {done}",
                          "and its upload started" if handed else "and stored", stall)
-
+            return stall
     if start_epoch >= train_cfg.epochs:
         log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)
         return
@@ -272,12 +341,19 @@ def _train_worker(config: dict, work: Path) -> None:
     into = storage.join(profile_location(config["storage"]), f"worker-{rank}")
     tracer = ([EpochProfile(train_cfg.profile_epoch, Path(tempfile.mkdtemp(prefix="profile-", dir=work)), rank,
                             then=lambda traced: upload_trace(traced, into))] if train_cfg.profile_epoch else [])
+    epoch_log = CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs, workers=world, quiet=rank != 0,
+                                   history=history, batch_size=train_cfg.batch_size,
+                                   resumed={**partial, "epoch": start_epoch + 1} if partial else None)
+    position = stream_position(found[1], steps, per_pass, world) if found is not None else (0, 0)
     try:
-        model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=train_cfg.epochs,
-                  initial_epoch=start_epoch, steps_per_epoch=steps, verbose=0,
-                  callbacks=[*tracer, CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs,
-                                                workers=world, quiet=rank != 0, history=history,
-                                                batch_size=train_cfg.batch_size)])
+        if start_step:  # the rest of the epoch the checkpoint was taken in, as a fit of its own
+            model.fit(dataset_fn(position), epochs=start_epoch + 1, initial_epoch=start_epoch,
+                      steps_per_epoch=steps - start_step, verbose=0, callbacks=[*tracer, epoch_log])
+            position = divmod(position[0] * per_pass + position[1] + steps - start_step, per_pass)
+            start_epoch += 1
+        if start_epoch < train_cfg.epochs:
+            model.fit(dataset_fn(position), epochs=train_cfg.epochs, initial_epoch=start_epoch,
+                      steps_per_epoch=steps, verbose=0, callbacks=[*tracer, epoch_log])
     except TrainingDiverged as exc:
         # Every worker sees the same global loss and stops at the same step. Ending normally, rather than
         # raising, keeps Ray Train from restarting the group from the last checkpoint into the same
@@ -333,16 +409,21 @@ def find_latest_checkpoint(location: str) -> tuple[str, dict] | None:
             with fs.open_input_stream(f"{info.path}/{STATE}") as f:
                 state = json.loads(f.read())
             if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) \
-                    or not isinstance(state.get("files", {}), dict):
+                    or not isinstance(state.get("step", 0), int) or not isinstance(state.get("files", {}), dict):
                 raise ValueError("it names no epoch or no files")
         except (OSError, ValueError) as exc:  # a truncated upload, a partly written file
             log.warning("skipping the damaged checkpoint %s (%s: %s)", info.path, STATE, exc)
             continue
         sizes = {i.base_name: i.size for i in fs.get_file_info(pafs.FileSelector(info.path))}
         if all(sizes.get(name) == size for name, size in state.get("files", {}).items()):
-            if best is None or state["epoch"] > best[1]["epoch"]:
+            if best is None or progress(state) > progress(best[1]):
                 best = (info.path, state)
     return best
+
+
+def progress(state: dict) -> tuple[int, int]:
+    """How far the checkpoint ``state`` had trained: (epochs done, steps into the next)."""
+    return state["epoch"], state.get("step", 0)
 
 
 def latest_checkpoint_state(location: str) -> dict | None:
@@ -365,7 +446,8 @@ def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: 
     if state is None and train_cfg.resume:
         raise ArtifactError(f"--resume: no checkpoint to resume from under {location}/{RUN_NAME}")
     if state is not None and not train_cfg.resume:
-        raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}); "
+        at = f", step {state['step']} of epoch {state['epoch'] + 1}" if state.get("step") else ""
+        raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}{at}); "
                             "pass --resume to continue it, or remove that directory to start over")
     if state is not None:
         expected = resume_identity(model_cfg, train_cfg, dataset)

@@ -95,3 +95,27 @@ def test_the_pipeline_hands_tensorflow_runs_of_batches_and_iter_batches_the_same
     assert [len(b["x"]) for b in data] == [128] * 23 + [56]
     dropped = parquet_dataset(files, ["x"], 128, shuffle_buffer=1000, seed=4, drop_remainder=True)
     assert dropped.element_spec["x"].shape == (128,) and len(list(dropped)) == 23
+
+
+def test_a_stream_resumed_batches_into_a_pass_is_the_uninterrupted_stream_from_there(tmp_path):
+    """A run resumed within an epoch (scaleout.train.ray_backend.stream_position) starts its input that many
+    batches into a pass: every batch from there, the next pass's and each batch's lookahead included, is the
+    uninterrupted stream's."""
+    files = shards(tmp_path, n=250, files=2)  # 500 rows: 5 batches of 100 a pass (drop_remainder)
+
+    def stream(**kwargs):
+        return [{k: v.numpy() for k, v in b.items()} for b in
+                parquet_dataset(files, ["user_id", "x"], 100, shuffle_buffer=200, seed=5, drop_remainder=True,
+                                repeat=True, lookahead=["x"], **kwargs).take(12)]
+
+    whole = stream()
+    for first_pass, skip in ((0, 3), (1, 4), (2, 1)):
+        resumed = stream(first_pass=first_pass, skip_batches=skip)
+        offset = first_pass * 5 + skip
+        for i, batch in enumerate(resumed[:12 - offset]):
+            for column in ("x", "next_x", "user_id"):
+                np.testing.assert_array_equal(batch[column], whole[offset + i][column])
+    with pytest.raises(ValueError, match="skip_batches must be 0 or more"):
+        parquet_dataset(files, ["x"], 100, skip_batches=-1)
+    with pytest.raises(Exception, match="the pass ended 2 batches before the position to skip to"):
+        list(parquet_dataset(files, ["x"], 100, seed=5, drop_remainder=True, skip_batches=7))

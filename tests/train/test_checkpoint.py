@@ -100,3 +100,20 @@ def test_a_trainable_variable_outside_the_towers_keeps_the_whole_model(tmp_path)
     written = keys(checkpoint_of(model).write(str(tmp_path / "weights")))
     assert "model/extra_scale/.ATTRIBUTES/VARIABLE_VALUE" in written
     assert any(k.startswith("model/task/") for k in written)
+
+
+def test_a_resumed_worker_s_input_continues_where_the_checkpoint_left_it():
+    """Each worker's input is an endless stream of passes of ``per_pass`` batches, of which each epoch takes
+    ``steps``: the position after 3 epochs and 5 steps of 10 is batch 35 of the stream, pass 2 at batch 9 for a
+    worker with 13 batches a pass. Under another number of workers no position is the same: the pass of the
+    checkpoint's epoch, the checkpoint's steps in."""
+    from scaleout.train.ray_backend import progress, stream_position
+
+    state = {"epoch": 3, "step": 5, "steps_per_epoch": 10, "workers": 2}
+    assert stream_position(state, 10, 13, 2) == (2, 9)
+    assert stream_position(state, 10, 10, 2) == (3, 5)  # a worker whose passes are its epochs
+    assert stream_position({**state, "step": 0}, 10, 13, 2) == (2, 4)
+    assert stream_position({k: v for k, v in state.items() if k != "step"}, 10, 13, 2) == (2, 4)  # an older state
+    assert stream_position(state, 8, 9, 4) == (3, 5)
+    assert stream_position(state, 4, 4, 4) == (3, 3)  # never past the new epoch's last step
+    assert progress(state) > progress({**state, "step": 0}) > progress({"epoch": 2, "step": 9})
