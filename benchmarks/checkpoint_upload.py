@@ -5,7 +5,7 @@ trains or waited for.
 
 1. The write. In each of 2 Ray Train workers under MultiWorkerMirroredStrategy (the default preset's model, as
    a worker builds it), a checkpoint of the whole model and one of what scaleout's workers write
-   (``scaleout.train.ray_backend.checkpoint_of``: the towers and the optimizer, not the metrics' variables,
+   (``scaleout.train.checkpoints.checkpoint_of``: the towers and the optimizer, not the metrics' variables,
    which such a save reads across the workers one collective each), in turn, --write-repeats times each.
 2. The runs. Trains the default preset on 2 Ray workers (a local Ray instance of 2 CPUs) with a checkpoint every epoch
 (``checkpoint_min_interval`` 0; scaleout's default until 2026-12-03), the checkpoints stored in a local S3-compatible server (moto 5.2.5 on 127.0.0.1, the
@@ -72,7 +72,7 @@ def time_writes(config: dict) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     from scaleout.data.dataset import Dataset
     from scaleout.train.model import build_for_dataset
-    from scaleout.train.ray_backend import checkpoint_of
+    from scaleout.train.checkpoints import checkpoint_of
 
     with strategy.scope():
         model = build_for_dataset(configs("quality")[0], Dataset(config["data"]))
@@ -134,7 +134,8 @@ def main() -> None:
 
     import ray
 
-    from scaleout.train.ray_backend import find_latest_checkpoint, fit_ray
+    from scaleout.train.checkpoints import find_latest_checkpoint
+    from scaleout.train.ray_backend import fit_ray
 
     model_cfg, train_cfg = configs("quality", train={"epochs": args.epochs})
     runs: dict[str, list[dict]] = {}

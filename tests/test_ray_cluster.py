@@ -19,7 +19,7 @@ from conftest import REPO, run_cli
 from raycluster import local_cluster
 from scaleout import scratch
 from scaleout.train.presets import configs
-from scaleout.train.ray_backend import RUN_NAME, latest_checkpoint_state
+from scaleout.train.checkpoints import RUN_NAME, latest_checkpoint_state
 
 SMALL = ["--batch-size", "1024"]
 

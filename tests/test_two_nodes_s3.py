@@ -20,7 +20,7 @@ from s3server import local_s3, wait_until, with_s3_env
 from scaleout import storage
 from scaleout.data.dataset import Dataset
 from scaleout.train.features import history_table, timestamp_table
-from scaleout.train.ray_backend import latest_checkpoint_state
+from scaleout.train.checkpoints import latest_checkpoint_state
 from scaleout.train.saved import Towers
 
 

@@ -13,9 +13,10 @@ steps, the workers write a checkpoint (weights, optimizer slots, the epochs
 and steps done and their history) that Ray Train persists to
 the storage path, by default in a thread while the next epoch trains
 (``checkpoint_upload``); when a worker dies Ray Train restarts the group and
-``train_func`` continues from the latest one, each worker's input where it
-left it (``stream_position``). The driver finally rebuilds the
-model from the last checkpoint in one process, saves the towers and evaluates.
+``train_func`` continues from the latest one (``scaleout.train.checkpoints``),
+each worker's input where it left it (``stream_position``). The driver finally
+rebuilds the model from the last checkpoint in one process, saves the towers
+and evaluates.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -35,19 +34,18 @@ import pyarrow.parquet as pq
 from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingDiverged
-from scaleout.fsutil import sha256, write_json
+from scaleout.fsutil import sha256
 from scaleout import storage
 from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
+from scaleout.train.checkpoints import (RUN_NAME, WEIGHTS, check_storage, checkpoint_of, find_latest_checkpoint,
+                                        latest_checkpoint_state, stream_position)
 from scaleout.train.cpus import pin_ray_worker
 from scaleout.train.features import build_tables
 
 log = logging.getLogger(__name__)
-RUN_NAME = "train"
-STATE = "state.json"
-WEIGHTS = "weights"
 DIVERGED = "diverged.txt"  # written by rank 0 when the loss became NaN or infinite
 PROFILE = "profile"  # each worker's trace of the profiled epoch, under worker-R (scaleout.train.profile)
 
@@ -102,41 +100,6 @@ def worker_dataset(location: str, rank: int, world: int, scratch: Path) -> Datas
     return Dataset(scratch / "data", verify=False, partial=True)  # fetch_dir checked every file
 
 
-def stream_position(state: dict, steps: int, per_pass: int, world: int) -> tuple[int, int]:
-    """(pass, batches into it) where this worker's input resumes after the checkpoint ``state``.
-
-    A worker's input is one endless stream of passes over its shards, each of ``per_pass`` batches, of which
-    every epoch takes ``steps`` (the fewest any worker has: a worker with more rows crosses into its next pass
-    within an epoch). Resumed by the same number of workers, it continues where the checkpoint left it: the
-    resumed run trains on what the uninterrupted one would have. By another number the shards are dealt
-    otherwise and no position is the same; it starts the pass of the checkpoint's epoch, that many batches in
-    for a checkpoint within an epoch (as every resume did before positions were kept)."""
-    done = state["epoch"]
-    step = min(state.get("step", 0), steps - 1)
-    if state.get("workers") != world:
-        return done, min(step, per_pass - 1)
-    consumed = done * state["steps_per_epoch"] + state.get("step", 0)
-    return divmod(consumed, per_pass)
-
-
-def checkpoint_of(model):
-    """What a worker's checkpoint holds: the towers' variables and the optimizer's state, under the names a
-    checkpoint of the whole model gives them (``model/query_tower/...``, ``optimizer/...``; a table both towers
-    hold may be named by either path), so that either reads the other's. Not the metrics' variables, which
-    every epoch starts again: under MultiWorkerMirroredStrategy a metric's variable is read for a save as the
-    sum over the workers, one eager collective each, 30 a write at the default preset. The whole model where a
-    trainable variable lies outside the towers. (``benchmarks/checkpoint_upload.py`` times both writes.)"""
-    from scaleout.tfenv import tf
-
-    held = {id(v) for tower in (model.query_tower, model.candidate_tower) for v in tower.variables}
-    outside = [v.name for v in model.trainable_variables if id(v) not in held]
-    if outside:
-        log.warning("checkpoints hold the whole model: %s lie outside the towers", outside)
-        return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    towers = tf.train.Checkpoint(query_tower=model.query_tower, candidate_tower=model.candidate_tower)
-    return tf.train.Checkpoint(model=towers, optimizer=model.optimizer)
-
-
 # -- the per-worker function --------------------------------------------------------
 
 def train_func(config: dict) -> None:
@@ -171,7 +134,7 @@ def _train_worker(config: dict, work: Path) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     from scaleout.data.tfdata import parquet_dataset
-    from scaleout.train.callbacks import EpochLog
+    from scaleout.train.checkpoint_log import CheckpointEpochLog
     from scaleout.train.model import build_for_dataset
     from scaleout.train.profile import EpochProfile, upload as upload_trace
     from scaleout.train.towers import CANDIDATE_FEATURE
@@ -230,107 +193,6 @@ def _train_worker(config: dict, work: Path) -> None:
             return data.with_options(options)
         return tf.keras.utils.experimental.DatasetCreator(make)
 
-    upload = ray.train.CheckpointUploadMode[train_cfg.checkpoint_upload.upper()]
-
-    class CheckpointEpochLog(EpochLog):
-        """EpochLog, then a checkpoint every ``checkpoint_every`` epochs, at least ``checkpoint_min_interval``
-        seconds after the one before (by rank 0's clock, for every worker), and after the last; with
-        ``checkpoint_every_steps`` also within epochs, at the end of the first tf.function call at or past each
-        multiple of that many steps (the same interval applies). Under the "async" upload
-        (``checkpoint_upload``) the workers go on once it is written locally, while Ray Train uploads rank 0's
-        copy in a thread and then removes it; an upload that fails stops the workers, and the last epoch's is
-        uploaded in place, as under "sync" (the workers have nothing left to overlap it with).
-        ``checkpoint_stall_seconds``: how long the workers stood still for an epoch's checkpoint (write, Ray
-        Train's report, and for a checkpoint uploaded in place the upload), recorded in the epoch's history
-        entry (a checkpoint's state.json holds those of the checkpoints before it); those within the epoch are
-        counted in ``checkpoints_within`` and ``checkpoint_within_stall_seconds``."""
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            self.last_kept = time.monotonic()
-
-        def on_epoch_begin(self, epoch, logs=None):
-            super().on_epoch_begin(epoch, logs)
-            self.marked, self.within = self.step_base, []
-
-        def interval_passed(self) -> bool:
-            """Whether ``checkpoint_min_interval`` has passed since the last checkpoint. Every worker must report
-            the same checkpoints (Ray Train pairs the workers' reports in order), so rank 0's clock decides."""
-            if train_cfg.checkpoint_min_interval <= 0:
-                return True
-            waited = time.monotonic() - self.last_kept
-            return bool(ray.train.collective.broadcast_from_rank_zero(waited >= train_cfg.checkpoint_min_interval))
-
-        def due(self, done: int) -> bool:
-            """Whether epoch ``done`` is checkpointed."""
-            if done == train_cfg.epochs:
-                return True
-            return not done % train_cfg.checkpoint_every and self.interval_passed()
-
-        def on_train_batch_end(self, batch, logs=None):
-            super().on_train_batch_end(batch, logs)  # the divergence check first: a diverged model is never kept
-            every = train_cfg.checkpoint_every_steps
-            step = self.step_base + batch + 1
-            if not every or step >= steps or step // every == self.marked // every:
-                return
-            self.marked = step
-            if not self.interval_passed():
-                return
-            # The epochs before it, and how far into this one: its loss so far and seconds, for its entry.
-            partial = {"loss_sum": self.loss_sum, "seconds": round(self.seconds_so_far(), 3)}
-            self.within.append(self.keep(self._epoch - 1, step, partial, upload))
-
-        def on_epoch_end(self, epoch, logs=None):
-            super().on_epoch_end(epoch, logs)
-            done = epoch + 1
-            if self.within:
-                self.history[-1]["checkpoints_within"] = len(self.within)
-                self.history[-1]["checkpoint_within_stall_seconds"] = round(sum(self.within), 3)
-            # An epoch without a checkpoint reports nothing: Ray Train's controller takes one report per
-            # health check (2 s by default), and reports of shorter epochs would queue behind each other.
-            if not self.due(done):
-                return
-            # The last upload is waited for here, so that none is left running once the scratch directory goes.
-            mode = upload if done < train_cfg.epochs else ray.train.CheckpointUploadMode.SYNC
-            self.history[-1]["checkpoint_stall_seconds"] = round(self.keep(done, 0, None, mode), 3)
-
-        def keep(self, done: int, step: int, partial: dict | None, mode) -> float:
-            """Writes and reports the checkpoint of ``done`` epochs and ``step`` steps of the next; returns how long
-            the workers stood still for it."""
-            start = time.monotonic()
-            tmp = tempfile.mkdtemp(prefix="checkpoint-", dir=work)
-            handed = False  # to Ray Train's upload thread, which removes the directory after the upload
-            try:
-                # Every worker writes: the whole model's save (checkpoint_of's fallback) reads
-                # its metric variables across the workers, so all must take part; the towers'
-                # alone would not need it. Only rank 0's copy is handed to Ray Train.
-                saver.write(os.path.join(tmp, WEIGHTS))
-                if not step:
-                    self.history[-1]["checkpoint_write_seconds"] = round(time.monotonic() - start, 3)
-                files = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
-                write_json(Path(tmp) / STATE, {"epoch": done, "step": step, "partial": partial,
-                                               "history": self.history, "resumed_at": resumed_at,
-                                               "identity": config["identity"], "steps_per_epoch": steps,
-                                               "workers": world, "files": files,
-                                               "collectives_per_step": model.step_collectives,
-                                               "cpu_allocator": model.trained_allocator,
-                                               "cpu_pinning": pinning,
-                                               "checkpoint_upload": train_cfg.checkpoint_upload})
-                report = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
-                loss = self.loss_sum / (step * train_cfg.batch_size) if step else self.history[-1]["loss_per_example"]
-                ray.train.report({"epoch": done, "step": step, "loss": loss}, checkpoint=report,
-                                 checkpoint_upload_mode=mode)
-                handed = report is not None and mode == ray.train.CheckpointUploadMode.ASYNC
-            finally:
-                if not handed:
-                    shutil.rmtree(tmp, ignore_errors=True)
-            self.last_kept = time.monotonic()
-            stall = self.last_kept - start
-            if rank == 0:
-                log.info("checkpoint of %s written %s in %.2f s",
-                         f"step {step}/{steps} of epoch {done + 1}" if step else f"epoch {done}",
-                         "and its upload started" if handed else "and stored", stall)
-            return stall
     if start_epoch >= train_cfg.epochs:
         log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)
         return
@@ -341,9 +203,11 @@ def _train_worker(config: dict, work: Path) -> None:
     into = storage.join(profile_location(config["storage"]), f"worker-{rank}")
     tracer = ([EpochProfile(train_cfg.profile_epoch, Path(tempfile.mkdtemp(prefix="profile-", dir=work)), rank,
                             then=lambda traced: upload_trace(traced, into))] if train_cfg.profile_epoch else [])
-    epoch_log = CheckpointEpochLog(steps * train_cfg.batch_size, train_cfg.epochs, workers=world, quiet=rank != 0,
-                                   history=history, batch_size=train_cfg.batch_size,
-                                   resumed={**partial, "epoch": start_epoch + 1} if partial else None)
+    epoch_log = CheckpointEpochLog(saver=saver, work=work, train_cfg=train_cfg, steps=steps, rank=rank, world=world,
+                                   history=history, resumed={**partial, "epoch": start_epoch + 1} if partial else None,
+                                   record=lambda: {"resumed_at": resumed_at, "identity": config["identity"],
+                                                   "collectives_per_step": model.step_collectives,
+                                                   "cpu_allocator": model.trained_allocator, "cpu_pinning": pinning})
     position = stream_position(found[1], steps, per_pass, world) if found is not None else (0, 0)
     try:
         if start_step:  # the rest of the epoch the checkpoint was taken in, as a fit of its own
@@ -374,62 +238,6 @@ def profile_location(location: str) -> str:
     """Where the workers upload their traces of the profiled epoch (worker-R under it), under the checkpoints'
     ``location``."""
     return storage.join(location, RUN_NAME, PROFILE)
-
-
-def check_storage(location: str) -> None:
-    """ScaleoutError unless ``location`` can be created and written."""
-    if storage.is_remote(location):
-        storage.preflight(location)
-        return
-    fs, base = storage.filesystem(location)
-    marker = f"{base}/.scaleout-write-check"
-    try:
-        fs.create_dir(base, recursive=True)
-        with fs.open_output_stream(marker) as f:
-            f.write(b"ok")
-        fs.delete_file(marker)
-    except OSError as exc:
-        raise ScaleoutError(f"checkpoint storage {location} is not writable: {exc}") from exc
-
-
-def find_latest_checkpoint(location: str) -> tuple[str, dict] | None:
-    """(path, state) of the newest complete checkpoint of the run under ``location``, or None.
-
-    A checkpoint is complete when every file its state.json lists is there with
-    its size: an upload cut short by a dying worker is passed over.
-    """
-    fs, base = storage.filesystem(location)
-    best = None
-    for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
-        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint"):
-            continue
-        if fs.get_file_info(f"{info.path}/{STATE}").type != pafs.FileType.File:
-            continue
-        try:
-            with fs.open_input_stream(f"{info.path}/{STATE}") as f:
-                state = json.loads(f.read())
-            if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) \
-                    or not isinstance(state.get("step", 0), int) or not isinstance(state.get("files", {}), dict):
-                raise ValueError("it names no epoch or no files")
-        except (OSError, ValueError) as exc:  # a truncated upload, a partly written file
-            log.warning("skipping the damaged checkpoint %s (%s: %s)", info.path, STATE, exc)
-            continue
-        sizes = {i.base_name: i.size for i in fs.get_file_info(pafs.FileSelector(info.path))}
-        if all(sizes.get(name) == size for name, size in state.get("files", {}).items()):
-            if best is None or progress(state) > progress(best[1]):
-                best = (info.path, state)
-    return best
-
-
-def progress(state: dict) -> tuple[int, int]:
-    """How far the checkpoint ``state`` had trained: (epochs done, steps into the next)."""
-    return state["epoch"], state.get("step", 0)
-
-
-def latest_checkpoint_state(location: str) -> dict | None:
-    """state.json of the newest complete checkpoint under ``location``, or None."""
-    found = find_latest_checkpoint(location)
-    return None if found is None else found[1]
 
 
 def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,

@@ -98,7 +98,7 @@ def test_the_pipeline_hands_tensorflow_runs_of_batches_and_iter_batches_the_same
 
 
 def test_a_stream_resumed_batches_into_a_pass_is_the_uninterrupted_stream_from_there(tmp_path):
-    """A run resumed within an epoch (scaleout.train.ray_backend.stream_position) starts its input that many
+    """A run resumed within an epoch (scaleout.train.checkpoints.stream_position) starts its input that many
     batches into a pass: every batch from there, the next pass's and each batch's lookahead included, is the
     uninterrupted stream's."""
     files = shards(tmp_path, n=250, files=2)  # 500 rows: 5 batches of 100 a pass (drop_remainder)

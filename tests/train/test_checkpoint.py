@@ -1,4 +1,4 @@
-"""What a Ray worker's checkpoint holds (scaleout.train.ray_backend.checkpoint_of): the towers and the optimizer
+"""What a Ray worker's checkpoint holds (scaleout.train.checkpoints.checkpoint_of): the towers and the optimizer
 under the whole model's names, no metric variables; read back both ways, and by a checkpoint of the whole model."""
 
 import numpy as np
@@ -8,7 +8,7 @@ from scaleout.config import ModelConfig
 from scaleout.tfenv import tf
 from scaleout.train.features import FeatureTables
 from scaleout.train.model import build_model
-from scaleout.train.ray_backend import checkpoint_of
+from scaleout.train.checkpoints import checkpoint_of
 
 USERS = [f"u{i}" for i in range(4)]
 ITEMS = [f"i{i}" for i in range(6)]
@@ -107,7 +107,7 @@ def test_a_resumed_worker_s_input_continues_where_the_checkpoint_left_it():
     ``steps``: the position after 3 epochs and 5 steps of 10 is batch 35 of the stream, pass 2 at batch 9 for a
     worker with 13 batches a pass. Under another number of workers no position is the same: the pass of the
     checkpoint's epoch, the checkpoint's steps in."""
-    from scaleout.train.ray_backend import progress, stream_position
+    from scaleout.train.checkpoints import progress, stream_position
 
     state = {"epoch": 3, "step": 5, "steps_per_epoch": 10, "workers": 2}
     assert stream_position(state, 10, 13, 2) == (2, 9)

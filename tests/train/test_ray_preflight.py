@@ -8,7 +8,8 @@ from scaleout.config import DataConfig, ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
 from scaleout.data.prepare import prepare
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
-from scaleout.train.ray_backend import RUN_NAME, STATE, assign_files, preflight, resume_identity, steps_per_epoch
+from scaleout.train.checkpoints import RUN_NAME, STATE
+from scaleout.train.ray_backend import assign_files, preflight, resume_identity, steps_per_epoch
 from scaleout.rundir import RunDir
 
 
@@ -75,7 +76,7 @@ def test_checkpoints_of_another_run_need_resume_and_matching_settings(run, tmp_p
 
 
 def test_a_damaged_checkpoint_is_skipped_with_a_warning_and_the_newest_intact_one_is_used(tmp_path, caplog):
-    from scaleout.train.ray_backend import find_latest_checkpoint
+    from scaleout.train.checkpoints import find_latest_checkpoint
 
     storage = tmp_path / "ckpt"
     fake_checkpoint(storage, {"x": 1}, epoch=2)
