@@ -55,6 +55,26 @@ def wait_for_checkpoint(root: Path, process=None, timeout=300) -> dict:
     raise TimeoutError("no checkpoint appeared")
 
 
+def started_job(cluster, *job_args) -> subprocess.Popen:
+    """`ray job submit` of jobs/train.py with ``job_args``, running; its output merged into stdout."""
+    return subprocess.Popen([str(Path(cluster.env["PATH"].split(":")[0]) / "ray"),
+                             *map(str, submit_args(cluster, *job_args))],
+                            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_a_worker(cluster, job: subprocess.Popen) -> tuple[int, str]:
+    """Kills one of the 2 Ray Train workers (its scratch directory there); (its pid, the job's output once the job
+    has ended)."""
+    workers = cluster.processes("ray::RayTrainWorker")
+    assert len(workers) == 2, workers
+    victim = workers[-1].pid
+    assert [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-worker-*") if f"-{victim}-" in p.name]
+    workers[-1].kill()
+    psutil.wait_procs([workers[-1]], timeout=30)
+    out, _ = job.communicate(timeout=600)
+    return victim, out
+
+
 def train_json(root):
     return json.loads((root / "metrics" / "train.json").read_text())
 
@@ -143,18 +163,10 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(
     root = small_run(tmp_path)
     # With side features and every loss option on: they run under the Ray backend and resume too.
     options = ["--features", "timestamp", "title", "--hard-negatives", 64, "--temperature", 0.5]
-    job = subprocess.Popen([str(Path(cluster.env["PATH"].split(":")[0]) / "ray"),
-                            *map(str, submit_args(cluster, "--run", root, "--epochs", 30, *SMALL, *options))],
-                           env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = started_job(cluster, "--run", root, "--epochs", 30, *SMALL, *options)
     try:
         state = wait_for_checkpoint(root, job)
-        workers = cluster.processes("ray::RayTrainWorker")
-        assert len(workers) == 2, workers
-        victim = workers[-1].pid
-        assert [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-worker-*") if f"-{victim}-" in p.name]
-        workers[-1].kill()
-        psutil.wait_procs([workers[-1]], timeout=30)
-        out, _ = job.communicate(timeout=600)
+        victim, out = kill_a_worker(cluster, job)
     finally:
         if job.poll() is None:
             job.kill()
@@ -181,20 +193,15 @@ def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_ne
     again = tmp_path / "again"
     shutil.copytree(root / "data", again / "data")
     common = ["--epochs", 5, *SMALL, "--steps-per-execution", 4, "--no-evaluate"]
-    job = subprocess.Popen([str(Path(cluster.env["PATH"].split(":")[0]) / "ray"),
-                            *map(str, submit_args(cluster, "--run", root, *common, "--checkpoint-every", 100,
-                                                  "--checkpoint-every-steps", 8, "--checkpoint-min-interval", 0))],
-                           env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = started_job(cluster, "--run", root, *common, "--checkpoint-every", 100, "--checkpoint-every-steps", 8,
+                      "--checkpoint-min-interval", 0)
     try:
         deadline = time.monotonic() + 300
         while (state := latest_checkpoint_state(str(root / "checkpoints"))) is None or state["epoch"] < 1:
             assert job.poll() is None and time.monotonic() < deadline, "no checkpoint within epoch 2 or later"
             time.sleep(0.1)
         assert state["step"] == 8 and state["partial"]["loss_sum"] > 0  # within an epoch: no epoch's ends kept
-        workers = cluster.processes("ray::RayTrainWorker")
-        workers[-1].kill()
-        psutil.wait_procs([workers[-1]], timeout=30)
-        out, _ = job.communicate(timeout=600)
+        _, out = kill_a_worker(cluster, job)
     finally:
         if job.poll() is None:
             job.kill()
