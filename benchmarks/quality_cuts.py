@@ -17,8 +17,9 @@ candidate's training count) added to the model's scores, the popularity that
 the logQ correction takes out in training put back at serving (one more
 dimension of the dot product, so the indexes serve it unchanged), and reports
 each BETA's mean curve beside the entry's, and the beta chosen at the entry's epochs (``choose_prior``: the best
-mean recall@10 among the betas that keep recall@100 at least the model's own; at the `quality` preset's 10
-epochs it chooses 0.2, tests/train/test_presets.py; no preset serves it, see the README):
+mean recall@10 among the betas that keep recall@100 at least the model's own; at the former `quality` preset's
+10 epochs (32 dimensions, L2 0.05) it chose 0.2, and none at the present preset's 14 epochs (128 dimensions,
+L2 0.1; cuts_wide_ids.json), tests/train/test_presets.py; no preset serves it, see the README):
 
     python benchmarks/quality_cuts.py --only "quality preset (in-batch, logQ, hits removed, L2 0.05)" \
         "full softmax, L2 0.07, 64 dims" --popularity-prior 0.05 0.1 0.2 0.3 0.5 \

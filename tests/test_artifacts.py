@@ -28,7 +28,7 @@ def test_mismatched_parts_are_refused_by_name(pipeline_run, tree_run, tmp_path):
                                                                  source={"embeddings": "x", "dim": 16})
     result = run_cli("recommend", "--run", root, "--user", "42", "--index", "brute_force")
     assert result.returncode == 1
-    assert "holds 16-dimensional embeddings" in result.stderr and "32-dimensional" in result.stderr
+    assert "holds 16-dimensional embeddings" in result.stderr and "128-dimensional" in result.stderr
 
 
 def test_each_metrics_file_records_the_model_it_was_made_from_and_verify_checks_it(pipeline_run, tmp_path):

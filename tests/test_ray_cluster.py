@@ -249,7 +249,7 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     refused = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address, "--resume",
                       "--epochs", 8, *SMALL, "--embedding-dim", 64, env=cluster.env)
     assert refused.returncode == 1
-    assert "trained with other settings (model.embedding_dim: checkpoint 32, now 64)" in refused.stderr
+    assert "trained with other settings (model.embedding_dim: checkpoint 128, now 64)" in refused.stderr
 
     without_resume = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address,
                              "--epochs", 8, *SMALL, env=cluster.env)

@@ -21,8 +21,8 @@ from scaleout.errors import ConfigError
 PRESETS: dict[str, dict[str, dict]] = {
     "tutorial": {"model": {}, "train": {"batch_size": 8192, "epochs": 3}},
     "quality": {
-        "model": {"logq_correction": True, "remove_accidental_hits": True, "l2": 0.05},
-        "train": {"batch_size": 1024, "epochs": 10},
+        "model": {"logq_correction": True, "remove_accidental_hits": True, "l2": 0.1, "embedding_dim": 128},
+        "train": {"batch_size": 1024, "epochs": 14},
     },
     "history": {
         "model": {"history": 1000, "history_table": "shared", "history_dropout": 0.5, "user_embedding": False,

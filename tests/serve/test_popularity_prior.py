@@ -43,7 +43,7 @@ def test_the_exports_serve_the_prior_with_the_towers_scores(prior_run):
     towers = Towers.load(run.model, None)
     assert towers.model_cfg.popularity_prior == BETA
     ids, vectors, _ = EmbeddingSet(run.embeddings).load()
-    assert vectors.shape == (1682, 33)  # the preset's 32 dimensions and the prior's column
+    assert vectors.shape == (1682, 129)  # the preset's 128 dimensions and the prior's column
     table = pq.read_table(prior_run / "data" / "candidates.parquet", columns=["movie_id", "train_count"])
     count = dict(zip(table.column("movie_id").to_pylist(), table.column("train_count").to_pylist()))
     log_count = np.log1p([count[i] for i in ids])
