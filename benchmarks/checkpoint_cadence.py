@@ -47,9 +47,8 @@ sys.path.insert(0, str(REPO))
 
 import scaleout  # noqa: E402,F401  (TensorFlow's environment first)
 
-from scaleout.bench.datasets import parse_size  # noqa: E402
 from scaleout.bench.measure import machine, steady_examples_per_second  # noqa: E402
-from scaleout.config import DataConfig, TrainConfig  # noqa: E402
+from scaleout.config import TrainConfig  # noqa: E402
 from scaleout.data.prepare import prepare  # noqa: E402
 from scaleout.rundir import RunDir  # noqa: E402
 from scaleout.tfenv import RUNTIME_ENV_VARS  # noqa: E402
@@ -97,17 +96,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"default {RESULTS} (with --synthetic N: checkpoint_cadence_synthetic-N.json)")
     args = parser.parse_args()
-    if args.synthetic:
-        from scale import shape  # MovieLens 20M's shape at a size (benchmarks/scale.py, beside this script)
+    from scale import training_data  # beside this script (benchmarks/scale.py)
 
-        size = shape(parse_size(args.synthetic))
-        data_cfg = DataConfig(source="synthetic", synthetic_interactions=size["interactions"],
-                              synthetic_items=size["items"], synthetic_users=size["users"], train_shards=2)
-        data = f"synthetic {args.synthetic} interactions (MovieLens 20M's shape)"
-        out = args.out or RESULTS.with_name(f"checkpoint_cadence_synthetic-{args.synthetic}.json")
-    else:
-        data_cfg = DataConfig(source="movielens", path=args.movielens, train_shards=2)
-        data, out = "MovieLens 100K", args.out or RESULTS
+    data_cfg, data = training_data(args.synthetic, args.movielens)
+    out = args.out or (RESULTS.with_name(f"checkpoint_cadence_synthetic-{args.synthetic}.json") if args.synthetic
+                       else RESULTS)
     runs_of = settings(args.every_steps, args.within_min_interval)
     import ray
 

@@ -45,10 +45,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' local S3 server
 
 import scaleout  # noqa: E402
 from s3server import local_s3, with_s3_env  # noqa: E402
-from scale import shape  # noqa: E402  (MovieLens 20M's shape at a size)
-from scaleout.bench.datasets import parse_size  # noqa: E402
+from scale import training_data  # noqa: E402  (MovieLens 100K or synthetic at MovieLens 20M's shape)
 from scaleout.bench.measure import steady_examples_per_second  # noqa: E402
-from scaleout.config import DataConfig  # noqa: E402
 from scaleout.data.prepare import prepare  # noqa: E402
 from scaleout.rundir import RunDir  # noqa: E402
 from scaleout.tfenv import RUNTIME_ENV_VARS  # noqa: E402
@@ -122,15 +120,9 @@ def main() -> None:
     parser.add_argument("--write-repeats", type=int, default=20, help="writes timed in part 1 (default %(default)s)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    if args.synthetic:
-        size = shape(parse_size(args.synthetic))
-        data_cfg = DataConfig(source="synthetic", synthetic_interactions=size["interactions"],
-                              synthetic_items=size["items"], synthetic_users=size["users"], train_shards=2)
-        title = f"synthetic {args.synthetic} interactions at MovieLens 20M's shape"
-        out = args.out or RESULTS.with_name(f"checkpoint_upload_synthetic-{args.synthetic}.json")
-    else:
-        data_cfg = DataConfig(source="movielens", path=args.movielens, train_shards=2)
-        title, out = "MovieLens 100K", args.out or RESULTS
+    data_cfg, title = training_data(args.synthetic, args.movielens)
+    out = args.out or (RESULTS.with_name(f"checkpoint_upload_synthetic-{args.synthetic}.json") if args.synthetic
+                       else RESULTS)
 
     import ray
 

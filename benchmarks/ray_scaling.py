@@ -66,11 +66,9 @@ import time
 from pathlib import Path
 
 import scaleout
-from scale import shape  # MovieLens 20M's shape at a size (benchmarks/scale.py)
+from scale import training_data  # MovieLens 100K or synthetic at MovieLens 20M's shape (benchmarks/scale.py)
 from scaleout.bench.collectives import time_all_reduce
-from scaleout.bench.datasets import parse_size
 from scaleout.bench.measure import steady_examples_per_second
-from scaleout.config import DataConfig
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
 from scaleout.tfenv import RUNTIME_ENV_VARS
@@ -147,17 +145,12 @@ def main() -> None:
                                                                "ray_scaling_synthetic-N.json beside it; with "
                                                                "--nodes 2 or 1 2: ray_scaling_2nodes.json)")
     args = parser.parse_args()
+    data_cfg, title = training_data(args.synthetic, args.movielens)
     if args.synthetic:
-        size = shape(parse_size(args.synthetic))
-        data_cfg = DataConfig(source="synthetic", synthetic_interactions=size["interactions"],
-                              synthetic_items=size["items"], synthetic_users=size["users"], train_shards=2)
         settings = {"default preset": SETTINGS["default preset"]}
-        title = (f"synthetic {args.synthetic} interactions (MovieLens 20M's shape: {data_cfg.synthetic_users:,} "
-                 f"users, {data_cfg.synthetic_items:,} items)")
         out = args.out or RESULTS.with_name(f"ray_scaling_synthetic-{args.synthetic}.json")
     else:
-        data_cfg = DataConfig(source="movielens", path=args.movielens, train_shards=2)
-        settings, title, out = SETTINGS, "MovieLens 100K", args.out or RESULTS
+        settings, out = SETTINGS, args.out or RESULTS
     if 2 in args.nodes:
         title += ", Ray on " + " and on ".join(("one node", "2 nodes of 1 CPU each")[n - 1] for n in args.nodes)
         out = args.out or out.with_name(out.stem + "_2nodes.json")

@@ -68,6 +68,20 @@ def shape(interactions: int) -> dict:
     return {"interactions": interactions, "users": users, "items": ML20M["items"]}
 
 
+def training_data(synthetic: str | None, movielens: str):
+    """(DataConfig, title) of a training benchmark's data: ``synthetic`` interactions (a size like 2M) at
+    MovieLens 20M's shape, or MovieLens 100K from ``movielens`` when it is None; 2 training shards."""
+    from scaleout.config import DataConfig
+
+    if not synthetic:
+        return DataConfig(source="movielens", path=movielens, train_shards=2), "MovieLens 100K"
+    size = shape(parse_size(synthetic))
+    return (DataConfig(source="synthetic", synthetic_interactions=size["interactions"], synthetic_items=size["items"],
+                       synthetic_users=size["users"], train_shards=2),
+            f"synthetic {synthetic} interactions (MovieLens 20M's shape: {size['users']:,} users, "
+            f"{size['items']:,} items)")
+
+
 def run_size(interactions: int, work: Path, epochs: int, baselines: list[str], log_dir: Path,
              sample_users: int = 0, skip: tuple[str, ...] = ()) -> dict:
     s = shape(interactions)
