@@ -20,8 +20,8 @@ swapped every round. For each run:
 - checkpoints: how many the run kept, and the median stall of the ones before the last.
 
 With ``--every-steps S`` a third setting also keeps a checkpoint within epochs, every S steps
-(``--checkpoint-every-steps``) at the default least interval (``--within-min-interval``); its row adds how many were kept within epochs
-and their mean stall (each epoch's history entry sums them). Epochs count their own checkpoints' stalls, so
+(``--checkpoint-every-steps``) at the default least interval (``--within-min-interval``); its row adds how
+many were kept within epochs and their mean stall (each epoch's history entry sums them). Epochs count their own checkpoints' stalls, so
 examples/s (median of epochs 2+) says what they cost. A checkpoint within an epoch matters where an epoch
 is long: ``--synthetic N`` trains on the synthetic source at MovieLens 20M's shape instead of ml-100k
 (epochs of seconds rather than a fraction of one, longer than the least interval).
