@@ -28,7 +28,7 @@ def test_imported_embeddings_are_indexed(imported_run, tmp_path):
     ("duplicate", "appears 2 times"),
     ("nan", "holds NaN or infinite values"),
     ("inf", "holds NaN or infinite values"),
-    ("dimension", "expected 32 (the dimension of the query tower"),
+    ("dimension", "expected 128 (the dimension of the query tower"),
     ("empty", "no embeddings (0 rows)"),
 ])
 def test_bad_embeddings_are_refused_and_nothing_built_is_touched(imported_run, tmp_path, damage, message):

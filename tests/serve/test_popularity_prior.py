@@ -50,7 +50,7 @@ def test_the_exports_serve_the_prior_with_the_towers_scores(prior_run):
     np.testing.assert_allclose(vectors[:, -1], log_count, rtol=1e-6)
     queries = embed_users(towers.query, USERS)
     np.testing.assert_allclose(queries[:, -1], BETA)
-    # The served order: the towers' 32 dimensions scored, plus beta x log(1 + count), computed here apart.
+    # The served order: the towers' 128 dimensions scored, plus beta x log(1 + count), computed here apart.
     towers_own = queries[:, :-1] @ vectors[:, :-1].T
     want = top10(ids, towers_own + BETA * log_count[None, :])
     served = fresh_query(prior_run / "export" / "brute_force", USERS)["ids"]
@@ -60,4 +60,4 @@ def test_the_exports_serve_the_prior_with_the_towers_scores(prior_run):
     # ScaNN on the 33 dimensions: its SavedModel answers as the index does in process.
     _, answers = in_process_answers(prior_run, USERS)
     assert fresh_query(prior_run / "export" / "scann", USERS)["ids"] == answers
-    assert json.loads((prior_run / "export" / "scann" / "export.json").read_text())["embedding_dim"] == 33
+    assert json.loads((prior_run / "export" / "scann" / "export.json").read_text())["embedding_dim"] == 129
