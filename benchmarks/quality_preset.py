@@ -23,7 +23,9 @@ machine's memory. Writes preset_<preset>_synthetic-<N>.json.
 --popularity-prior BETA trains the preset with that prior served
 (``ModelConfig.popularity_prior``: score + BETA x log(1 + the candidate's
 training count) at evaluation and serving, not in training); the file's name
-gets _prior-BETA after the preset's.
+gets _prior-BETA after the preset's. --allreduce-dtype bfloat16 trains the
+2 workers with a bfloat16 all-reduce (``TrainConfig.allreduce_dtype``); the
+file's name gets _allreduce-bfloat16.
 """
 
 from __future__ import annotations
@@ -64,9 +66,13 @@ def main() -> None:
     parser.add_argument("--popularity-prior", type=float, default=None, metavar="BETA",
                         help="the preset with this popularity prior served (ModelConfig.popularity_prior); the "
                              "results file's name gets _prior-BETA")
+    parser.add_argument("--allreduce-dtype", default=None, choices=("float32", "bfloat16"),
+                        help="the 2 workers' all-reduce (TrainConfig.allreduce_dtype; default the preset's); the "
+                             "results file's name gets _allreduce-DTYPE")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     prior = f"_prior-{args.popularity_prior:g}" if args.popularity_prior is not None else ""
+    prior += f"_allreduce-{args.allreduce_dtype}" if args.allreduce_dtype else ""
     if args.synthetic:
         source = DataConfig(source="synthetic", synthetic_interactions=args.synthetic,
                             synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items,
@@ -87,7 +93,8 @@ def main() -> None:
     from scaleout.train.saved import Towers
 
     over = {} if args.popularity_prior is None else {"popularity_prior": args.popularity_prior}
-    model_cfg, train_cfg = configs(args.preset, model=over)
+    model_cfg, train_cfg = configs(args.preset, model=over,
+                                   train={"allreduce_dtype": args.allreduce_dtype} if args.allreduce_dtype else {})
     results: dict = {"preset": args.preset, "data": dataclasses.asdict(source), "model": dataclasses.asdict(model_cfg),
                      "train": dataclasses.asdict(train_cfg),
                      "machine": f"{machine()['cpu']}, {os.cpu_count()} cores"}

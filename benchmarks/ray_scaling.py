@@ -26,7 +26,9 @@ time goes:
 - checkpoint: the per-epoch checkpoint's write, outside the epoch's time.
 
 Ratios: 2 workers / one process (the goal is at least 0.8 at the default
-preset) and 2 workers / (2 x 1 worker) (scaling efficiency). This machine's
+preset) and 2 workers / (2 x 1 worker) (scaling efficiency), each also for
+2 workers whose all-reduce is bfloat16 (--allreduce-dtype: half the bytes,
+the gradients rounded to 8 significant bits). This machine's
 speed drifts between minutes (by half within one run), so the runs go in
 --rounds: one process (without Ray's processes beside it, as a user's
 `scaleout train` runs), then Ray; one process once more at the end. Each
@@ -77,7 +79,8 @@ from scaleout.train.presets import configs
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
-EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned")  # the Ray runs of every round; the rest: the first's
+BF16 = "2 Ray workers, bfloat16 all-reduce"
+EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned", BF16)  # the rest: the first round's
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
@@ -177,6 +180,8 @@ def main() -> None:
                              ("2 Ray workers, 1 step a call", "ray", 2, {"steps_per_execution": 1})]
             if label == "default preset":  # every round, beside the pinned workers (scaleout.train.cpus)
                 variants += [("2 Ray workers, not pinned", "ray", 2, {"pin_cpus": False})]
+            if train_cfg.allreduce_dtype != "bfloat16":  # every round: half the bytes in the step's all-reduce
+                variants += [(BF16, "ray", 2, {"allreduce_dtype": "bfloat16"})]
             plans[label] = (model_cfg, train_cfg, variants)
             results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg), "runs": {}}
 
@@ -273,6 +278,16 @@ def main() -> None:
                                                         "median": round(statistics.median(against), 3)}
                     ratios["median_round_ratio_not_pinned"] = round(statistics.median(
                         u / statistics.mean(ones[r:r + 2]) for r, u in enumerate(unpinned["per_run"])), 3)
+                half = runs.get(BF16 + WHERE[nodes])
+                if half:  # the same rounds with a bfloat16 all-reduce: against one process, and 2 x 1 worker
+                    ratios["bfloat16"] = {
+                        "round_ratios": [round(h / statistics.mean(ones[r:r + 2]), 3)
+                                         for r, h in enumerate(half["per_run"])],
+                        "scaling_efficiency_rounds": [round(h / (2 * w), 3)
+                                                      for h, w in zip(half["per_run"], one_worker["per_run"])]}
+                    for key, of in (("median_round_ratio", "round_ratios"),
+                                    ("median_round_scaling_efficiency", "scaling_efficiency_rounds")):
+                        ratios["bfloat16"][key] = round(statistics.median(ratios["bfloat16"][of]), 3)
                 result.setdefault("by_nodes", {})[str(nodes)] = ratios
                 if nodes == args.nodes[0]:  # the top-level figures: the first placement's (one node by default)
                     result.update(ratios)
@@ -310,6 +325,13 @@ def main() -> None:
                 print(f"2 workers{where} as above / not pinned, each round: "
                       + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
                       f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
+            if "bfloat16" in ratios:
+                half = ratios["bfloat16"]
+                print(f"2 workers{where}, bfloat16 all-reduce, each round / one process: "
+                      + ", ".join(f"{r:.2f}" for r in half["round_ratios"])
+                      + f"; median {half['median_round_ratio']:.2f}; scaling efficiency by round "
+                      + ", ".join(f"{e:.2f}" for e in half["scaling_efficiency_rounds"])
+                      + f": median {half['median_round_scaling_efficiency']:.2f}")
             print(f"2 workers{where} / one process (pooled epochs): {ratios['two_workers_over_one_process']:.2f}   "
                   f"scaling efficiency 2 / (2 x 1 worker): {ratios['scaling_efficiency']:.2f} pooled; by round "
                   + ", ".join(f"{e:.2f}" for e in ratios["scaling_efficiency_rounds"])

@@ -24,6 +24,7 @@ CANDIDATE_FEATURES = ("genres", "title")
 FEATURES = QUERY_FEATURES + CANDIDATE_FEATURES
 HISTORY_TABLES = ("shared", "separate")  # the history pooled through the candidate tower's id embedding, or its own
 NEGATIVES = ("in_batch", "full", "mixed")
+ALLREDUCE_DTYPES = ("float32", "bfloat16")
 
 
 def _at_least(cfg: Any, minimum: int, *names: str, note: str = "") -> None:
@@ -215,6 +216,9 @@ class TrainConfig:
     workers: int = 2
     cpus_per_worker: int = 1
     pin_cpus: bool = True  # each worker on CPUs of its own where that is safe (scaleout.train.cpus)
+    # The step's packed all-reduce: "float32", or "bfloat16" for half the bytes, its gradients rounded to 8
+    # significant bits (row ids and logged values still exact; scaleout.train.replicas).
+    allreduce_dtype: str = "float32"
     checkpoint_every: int = 1
     # At least this many seconds between checkpoints (the last epoch's is always kept): Ray Train's controller
     # takes one report per health check (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default), so epochs shorter
@@ -241,6 +245,9 @@ class TrainConfig:
             raise ConfigError(f"max_failures must be -1 (no limit) or more, got {self.max_failures}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.allreduce_dtype not in ALLREDUCE_DTYPES:
+            raise ConfigError(f"unknown allreduce_dtype {self.allreduce_dtype!r}; expected one of "
+                              f"{', '.join(ALLREDUCE_DTYPES)}")
         if self.checkpoint_upload not in CHECKPOINT_UPLOADS:
             raise ConfigError(f"unknown checkpoint_upload {self.checkpoint_upload!r}; expected one of "
                               f"{', '.join(CHECKPOINT_UPLOADS)}")

@@ -76,6 +76,21 @@ def test_checkpoints_within_epochs_are_off_unless_asked_for():
         TrainConfig(checkpoint_every_steps=-1)
 
 
+def test_the_all_reduce_is_float32_unless_asked_for_bfloat16():
+    import argparse
+
+    from scaleout.cli.options import add_train_args, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    assert configs_from_args(parser.parse_args(["--backend", "ray"]))[1].allreduce_dtype == "float32"
+    assert configs_from_args(parser.parse_args(["--allreduce-dtype", "bfloat16"]))[1].allreduce_dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--allreduce-dtype", "float16"])
+    with pytest.raises(ConfigError, match="unknown allreduce_dtype 'float16'; expected one of float32, bfloat16"):
+        TrainConfig(allreduce_dtype="float16")
+
+
 def test_cosine_scores_are_off_unless_the_command_line_turns_them_on():
     import argparse
 

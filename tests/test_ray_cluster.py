@@ -255,7 +255,9 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
                              "--epochs", 8, *SMALL, env=cluster.env)
     assert without_resume.returncode == 1 and "pass --resume to continue it" in without_resume.stderr
 
-    resumed = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, "--resume"))
+    # Resumed with a bfloat16 all-reduce: how the workers exchange gradients is not the model's identity.
+    resumed = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, "--resume",
+                                       "--allreduce-dtype", "bfloat16"))
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-4000:]
     assert f"resuming from the checkpoint of epoch {interrupted_at}/8" in out
@@ -263,6 +265,9 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     assert [e["epoch"] for e in trained["epochs"]] == list(range(1, 9))
     assert trained["resumed_at_epochs"] == [interrupted_at]
     assert "and its upload started in" in out and trained["train"]["checkpoint_upload"] == "async"
+    [packed] = trained["collectives_per_step"]  # as the resumed workers traced their step
+    assert (packed["op"], packed["dtype"], trained["train"]["allreduce_dtype"]) == ("CollectiveReduceV2", "bfloat16",
+                                                                                    "bfloat16")
 
 
 def test_impossible_settings_fail_before_training(cluster, tmp_path):

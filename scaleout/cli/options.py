@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from scaleout.config import (BACKENDS, CHECKPOINT_UPLOADS, FEATURES, HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
+from scaleout.config import (ALLREDUCE_DTYPES, BACKENDS, CHECKPOINT_UPLOADS, FEATURES, HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
                              SKIPPABLE_STAGES, SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
@@ -143,6 +143,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     r.add_argument("--cpus-per-worker", type=positive, default=t.cpus_per_worker, help="default %(default)s")
     r.add_argument("--no-pin-cpus", dest="pin_cpus", action="store_false",
                    help="leave the workers to the OS scheduler rather than each on CPUs of its own")
+    r.add_argument("--allreduce-dtype", choices=ALLREDUCE_DTYPES,
+                   help="the step's one all-reduce: float32, or bfloat16 for half the bytes, the gradients rounded "
+                        f"to 8 significant bits (default: the preset's, else {t.allreduce_dtype})")
     r.add_argument("--checkpoint-every", type=positive, default=t.checkpoint_every, help="epochs (default %(default)s)")
     r.add_argument("--checkpoint-min-interval", type=float, default=t.checkpoint_min_interval, metavar="SECONDS",
                    help="at least this long between checkpoints, the last epoch's always kept; 0: every "
@@ -171,7 +174,7 @@ _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "lea
                 "popularity_prior": "popularity_prior"}
 _TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
                 "model_seed": "seed", "steps_per_execution": "steps_per_execution",
-                "profile_epoch": "profile_epoch"}
+                "profile_epoch": "profile_epoch", "allreduce_dtype": "allreduce_dtype"}
 
 
 def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tuple[ModelConfig, TrainConfig]:

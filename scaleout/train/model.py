@@ -26,8 +26,9 @@ from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.logits import in_batch_softmax, model_scores, softmax_loss
 from scaleout.train.ranking import RankTopK
-from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, global_batch, gradient_form, own_first,
-                                     replicas_in_sync, rows_from_floats, slot_rows, traced_collectives)
+from scaleout.train.replicas import (ALLREDUCE_DTYPES, DENSE_GRADIENT_BYTES, all_reduce_step, global_batch,
+                                     gradient_form, own_first, replicas_in_sync, rows_from_floats, slot_rows,
+                                     traced_collectives)
 from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, ItemEmbedding,
                                    candidate_tower, item_embedding, query_embeddings, query_tower, uses_history,
                                    uses_timestamp)
@@ -86,6 +87,7 @@ class TwoTowerModel(tfrs.Model):
         self.distribute_reduction_method = "first"
         self.dense_gradient_bytes = DENSE_GRADIENT_BYTES
         self.slot_sparse_gradients = True  # see replicas.all_reduce_step (tests turn it off to test the rest)
+        self.allreduce_dtype = "float32"  # of the packed all-reduce (TrainConfig.allreduce_dtype; set before fit)
         self.gradient_forms: dict = {}
         self.fitting = False
         # What one training step sends between replicas, as JSON (a list attribute would be tracked by Keras).
@@ -237,12 +239,14 @@ class TwoTowerModel(tfrs.Model):
                                                          self.slot_sparse_gradients, i in same_rows)
                                    for i, (g, v) in enumerate(zip(gradients, variables))}
             ahead = self.exchanges_rows and NEXT_CANDIDATES in inputs
-            carry = slot_rows(self.candidate_row(inputs[NEXT_CANDIDATES])) if ahead else None
+            dtype = ALLREDUCE_DTYPES[self.allreduce_dtype]
+            carry = slot_rows(self.candidate_row(inputs[NEXT_CANDIDATES]), dtype) if ahead else None
             gradients, shown, carried = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
                                                         averaged=frozenset(m.name for m in metrics), carry=carry,
-                                                        slots=self.slot_sparse_gradients, same_rows=same_rows)
+                                                        slots=self.slot_sparse_gradients, same_rows=same_rows,
+                                                        dtype=dtype)
             if ahead:
-                self.sent_rows.assign(rows_from_floats(carried))
+                self.sent_rows.assign(rows_from_floats(carried, dtype))
         if self.cfg.l2:
             gradients, penalty = self.with_row_l2(gradients, variables)
             shown["regularization_loss"] += penalty

@@ -148,6 +148,7 @@ def _train_worker(config: dict, work: Path) -> None:
     with strategy.scope():
         model = build_for_dataset(model_cfg, dataset, tables, train_cfg.steps_per_execution)
         model.optimizer.build(model.trainable_variables)
+    model.allreduce_dtype = train_cfg.allreduce_dtype
     saver = checkpoint_of(model)
 
     start_epoch, start_step, partial, history, resumed_at = 0, 0, None, [], []

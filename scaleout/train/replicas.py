@@ -11,6 +11,12 @@ global batch's rows were sent by the step before.
 The first step of a fit, with no step before it, gathers its own rows first
 (``global_batch``): two. ``traced_collectives`` lists what a traced step
 really sends, so a run can show it (train.json) and a test can hold it to one.
+
+With ``dtype`` bfloat16 the packed all-reduce sends half the bytes: the
+gradients travel rounded to bfloat16 (8 significant bits; summed in it), while
+row ids (as 8-bit parts, ``slot_rows``) and the logged values (each in its
+replica's slot, as three bfloat16 parts, ``split_floats``) arrive exact, since
+a slot adds only zeros.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ def _slot_padding(values: tf.Tensor):
 
 
 ROW_BITS = 12  # a row travels as two float32s, row >> 12 and row & 4095: exact below 2^36 rows
+# How a row id travels in each dtype of the packed all-reduce: (bits a part, parts), the first part the
+# highest. A bfloat16 holds integers up to 2^8 exactly: four 8-bit parts, exact below 2^32 rows.
+_ROW_PARTS = {tf.float32: (ROW_BITS, 2), tf.bfloat16: (8, 4)}
+ALLREDUCE_DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16}
 
 
 def slot_values(values: tf.Tensor) -> tf.Tensor:
@@ -45,19 +55,43 @@ def slot_values(values: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.pad(values, padding), [-1])
 
 
-def slot_rows(rows: tf.Tensor) -> tf.Tensor:
-    """This replica's candidate rows ``[b]`` (int64), in its slot of the global batch, as the floats that
-    ``all_reduce_step`` can sum with the gradients: ``[2 * b * replicas]``, zero outside the slot."""
+def slot_rows(rows: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+    """This replica's candidate rows ``[b]`` (int64), in its slot of the global batch, as the floats of
+    ``dtype`` that ``all_reduce_step`` can sum with the gradients: ``[parts * b * replicas]`` (2 parts in
+    float32, 4 in bfloat16), zero outside the slot."""
+    bits, parts = _ROW_PARTS[dtype]
     padding, _ = _slot_padding(rows)
     slotted = tf.pad(rows, padding)
-    return tf.cast(tf.concat([slotted // (1 << ROW_BITS), slotted % (1 << ROW_BITS)], axis=0), tf.float32)
+    pieces = [slotted // (1 << (bits * (parts - 1)))]
+    pieces += [slotted // (1 << (bits * k)) % (1 << bits) for k in range(parts - 2, -1, -1)]
+    return tf.cast(tf.concat(pieces, axis=0), dtype)
 
 
-def rows_from_floats(summed: tf.Tensor) -> tf.Tensor:
+def rows_from_floats(summed: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
     """The global batch's rows, replica-major (``[b * replicas]`` int64), from the sum of every replica's
-    ``slot_rows``."""
-    high, low = tf.split(tf.cast(tf.round(summed), tf.int64), 2)
-    return high * (1 << ROW_BITS) + low
+    ``slot_rows`` of ``dtype`` (given as float32 or as ``dtype``)."""
+    bits, parts = _ROW_PARTS[dtype]
+    rows = tf.zeros_like(tf.split(summed, parts)[0], tf.int64)
+    for part in tf.split(tf.cast(tf.round(tf.cast(summed, tf.float32)), tf.int64), parts):
+        rows = rows * (1 << bits) + part
+    return rows
+
+
+def split_floats(x: tf.Tensor) -> tf.Tensor:
+    """float32 ``[n]`` as three bfloat16 parts ``[3, n]`` (the highest first) whose float32 sum is ``x``
+    exactly: each part rounds what the ones before left over, 8 of float32's 24 significant bits each."""
+    parts = []
+    for _ in range(3):
+        part = tf.cast(x, tf.bfloat16)
+        parts.append(part)
+        x = x - tf.cast(part, tf.float32)
+    return tf.stack(parts)
+
+
+def join_floats(parts: tf.Tensor) -> tf.Tensor:
+    """``split_floats``' parts ``[..., 3, n]`` (any float dtype) back to float32 ``[..., n]``."""
+    parts = tf.cast(parts, tf.float32)
+    return (parts[..., 0, :] + parts[..., 1, :]) + parts[..., 2, :]
 
 
 def own_first(gathered: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
@@ -116,9 +150,14 @@ def gradient_form(g, v, replicas: int, dense_bytes: int = DENSE_GRADIENT_BYTES, 
 
 def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor],
                     dense_bytes: int = DENSE_GRADIENT_BYTES, averaged: frozenset = frozenset(),
-                    carry: tf.Tensor | None = None, slots: bool = True, same_rows: frozenset = frozenset()):
+                    carry: tf.Tensor | None = None, slots: bool = True, same_rows: frozenset = frozenset(),
+                    dtype=tf.float32):
     """(gradients, shown, carried) summed over the replicas, the ``averaged`` names of ``shown`` averaged
-    instead; ``carried`` is the sum of ``carry`` (a float32 vector; None without it).
+    instead; ``carried`` is the sum of ``carry`` (a vector of ``dtype``, e.g. ``slot_rows``; None without it),
+    as float32.
+
+    The packed all-reduce is of ``dtype``: float32, or bfloat16 for half the bytes (the gradients rounded
+    to it, the rows and logged values exact; see the module's docstring).
 
     One all-reduce of every dense gradient, the scalars of ``shown``, ``carry``
     and the sparse gradients (an embedding table's: the rows a batch looked up)
@@ -149,16 +188,20 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
         elif form == "dense":
             packed.append((i, g))
     names = list(shown)
+    exact = dtype == tf.float32  # else the logged values travel in their slots, split (see split_floats)
     pieces = [tf.reshape(g, [-1]) for _, g in packed] + [tf.reshape(g.values, [-1]) for _, g in common]
     for _, g in slotted:
-        pieces += [slot_values(g.values), slot_rows(g.indices)]
-    pieces.append(tf.stack([shown[n] for n in names]))
+        pieces += [slot_values(g.values)]
+    pieces = [tf.cast(p, dtype) for p in pieces] + [slot_rows(g.indices, dtype) for _, g in slotted]
+    logged = tf.stack([shown[n] for n in names])
+    pieces.append(logged if exact else slot_values(split_floats(logged)[tf.newaxis]))
     pieces += [] if carry is None else [carry]
     sizes = [g.shape.num_elements() for _, g in packed] + [g.values.shape.num_elements() for _, g in common]
-    for _, g in slotted:
-        sizes += [replicas * g.values.shape.num_elements(), 2 * replicas * g.values.shape[0]]
-    sizes += [len(names)] + ([] if carry is None else [tf.size(carry)])
-    parts = tf.split(context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(pieces, axis=0)), sizes)
+    sizes += [replicas * g.values.shape.num_elements() for _, g in slotted]
+    sizes += [_ROW_PARTS[dtype][1] * replicas * g.values.shape[0] for _, g in slotted]
+    sizes += [len(names) * (1 if exact else 3 * replicas)] + ([] if carry is None else [tf.size(carry)])
+    reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(pieces, axis=0))
+    parts = tf.split(tf.cast(reduced, tf.float32), sizes)
     out = list(gradients)
     for (i, g), part in zip(packed, parts):
         out[i] = tf.reshape(part, g.shape)
@@ -166,15 +209,16 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
     for i, g in common:
         out[i] = tf.IndexedSlices(tf.reshape(parts[at], tf.shape(g.values)), g.indices, g.dense_shape)
         at += 1
-    for i, g in slotted:
-        values = tf.reshape(parts[at], [replicas * g.values.shape[0]] + g.values.shape[1:].as_list())
-        out[i] = tf.IndexedSlices(values, tf.cast(rows_from_floats(parts[at + 1]), g.indices.dtype), g.dense_shape)
-        at += 2
+    for k, (i, g) in enumerate(slotted):
+        values = tf.reshape(parts[at + k], [replicas * g.values.shape[0]] + g.values.shape[1:].as_list())
+        rows = rows_from_floats(parts[at + len(slotted) + k], dtype)
+        out[i] = tf.IndexedSlices(values, tf.cast(rows, g.indices.dtype), g.dense_shape)
+    at += 2 * len(slotted)
     if sparse:
         reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, [gradients[i] for i in sparse])
         for i, g in zip(sparse, reduced):
             out[i] = g
-    summed = parts[at]
+    summed = parts[at] if exact else tf.reduce_sum(join_floats(tf.reshape(parts[at], [replicas, 3, -1])), 0)
     return (out, {n: v / replicas if n in averaged else v for n, v in zip(names, tf.unstack(summed, num=len(names)))},
             parts[-1] if carry is not None else None)
 

@@ -26,7 +26,7 @@ from scaleout.config import ModelConfig
 from scaleout.train.model import build_model
 
 OPTIONS, DENSE_BYTES, STEPS_PER_CALL, AHEAD = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-SLOTS = sys.argv[5] == "slots"
+SLOTS, DTYPE = sys.argv[5] == "slots", sys.argv[6]
 users, items = [f"u{i}" for i in range(20)], [f"i{i}" for i in range(30)]
 counts = np.arange(30) * 3 + 1
 rng = np.random.default_rng(0)
@@ -54,6 +54,7 @@ with strategy.scope():
     model = build_model(cfg, users, items, candidate_counts=counts, steps_per_execution=STEPS_PER_CALL)
 model.dense_gradient_bytes = DENSE_BYTES
 model.slot_sparse_gradients = SLOTS
+model.allreduce_dtype = DTYPE
 model.set_weights(start)
 try:
     got = model.fit(ahead() if AHEAD != "no" else data().repeat(), epochs=1, steps_per_epoch=STEPS, verbose=0).history
@@ -63,6 +64,7 @@ except tf.errors.InvalidArgumentError as exc:
 print(json.dumps({
     "loss_sum": got["loss_sum"], "want_loss_sum": want["loss_sum"], "global_rows_by": model.global_rows_by,
     "forms": sorted({f for n, f in model.gradient_forms.items() if "embeddings" in n}),
+    "collective_dtypes": sorted({c["dtype"] for c in json.loads(model.collectives_json)}),
     "weight_diff": max(float(np.abs(g - w).max()) for g, w in zip(model.get_weights(), single.get_weights())),
     "moved": max(float(np.abs(w.numpy() - s).max()) for w, s in zip(single.weights, start) if w.trainable),
     "metrics": {k: v[-1] for k, v in got.items() if k.startswith("factorized_top_k/")},
@@ -100,6 +102,23 @@ def test_two_replicas_take_the_single_process_steps(options, dense_bytes, steps_
         assert out["metrics"][k] == pytest.approx(v, abs=1e-6), k
 
 
+@pytest.mark.parametrize("options, dense_bytes, ahead, sparse", [
+    ({}, 1 << 20, "yes", "slots"),  # rows sent ahead (an error unless they arrive exact), the slotted user rows
+    (ALL_OPTIONS, 1 << 20, "no", "no-slots"),  # every loss option, both tables' gradients made dense
+], ids=["rows-ahead-slots", "all-options-made-dense"])
+def test_a_bfloat16_all_reduce_takes_nearly_the_single_process_steps(options, dense_bytes, ahead, sparse):
+    """--allreduce-dtype bfloat16: the packed all-reduce is bfloat16. The gradients arrive rounded to 8
+    significant bits, so the weights follow the single process's to about 2^-8 of how far they moved; the rows
+    (sent ahead, slotted) and the logged loss arrive exact, so the step runs and logs the same loss."""
+    out = run_script(options, dense_bytes, 2, ahead, sparse, "bfloat16")
+    # the packed all-reduce, and without rows sent ahead the gather of the batch's rows (int64)
+    assert out["collective_dtypes"] == ["bfloat16"] + (["int64"] if ahead == "no" else [])
+    assert out["moved"] > 1e-3
+    assert 0 < out["weight_diff"] < 2 ** -7 * out["moved"], out  # rounded, not summed exactly
+    assert out["loss_sum"] == pytest.approx(out["want_loss_sum"], rel=1e-3)
+    assert out["global_rows_by"] == ("sent ahead" if ahead == "yes" else "gathered")
+
+
 def test_rows_sent_ahead_for_another_batch_stop_the_step():
     """Each step checks that the rows sent ahead hold its own batch's in its slot: a misaligned input fails
     rather than training on wrong negatives."""
@@ -107,8 +126,9 @@ def test_rows_sent_ahead_for_another_batch_stop_the_step():
     assert "the candidate rows sent ahead by the previous step do not match this batch" in out["error"]
 
 
-def run_script(options: dict, dense_bytes: int, steps_per_call: int, ahead: str, sparse: str) -> dict:
+def run_script(options: dict, dense_bytes: int, steps_per_call: int, ahead: str, sparse: str,
+               dtype: str = "float32") -> dict:
     result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options), str(dense_bytes),
-                             str(steps_per_call), ahead, sparse], capture_output=True, text=True)
+                             str(steps_per_call), ahead, sparse, dtype], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
