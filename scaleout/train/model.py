@@ -26,7 +26,7 @@ from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.logits import in_batch_softmax, model_scores, softmax_loss
 from scaleout.train.ranking import RankTopK
-from scaleout.train.replicas import (ALLREDUCE_DTYPES, DENSE_GRADIENT_BYTES, all_reduce_step, global_batch,
+from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, allreduce_dtype, global_batch,
                                      gradient_form, own_first, replicas_in_sync, rows_from_floats, slot_rows,
                                      traced_collectives)
 from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, ItemEmbedding,
@@ -239,7 +239,7 @@ class TwoTowerModel(tfrs.Model):
                                                          self.slot_sparse_gradients, i in same_rows)
                                    for i, (g, v) in enumerate(zip(gradients, variables))}
             ahead = self.exchanges_rows and NEXT_CANDIDATES in inputs
-            dtype = ALLREDUCE_DTYPES[self.allreduce_dtype]
+            dtype = allreduce_dtype(self.allreduce_dtype)
             carry = slot_rows(self.candidate_row(inputs[NEXT_CANDIDATES]), dtype) if ahead else None
             gradients, shown, carried = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
                                                         averaged=frozenset(m.name for m in metrics), carry=carry,

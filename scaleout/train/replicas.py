@@ -21,6 +21,7 @@ a slot adds only zeros.
 
 from __future__ import annotations
 
+from scaleout.config import ALLREDUCE_DTYPES
 from scaleout.tfenv import tf
 
 # A sparse embedding gradient is made dense, and joins the step's one packed all-reduce, while its table is at
@@ -44,8 +45,15 @@ def _slot_padding(values: tf.Tensor):
 ROW_BITS = 12  # a row travels as two float32s, row >> 12 and row & 4095: exact below 2^36 rows
 # How a row id travels in each dtype of the packed all-reduce: (bits a part, parts), the first part the
 # highest. A bfloat16 holds integers up to 2^8 exactly: four 8-bit parts, exact below 2^32 rows.
-_ROW_PARTS = {tf.float32: (ROW_BITS, 2), tf.bfloat16: (8, 4)}
-ALLREDUCE_DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16}
+_ROW_PARTS = {"float32": (ROW_BITS, 2), "bfloat16": (8, 4)}
+
+
+def allreduce_dtype(name: str) -> tf.DType:
+    """The dtype of the packed all-reduce that ``TrainConfig.allreduce_dtype`` names (one of
+    ``scaleout.config.ALLREDUCE_DTYPES``, each with its row parts here)."""
+    if name not in ALLREDUCE_DTYPES or name not in _ROW_PARTS:
+        raise ValueError(f"allreduce dtype {name!r}: expected one of {', '.join(ALLREDUCE_DTYPES)}")
+    return getattr(tf, name)
 
 
 def slot_values(values: tf.Tensor) -> tf.Tensor:
@@ -59,7 +67,7 @@ def slot_rows(rows: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
     """This replica's candidate rows ``[b]`` (int64), in its slot of the global batch, as the floats of
     ``dtype`` that ``all_reduce_step`` can sum with the gradients: ``[parts * b * replicas]`` (2 parts in
     float32, 4 in bfloat16), zero outside the slot."""
-    bits, parts = _ROW_PARTS[dtype]
+    bits, parts = _ROW_PARTS[dtype.name]
     padding, _ = _slot_padding(rows)
     slotted = tf.pad(rows, padding)
     pieces = [slotted // (1 << (bits * (parts - 1)))]
@@ -70,7 +78,7 @@ def slot_rows(rows: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
 def rows_from_floats(summed: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
     """The global batch's rows, replica-major (``[b * replicas]`` int64), from the sum of every replica's
     ``slot_rows`` of ``dtype`` (given as float32 or as ``dtype``)."""
-    bits, parts = _ROW_PARTS[dtype]
+    bits, parts = _ROW_PARTS[dtype.name]
     rows = tf.zeros_like(tf.split(summed, parts)[0], tf.int64)
     for part in tf.split(tf.cast(tf.round(tf.cast(summed, tf.float32)), tf.int64), parts):
         rows = rows * (1 << bits) + part
@@ -198,7 +206,7 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
     pieces += [] if carry is None else [carry]
     sizes = [g.shape.num_elements() for _, g in packed] + [g.values.shape.num_elements() for _, g in common]
     sizes += [replicas * g.values.shape.num_elements() for _, g in slotted]
-    sizes += [_ROW_PARTS[dtype][1] * replicas * g.values.shape[0] for _, g in slotted]
+    sizes += [_ROW_PARTS[dtype.name][1] * replicas * g.values.shape[0] for _, g in slotted]
     sizes += [len(names) * (1 if exact else 3 * replicas)] + ([] if carry is None else [tf.size(carry)])
     reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(pieces, axis=0))
     parts = tf.split(tf.cast(reduced, tf.float32), sizes)

@@ -6,13 +6,19 @@ import pytest
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from scaleout.tfenv import tf
-from scaleout.train.replicas import join_floats, rows_from_floats, slot_rows, split_floats
+from scaleout.config import ALLREDUCE_DTYPES
+from scaleout.train.replicas import allreduce_dtype, join_floats, rows_from_floats, slot_rows, split_floats
 
 ROWS = [0, 1, 255, 256, 4095, 4096, 65_535, 65_536, 1_682, 123_456_789, 2**31 - 1, 2**32 - 1]
 
 
-@pytest.mark.parametrize("dtype, parts", [(tf.float32, 2), (tf.bfloat16, 4)])
-def test_row_ids_travel_exact(dtype, parts):
+PARTS = {"float32": 2, "bfloat16": 4}
+
+
+@pytest.mark.parametrize("name", ALLREDUCE_DTYPES)  # every dtype the flag offers
+def test_row_ids_travel_exact(name):
+    dtype, parts = allreduce_dtype(name), PARTS[name]
+    assert dtype.name == name
     rows = tf.constant(ROWS, tf.int64)
     sent = slot_rows(rows, dtype)  # one replica: its slot is the whole batch
     assert sent.dtype == dtype and sent.shape == [parts * len(ROWS)]
@@ -20,6 +26,11 @@ def test_row_ids_travel_exact(dtype, parts):
     assert np.array_equal(tf.cast(sent, tf.float64).numpy(), np.round(tf.cast(sent, tf.float64).numpy()))
     assert rows_from_floats(sent + tf.zeros_like(sent), dtype).numpy().tolist() == ROWS
     assert rows_from_floats(tf.cast(sent, tf.float32), dtype).numpy().tolist() == ROWS  # as all_reduce_step has it
+
+
+def test_an_unknown_allreduce_dtype_is_refused_by_name():
+    with pytest.raises(ValueError, match="'float16'.*float32, bfloat16"):
+        allreduce_dtype("float16")
 
 
 def test_a_bfloat16_part_is_too_coarse_for_a_float32_row_part():
