@@ -31,7 +31,8 @@ preset) and 2 workers / (2 x 1 worker) (scaling efficiency), each also for
 the gradients rounded to 8 significant bits). This machine's
 speed drifts between minutes (by half within one run), so the runs go in
 --rounds: one process (without Ray's processes beside it, as a user's
-`scaleout train` runs), then Ray; one process once more at the end. Each
+`scaleout train` runs), then Ray (each round starting its Ray runs one setting
+further on, so that none is always first); one process once more at the end. Each
 round's 2-worker figure is set against the one-process runs just before and
 after it, and against that round's 1 worker (scaling efficiency by round);
 the medians of the rounds' ratios are the figures to quote; the pooled
@@ -248,9 +249,12 @@ def main() -> None:
                 where = WHERE[nodes]
                 with ray_instance(nodes, token):
                     for label, (_, train_cfg, variants) in plans.items():
-                        for name, backend, workers, over in variants:
-                            if backend == "ray" and (round_ == 0 or name in EVERY_ROUND):  # later: the ratios'
-                                train(label, name + where, backend, workers, over)
+                        ray_runs = [v for v in variants if v[1] == "ray" and (round_ == 0 or v[0] in EVERY_ROUND)]
+                        # Each later round starts one variant further on, so none of them is always first (or
+                        # always last) after Ray starts: an order effect does not pass for a setting's.
+                        shift = round_ % len(ray_runs)
+                        for name, backend, workers, over in ray_runs[shift:] + ray_runs[:shift]:
+                            train(label, name + where, backend, workers, over)
                         if round_ == 0:
                             breakdown(label, train_cfg, where)
         one_process()
