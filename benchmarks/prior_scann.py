@@ -30,7 +30,6 @@ Figures go to stdout and benchmarks/results/prior_scann.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
