@@ -43,7 +43,9 @@ def test_the_summary_gives_the_ratio_only_where_both_sides_have_epochs(script):
 @pytest.mark.slow
 def test_the_script_measures_both_runs_and_writes_its_figures(tmp_path):
     out = tmp_path / "core_contention.json"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--batch", "1024", "--epochs", "14", "--every", "1.5",
+    # Windows of 5 s: an epoch counts only inside one (after the margin), and at 128 dimensions one epoch on
+    # one core takes 0.5-1.5 s by host (1.5 s windows held none on a slower host); 24 epochs span several.
+    run = subprocess.run([sys.executable, str(SCRIPT), "--batch", "1024", "--epochs", "24", "--every", "5",
                           "--warm", "8", "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     runs = json.loads(out.read_text())["by_batch"]["1024"]
