@@ -18,6 +18,8 @@ Each epoch (its start and end from ``ended_at`` in the run's history) that lies 
 (a margin after each switch) counts as "other core busy" or "other core idle"; the epochs across a switch and
 the first epoch (tracing) are left out. Prints each run's median epoch with the other core busy and idle and
 their ratio (1.00: no cost), at each ``--batch`` (default the tutorial's 8,192 and the default preset's 1,024).
+A run none of whose epochs fits inside one window (epochs longer than ``--every`` less the margin) stops the
+script with a non-zero exit naming its epochs' length and the ``--every`` that would hold them.
 Needs 2 CPUs. Writes benchmarks/results/core_contention.json.
 """
 
@@ -142,6 +144,20 @@ def measured(name: str, dataset: Dataset, batch: int, epochs: int, work: Path) -
     return history
 
 
+def unfit_windows(epochs: list[tuple[float, float]], got: dict[str, list[float]], every: float,
+                  margin: float = MARGIN) -> str | None:
+    """Why no epoch of a run counted (``got`` empty on both sides), naming the epochs' length against the
+    windows' and the ``--every`` that would hold them; None where some epoch counted."""
+    if got["busy"] or got["idle"]:
+        return None
+    if not epochs:
+        return "the run had no epoch after its first (give more --epochs)"
+    longest = statistics.median(end - start for start, end in epochs)
+    return (f"no epoch fitted inside one of the load's windows: its median epoch took {longest:.2f} s, and a "
+            f"window of --every {every:g} s holds an epoch of at most {every - margin:.2f} s (the first {margin:g} s "
+            f"after a switch do not count); give --every {2 * (longest + margin):.0f} or more")
+
+
 def summary(epochs: dict[str, list[float]]) -> dict:
     busy, idle = (statistics.median(epochs[k]) if epochs[k] else None for k in ("busy", "idle"))
     return {"epochs_busy": len(epochs["busy"]), "epochs_idle": len(epochs["idle"]),
@@ -159,6 +175,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.every <= MARGIN:
+        parser.error(f"--every {args.every:g}: a window must be longer than the {MARGIN:g} s margin after a switch")
     if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
         sys.exit(f"core_contention needs CPUs 0 and 1; this process may run on {sorted(os.sched_getaffinity(0))}")
     import ray
@@ -179,6 +197,9 @@ def main() -> None:
                     finally:
                         load.stop()
                     got = classify(spans(history), load.windows)
+                    unfit = unfit_windows(spans(history), got, args.every)
+                    if unfit:
+                        sys.exit(f"core_contention: batch {batch:,}, {name}: {unfit}")
                     results["by_batch"].setdefault(str(batch), {})[name] = {**summary(got), "seconds": got}
                     s = results["by_batch"][str(batch)][name]
                     print(f"batch {batch:,}, {name}: {s['epochs_busy']} epochs with the other core busy, "

@@ -40,11 +40,34 @@ def test_the_summary_gives_the_ratio_only_where_both_sides_have_epochs(script):
     assert script.summary({"busy": [2.0], "idle": []})["busy_over_idle"] is None
 
 
+def test_a_run_with_no_epoch_inside_a_window_is_refused_with_the_every_that_would_hold_one(script):
+    windows = [(0.0, 1.5, True), (1.5, 3.0, False), (3.0, 4.5, True)]
+    epochs = [(0.2, 1.6), (1.6, 2.9), (2.9, 4.3)]  # 1.3-1.4 s each: none fits 1.5 s less the margin
+    got = script.classify(epochs, windows, margin=0.3)
+    reason = script.unfit_windows(epochs, got, every=1.5, margin=0.3)
+    assert "median epoch took 1.40 s" in reason and "at most 1.20 s" in reason and "--every 3 or more" in reason
+    assert script.unfit_windows(epochs, {"busy": [1.3], "idle": []}, every=1.5) is None
+    assert "no epoch after its first" in script.unfit_windows([], {"busy": [], "idle": []}, every=1.5)
+
+
+def test_the_script_exits_non_zero_naming_the_windows_when_no_epoch_fits(tmp_path):
+    out = tmp_path / "core_contention.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--batch", "1024", "--epochs", "3", "--every", "0.5",
+                          "--warm", "3", "--runs", "one process", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    assert "batch 1,024, one process: no epoch fitted inside one of the load's windows" in run.stderr
+    assert not out.exists()
+    too_short = subprocess.run([sys.executable, str(SCRIPT), "--every", "0.3", "--out", str(out)],
+                               capture_output=True, text=True, timeout=120)
+    assert too_short.returncode == 2 and "a window must be longer than the 0.3 s margin" in too_short.stderr
+
+
 @pytest.mark.slow
 def test_the_script_measures_both_runs_and_writes_its_figures(tmp_path):
     out = tmp_path / "core_contention.json"
     # Windows of 5 s: an epoch counts only inside one (after the margin), and at 128 dimensions one epoch on
-    # one core takes 0.5-1.5 s by host (1.5 s windows held none on a slower host); 24 epochs span several.
+    # one core took 1.2-1.5 s on the slowest host met (1.5 s windows held none there); 24 epochs span several.
     run = subprocess.run([sys.executable, str(SCRIPT), "--batch", "1024", "--epochs", "24", "--every", "5",
                           "--warm", "8", "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
