@@ -126,7 +126,10 @@ def plot(results: list[dict], path: Path, best: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    columns = 3
+    legend_rows = -(-len(results) // columns)
+    legend_inches = 0.18 * legend_rows + 0.3  # the legend below the axes, never over them or cut off
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.0 + legend_inches))
     for i, r in enumerate(results):
         epochs = [c["epoch"] for c in r["curve"]]
         style = {"color": plt.cm.tab20(i % 20), "linestyle": ("-", "--", ":")[i // 20 % 3],
@@ -138,9 +141,10 @@ def plot(results: list[dict], path: Path, best: dict) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"validation {key}, seen items excluded")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Quality search on ml-100k (validation cut of the training split)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_inches / (5.0 + legend_inches), 1, 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=columns, frameon=False)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
