@@ -1,6 +1,6 @@
 """The logits' products at the default preset's shapes, the candidates' gradient computed both ways, side by side.
 
-    python benchmarks/logits_gradient.py
+    python benchmarks/logits_gradient.py [--dim 128] [--out ...]
 
 A training step's logits are ``query @ candidate^T`` ([queries x dim] x
 [candidates x dim]); their backward pass takes two more products of the same
@@ -8,8 +8,8 @@ size. TensorFlow's gradient for the candidates reads the [queries x candidates]
 upstream gradient transposed (``matmul(upstream, query, transpose_a=True)``);
 scaleout's ``dot_scores`` (scaleout/train/logits.py) computes the same numbers
 as ``transpose(matmul(query, upstream, transpose_a=True))``. For the default
-preset's batch (1,024 x 1,024, dim 32) and one of 2 Ray workers' share (512 x
-1,024), on one thread (a Ray worker of 1 CPU) and on two (one process here),
+preset's batch (1,024 x 1,024; dim 32, the preset's until 2026-12-03, or ``--dim``) and one of 2 Ray workers'
+share (512 x 1,024), on one thread (a Ray worker of 1 CPU) and on two (one process here),
 each in a fresh process, it times: the forward product, the queries' gradient,
 the candidates' gradient both ways (and with the upstream transposed first),
 and a whole loss-and-gradients step of the logits (scaleout's in-batch softmax
@@ -29,7 +29,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "logits_gradient.json"
 SHAPES = ((1024, 1024), (512, 1024))  # (queries, candidates): one process's batch, one of 2 workers' share
-DIM = 32
+DIM = 32  # the dimensions these figures were first measured at (the README's table); --dim for others
 CHILD_NAMES = {"tf gradient": "candidates' gradient, TensorFlow's: upstream^T @ query",
                "our gradient": "candidates' gradient, dot_scores: (query^T @ upstream)^T",
                "tf step": "loss and both gradients, TensorFlow's gradient",
@@ -91,11 +91,16 @@ print(json.dumps(out))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--dim", type=int, default=DIM, help="the towers' output dimensions (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/logits_gradient.json (logits_gradient_dim-D.json for "
+                             "another --dim)")
     args = parser.parse_args()
-    results = {"dim": DIM, "cpus": os.cpu_count(), "ms": {}}
+    if args.out is None:
+        args.out = RESULTS if args.dim == DIM else RESULTS.with_name(f"logits_gradient_dim-{args.dim}.json")
+    results = {"dim": args.dim, "cpus": os.cpu_count(), "ms": {}}
     for threads in args.threads:
-        done = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(DIM), json.dumps(SHAPES)],
+        done = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(args.dim), json.dumps(SHAPES)],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"the child on {threads} thread(s) failed:\n{done.stderr[-3000:]}")
