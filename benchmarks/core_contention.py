@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import signal
 import statistics
@@ -152,10 +153,10 @@ def unfit_windows(epochs: list[tuple[float, float]], got: dict[str, list[float]]
         return None
     if not epochs:
         return "the run had no epoch after its first (give more --epochs)"
-    longest = statistics.median(end - start for start, end in epochs)
-    return (f"no epoch fitted inside one of the load's windows: its median epoch took {longest:.2f} s, and a "
+    median = statistics.median(end - start for start, end in epochs)
+    return (f"no epoch fitted inside one of the load's windows: its median epoch took {median:.2f} s, and a "
             f"window of --every {every:g} s holds an epoch of at most {every - margin:.2f} s (the first {margin:g} s "
-            f"after a switch do not count); give --every {2 * (longest + margin):.0f} or more")
+            f"after a switch do not count); give --every {math.ceil(2 * (median + margin))} or more")
 
 
 def summary(epochs: dict[str, list[float]]) -> dict:

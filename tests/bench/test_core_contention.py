@@ -45,7 +45,7 @@ def test_a_run_with_no_epoch_inside_a_window_is_refused_with_the_every_that_woul
     epochs = [(0.2, 1.6), (1.6, 2.9), (2.9, 4.3)]  # 1.3-1.4 s each: none fits 1.5 s less the margin
     got = script.classify(epochs, windows, margin=0.3)
     reason = script.unfit_windows(epochs, got, every=1.5, margin=0.3)
-    assert "median epoch took 1.40 s" in reason and "at most 1.20 s" in reason and "--every 3 or more" in reason
+    assert "median epoch took 1.40 s" in reason and "at most 1.20 s" in reason and "--every 4 or more" in reason
     assert script.unfit_windows(epochs, {"busy": [1.3], "idle": []}, every=1.5) is None
     assert "no epoch after its first" in script.unfit_windows([], {"busy": [], "idle": []}, every=1.5)
 
