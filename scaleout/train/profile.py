@@ -9,6 +9,10 @@ RUN/metrics/profile (``write_profile``): ``profile.json``, and each worker's
 trace under ``worker-R/`` for TensorBoard's profile plugin (``tensorboard
 --logdir RUN/metrics/profile/worker-0``). The profiled epoch runs slower than
 the others (the tracing), and its history entry says ``"profiled": true``.
+A profiled epoch that is the first its process trains (epoch 1, or the first
+after a resume from a checkpoint, as after a worker's failure) also holds the
+tracing of the step: its summary says ``"first_epoch_of_process": true`` and
+the log warns.
 """
 
 from __future__ import annotations
@@ -42,20 +46,28 @@ class EpochProfile(tf.keras.callbacks.Callback):
         super().__init__()
         self.epoch, self.directory, self.worker, self.then = epoch, Path(directory), worker, then
         self._start: float | None = None
+        self._trained = 0  # epochs this process trained before the one running (a resumed worker starts at 0)
+        self._first = False
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch + 1 == self.epoch:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._first = self._trained == 0
+            if self._first:
+                log.warning("worker %d: the profiled epoch %d is the first this process trains (a fresh start, or a "
+                            "resume from a checkpoint): its trace holds the tracing of the step and the first "
+                            "calls' warm-up; profile a later epoch for the steady step", self.worker, self.epoch)
             tf.profiler.experimental.start(str(self.directory))
             self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        self._trained += 1
         if self._start is None:
             return
         wall = time.monotonic() - self._start
         self.close()
         summary = {"format": FORMAT, "worker": self.worker, "epoch": self.epoch, "wall_seconds": round(wall, 3),
-                   **summarise(self.directory)}
+                   "first_epoch_of_process": self._first, **summarise(self.directory)}
         write_json(self.directory / SUMMARY, summary)
         if self.then is not None:
             self.then(self.directory)
@@ -175,8 +187,9 @@ def write_profile(final: Path, workers: list[Path], made_from: dict) -> dict:
         write_json(tmp / MARKER, profile)
     for summary in summaries:
         shown = ", ".join(f"{t['type']} {t['seconds']:.2f}" for t in summary["by_type"][:6])
-        log.info("profile of epoch %d, worker %d: %.2f s of kernels in %.2f s (input %.2f s); by type, s: %s",
-                 summary["epoch"], summary["worker"], summary["op_seconds"], summary["wall_seconds"],
+        first = " (the first epoch of its process: tracing included)" if summary.get("first_epoch_of_process") else ""
+        log.info("profile of epoch %d, worker %d%s: %.2f s of kernels in %.2f s (input %.2f s); by type, s: %s",
+                 summary["epoch"], summary["worker"], first, summary["op_seconds"], summary["wall_seconds"],
                  summary["input_seconds"], shown)
     log.info("profile written to %s (tensorboard --logdir %s/worker-0)", final, final)
     return profile

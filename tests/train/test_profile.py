@@ -64,6 +64,7 @@ def test_one_process_traces_the_chosen_epoch_and_sums_its_kernels(profiled):
     assert profile["train"]["profile_epoch"] == 2 and profile["data"] == str(run / "data")
     [worker] = profile["workers"]
     assert worker["worker"] == 0 and 0 < worker["op_seconds"] and 0 < worker["wall_seconds"]
+    assert worker["first_epoch_of_process"] is False and "the first epoch of its process" not in result.stderr
     types = {t["type"]: t for t in worker["by_type"]}
     # the in-batch softmax's product and exponential are among the kernels that ran
     assert any("MatMul" in t for t in types) and "Exp" in types, sorted(types)
@@ -91,3 +92,17 @@ def test_a_directory_not_written_by_scaleout_is_refused_before_training(profiled
     assert f"{run / 'metrics' / 'profile'}: not written by scaleout (no profile.json" in result.stderr
     assert "epoch 1/1" not in result.stderr  # nothing trained
     assert (run / "model" / "model.json").read_text() == before
+
+
+def test_a_profiled_first_epoch_of_its_process_is_marked_and_warned(tmp_path):
+    # Epoch 1, or the first after a resume (a Ray worker restarted from a checkpoint): the trace holds the
+    # tracing of the step, so the figures are not the steady step's, and the profile says so.
+    run = tmp_path / "run"
+    for args in (("prepare", "--run", run, *SMALL),
+                 ("train", "--run", run, "--epochs", 1, "--batch-size", 256, "--profile-epoch", 1)):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    [worker] = json.loads((run / "metrics" / "profile" / "profile.json").read_text())["workers"]
+    assert worker["first_epoch_of_process"] is True
+    assert "the profiled epoch 1 is the first this process trains" in result.stderr
+    assert "profile of epoch 1, worker 0 (the first epoch of its process: tracing included)" in result.stderr
