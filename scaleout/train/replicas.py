@@ -12,6 +12,11 @@ The first step of a fit, with no step before it, gathers its own rows first
 (``global_batch``): two. ``traced_collectives`` lists what a traced step
 really sends, so a run can show it (train.json) and a test can hold it to one.
 
+Every collective here keeps one size for the whole fit: within one ``tf.function`` call of several steps
+(``steps_per_execution``) TensorFlow fixes a collective's shape at its first step, and a later step of
+another size fails ("Shape mismatch in the collective instance"). So a table's gradient is not summed by
+its unique rows before it travels (their number changes from batch to batch; see the README's Ray section).
+
 With ``dtype`` bfloat16 the packed all-reduce sends half the bytes: the
 gradients travel rounded to bfloat16 (8 significant bits; summed in it), while
 row ids (as 8-bit parts, ``slot_rows``) and the logged values (each in its
