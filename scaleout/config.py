@@ -219,6 +219,7 @@ class TrainConfig:
     # The step's packed all-reduce: "float32", or "bfloat16" for half the bytes, its gradients rounded to 8
     # significant bits (row ids and logged values still exact; scaleout.train.replicas).
     allreduce_dtype: str = "float32"
+    # Checkpoints, both backends (the local backend's removed once its model is saved; scaleout.train.local)
     checkpoint_every: int = 1
     # At least this many seconds between checkpoints (the last epoch's is always kept): Ray Train's controller
     # takes one report per health check (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default), so epochs shorter
@@ -226,6 +227,7 @@ class TrainConfig:
     checkpoint_min_interval: float = 2.0
     # Also a checkpoint within an epoch every this many steps (0: at epochs' ends only; subject to the least
     # interval above), for epochs long enough that a failure should not lose one: a run resumes at its step.
+    # Backend ray only, as are checkpoint_upload and max_failures.
     checkpoint_every_steps: int = 0
     # "async": rank 0 hands the written checkpoint to Ray Train, which uploads it to the storage in a thread
     # while the next epoch trains; "sync": the workers wait for the upload (ray.train.report's upload modes).

@@ -16,7 +16,7 @@
   RUN/export/scann/          retrieval SavedModels (TFRS ScaNN / BruteForce layers):
   RUN/export/brute_force/    raw user id in; scores, movie ids, titles out
   RUN/artifacts.json         fingerprints and links of all of the above
-  RUN/checkpoints/           Ray Train's checkpoints (backend ray)
+  RUN/checkpoints/           training checkpoints: Ray Train's (backend ray), and the local backend's until its model is saved
 
 RUN may be a local path or a URI on object storage (s3://bucket/prefix,
 gs://bucket/prefix): there each directory above is committed as a generation
@@ -149,7 +149,7 @@ class RunDir:
 
     @property
     def checkpoints(self) -> str:
-        """Where Ray Train keeps checkpoints by default: RUN/checkpoints, in the store for a remote run."""
+        """Where training keeps checkpoints by default: RUN/checkpoints, in the store for a remote run."""
         return self.remote_uri("checkpoints") or str((self.root / "checkpoints").resolve())
 
     def push(self, command: str) -> list[str]:

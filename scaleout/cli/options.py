@@ -136,6 +136,13 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     g.add_argument("--model-seed", type=int, help="initialisation and shuffle seed (default 42)")
     g.add_argument("--no-global-negatives", dest="global_negatives", action="store_false", default=None,
                    help="backend ray: score each query only against its own worker's batch")
+    c = p.add_argument_group("Checkpoints (both backends; the local backend's are removed once its model is saved)")
+    c.add_argument("--checkpoint-every", type=positive, default=t.checkpoint_every, help="epochs (default %(default)s)")
+    c.add_argument("--checkpoint-min-interval", type=float, default=t.checkpoint_min_interval, metavar="SECONDS",
+                   help="at least this long between checkpoints, the last epoch's always kept; 0: every "
+                        "--checkpoint-every epochs (default %(default)s)")
+    c.add_argument("--storage", default=None, help="checkpoint storage: a path or s3:// gs:// URI (default RUN/checkpoints)")
+    c.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint under --storage")
     r = p.add_argument_group("Ray backend")
     r.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS, else the cluster on this machine, else a new local one)")
@@ -146,10 +153,6 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     r.add_argument("--allreduce-dtype", choices=ALLREDUCE_DTYPES,
                    help="the step's one all-reduce: float32, or bfloat16 for half the bytes, the gradients rounded "
                         f"to 8 significant bits (default: the preset's, else {t.allreduce_dtype})")
-    r.add_argument("--checkpoint-every", type=positive, default=t.checkpoint_every, help="epochs (default %(default)s)")
-    r.add_argument("--checkpoint-min-interval", type=float, default=t.checkpoint_min_interval, metavar="SECONDS",
-                   help="at least this long between checkpoints, the last epoch's always kept; 0: every "
-                        "--checkpoint-every epochs (default %(default)s)")
     r.add_argument("--checkpoint-every-steps", type=int, default=t.checkpoint_every_steps, metavar="STEPS",
                    help="also a checkpoint within an epoch every STEPS steps, resumed at its step after a failure "
                         "(0: at epochs' ends only; default %(default)s)")
@@ -158,8 +161,6 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
                         "(default %(default)s)")
     r.add_argument("--max-failures", type=int, default=t.max_failures,
                    help="worker failures survived by restarting from the last checkpoint; -1: no limit (default %(default)s)")
-    r.add_argument("--storage", default=None, help="checkpoint storage: a path or s3:// gs:// URI (default RUN/checkpoints)")
-    r.add_argument("--resume", action="store_true", help="continue the run stored under --storage from its last checkpoint")
 
 
 _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "learning_rate": "learning_rate",

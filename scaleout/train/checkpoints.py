@@ -6,13 +6,17 @@ towers' and optimizer's variables under WEIGHTS."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
 import pyarrow.fs as pafs
 
 from scaleout import storage
-from scaleout.errors import ScaleoutError
+from scaleout.config import ModelConfig, TrainConfig
+from scaleout.data.dataset import MANIFEST, Dataset
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
+from scaleout.fsutil import sha256
 
 log = logging.getLogger(__name__)
 RUN_NAME = "train"
@@ -60,14 +64,49 @@ def progress(state: dict) -> tuple[int, int]:
     return state["epoch"], state.get("step", 0)
 
 
+def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> dict:
+    """What a checkpoint must match to be continued, flat and as JSON gives it back."""
+    identity = {f"model.{k}": v for k, v in dataclasses.asdict(model_cfg).items()}
+    identity.update({f"train.{k}": getattr(train_cfg, k) for k in ("batch_size", "shuffle_buffer", "seed")})
+    identity["dataset manifest sha256"] = sha256(dataset.path / MANIFEST)
+    return json.loads(json.dumps(identity))
+
+
+def check_resume(location: str, identity: dict, resume: bool) -> dict | None:
+    """The state of the checkpoint a run continues (``resume``), or None for a fresh run; an error, before any
+    training, for ``--resume`` with nothing to resume, for checkpoints of an earlier run without it, and for a
+    checkpoint trained with other settings than ``identity`` (each differing setting named)."""
+    state = latest_checkpoint_state(location)
+    if state is None and resume:
+        raise ArtifactError(f"--resume: no checkpoint to resume from under {location}/{RUN_NAME}")
+    if state is not None and not resume:
+        at = f", step {state['step']} of epoch {state['epoch'] + 1}" if state.get("step") else ""
+        raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}{at}); "
+                            "pass --resume to continue it, or remove that directory to start over")
+    if state is not None:
+        differ = sorted(k for k in identity if state["identity"].get(k) != identity[k])
+        if differ:
+            detail = "; ".join(f"{k}: checkpoint {state['identity'].get(k)!r}, now {identity[k]!r}" for k in differ)
+            raise ConfigError(f"--resume: the checkpoint under {location}/{RUN_NAME} was trained with other settings "
+                              f"({detail})")
+    return state
+
+
 def find_latest_checkpoint(location: str) -> tuple[str, dict] | None:
     """(path, state) of the newest complete checkpoint of the run under ``location``, or None.
 
     A checkpoint is complete when every file its state.json lists is there with
     its size: an upload cut short by a dying worker is passed over.
     """
+    found = complete_checkpoints(location)
+    return found[-1] if found else None
+
+
+def complete_checkpoints(location: str) -> list[tuple[str, dict]]:
+    """(path, state) of every complete checkpoint under ``location``, the newest last (see
+    ``find_latest_checkpoint``)."""
     fs, base = storage.filesystem(location)
-    best = None
+    complete = []
     for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
         if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint"):
             continue
@@ -84,9 +123,8 @@ def find_latest_checkpoint(location: str) -> tuple[str, dict] | None:
             continue
         sizes = {i.base_name: i.size for i in fs.get_file_info(pafs.FileSelector(info.path))}
         if all(sizes.get(name) == size for name, size in state.get("files", {}).items()):
-            if best is None or progress(state) > progress(best[1]):
-                best = (info.path, state)
-    return best
+            complete.append((info.path, state))
+    return sorted(complete, key=lambda found: progress(found[1]))
 
 
 def latest_checkpoint_state(location: str) -> dict | None:
@@ -103,9 +141,12 @@ def check_storage(location: str) -> None:
     fs, base = storage.filesystem(location)
     marker = f"{base}/.scaleout-write-check"
     try:
+        made = fs.get_file_info(base).type == pafs.FileType.NotFound
         fs.create_dir(base, recursive=True)
         with fs.open_output_stream(marker) as f:
             f.write(b"ok")
         fs.delete_file(marker)
+        if made:  # left as it was: a run that fails before its first checkpoint leaves no empty directory
+            fs.delete_dir(base)
     except OSError as exc:
         raise ScaleoutError(f"checkpoint storage {location} is not writable: {exc}") from exc

@@ -34,14 +34,13 @@ import pyarrow.parquet as pq
 from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingDiverged
-from scaleout.fsutil import sha256
 from scaleout import storage
 from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
-from scaleout.train.checkpoints import (RUN_NAME, WEIGHTS, check_storage, checkpoint_of, find_latest_checkpoint,
-                                        latest_checkpoint_state, stream_position)
+from scaleout.train.checkpoints import (RUN_NAME, WEIGHTS, check_resume, check_storage, checkpoint_of,
+                                        find_latest_checkpoint, resume_identity, stream_position)
 from scaleout.train.cpus import pin_ray_worker
 from scaleout.train.features import build_tables
 
@@ -73,14 +72,6 @@ def steps_per_epoch(assignment: list[list[Path]], local_batch: int) -> int:
         raise ConfigError(f"a worker holds {min(rows)} train rows, fewer than its batch of {local_batch}; "
                           "use fewer workers or a smaller --batch-size")
     return steps
-
-
-def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> dict:
-    """What a checkpoint must match to be continued, flat and as JSON gives it back."""
-    identity = {f"model.{k}": v for k, v in dataclasses.asdict(model_cfg).items()}
-    identity.update({f"train.{k}": getattr(train_cfg, k) for k in ("batch_size", "shuffle_buffer", "seed")})
-    identity["dataset manifest sha256"] = sha256(dataset.path / MANIFEST)
-    return json.loads(json.dumps(identity))
 
 
 def worker_dataset(location: str, rank: int, world: int, scratch: Path) -> Dataset:
@@ -251,20 +242,7 @@ def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: 
     steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers), train_cfg.batch_size // train_cfg.workers)
     location = storage_location(run, train_cfg)
     check_storage(location)
-    state = latest_checkpoint_state(location)
-    if state is None and train_cfg.resume:
-        raise ArtifactError(f"--resume: no checkpoint to resume from under {location}/{RUN_NAME}")
-    if state is not None and not train_cfg.resume:
-        at = f", step {state['step']} of epoch {state['epoch'] + 1}" if state.get("step") else ""
-        raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}{at}); "
-                            "pass --resume to continue it, or remove that directory to start over")
-    if state is not None:
-        expected = resume_identity(model_cfg, train_cfg, dataset)
-        differ = sorted(k for k in expected if state["identity"].get(k) != expected[k])
-        if differ:
-            detail = "; ".join(f"{k}: checkpoint {state['identity'].get(k)!r}, now {expected[k]!r}" for k in differ)
-            raise ConfigError(f"--resume: the checkpoint under {location}/{RUN_NAME} was trained with other settings "
-                              f"({detail})")
+    check_resume(location, resume_identity(model_cfg, train_cfg, dataset), train_cfg.resume)
     return location
 
 

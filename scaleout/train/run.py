@@ -15,7 +15,7 @@ from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.stages import Stages
 from scaleout.train import profile
-from scaleout.train.local import evaluate, fit
+from scaleout.train.local import evaluate, fit_checkpointed, remove_checkpoints
 from scaleout.train.ray_backend import fit_ray, profile_location, storage_location
 from scaleout.train.saved import Towers, save_model
 
@@ -51,11 +51,12 @@ def _fit(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Train
         return (*fit_ray(run, model_cfg, train_cfg), [])
     tracer = profile.EpochProfile(train_cfg.profile_epoch, traces / "worker-0") if train_cfg.profile_epoch else None
     try:
-        model, history = fit(dataset, model_cfg, train_cfg, callbacks=[tracer] if tracer else None)
+        model, history, resumed_at = fit_checkpointed(dataset, model_cfg, train_cfg, [tracer] if tracer else None,
+                                                      location=storage_location(run, train_cfg))
     finally:
         if tracer:
             tracer.close()
-    return model, history, [], [traces / "worker-0"] if tracer else []
+    return model, history, resumed_at, [traces / "worker-0"] if tracer else []
 
 
 def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -83,6 +84,11 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
                                    "cpu_pinning": model.trained_pinning,
                                    "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
     write_scalars(run.tensorboard, history)
+    if train_cfg.backend == "local":  # the model they insured is saved (Ray Train keeps its own, see README)
+        removed = remove_checkpoints(storage_location(run, train_cfg))
+        if removed:
+            log.info("removed the run's %d local checkpoint(s) under %s: the model is saved",
+                     removed, storage_location(run, train_cfg))
     return model
 
 
