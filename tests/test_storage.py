@@ -2,6 +2,7 @@
 of a rename kept without one, one-line errors before any work, and every stage on an s3:// run."""
 
 import json
+import signal
 import time
 
 import pytest
@@ -9,7 +10,10 @@ import pytest
 from conftest import SMALL_RUN, run_cli
 from raycluster import free_port
 from s3server import local_s3, with_s3_env
+from test_kill import start
 from scaleout import storage
+from scaleout.train.checkpoints import RUN_NAME, STATE, latest_checkpoint_state
+from scaleout.train.local import PREFIX
 from scaleout.errors import ArtifactError, ScaleoutError
 from scaleout.rundir import opened
 from scaleout.runlock import LOCK
@@ -225,3 +229,31 @@ def test_errors_name_the_store_never_the_local_mirror(bucket):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"scaleout index: error: {bucket}/runs/empty/"), last
     assert "scaleout-scratch-" not in last
+
+
+@pytest.mark.slow
+def test_a_local_backend_run_in_the_store_resumes_from_its_checkpoint_there(bucket):
+    """The local backend's checkpoints of a run on object storage go to the store (state.json last); a run
+    stopped there (SIGTERM, as a scheduler or `ray job stop` sends) continues with --resume from the store's
+    newest one, and removes them once its model is committed."""
+    run = f"{bucket}/runs/resumed"
+    assert run_cli("prepare", "--run", run, *SMALL_RUN).returncode == 0
+    train = ("train", "--run", run, "--epochs", 30, "--batch-size", 64, "--checkpoint-min-interval", 0)
+    process = start(*train)
+    second = f"{run}/checkpoints/{RUN_NAME}/{PREFIX}000002/{STATE}"
+    deadline = time.monotonic() + 120
+    while not storage.exists(second):
+        assert process.poll() is None and time.monotonic() < deadline, "no second epoch's checkpoint in the store"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    state = latest_checkpoint_state(f"{run}/checkpoints")
+    assert state is not None and 2 <= state["epoch"] < 30 and f"model/{storage.COMMIT}" not in storage.list_files(run)
+    resumed = run_cli(*train, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from the checkpoint of epoch {state['epoch']}/30" in resumed.stderr
+    listed = storage.list_files(run)
+    assert f"model/{storage.COMMIT}" in listed and not [name for name in listed if PREFIX in name]
+    record = json.loads(storage.read_bytes(f"{run}/metrics/train.json"))
+    assert record["resumed_at_epochs"] == [state["epoch"]] and len(record["epochs"]) == 30

@@ -12,7 +12,9 @@ read. They are crash insurance for the one process: the caller removes them once
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -83,12 +85,13 @@ def _restore(model, location: str, train_cfg: TrainConfig) -> tuple[list[dict], 
         raise ConfigError(f"--resume: checkpoint {path} was taken within epoch {state['epoch'] + 1} (step "
                           f"{state['step']}) by the Ray backend; continue it with --backend ray")
     model.optimizer.build(model.trainable_variables)  # its slots exist before the checkpoint is read into them
-    fs, _ = storage.filesystem(location)
-    with scratch("resume") as local:
-        for name in state["files"]:
-            with fs.open_input_stream(f"{path}/{name}") as f, open(local / name, "wb") as out:
-                out.write(f.read())
-        checkpoint_of(model).read(str(local / WEIGHTS)).assert_existing_objects_matched()
+    if not storage.is_remote(location):
+        checkpoint_of(model).read(str(Path(path) / WEIGHTS)).assert_existing_objects_matched()
+    else:
+        with scratch("resume") as local:
+            for name in state["files"]:
+                storage.download_file(storage.join(location, RUN_NAME, Path(path).name, name), local / name)
+            checkpoint_of(model).read(str(local / WEIGHTS)).assert_existing_objects_matched()
     done = state["epoch"]
     log.info("resuming from the checkpoint of epoch %d/%d (%s): epochs %d-%d remain", done, train_cfg.epochs, path,
              done + 1, train_cfg.epochs)
@@ -115,15 +118,21 @@ class EpochCheckpoints(tf.keras.callbacks.Callback):
             return
         start = time.monotonic()
         into = storage.join(self.location, RUN_NAME, f"{PREFIX}{done:06d}")
-        with scratch("checkpoint") as tmp:
-            self.saver.write(str(tmp / WEIGHTS))
-            files = {p.name: p.stat().st_size for p in tmp.iterdir()}
-            write_json(tmp / STATE, {"epoch": done, "step": 0, "partial": None, "history": self.history,
-                                     "steps_per_epoch": self.steps, "workers": 1, "files": files, **self.record(),
-                                     "backend": "local"})
-            for name in files:
-                storage.upload_file(tmp / name, storage.join(into, name))
-            storage.upload_file(tmp / STATE, storage.join(into, STATE))  # last: the checkpoint is complete
+        state = {"epoch": done, "step": 0, "partial": None, "history": self.history, "steps_per_epoch": self.steps,
+                 "workers": 1, **self.record(), "backend": "local"}
+        if storage.is_remote(into):  # written here, then uploaded, state.json last
+            with scratch("checkpoint") as tmp:
+                self.saver.write(str(tmp / WEIGHTS))
+                files = {p.name: p.stat().st_size for p in tmp.iterdir()}
+                write_json(tmp / STATE, {**state, "files": files})
+                for name in files:
+                    storage.upload_file(tmp / name, storage.join(into, name))
+                storage.upload_file(tmp / STATE, storage.join(into, STATE))  # last: the checkpoint is complete
+        else:  # written in place (no copy of what may be gigabytes), state.json last
+            target = Path(into)
+            shutil.rmtree(target, ignore_errors=True)  # this backend's, left incomplete by a crash
+            self.saver.write(str(target / WEIGHTS))
+            write_json(target / STATE, {**state, "files": {p.name: p.stat().st_size for p in target.iterdir()}})
         self._prune()
         self.last_kept = time.monotonic()
         self.history[-1]["checkpoint_stall_seconds"] = round(self.last_kept - start, 3)
