@@ -20,7 +20,7 @@ import ray.train.collective
 from scaleout.config import TrainConfig
 from scaleout.fsutil import write_json
 from scaleout.train.callbacks import EpochLog
-from scaleout.train.checkpoints import STATE, WEIGHTS
+from scaleout.train.checkpoints import STATE, WEIGHTS, epoch_due
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ class CheckpointEpochLog(EpochLog):
 
     def due(self, done: int) -> bool:
         """Whether epoch ``done`` is checkpointed."""
-        if done == self.cfg.epochs:
-            return True
-        return not done % self.cfg.checkpoint_every and self.interval_passed()
+        return epoch_due(done, self.cfg, self.interval_passed)
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)  # the divergence check first: a diverged model is never kept

@@ -72,11 +72,12 @@ def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dat
     return json.loads(json.dumps(identity))
 
 
-def check_resume(location: str, identity: dict, resume: bool) -> dict | None:
-    """The state of the checkpoint a run continues (``resume``), or None for a fresh run; an error, before any
-    training, for ``--resume`` with nothing to resume, for checkpoints of an earlier run without it, and for a
-    checkpoint trained with other settings than ``identity`` (each differing setting named)."""
-    state = latest_checkpoint_state(location)
+def check_resume(location: str, identity: dict, resume: bool) -> tuple[str, dict] | None:
+    """(path, state) of the checkpoint a run continues (``resume``), or None for a fresh run; an error, before
+    any training, for ``--resume`` with nothing to resume, for checkpoints of an earlier run without it, and for
+    a checkpoint trained with other settings than ``identity`` (each differing setting named)."""
+    found = find_latest_checkpoint(location)
+    state = None if found is None else found[1]
     if state is None and resume:
         raise ArtifactError(f"--resume: no checkpoint to resume from under {location}/{RUN_NAME}")
     if state is not None and not resume:
@@ -89,7 +90,14 @@ def check_resume(location: str, identity: dict, resume: bool) -> dict | None:
             detail = "; ".join(f"{k}: checkpoint {state['identity'].get(k)!r}, now {identity[k]!r}" for k in differ)
             raise ConfigError(f"--resume: the checkpoint under {location}/{RUN_NAME} was trained with other settings "
                               f"({detail})")
-    return state
+    return found
+
+
+def epoch_due(done: int, cfg: TrainConfig, interval_passed) -> bool:
+    """Whether a fit keeps a checkpoint after epoch ``done``: after the last always, and after every
+    ``checkpoint_every``-th once ``interval_passed()`` (called only then: under Ray it is a collective that
+    every worker calls alike) says ``checkpoint_min_interval`` has passed since the one before."""
+    return done == cfg.epochs or (not done % cfg.checkpoint_every and interval_passed())
 
 
 def find_latest_checkpoint(location: str) -> tuple[str, dict] | None:

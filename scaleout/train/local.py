@@ -28,7 +28,7 @@ from scaleout.scratch import scratch
 from scaleout.tfenv import tf
 from scaleout.train.callbacks import EpochLog, EvaluationLog
 from scaleout.train.checkpoints import (RUN_NAME, STATE, WEIGHTS, check_resume, check_storage, checkpoint_of,
-                                        complete_checkpoints, find_latest_checkpoint, resume_identity)
+                                        complete_checkpoints, epoch_due, resume_identity)
 from scaleout.train.model import build_for_dataset
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,9 @@ def fit_checkpointed(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainC
                               "(--backend ray); the local backend keeps them at epochs' ends")
         check_storage(location)
         identity = resume_identity(model_cfg, train_cfg, dataset)
-        if check_resume(location, identity, train_cfg.resume) is not None:
-            history, start, resumed_at = _restore(model, location, train_cfg)
+        found = check_resume(location, identity, train_cfg.resume)
+        if found is not None:
+            history, start, resumed_at = _restore(model, found, location, train_cfg)
     # One pass over the files an epoch (the last batch partial), reshuffled each pass (the pass's number seeds
     # it, so a resumed run reads what the uninterrupted one would have); the steps are given, as several steps
     # per call need.
@@ -77,10 +78,11 @@ def fit_checkpointed(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainC
     return model, epoch_log.history, resumed_at
 
 
-def _restore(model, location: str, train_cfg: TrainConfig) -> tuple[list[dict], int, list[int]]:
-    """Reads the newest complete checkpoint under ``location`` into ``model`` (towers and optimizer); returns
-    (its history, the epochs done, the epochs resumed at)."""
-    path, state = find_latest_checkpoint(location)
+def _restore(model, found: tuple[str, dict], location: str,
+             train_cfg: TrainConfig) -> tuple[list[dict], int, list[int]]:
+    """Reads the checkpoint ``found`` (path, state) under ``location`` into ``model`` (towers and optimizer);
+    returns (its history, the epochs done, the epochs resumed at)."""
+    path, state = found
     if state.get("step"):
         raise ConfigError(f"--resume: checkpoint {path} was taken within epoch {state['epoch'] + 1} (step "
                           f"{state['step']}) by the Ray backend; continue it with --backend ray")
@@ -113,8 +115,8 @@ class EpochCheckpoints(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        waited = time.monotonic() - self.last_kept
-        if done < self.cfg.epochs and (done % self.cfg.checkpoint_every or waited < self.cfg.checkpoint_min_interval):
+        if not epoch_due(done, self.cfg,
+                         lambda: time.monotonic() - self.last_kept >= self.cfg.checkpoint_min_interval):
             return
         start = time.monotonic()
         into = storage.join(self.location, RUN_NAME, f"{PREFIX}{done:06d}")
@@ -141,11 +143,11 @@ class EpochCheckpoints(tf.keras.callbacks.Callback):
     def _prune(self) -> None:
         """Removes this backend's checkpoints other than the newest ``KEPT`` complete ones (a checkpoint cut short
         by a crash before this one included)."""
-        fs, base = storage.filesystem(self.location)
         keep = {path for path, _ in complete_checkpoints(self.location)[-KEPT:]}
-        for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
-            if info.base_name.startswith(PREFIX) and info.path not in keep:
-                fs.delete_dir(info.path)
+        fs, _ = storage.filesystem(self.location)
+        for path in _local_checkpoint_dirs(self.location):
+            if path not in keep:
+                fs.delete_dir(path)
 
 
 def remove_checkpoints(location: str) -> int:
@@ -153,13 +155,20 @@ def remove_checkpoints(location: str) -> int:
     else there), once the model they insured is saved; returns how many."""
     fs, base = storage.filesystem(location)
     removed = 0
-    for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
-        if info.base_name.startswith(PREFIX):
-            fs.delete_dir(info.path)
-            removed += 1
+    for path in _local_checkpoint_dirs(location):
+        fs.delete_dir(path)
+        removed += 1
     if removed and not fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True)):
         fs.delete_dir(f"{base}/{RUN_NAME}")  # emptied: it held this backend's checkpoints alone
     return removed
+
+
+def _local_checkpoint_dirs(location: str) -> list[str]:
+    """The paths (as ``storage.filesystem(location)`` names them) of this backend's checkpoint directories under
+    ``location``, complete or not; never a directory of Ray Train's or of anyone else."""
+    fs, base = storage.filesystem(location)
+    return [info.path for info in fs.get_file_info(pafs.FileSelector(f"{base}/{RUN_NAME}", allow_not_found=True))
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(PREFIX)]
 
 
 def evaluate(model, dataset: Dataset, train_cfg: TrainConfig) -> dict[str, float]:

@@ -45,14 +45,15 @@ def train_run(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig,
     return metrics
 
 
-def _fit(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, traces: Path):
-    """(model, history, the epochs resumed at, the traced directory of one process's profiled epoch or [])."""
+def _fit(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, traces: Path, location: str):
+    """(model, history, the epochs resumed at, the traced directory of one process's profiled epoch or []);
+    ``location``: where the checkpoints are kept."""
     if train_cfg.backend == "ray":
         return (*fit_ray(run, model_cfg, train_cfg), [])
     tracer = profile.EpochProfile(train_cfg.profile_epoch, traces / "worker-0") if train_cfg.profile_epoch else None
     try:
         model, history, resumed_at = fit_checkpointed(dataset, model_cfg, train_cfg, [tracer] if tracer else None,
-                                                      location=storage_location(run, train_cfg))
+                                                      location=location)
     finally:
         if tracer:
             tracer.close()
@@ -62,12 +63,13 @@ def _fit(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Train
 def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig):
     if train_cfg.profile_epoch:  # refused before training, not after it
         check_replaceable(run.profile, profile.MARKER)
+    location = storage_location(run, train_cfg)
     with scratch("profile") as traces:
         start = time.monotonic()
-        model, history, resumed_at, traced = _fit(run, dataset, model_cfg, train_cfg, traces)
+        model, history, resumed_at, traced = _fit(run, dataset, model_cfg, train_cfg, traces, location)
         fit_seconds = time.monotonic() - start
         if train_cfg.profile_epoch and train_cfg.backend == "ray":  # the workers' traces, from their storage
-            traced = profile.fetch(profile_location(storage_location(run, train_cfg)), train_cfg.workers, traces)
+            traced = profile.fetch(profile_location(location), train_cfg.workers, traces)
         if traced:
             profile.mark_profiled(history, train_cfg.profile_epoch)
             profile.write_profile(run.profile, traced, {
@@ -85,10 +87,9 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
                                    "model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)})
     write_scalars(run.tensorboard, history)
     if train_cfg.backend == "local":  # the model they insured is saved (Ray Train keeps its own, see README)
-        removed = remove_checkpoints(storage_location(run, train_cfg))
+        removed = remove_checkpoints(location)
         if removed:
-            log.info("removed the run's %d local checkpoint(s) under %s: the model is saved",
-                     removed, storage_location(run, train_cfg))
+            log.info("removed the run's %d local checkpoint(s) under %s: the model is saved", removed, location)
     return model
 
 

@@ -117,3 +117,26 @@ def test_a_resumed_worker_s_input_continues_where_the_checkpoint_left_it():
     assert stream_position(state, 8, 9, 4) == (3, 5)
     assert stream_position(state, 4, 4, 4) == (3, 3)  # never past the new epoch's last step
     assert progress(state) > progress({**state, "step": 0}) > progress({"epoch": 2, "step": 9})
+
+
+def test_which_epochs_keep_a_checkpoint_and_when_the_interval_is_asked():
+    """``epoch_due``, both backends' rule: the last epoch always; every ``checkpoint_every``-th once the interval
+    has passed; and the interval asked only for those (under Ray it is a collective every worker must call
+    alike, so it must not be called for an epoch that is not every-N-th, nor for the last)."""
+    from scaleout.config import TrainConfig
+    from scaleout.train.checkpoints import epoch_due
+
+    cfg = TrainConfig(epochs=7, checkpoint_every=3)
+    asked = []
+
+    def interval(passed):
+        def ask():
+            asked.append(True)
+            return passed
+        return ask
+
+    assert [done for done in range(1, 8) if epoch_due(done, cfg, interval(True))] == [3, 6, 7]
+    assert len(asked) == 2  # epochs 3 and 6; not 7, which is kept whatever the interval
+    asked.clear()
+    assert [done for done in range(1, 8) if epoch_due(done, cfg, interval(False))] == [7]
+    assert len(asked) == 2
