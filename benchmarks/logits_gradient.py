@@ -29,7 +29,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "logits_gradient.json"
 SHAPES = ((1024, 1024), (512, 1024))  # (queries, candidates): one process's batch, one of 2 workers' share
-DIM = 32  # the dimensions these figures were first measured at (the README's table); --dim for others
+DIM = 32  # the dimensions these figures were first measured at (docs/one-process-step.md's table); --dim for others
 CHILD_NAMES = {"tf gradient": "candidates' gradient, TensorFlow's: upstream^T @ query",
                "our gradient": "candidates' gradient, dot_scores: (query^T @ upstream)^T",
                "tf step": "loss and both gradients, TensorFlow's gradient",

@@ -18,8 +18,8 @@ time goes:
 - collectives: what one step sends between workers, as the workers traced it
   (count, bytes), each timed alone at its size in 2 workers placed as the
   2 that trained (each on a core of its own where they were; left to the
-  scheduler, the same all-reduce takes longer: README, "The all-reduce timed
-  where training runs it");
+  scheduler, the same all-reduce takes longer: docs/ray-step-costs.md, "The
+  all-reduce timed where training runs it");
 - input: one batch read by the worker's input pipeline, timed alone (it runs
   ahead of the step, so it only costs where it is slower than the step);
 - compute and framework: the rest of the step;

@@ -1,6 +1,6 @@
-"""The README's and the reports' links: every link into the repository names a file that is there, and every
-#anchor a heading of its page (as GitHub makes a heading's anchor), so the README's contents line and the
-Results' report links lead somewhere."""
+"""The README's, the docs' and the reports' links: every link into the repository names a file that is there,
+and every #anchor a heading of its page (as GitHub makes a heading's anchor), so the README's contents line,
+the docs' contents and the Results' report links lead somewhere."""
 
 import re
 from pathlib import Path
@@ -42,7 +42,8 @@ def test_anchors_follow_githubs_rule():
         "embedding-and-indexing-scaleout-index-jobsembed_indexpy"}
 
 
-PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "benchmarks").rglob("*.md"))]
+PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for folder in ("benchmarks", "docs")
+                              for p in (REPO / folder).rglob("*.md"))]
 
 
 def test_the_readme_has_its_contents_line():
