@@ -6,14 +6,17 @@ options into configs and call one function here or in a stage.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import socket
 import time
 
 from scaleout.config import EmbedConfig, IndexJobConfig, PipelineConfig
+from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.data.prepare import prepare
-from scaleout.errors import ScaleoutError
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
 from scaleout.names import INDEX_KINDS, USER_ID
 from scaleout.rundir import RunDir
 from scaleout.stages import Stages
@@ -75,6 +78,57 @@ def index_job(run: RunDir, cfg: IndexJobConfig) -> dict:
     return summary
 
 
+def _prepared(run: RunDir, cfg: PipelineConfig) -> Dataset:
+    """RUN/data for the main job: prepared from ``cfg.data``; under ``--resume``, the data already there where it
+    was prepared with the same settings (the run continues on what it trained on, and 100M interactions are not
+    prepared twice), an error naming each setting where it was prepared otherwise.
+
+    Without ``--resume``, checkpoints of an earlier run are refused here, before RUN/data is replaced: training
+    would refuse them anyway, after the data they were trained on had been prepared again from a source that
+    may have changed since."""
+    from scaleout.train.checkpoints import check_resume
+    from scaleout.train.ray_backend import storage_location
+
+    if not cfg.train.resume:
+        check_resume(storage_location(run, cfg.train), None, resume=False)
+        return prepare(cfg.data, run.data)
+    if not (run.data / MANIFEST).is_file():
+        return prepare(cfg.data, run.data)
+    dataset = Dataset(run.data)
+    recorded, wanted = dataset.manifest.get("config", {}), json.loads(json.dumps(dataclasses.asdict(cfg.data)))
+    differ = [k for k in wanted if recorded.get(k) != wanted[k]]
+    if differ:
+        detail = "; ".join(f"{k}: prepared with {recorded.get(k)!r}, now {wanted[k]!r}" for k in differ)
+        raise ConfigError(f"--resume: {run.shown('data')} was prepared with other settings ({detail}); resume with "
+                          "its settings, or start the run again without --resume")
+    log.info("prepare: --resume continues on %s, prepared %s with these settings", run.shown("data"),
+             dataset.manifest.get("created"))
+    return dataset
+
+
+def _trained(run: RunDir, dataset: Dataset, cfg: PipelineConfig, stages: Stages) -> dict:
+    """The train and evaluate stages; returns the test metrics ({} where evaluation is skipped). Under
+    ``--resume``: training continues from its newest checkpoint, or, with none left, a model already saved from
+    this data with these settings is kept (a main job that stopped after training)."""
+    from scaleout.train.checkpoints import find_latest_checkpoint
+    from scaleout.train.ray_backend import storage_location
+    from scaleout.train.run import evaluate_run, finished_model, train_run
+
+    evaluate = "evaluate" not in cfg.skip
+    location = storage_location(run, cfg.train)
+    if cfg.train.resume and find_latest_checkpoint(location) is None:
+        if not finished_model(run, dataset, cfg.model, cfg.train):
+            raise ArtifactError(f"--resume: nothing to resume: no checkpoint under {location}/train and no trained "
+                                f"model in {run.shown('model')}")
+        log.info("train: --resume keeps %s, trained on this data with these settings (its checkpoints went once it "
+                 "was saved)", run.shown("model"))
+        if not evaluate:
+            return {}
+        with stages("evaluate"):
+            return evaluate_run(run, cfg.train)
+    return train_run(run, cfg.model, cfg.train, stages, evaluate_test=evaluate)
+
+
 def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
     """Runs every stage of one run into ``run``; returns a summary of what each produced.
 
@@ -86,14 +140,13 @@ def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
     from scaleout.index.build import index_run
     from scaleout.serve.catalogue import Catalogue
     from scaleout.serve.export import export_retrieval
-    from scaleout.train.run import train_run
 
     start = time.monotonic()
     stages = Stages()
     with stages("prepare"):
-        dataset = prepare(cfg.data, run.data)
+        dataset = _prepared(run, cfg)
     run.sync()  # each stage committed as it ends (a remote run): a later failure keeps it
-    metrics = train_run(run, cfg.model, cfg.train, stages, evaluate_test="evaluate" not in cfg.skip)
+    metrics = _trained(run, dataset, cfg, stages)
     run.sync()
     embed_cfg = EmbedConfig(backend=cfg.train.backend, workers=cfg.train.workers,
                             cpus_per_worker=cfg.train.cpus_per_worker)

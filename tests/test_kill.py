@@ -9,7 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+
+from conftest import SMALL_RUN, run_cli
 from scaleout import scratch
 from scaleout.fsutil import tree_fingerprint
 
@@ -119,3 +121,51 @@ def test_sigterm_stops_train_cleanly(small_finished_run, tmp_path):
     assert not [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-*") if mine in p.name]
     again = run_cli("recommend", "--run", run, "--user", "1")
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.slow
+def test_the_main_job_killed_in_training_resumes_and_after_training_keeps_its_model(tmp_path):
+    """`scaleout pipeline` killed after a checkpoint: the same command is refused before it prepares the data again
+    (RUN/data left as it was), `--resume` with other data settings is refused naming them, and `--resume` reuses
+    RUN/data and continues from the checkpoint to the end. Resumed once more (as after a crash in a later stage,
+    the checkpoints gone with the saved model), it keeps the model; with other epochs it is refused."""
+    import json
+
+    from scaleout.train.checkpoints import RUN_NAME, STATE, latest_checkpoint_state
+    from scaleout.train.local import PREFIX
+
+    run = tmp_path / "run"
+    job = ("pipeline", "--run", run, *SMALL_RUN, "--epochs", 30, "--batch-size", 64, "--checkpoint-min-interval", 0,
+           "--skip", "through_index", "export", "quality")
+    process = start(*job)
+    kill_when(process, (run / "checkpoints" / RUN_NAME / f"{PREFIX}000004" / STATE).is_file, "epoch 4's checkpoint")
+    state = latest_checkpoint_state(str(run / "checkpoints"))
+    data = tree_fingerprint(run / "data")
+    manifest = (run / "data" / "manifest.json").read_bytes()
+
+    again = run_cli(*job)
+    assert again.returncode == 1
+    assert f"holds checkpoints of an earlier run (epoch {state['epoch']}); pass --resume" in again.stderr
+    assert "prepare: wrote" not in again.stderr
+    other = run_cli(*job[:-4], "--train-shards", 3, *job[-4:], "--resume")
+    assert other.returncode == 1
+    assert "was prepared with other settings (train_shards: prepared with 2, now 3)" in other.stderr
+    assert tree_fingerprint(run / "data") == data and (run / "data" / "manifest.json").read_bytes() == manifest
+
+    resumed = run_cli(*job, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "prepare: --resume continues on" in resumed.stderr and "prepare: wrote" not in resumed.stderr
+    assert f"resuming from the checkpoint of epoch {state['epoch']}/30" in resumed.stderr
+    assert (run / "data" / "manifest.json").read_bytes() == manifest
+    record = json.loads((run / "metrics" / "train.json").read_text())
+    assert record["resumed_at_epochs"] == [state["epoch"]] and len(record["epochs"]) == 30
+    assert json.loads(resumed.stdout)["metrics"]  # evaluated, then embedded and indexed
+    model = tree_fingerprint(run / "model")
+
+    kept = run_cli(*job, "--resume")
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert "train: --resume keeps" in kept.stderr and "epoch 1/30" not in kept.stderr
+    assert tree_fingerprint(run / "model") == model
+    longer = run_cli(*job[:-4], "--epochs", 31, *job[-4:], "--resume")
+    assert longer.returncode == 1
+    assert "was trained with other settings (train.epochs: model 30, now 31) and has no checkpoint" in longer.stderr

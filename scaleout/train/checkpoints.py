@@ -14,9 +14,8 @@ import pyarrow.fs as pafs
 
 from scaleout import storage
 from scaleout.config import ModelConfig, TrainConfig
-from scaleout.data.dataset import MANIFEST, Dataset
+from scaleout.data.dataset import Dataset
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
-from scaleout.fsutil import sha256
 
 log = logging.getLogger(__name__)
 RUN_NAME = "train"
@@ -65,17 +64,20 @@ def progress(state: dict) -> tuple[int, int]:
 
 
 def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> dict:
-    """What a checkpoint must match to be continued, flat and as JSON gives it back."""
+    """What a checkpoint must match to be continued, flat and as JSON gives it back. The data by what it holds
+    (``Dataset.fingerprint``, as a saved model records it), not by when it was prepared: the same source prepared
+    again with the same settings is the same data, and the run it stopped continues on it."""
     identity = {f"model.{k}": v for k, v in dataclasses.asdict(model_cfg).items()}
     identity.update({f"train.{k}": getattr(train_cfg, k) for k in ("batch_size", "shuffle_buffer", "seed")})
-    identity["dataset manifest sha256"] = sha256(dataset.path / MANIFEST)
+    identity["dataset fingerprint"] = dataset.fingerprint
     return json.loads(json.dumps(identity))
 
 
-def check_resume(location: str, identity: dict, resume: bool) -> tuple[str, dict] | None:
+def check_resume(location: str, identity: dict | None, resume: bool) -> tuple[str, dict] | None:
     """(path, state) of the checkpoint a run continues (``resume``), or None for a fresh run; an error, before
     any training, for ``--resume`` with nothing to resume, for checkpoints of an earlier run without it, and for
-    a checkpoint trained with other settings than ``identity`` (each differing setting named)."""
+    a checkpoint trained with other settings than ``identity`` (each differing setting named; None: not known
+    yet, checked when it is)."""
     found = find_latest_checkpoint(location)
     state = None if found is None else found[1]
     if state is None and resume:
@@ -84,7 +86,7 @@ def check_resume(location: str, identity: dict, resume: bool) -> tuple[str, dict
         at = f", step {state['step']} of epoch {state['epoch'] + 1}" if state.get("step") else ""
         raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}{at}); "
                             "pass --resume to continue it, or remove that directory to start over")
-    if state is not None:
+    if state is not None and identity is not None:
         differ = sorted(k for k in identity if state["identity"].get(k) != identity[k])
         if differ:
             detail = "; ".join(f"{k}: checkpoint {state['identity'].get(k)!r}, now {identity[k]!r}" for k in differ)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scaleout.config import ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
+from scaleout.errors import ConfigError
 from scaleout.fsutil import atomic_dir, check_replaceable, tree_fingerprint, write_json
 from scaleout.tfenv import tf
 from scaleout.rundir import RunDir
@@ -17,7 +18,8 @@ from scaleout.stages import Stages
 from scaleout.train import profile
 from scaleout.train.local import evaluate, fit_checkpointed, remove_checkpoints
 from scaleout.train.ray_backend import fit_ray, profile_location, storage_location
-from scaleout.train.saved import Towers, save_model
+from scaleout.train.checkpoints import resume_identity
+from scaleout.train.saved import MODEL_JSON, Towers, check_trained_on, model_info, save_model
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,29 @@ def write_scalars(directory: Path, history: list[dict]) -> None:
                     if name in entry:
                         tf.summary.scalar(name, entry[name], step=entry["epoch"])
         writer.close()
+
+
+def finished_model(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig) -> bool:
+    """Whether RUN/model is what this training saves at its end: trained on ``dataset`` with these settings, all
+    ``train_cfg.epochs`` of them (the local backend's checkpoints go once it is saved, so a resumed main job that
+    stopped after training finds the model, not them). False where there is no model; an error naming each
+    difference for a model trained otherwise, which ``--resume`` does not replace."""
+    if not (run.model / MODEL_JSON).is_file():
+        return False
+    info = model_info(run.model)
+    check_trained_on(run.model, dataset, info)
+    identity = resume_identity(model_cfg, train_cfg, dataset)  # the data is checked above, by its fingerprint
+    now = {k: v for k, v in identity.items() if k.startswith(("model.", "train."))} | {"train.epochs": train_cfg.epochs}
+    saved = {}
+    for key in now:
+        part, name = key.split(".", 1)
+        saved[key] = info.get(part, {}).get(name)
+    differ = [k for k in now if saved[k] != now[k]]
+    if differ:
+        detail = "; ".join(f"{k}: model {saved[k]!r}, now {now[k]!r}" for k in differ)
+        raise ConfigError(f"--resume: {run.shown('model')} was trained with other settings ({detail}) and has no "
+                          "checkpoint to continue; train it again without --resume")
+    return True
 
 
 def evaluate_run(run: RunDir, train_cfg: TrainConfig) -> dict[str, float]:

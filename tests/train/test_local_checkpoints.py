@@ -1,6 +1,7 @@
 """The local backend's checkpoints: `scaleout train` in one process, killed with `kill -9` after five epochs, is
-refused a fresh start over its checkpoints and a resume with other settings, and continues with `--resume` to
-train what the uninterrupted run trains; once the model is saved its checkpoints are gone."""
+refused a fresh start over its checkpoints and a resume with other settings, and continues with `--resume` (on
+its data prepared again from the same source) to train what the uninterrupted run trains; once the model is
+saved its checkpoints are gone."""
 
 import json
 import shutil
@@ -48,6 +49,13 @@ def test_a_killed_local_run_resumes_where_its_last_checkpoint_left_it(tmp_path):
     other = run_cli("train", "--run", killed, *TRAIN, "--resume", "--learning-rate", 0.05)
     assert other.returncode == 1
     assert "was trained with other settings (model.learning_rate: checkpoint 0.1, now 0.05)" in other.stderr
+
+    # The same source prepared again with the same settings is the same data (by what it holds, not when it was
+    # written): the run continues on it.
+    manifest = (killed / "data" / "manifest.json").read_bytes()
+    again = run_cli("prepare", "--run", killed, *SMALL_RUN)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (killed / "data" / "manifest.json").read_bytes() != manifest  # written again, at another time
 
     resumed = run_cli("train", "--run", killed, *TRAIN, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
