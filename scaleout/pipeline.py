@@ -86,12 +86,17 @@ def _prepared(run: RunDir, cfg: PipelineConfig) -> Dataset:
     Without ``--resume``, checkpoints of an earlier run are refused here, before RUN/data is replaced: training
     would refuse them anyway, after the data they were trained on had been prepared again from a source that
     may have changed since."""
-    from scaleout.train.checkpoints import check_resume
+    from scaleout.train.checkpoints import RUN_NAME, check_resume, find_latest_checkpoint
     from scaleout.train.ray_backend import storage_location
+    from scaleout.train.saved import MODEL_JSON
 
+    location = storage_location(run, cfg.train)
     if not cfg.train.resume:
-        check_resume(storage_location(run, cfg.train), None, resume=False)
+        check_resume(location, None, resume=False)
         return prepare(cfg.data, run.data)
+    if find_latest_checkpoint(location) is None and not (run.model / MODEL_JSON).is_file():
+        raise ArtifactError(f"--resume: nothing to resume: no checkpoint under {location}/{RUN_NAME} and no "
+                            f"trained model in {run.shown('model')}")
     if not (run.data / MANIFEST).is_file():
         return prepare(cfg.data, run.data)
     dataset = Dataset(run.data)
@@ -115,17 +120,15 @@ def _trained(run: RunDir, dataset: Dataset, cfg: PipelineConfig, stages: Stages)
     from scaleout.train.run import evaluate_run, finished_model, train_run
 
     evaluate = "evaluate" not in cfg.skip
-    location = storage_location(run, cfg.train)
-    if cfg.train.resume and find_latest_checkpoint(location) is None:
-        if not finished_model(run, dataset, cfg.model, cfg.train):
-            raise ArtifactError(f"--resume: nothing to resume: no checkpoint under {location}/train and no trained "
-                                f"model in {run.shown('model')}")
+    no_checkpoint = find_latest_checkpoint(storage_location(run, cfg.train)) is None
+    if cfg.train.resume and no_checkpoint and finished_model(run, dataset, cfg.model, cfg.train):
         log.info("train: --resume keeps %s, trained on this data with these settings (its checkpoints went once it "
                  "was saved)", run.shown("model"))
         if not evaluate:
             return {}
         with stages("evaluate"):
             return evaluate_run(run, cfg.train)
+    # (--resume with no checkpoint and no model, removed since _prepared looked: training refuses it in one line)
     return train_run(run, cfg.model, cfg.train, stages, evaluate_test=evaluate)
 
 

@@ -125,7 +125,8 @@ def test_sigterm_stops_train_cleanly(small_finished_run, tmp_path):
 
 @pytest.mark.slow
 def test_the_main_job_killed_in_training_resumes_and_after_training_keeps_its_model(tmp_path):
-    """`scaleout pipeline` killed after a checkpoint: the same command is refused before it prepares the data again
+    """`scaleout pipeline --resume` with nothing to resume is refused before it prepares anything. Killed after a
+    checkpoint, the same command without `--resume` is refused before it prepares the data again
     (RUN/data left as it was), `--resume` with other data settings is refused naming them, and `--resume` reuses
     RUN/data and continues from the checkpoint to the end. Resumed once more (as after a crash in a later stage,
     the checkpoints gone with the saved model), it keeps the model; with other epochs it is refused."""
@@ -137,6 +138,9 @@ def test_the_main_job_killed_in_training_resumes_and_after_training_keeps_its_mo
     run = tmp_path / "run"
     job = ("pipeline", "--run", run, *SMALL_RUN, "--epochs", 30, "--batch-size", 64, "--checkpoint-min-interval", 0,
            "--skip", "through_index", "export", "quality")
+    nothing = run_cli(*job, "--resume")
+    assert nothing.returncode == 1 and not (run / "data").exists()
+    assert "--resume: nothing to resume: no checkpoint under" in nothing.stderr
     process = start(*job)
     kill_when(process, (run / "checkpoints" / RUN_NAME / f"{PREFIX}000004" / STATE).is_file, "epoch 4's checkpoint")
     state = latest_checkpoint_state(str(run / "checkpoints"))

@@ -142,7 +142,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="at least this long between checkpoints, the last epoch's always kept; 0: every "
                         "--checkpoint-every epochs (default %(default)s)")
     c.add_argument("--storage", default=None, help="checkpoint storage: a path or s3:// gs:// URI (default RUN/checkpoints)")
-    c.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint under --storage")
+    c.add_argument("--resume", action="store_true",
+                   help="continue a stopped run from its newest checkpoint under --storage (pipeline: on its prepared "
+                        "data, or with the model it saved)")
     r = p.add_argument_group("Ray backend")
     r.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS, else the cluster on this machine, else a new local one)")
