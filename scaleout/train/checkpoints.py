@@ -63,6 +63,14 @@ def progress(state: dict) -> tuple[int, int]:
     return state["epoch"], state.get("step", 0)
 
 
+def epochs_left(done: int, epochs: int) -> str:
+    """What a resume has left to train, for its log line: "epochs 4-6 remain", "epoch 6 remains", "no epoch
+    remains"."""
+    if done >= epochs:
+        return "no epoch remains"
+    return f"epoch {epochs} remains" if done + 1 == epochs else f"epochs {done + 1}-{epochs} remain"
+
+
 def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> dict:
     """What a checkpoint must match to be continued, flat and as JSON gives it back. The data by what it holds
     (``Dataset.fingerprint``, as a saved model records it), not by when it was prepared: the same source prepared

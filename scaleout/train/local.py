@@ -28,7 +28,7 @@ from scaleout.scratch import scratch
 from scaleout.tfenv import tf
 from scaleout.train.callbacks import EpochLog, EvaluationLog
 from scaleout.train.checkpoints import (RUN_NAME, STATE, WEIGHTS, check_resume, check_storage, checkpoint_of,
-                                        complete_checkpoints, epoch_due, resume_identity)
+                                        complete_checkpoints, epoch_due, epochs_left, resume_identity)
 from scaleout.train.model import build_for_dataset
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def _restore(model, found: tuple[str, dict], location: str,
                 storage.download_file(storage.join(location, RUN_NAME, Path(path).name, name), local / name)
             checkpoint_of(model).read(str(local / WEIGHTS)).assert_existing_objects_matched()
     done = state["epoch"]
-    log.info("resuming from the checkpoint of epoch %d/%d (%s): epochs %d-%d remain", done, train_cfg.epochs, path,
-             done + 1, train_cfg.epochs)
+    log.info("resuming from the checkpoint of epoch %d/%d (%s): %s", done, train_cfg.epochs, path,
+             epochs_left(done, train_cfg.epochs))
     return state["history"], done, state.get("resumed_at", []) + [done]
 
 

@@ -39,7 +39,7 @@ from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
-from scaleout.train.checkpoints import (RUN_NAME, WEIGHTS, check_resume, check_storage, checkpoint_of,
+from scaleout.train.checkpoints import (RUN_NAME, WEIGHTS, check_resume, check_storage, checkpoint_of, epochs_left,
                                         find_latest_checkpoint, resume_identity, stream_position)
 from scaleout.train.cpus import pin_ray_worker
 from scaleout.train.features import build_tables
@@ -163,8 +163,8 @@ def _train_worker(config: dict, work: Path) -> None:
                      "%d-%d remain", start_step, steps, start_epoch + 1, train_cfg.epochs, start_epoch + 2,
                      train_cfg.epochs)
         else:
-            log.info("resuming from the checkpoint of epoch %d/%d: epochs %d-%d remain", start_epoch,
-                     train_cfg.epochs, start_epoch + 1, train_cfg.epochs)
+            log.info("resuming from the checkpoint of epoch %d/%d: %s", start_epoch, train_cfg.epochs,
+                     epochs_left(start_epoch, train_cfg.epochs))
     per_pass = batches_per_pass(assignment[rank], local_batch)
 
     def dataset_fn(position: tuple[int, int]):

@@ -140,3 +140,11 @@ def test_which_epochs_keep_a_checkpoint_and_when_the_interval_is_asked():
     asked.clear()
     assert [done for done in range(1, 8) if epoch_due(done, cfg, interval(False))] == [7]
     assert len(asked) == 2
+
+
+def test_a_resume_logs_what_is_left():
+    from scaleout.train.checkpoints import epochs_left
+
+    assert epochs_left(3, 6) == "epochs 4-6 remain"
+    assert epochs_left(5, 6) == "epoch 6 remains"
+    assert epochs_left(6, 6) == "no epoch remains"  # a run stopped after its last checkpoint, before its model
