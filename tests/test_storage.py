@@ -232,13 +232,14 @@ def test_errors_name_the_store_never_the_local_mirror(bucket):
 
 
 @pytest.mark.slow
-def test_a_local_backend_run_in_the_store_resumes_from_its_checkpoint_there(bucket):
-    """The local backend's checkpoints of a run on object storage go to the store (state.json last); a run
-    stopped there (SIGTERM, as a scheduler or `ray job stop` sends) continues with --resume from the store's
-    newest one, and removes them once its model is committed."""
+def test_a_local_backend_main_job_in_the_store_resumes_from_its_checkpoint_there(bucket):
+    """The local backend's checkpoints of a run on object storage go to the store (state.json last); a main job
+    stopped there (SIGTERM, as a scheduler or `ray job stop` sends) continues with --resume on the data it
+    committed (not prepared again) from the store's newest checkpoint, and removes them once its model is
+    committed."""
     run = f"{bucket}/runs/resumed"
-    assert run_cli("prepare", "--run", run, *SMALL_RUN).returncode == 0
-    train = ("train", "--run", run, "--epochs", 30, "--batch-size", 64, "--checkpoint-min-interval", 0)
+    train = ("pipeline", "--run", run, *SMALL_RUN, "--epochs", 30, "--batch-size", 64, "--checkpoint-min-interval",
+             0, "--skip", "through_index", "export", "quality")
     process = start(*train)
     second = f"{run}/checkpoints/{RUN_NAME}/{PREFIX}000002/{STATE}"
     deadline = time.monotonic() + 120
@@ -250,8 +251,11 @@ def test_a_local_backend_run_in_the_store_resumes_from_its_checkpoint_there(buck
     assert process.returncode == 128 + signal.SIGTERM
     state = latest_checkpoint_state(f"{run}/checkpoints")
     assert state is not None and 2 <= state["epoch"] < 30 and f"model/{storage.COMMIT}" not in storage.list_files(run)
+    data = storage.read_bytes(f"{run}/data/{storage.COMMIT}")
     resumed = run_cli(*train, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "prepare: --resume continues on" in resumed.stderr
+    assert storage.read_bytes(f"{run}/data/{storage.COMMIT}") == data
     assert f"resuming from the checkpoint of epoch {state['epoch']}/30" in resumed.stderr
     listed = storage.list_files(run)
     assert f"model/{storage.COMMIT}" in listed and not [name for name in listed if PREFIX in name]
