@@ -159,9 +159,10 @@ def _train_worker(config: dict, work: Path) -> None:
         partial = {**state["partial"], "step": start_step} if start_step else None
         resumed_at = state["resumed_at"] + [start_epoch]
         if start_step:
-            log.info("resuming from the checkpoint at step %d of %d of epoch %d/%d: the rest of it and epochs "
-                     "%d-%d remain", start_step, steps, start_epoch + 1, train_cfg.epochs, start_epoch + 2,
-                     train_cfg.epochs)
+            after = "" if start_epoch + 1 == train_cfg.epochs else \
+                f", then {epochs_left(start_epoch + 1, train_cfg.epochs)}"
+            log.info("resuming from the checkpoint at step %d of %d of epoch %d/%d: the rest of it remains%s",
+                     start_step, steps, start_epoch + 1, train_cfg.epochs, after)
         else:
             log.info("resuming from the checkpoint of epoch %d/%d: %s", start_epoch, train_cfg.epochs,
                      epochs_left(start_epoch, train_cfg.epochs))

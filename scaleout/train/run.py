@@ -16,9 +16,9 @@ from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.stages import Stages
 from scaleout.train import profile
+from scaleout.train.checkpoints import resume_identity
 from scaleout.train.local import evaluate, fit_checkpointed, remove_checkpoints
 from scaleout.train.ray_backend import fit_ray, profile_location, storage_location
-from scaleout.train.checkpoints import resume_identity
 from scaleout.train.saved import MODEL_JSON, Towers, check_trained_on, model_info, save_model
 
 log = logging.getLogger(__name__)
