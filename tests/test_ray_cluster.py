@@ -225,6 +225,8 @@ def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_ne
 
 
 def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster, tmp_path):
+    """A Ray run stopped by `ray job stop` is refused a resume with other settings and a start without --resume,
+    continues with --resume on Ray (with another all-reduce dtype), then continues in one process."""
     root = small_run(tmp_path)
     job_id = f"scaleout-test-{uuid.uuid4().hex[:8]}"
     # Interrupted while it waits for each upload of a checkpoint every epoch (no least interval), resumed
@@ -268,6 +270,17 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     [packed] = trained["collectives_per_step"]  # as the resumed workers traced their step
     assert (packed["op"], packed["dtype"], trained["train"]["allreduce_dtype"]) == ("CollectiveReduceV2", "bfloat16",
                                                                                     "bfloat16")
+
+    # Continued in one process from the Ray run's last checkpoint (a cluster gone, say): two more epochs, Ray
+    # Train's checkpoints left as they are, the local backend's own removed once the model is saved.
+    ray_kept = sorted(p.name for p in (root / "checkpoints" / RUN_NAME).iterdir())
+    local = run_cli("train", "--run", root, "--epochs", 10, *SMALL, "--resume")
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert "resuming from the checkpoint of epoch 8/10" in local.stderr and "epochs 9-10 remain" in local.stderr
+    continued = train_json(root)
+    assert continued["backend"] == "local" and [e["epoch"] for e in continued["epochs"]] == list(range(1, 11))
+    assert continued["resumed_at_epochs"] == [interrupted_at, 8]
+    assert sorted(p.name for p in (root / "checkpoints" / RUN_NAME).iterdir()) == ray_kept
 
 
 def test_impossible_settings_fail_before_training(cluster, tmp_path):
