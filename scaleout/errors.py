@@ -30,6 +30,12 @@ class TrainingDiverged(ScaleoutError):
     """The training loss became NaN or infinite; nothing was saved."""
 
 
+def settings_differ(recorded: dict, wanted: dict, was: str) -> str:
+    """Each setting of ``wanted`` that ``recorded`` holds otherwise, as "name: <was> recorded, now wanted", joined
+    by "; " ('' where none differs): what an error says when an artifact was made with other settings."""
+    return "; ".join(f"{k}: {was} {recorded.get(k)!r}, now {wanted[k]!r}" for k in wanted if recorded.get(k) != wanted[k])
+
+
 _AT_STOP: list[Callable[[], None]] = []  # what a stop undoes, in the order registered
 
 

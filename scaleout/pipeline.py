@@ -16,7 +16,7 @@ import time
 from scaleout.config import EmbedConfig, IndexJobConfig, PipelineConfig
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.data.prepare import prepare
-from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, settings_differ
 from scaleout.names import INDEX_KINDS, USER_ID
 from scaleout.rundir import RunDir
 from scaleout.stages import Stages
@@ -78,32 +78,35 @@ def index_job(run: RunDir, cfg: IndexJobConfig) -> dict:
     return summary
 
 
-def _prepared(run: RunDir, cfg: PipelineConfig) -> Dataset:
-    """RUN/data for the main job: prepared from ``cfg.data``; under ``--resume``, the data already there where it
-    was prepared with the same settings (the run continues on what it trained on, and 100M interactions are not
-    prepared twice), an error naming each setting where it was prepared otherwise.
-
-    Without ``--resume``, checkpoints of an earlier run are refused here, before RUN/data is replaced: training
+def _checkpoint(run: RunDir, cfg: PipelineConfig) -> tuple[str, dict] | None:
+    """(path, state) of the run's newest checkpoint, or None; looked for once, before anything is prepared.
+    Without ``--resume``, an earlier run's checkpoints are refused here, before RUN/data is replaced: training
     would refuse them anyway, after the data they were trained on had been prepared again from a source that
-    may have changed since."""
+    may have changed since. With it, a run with no checkpoint and no trained model is refused."""
     from scaleout.train.checkpoints import RUN_NAME, check_resume, find_latest_checkpoint
     from scaleout.train.ray_backend import storage_location
     from scaleout.train.saved import MODEL_JSON
 
     location = storage_location(run, cfg.train)
     if not cfg.train.resume:
-        check_resume(location, None, resume=False)
-        return prepare(cfg.data, run.data)
-    if find_latest_checkpoint(location) is None and not (run.model / MODEL_JSON).is_file():
+        return check_resume(location, None, resume=False)
+    found = find_latest_checkpoint(location)
+    if found is None and not (run.model / MODEL_JSON).is_file():
         raise ArtifactError(f"--resume: nothing to resume: no checkpoint under {location}/{RUN_NAME} and no "
                             f"trained model in {run.shown('model')}")
-    if not (run.data / MANIFEST).is_file():
+    return found
+
+
+def _prepared(run: RunDir, cfg: PipelineConfig) -> Dataset:
+    """RUN/data for the main job: prepared from ``cfg.data``; under ``--resume``, the data already there where it
+    was prepared with the same settings (the run continues on what it trained on, and 100M interactions are not
+    prepared twice), an error naming each setting where it was prepared otherwise."""
+    if not cfg.train.resume or not (run.data / MANIFEST).is_file():
         return prepare(cfg.data, run.data)
     dataset = Dataset(run.data)
-    recorded, wanted = dataset.manifest.get("config", {}), json.loads(json.dumps(dataclasses.asdict(cfg.data)))
-    differ = [k for k in wanted if recorded.get(k) != wanted[k]]
-    if differ:
-        detail = "; ".join(f"{k}: prepared with {recorded.get(k)!r}, now {wanted[k]!r}" for k in differ)
+    detail = settings_differ(dataset.manifest.get("config", {}), json.loads(json.dumps(dataclasses.asdict(cfg.data))),
+                             "prepared with")
+    if detail:
         raise ConfigError(f"--resume: {run.shown('data')} was prepared with other settings ({detail}); resume with "
                           "its settings, or start the run again without --resume")
     log.info("prepare: --resume continues on %s, prepared %s with these settings", run.shown("data"),
@@ -111,24 +114,22 @@ def _prepared(run: RunDir, cfg: PipelineConfig) -> Dataset:
     return dataset
 
 
-def _trained(run: RunDir, dataset: Dataset, cfg: PipelineConfig, stages: Stages) -> dict:
+def _trained(run: RunDir, dataset: Dataset, cfg: PipelineConfig, stages: Stages,
+             checkpoint: tuple[str, dict] | None) -> dict:
     """The train and evaluate stages; returns the test metrics ({} where evaluation is skipped). Under
-    ``--resume``: training continues from its newest checkpoint, or, with none left, a model already saved from
-    this data with these settings is kept (a main job that stopped after training)."""
-    from scaleout.train.checkpoints import find_latest_checkpoint
-    from scaleout.train.ray_backend import storage_location
+    ``--resume``: training continues from its newest checkpoint, or, with none left (``checkpoint`` None), a
+    model already saved from this data with these settings is kept (a main job that stopped after training)."""
     from scaleout.train.run import evaluate_run, finished_model, train_run
 
     evaluate = "evaluate" not in cfg.skip
-    no_checkpoint = find_latest_checkpoint(storage_location(run, cfg.train)) is None
-    if cfg.train.resume and no_checkpoint and finished_model(run, dataset, cfg.model, cfg.train):
+    if cfg.train.resume and checkpoint is None and finished_model(run, dataset, cfg.model, cfg.train):
         log.info("train: --resume keeps %s, trained on this data with these settings (its checkpoints went once it "
                  "was saved)", run.shown("model"))
         if not evaluate:
             return {}
         with stages("evaluate"):
             return evaluate_run(run, cfg.train)
-    # (--resume with no checkpoint and no model, removed since _prepared looked: training refuses it in one line)
+    # (--resume with no checkpoint and no model, removed since it was looked for: training refuses it in one line)
     return train_run(run, cfg.model, cfg.train, stages, evaluate_test=evaluate)
 
 
@@ -147,9 +148,10 @@ def run_pipeline(run: RunDir, cfg: PipelineConfig) -> dict:
     start = time.monotonic()
     stages = Stages()
     with stages("prepare"):
+        checkpoint = _checkpoint(run, cfg)
         dataset = _prepared(run, cfg)
     run.sync()  # each stage committed as it ends (a remote run): a later failure keeps it
-    metrics = _trained(run, dataset, cfg, stages)
+    metrics = _trained(run, dataset, cfg, stages, checkpoint)
     run.sync()
     embed_cfg = EmbedConfig(backend=cfg.train.backend, workers=cfg.train.workers,
                             cpus_per_worker=cfg.train.cpus_per_worker)

@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 from scaleout import storage
 from scaleout.config import ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
-from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
+from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, settings_differ
 
 log = logging.getLogger(__name__)
 RUN_NAME = "train"
@@ -95,9 +95,8 @@ def check_resume(location: str, identity: dict | None, resume: bool) -> tuple[st
         raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}{at}); "
                             "pass --resume to continue it, or remove that directory to start over")
     if state is not None and identity is not None:
-        differ = sorted(k for k in identity if state["identity"].get(k) != identity[k])
-        if differ:
-            detail = "; ".join(f"{k}: checkpoint {state['identity'].get(k)!r}, now {identity[k]!r}" for k in differ)
+        detail = settings_differ(state["identity"], dict(sorted(identity.items())), "checkpoint")
+        if detail:
             raise ConfigError(f"--resume: the checkpoint under {location}/{RUN_NAME} was trained with other settings "
                               f"({detail})")
     return found

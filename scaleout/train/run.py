@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scaleout.config import ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
-from scaleout.errors import ConfigError
+from scaleout.errors import ConfigError, settings_differ
 from scaleout.fsutil import atomic_dir, check_replaceable, tree_fingerprint, write_json
 from scaleout.tfenv import tf
 from scaleout.rundir import RunDir
@@ -126,9 +126,8 @@ def finished_model(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_
     for key in now:
         part, name = key.split(".", 1)
         saved[key] = info.get(part, {}).get(name)
-    differ = [k for k in now if saved[k] != now[k]]
-    if differ:
-        detail = "; ".join(f"{k}: model {saved[k]!r}, now {now[k]!r}" for k in differ)
+    detail = settings_differ(saved, now, "model")
+    if detail:
         raise ConfigError(f"--resume: {run.shown('model')} was trained with other settings ({detail}) and has no "
                           "checkpoint to continue; train it again without --resume")
     return True
