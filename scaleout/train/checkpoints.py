@@ -81,6 +81,10 @@ def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dat
     return json.loads(json.dumps(identity))
 
 
+class NothingToResume(ArtifactError):
+    """``--resume`` found no checkpoint to continue."""
+
+
 def check_resume(location: str, identity: dict | None, resume: bool) -> tuple[str, dict] | None:
     """(path, state) of the checkpoint a run continues (``resume``), or None for a fresh run; an error, before
     any training, for ``--resume`` with nothing to resume, for checkpoints of an earlier run without it, and for
@@ -89,7 +93,7 @@ def check_resume(location: str, identity: dict | None, resume: bool) -> tuple[st
     found = find_latest_checkpoint(location)
     state = None if found is None else found[1]
     if state is None and resume:
-        raise ArtifactError(f"--resume: no checkpoint to resume from under {location}/{RUN_NAME}")
+        raise NothingToResume(f"--resume: no checkpoint to resume from under {location}/{RUN_NAME}")
     if state is not None and not resume:
         at = f", step {state['step']} of epoch {state['epoch'] + 1}" if state.get("step") else ""
         raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}{at}); "

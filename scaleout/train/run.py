@@ -16,7 +16,7 @@ from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.stages import Stages
 from scaleout.train import profile
-from scaleout.train.checkpoints import resume_identity
+from scaleout.train.checkpoints import NothingToResume, resume_identity
 from scaleout.train.local import evaluate, fit_checkpointed, remove_checkpoints
 from scaleout.train.ray_backend import fit_ray, profile_location, storage_location
 from scaleout.train.saved import MODEL_JSON, Towers, check_trained_on, model_info, save_model
@@ -68,7 +68,11 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
     location = storage_location(run, train_cfg)
     with scratch("profile") as traces:
         start = time.monotonic()
-        model, history, resumed_at, traced = _fit(run, dataset, model_cfg, train_cfg, traces, location)
+        try:
+            model, history, resumed_at, traced = _fit(run, dataset, model_cfg, train_cfg, traces, location)
+        except NothingToResume as error:
+            _name_finished_model(run, error)
+            raise
         fit_seconds = time.monotonic() - start
         if train_cfg.profile_epoch and train_cfg.backend == "ray":  # the workers' traces, from their storage
             traced = profile.fetch(profile_location(location), train_cfg.workers, traces)
@@ -93,6 +97,18 @@ def _fit_and_save(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_c
         if removed:
             log.info("removed the run's %d local checkpoint(s) under %s: the model is saved", removed, location)
     return model
+
+
+def _name_finished_model(run: RunDir, error: NothingToResume) -> None:
+    """Where ``--resume`` found no checkpoint but RUN/model holds a trained model (a finished local run: its
+    checkpoints went once it was saved), an error that says so and what to do instead."""
+    if (run.model / MODEL_JSON).is_file():
+        trained = model_info(run.model).get("train", {})
+        raise NothingToResume(
+            f"{error}: {run.shown('model')} holds the model this run trained ({trained.get('epochs')} epochs, backend "
+            f"{trained.get('backend')}) and its checkpoints are gone (the local backend removes them once the model "
+            "is saved), so it is not trained further; train again without --resume (--epochs for longer), or let "
+            "`scaleout pipeline --resume` keep it") from None
 
 
 def write_scalars(directory: Path, history: list[dict]) -> None:

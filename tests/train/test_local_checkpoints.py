@@ -1,7 +1,7 @@
 """The local backend's checkpoints: `scaleout train` in one process, killed with `kill -9` after five epochs, is
 refused a fresh start over its checkpoints and a resume with other settings, and continues with `--resume` (on
 its data prepared again from the same source) to train what the uninterrupted run trains; once the model is
-saved its checkpoints are gone."""
+saved its checkpoints are gone, and a --resume to train it longer is refused naming the model."""
 
 import json
 import shutil
@@ -70,6 +70,14 @@ def test_a_killed_local_run_resumes_where_its_last_checkpoint_left_it(tmp_path):
     assert not (killed / "checkpoints" / RUN_NAME).exists()
     assert (killed / "model").is_dir() and (killed / "metrics" / "eval.json").is_file()
 
+    # A finished run has no checkpoint left: --resume to train it for longer is refused, naming the model it holds
+    model = sorted(p.read_bytes() for p in (killed / "model").rglob("*") if p.is_file())
+    longer = run_cli("train", "--run", killed, "--epochs", 40, "--batch-size", 64, "--resume")
+    assert longer.returncode == 1
+    assert (f"--resume: no checkpoint to resume from under {killed / 'checkpoints'}/{RUN_NAME}: {killed / 'model'} "
+            "holds the model this run trained (30 epochs, backend local) and its checkpoints are gone") in longer.stderr
+    assert sorted(p.read_bytes() for p in (killed / "model").rglob("*") if p.is_file()) == model
+
 
 def test_checkpoints_within_an_epoch_are_refused_by_the_local_backend(tmp_path):
     run = tmp_path / "run"
@@ -78,3 +86,4 @@ def test_checkpoints_within_an_epoch_are_refused_by_the_local_backend(tmp_path):
     assert result.returncode == 1
     assert "--checkpoint-every-steps: checkpoints within an epoch are the Ray backend's" in result.stderr
     assert not (run / "model").exists()
+
