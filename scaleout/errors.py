@@ -33,7 +33,8 @@ class TrainingDiverged(ScaleoutError):
 def settings_differ(recorded: dict, wanted: dict, was: str) -> str:
     """Each setting of ``wanted`` that ``recorded`` holds otherwise, as "name: <was> recorded, now wanted", joined
     by "; " ('' where none differs): what an error says when an artifact was made with other settings."""
-    return "; ".join(f"{k}: {was} {recorded.get(k)!r}, now {wanted[k]!r}" for k in wanted if recorded.get(k) != wanted[k])
+    return "; ".join(f"{k}: {was} {recorded.get(k)!r}, now {value!r}" for k, value in wanted.items()
+                     if recorded.get(k) != value)
 
 
 _AT_STOP: list[Callable[[], None]] = []  # what a stop undoes, in the order registered
