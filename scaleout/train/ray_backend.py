@@ -59,14 +59,19 @@ def assign_files(files: list[Path], workers: int) -> list[list[Path]]:
     return [files[i::workers] for i in range(workers)]
 
 
+def _rows(files: list[Path]) -> int:
+    """The rows of these Parquet shards, from their footers."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
 def batches_per_pass(files: list[Path], local_batch: int) -> int:
     """The full batches of ``local_batch`` rows one pass over ``files`` gives (the input drops the remainder)."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files) // local_batch
+    return _rows(files) // local_batch
 
 
 def steps_per_epoch(assignment: list[list[Path]], local_batch: int) -> int:
     """Steps every worker can take each epoch: all must take the same number (collectives)."""
-    rows = [sum(pq.ParquetFile(f).metadata.num_rows for f in files) for files in assignment]
+    rows = [_rows(files) for files in assignment]
     steps = min(rows) // local_batch
     if steps == 0:
         raise ConfigError(f"a worker holds {min(rows)} train rows, fewer than its batch of {local_batch}; "
@@ -234,17 +239,18 @@ def profile_location(location: str) -> str:
 
 
 def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
-              cluster_cpus: float) -> str:
-    """Every check that can fail before training; returns the checkpoint location."""
+              cluster_cpus: float) -> tuple[str, int]:
+    """Every check that can fail before training; returns the checkpoint location and the steps of an epoch."""
     needed = train_cfg.workers * train_cfg.cpus_per_worker
     if needed > cluster_cpus:
         raise ConfigError(f"{train_cfg.workers} workers x {train_cfg.cpus_per_worker} CPU need {needed} CPUs; "
                           f"the Ray cluster has {cluster_cpus:g}")
-    steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers), train_cfg.batch_size // train_cfg.workers)
+    steps = steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers),
+                            train_cfg.batch_size // train_cfg.workers)
     location = storage_location(run, train_cfg)
     check_storage(location)
     check_resume(location, resume_identity(model_cfg, train_cfg, dataset), train_cfg.resume)
-    return location
+    return location, steps
 
 
 def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -258,10 +264,8 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     from ray.train.tensorflow import TensorflowTrainer
 
     dataset = Dataset(run.data)
-    location = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
+    location, steps = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
     run.sync()  # a remote run's dataset, committed before the workers fetch it
-    steps = steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers),
-                            train_cfg.batch_size // train_cfg.workers)
     # Side-feature codes, timestamp buckets and user histories come from the whole train split, built here once:
     # a worker that fetches only its own shards from a store would otherwise build tables of its own.
     tables = build_tables(dataset, model_cfg.features, model_cfg.history)
