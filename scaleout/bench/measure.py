@@ -49,7 +49,9 @@ def median_seconds(fn, repeats: int, calls: int = 1, warmup: int = 1) -> float:
 
 def latencies(search, queries: np.ndarray, k: int, max_queries: int, seconds: float) -> np.ndarray:
     """Seconds of ``search(one query [1, dim], k)`` for up to ``max_queries`` queries or ``seconds`` in all
-    (at least 5 queries)."""
+    (at least 5 queries), after one search outside the time (see ``throughput``: on the H200 on 2026-12-04 a
+    first search's capture and tuning ran past ``seconds`` and left five queries timed, two of them slow)."""
+    search(queries[:1], k)  # the warm-up
     out = []
     deadline = time.perf_counter() + seconds
     for i in range(min(max_queries, len(queries))):
@@ -64,9 +66,12 @@ def latencies(search, queries: np.ndarray, k: int, max_queries: int, seconds: fl
 
 def throughput(search, queries: np.ndarray, k: int, batch: int, seconds: float) -> tuple[float, int]:
     """(queries per second, queries run) of ``search`` on batches of ``batch`` queries, cycling through
-    ``queries`` until ``seconds`` pass (at least one batch)."""
+    ``queries`` until ``seconds`` pass (at least one batch), after one batch outside the time: a first search
+    of a new batch size may compile or capture (a GPU search's CUDA graph and the tuning of its plan took
+    tens of seconds on the H200 and had counted as the throughput at batch 16,384 until 2026-12-04)."""
     if batch > len(queries):
         queries = np.resize(queries, (batch, queries.shape[1]))
+    search(queries[:batch], k)  # the warm-up
     done, elapsed, start = 0, 0.0, 0
     while elapsed < seconds or done == 0:
         if start + batch > len(queries):

@@ -32,9 +32,35 @@ def test_recall_counts_rows_scoring_at_least_the_true_kth_score():
 def test_percentiles_and_throughput():
     p = measure.percentiles(np.array([0.001] * 98 + [0.002, 0.010]))
     assert p["p50_ms"] == pytest.approx(1.0) and p["p99_ms"] > 1.0 and p["queries"] == 100
+
+
+
+def test_latencies_run_one_query_outside_the_time_and_the_deadline(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
     calls = []
-    qps, done = measure.throughput(lambda q, k: calls.append(len(q)), np.zeros((10, 2), np.float32), 1, 64, 0.0)
-    assert calls == [64] and done == 64 and qps > 0  # at least one batch, padded past the 10 queries
+
+    def search(q, k):  # the first search compiles (100 s), later ones take 1 ms
+        calls.append(len(q))
+        clock[0] += 100.0 if len(calls) == 1 else 0.001
+
+    lat = measure.latencies(search, np.zeros((50, 2), np.float32), 1, 20, 1.0)
+    assert len(calls) == 21 and len(lat) == 20  # the deadline starts after the warm-up: every query is timed
+    assert lat.max() == pytest.approx(0.001)
+
+
+def test_throughput_runs_one_batch_outside_the_time_then_at_least_one_inside(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def search(q, k):  # the first search of a batch size compiles (100 s), later ones take 2 s
+        calls.append(len(q))
+        clock[0] += 100.0 if len(calls) == 1 else 2.0
+
+    qps, done = measure.throughput(search, np.zeros((10, 2), np.float32), 1, 64, 0.0)
+    assert calls == [64, 64] and done == 64  # padded past the 10 queries
+    assert qps == 32.0  # 64 queries in the 2 s of the timed batch: the warm-up is not counted
 
 
 def test_median_seconds_warms_up_then_takes_the_median_of_each_runs_mean_per_call(monkeypatch):
