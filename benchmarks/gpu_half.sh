@@ -3,7 +3,8 @@
 # no package registry), in about 6 minutes on an H200:
 #   here:   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #             --platform manylinux_2_27_x86_64 -d .wheels scann==1.4.2
-#   there:  bash benchmarks/gpu_half.sh            (the device tool carries .wheels/ along)
+#   there:  bash benchmarks/gpu_half.sh            (the device tool carries .wheels/ along); first, in seconds:
+#           python3 benchmarks/gpu_fused_check.py  (the Triton searches right, compiled, and their kernel times)
 # Writes benchmarks/results/gpu/<device>.json (rewritten after every step; copied under $OUT when the device tool
 # sets it), then here:
 #   scaleout bench-report --out benchmarks/reports/cpu --gpu-results benchmarks/results/gpu/<device>.json

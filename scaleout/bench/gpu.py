@@ -14,6 +14,8 @@ import typing
 
 import numpy as np
 
+from scaleout.bench import gpu_fused
+
 SCORES_PER_TILE = 1 << 30  # 4 GiB of fp32 scores per tile at most
 # PyTorch: rows of scores wider than GROUPED_ABOVE take their top k through the maxima of groups of GROUP
 # columns (GpuBruteForce._top_k_wide); benchmarks/gpu_bruteforce.py times both ways on the GPU
@@ -38,7 +40,9 @@ class Plan(typing.NamedTuple):
     as rows of SPREAD candidates times a block-diagonal matrix of SPREAD copies of the query, a matrix product
     whose kernel reads long rows), the top k of wide rows
     ("auto": group maxima or torch.topk by GROUPED_ABOVE / GROUPED_MAX_ROWS; or one of TOP_K_WAYS), and the most
-    scores in one tile (None: SCORES_PER_TILE)."""
+    scores in one tile (None: SCORES_PER_TILE). top_k "fused" is scaleout.bench.gpu_fused's Triton search
+    instead (one pass, no scores in memory; the form is not used), its tile the candidates a program; "maxima"
+    and "maxima-tf32x3" are gpu_fused.top_k_by_maxima (products in fp32 or bf16, or three TF32 products)."""
 
     one_row: str = "mv"
     top_k: str = "auto"
@@ -49,6 +53,10 @@ class Plan(typing.NamedTuple):
         return max(k, (SCORES_PER_TILE if self.tile is None else self.tile) // max(1, batch))
 
     def name(self, batch: int) -> str:
+        if self.top_k == "fused":
+            return f"fused score and top k (Triton), blocks of {self.tile:,}"
+        if self.top_k.startswith("maxima"):
+            return f"block maxima (Triton, {self.top_k}), blocks of {self.tile:,}, best blocks rescored in fp32"
         tile = "" if self.tile is None else f", tiles of {self.tile:,} scores"
         return (f"{self.one_row}, " if batch == 1 else "") + f"top k {self.top_k}" + tile
 
@@ -167,6 +175,11 @@ class GpuBruteForce:
         """rows [b, k] (device, int64) of the k best candidates for device queries q, best first."""
         torch = self.torch
         plan = plan or self.plan
+        if plan.top_k == "fused":
+            return gpu_fused.top_k(self.x, q, k, plan.tile, interpret=self.on_cpu)
+        if plan.top_k in gpu_fused.MAXIMA_WAYS:
+            return gpu_fused.top_k_by_maxima(self.x, q, k, plan.tile, gpu_fused.MAXIMA_WAYS[plan.top_k],
+                                             interpret=self.on_cpu)
         scores, rows = [], []
         for c0 in range(0, self.n, chunk):
             c1 = min(self.n, c0 + chunk)
@@ -231,7 +244,9 @@ class GpuBruteForce:
 
     def plans(self, batch: int, k: int) -> list[Plan]:
         """The plans a captured search of [batch] queries for k times, the eager search's first: for one query
-        every score form, for any batch every top-k way, and L2-sized tiles where they make few enough."""
+        every score form, for any batch every top-k way, and L2-sized tiles where they make few enough; then
+        the fused Triton search's blocks (gpu_fused.BLOCKS_ONE / BLOCKS_BATCH, as the kernel runs them: each
+        once) and, for batches, the block-maxima search's (gpu_fused.MAXIMA_BLOCKS) where Triton is installed."""
         forms = ((() if self._widen else ("mv",)) + ("x@q", "q@x", "x@Q8")) if batch == 1 else (self.plan.one_row,)
         tiles = [None]
         for tile in L2_TILES:
@@ -244,6 +259,15 @@ class GpuBruteForce:
                 for tile in tiles:
                     if (plan := Plan(form, way, tile)) not in out:
                         out.append(plan)
+        if gpu_fused.missing() is None:
+            dim, fp32 = self.x.shape[1], self.dtype == "float32"
+            for block in (gpu_fused.BLOCKS_ONE if batch == 1 else gpu_fused.BLOCKS_BATCH):
+                block = gpu_fused.config(batch, k, dim, block, fp32)["BN"]  # the block the kernel runs
+                if (plan := Plan(self.plan.one_row, "fused", block)) not in out:
+                    out.append(plan)
+            if batch > 1:
+                for way in (gpu_fused.MAXIMA_WAYS if fp32 else ("maxima",)):
+                    out += [Plan(self.plan.one_row, way, block) for block in gpu_fused.MAXIMA_BLOCKS[self.dtype]]
         return out
 
     def tune(self, batch: int, k: int, timer) -> Plan:
@@ -280,6 +304,24 @@ class GpuBruteForce:
             q = torch.from_numpy(np.ascontiguousarray(queries, np.float32)).to(self.device).to(self.dt)
             return self._top_k_torch(q, k, chunk, plan).cpu().numpy()
 
+    def answer_scores(self, q, rows):
+        """The scores [b, k] (fp32, as the search scores them) of device rows [b, k] for device queries q."""
+        torch = self.torch
+        with torch.inference_mode():
+            cand = self.x[rows].float()  # [b, k, dim]
+            return torch.einsum("bkd,bd->bk", cand, q.to(self.dt).float())
+
+    def check_answer(self, got, reference, name: str) -> None:
+        """Raise ValueError naming the plan where its answer's scores [b, k] are not the reference's (an exact
+        top k's, best first) to within fp32 summation order (bf16: within bf16 rounding of the scores, as the
+        library may rank by bf16 scores)."""
+        tol = (1e-5 if self.dtype == "float32" else 2 ** -6) * max(1.0, float(reference.abs().max()))
+        off = (got - reference).abs()
+        if not bool((off <= tol).all()):
+            worst = int(off.max(dim=1).values.argmax())
+            raise ValueError(f"{name}: wrong answer: query {worst}'s scores {got[worst].tolist()[:5]}... against an "
+                             f"exact search's {reference[worst].tolist()[:5]}... (tolerance {tol:.2g})")
+
     def graphed(self, batch: int, k: int, tune: bool = True):
         """``search(queries [batch, dim]) -> rows [batch, k]`` replaying one CUDA graph of the whole search
         (every tile's matmul and top k, and the merge): one launch instead of one per kernel. The queries go
@@ -313,9 +355,14 @@ class GpuBruteForce:
             torch.cuda.synchronize()
             return graph, rows
 
+        with torch.inference_mode():
+            reference = self.answer_scores(dev_q, self._top_k_torch(dev_q.to(self.dt), k, self.plan.chunk(batch, k)))
+
         def timer(plan):
             graph, rows = capture(plan)
             graph.replay()
+            torch.cuda.synchronize()
+            self.check_answer(self.answer_scores(dev_q, rows), reference, plan.name(batch))  # a wrong plan fails
             times = []
             for _ in range(7):
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -16,30 +16,9 @@ import pytest
 from scaleout.bench import gpu
 from scaleout.bench.gpu import GpuBruteForce
 
+from gpucheck import check, data
+
 K = 10
-
-
-def data(n=3000, dim=16, queries=70, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, dim)).astype(np.float32), rng.standard_normal((queries, dim)).astype(np.float32)
-
-
-def exact(train, queries, k):
-    scores = queries @ train.T
-    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return rows, np.take_along_axis(scores, rows, 1)
-
-
-def check(rows, train, queries, dtype):
-    """Same ids as NumPy in fp32; in bf16 (8 bits of mantissa) the k best to within bf16's rounding of the scores."""
-    true_rows, true_scores = exact(train, queries, rows.shape[1])
-    got = np.einsum("qd,qkd->qk", queries, train[rows])  # the returned rows' exact scores, in the order returned
-    tol = (1e-6 if dtype == "float32" else 2 ** -6) * max(1.0, np.abs(true_scores).max())
-    assert rows.shape == true_rows.shape
-    assert (np.diff(got, axis=1) <= tol).all(), "not ordered best first"
-    np.testing.assert_allclose(got, true_scores, rtol=0, atol=tol)
-    if dtype == "float32":
-        assert (rows == true_rows).all()
 
 
 @pytest.fixture
@@ -122,11 +101,13 @@ def test_every_plan_a_captured_search_may_choose_agrees_with_numpy(small_shapes,
     assert plans[0] == index.plan == gpu.Plan()  # the eager search's plan is timed first
     forms = {p.one_row for p in plans}
     assert forms == ({"mv", "x@q", "q@x", "x@Q8"} if batch == 1 else {"mv"})
-    assert {p.top_k for p in plans} == {"auto", *gpu.TOP_K_WAYS}
+    triton = {"fused"} | ({"maxima", "maxima-tf32x3"} if dtype == "float32" else {"maxima"}) if batch > 1 else {"fused"}
+    assert {p.top_k for p in plans} == {"auto", *gpu.TOP_K_WAYS, *triton}  # Triton's: tests/bench/test_gpu_fused.py
     # tiles of 1500 and 3000 scores: at most 64 of them here
-    assert {p.tile for p in plans} == {None, 1500, 3000}
-    for plan in plans:
-        check(index.search_with(plan, queries, k), train, queries, dtype)
+    assert {p.tile for p in plans if p.top_k not in triton} == {None, 1500, 3000}
+    for plan in plans:  # the Triton plans' answers: tests/bench/test_gpu_fused.py, on shapes its interpreter runs fast
+        if plan.top_k not in triton:
+            check(index.search_with(plan, queries, k), train, queries, dtype)
 
 
 def test_the_blocks_top_k_keeps_the_best_of_every_block_then_of_those(small_shapes, monkeypatch):
