@@ -72,6 +72,16 @@ def _kernels(interpret: bool):
     return triton, kernels.score_top, kernels.select, kernels.group_max
 
 
+def _shapes(x, q, k: int) -> tuple[int, int, int]:
+    """(n, dim, b) of candidates x [n, dim] and queries q [b, dim] of x's dtype, checked with k."""
+    n, dim = x.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"k = {k}: expected 1..{n} (the candidates)")
+    if q.shape[1] != dim or q.dtype != x.dtype:
+        raise ValueError(f"queries {tuple(q.shape)} {q.dtype}: expected [b, {dim}] {x.dtype}")
+    return n, dim, q.shape[0]
+
+
 def config(b: int, k: int, dim: int, block: int, fp32: bool) -> dict:
     """The first kernel's shape for b queries, k and dim: K, BM queries x BN candidates a program (BN at least
     ``block`` and 2K), BD (dim padded), BK (dimensions a step of a batch's matrix product), the precision of
@@ -96,12 +106,7 @@ def top_k(x, q, k: int, block: int, interpret: bool = False):
     best first; ``block``: candidates per program of the first kernel (at least 2K for a batch, as K is)."""
     import torch
 
-    n, dim = x.shape
-    b = q.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k = {k}: expected 1..{n} (the candidates)")
-    if q.shape[1] != dim or q.dtype != x.dtype:
-        raise ValueError(f"queries {tuple(q.shape)} {q.dtype}: expected [b, {dim}] {x.dtype}")
+    n, dim, b = _shapes(x, q, k)
     triton, score_top, select, _ = _kernels(interpret)
     shape = config(b, k, dim, block, x.dtype == torch.float32)
     K, BM, BN = shape["K"], shape["BM"], shape["BN"]
@@ -146,12 +151,7 @@ def top_k_by_maxima(x, q, k: int, block: int, precision: str = "ieee", interpret
     ties the k-th best score to that precision; the scores returned are fp32's either way."""
     import torch
 
-    n, dim = x.shape
-    b = q.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k = {k}: expected 1..{n} (the candidates)")
-    if q.shape[1] != dim or q.dtype != x.dtype:
-        raise ValueError(f"queries {tuple(q.shape)} {q.dtype}: expected [b, {dim}] {x.dtype}")
+    n, dim, b = _shapes(x, q, k)
     triton, _, _, group_max = _kernels(interpret)
     fp32 = x.dtype == torch.float32
     BN = max(16, _pow2(block))

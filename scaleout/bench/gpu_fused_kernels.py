@@ -4,6 +4,7 @@ it has set TRITON_INTERPRET where the kernels run on the CPU: Triton reads that 
 import triton
 import triton.language as tl
 
+
 @triton.jit
 def keys_of(s, rows):
     """int64 keys ordering (score, lower row first) as integers: an fp32's bits, negatives' magnitude bits
@@ -12,6 +13,7 @@ def keys_of(s, rows):
     ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
     low = (~rows.to(tl.int64)) & 0xFFFFFFFF
     return (ordered.to(tl.int64) << 32) | low
+
 
 @triton.jit
 def store(out_ptr, top, qs, b, out_width, column0, k, K: tl.constexpr, DECODE: tl.constexpr):
@@ -23,6 +25,25 @@ def store(out_ptr, top, qs, b, out_width, column0, k, K: tl.constexpr, DECODE: t
     else:
         tl.store(where, top, mask=qs[:, None] < b)
 
+
+@triton.jit
+def products(x_ptr, q_ptr, rows, qs, n, b, dim, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+             BK: tl.constexpr, PRECISION: tl.constexpr, WIDEN: tl.constexpr):
+    """Scores [BM, BN] (fp32) of queries qs against candidates rows: a matrix product, BK dimensions a step."""
+    s = tl.zeros((BM, BN), dtype=tl.float32)
+    for d0 in tl.range(0, BD, BK):
+        d = d0 + tl.arange(0, BK)
+        x = tl.load(x_ptr + rows[:, None].to(tl.int64) * dim + d[None, :],
+                    mask=(rows[:, None] < n) & (d[None, :] < dim), other=0.0)
+        q = tl.load(q_ptr + qs[:, None].to(tl.int64) * dim + d[None, :],
+                    mask=(qs[:, None] < b) & (d[None, :] < dim), other=0.0)
+        if WIDEN:  # the interpreter's tl.dot gets bf16 operands wrong (Triton 3.6.0); exact in fp32 anyway
+            x = x.to(tl.float32)
+            q = q.to(tl.float32)
+        s = tl.dot(q, tl.trans(x), s, input_precision=PRECISION, out_dtype=tl.float32)
+    return s
+
+
 @triton.jit
 def score_top(x_ptr, q_ptr, out_ptr, n, b, dim, out_width, k,
               BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, K: tl.constexpr,
@@ -32,27 +53,18 @@ def score_top(x_ptr, q_ptr, out_ptr, n, b, dim, out_width, k,
     pm = tl.program_id(1)
     rows = pn * BN + tl.arange(0, BN)
     qs = pm * BM + tl.arange(0, BM)
-    if ONE:  # one query: a pass over the block's rows, each row's products summed: [1, BN]
+    if ONE:  # one query: a pass over the block's rows, each row's products summed: [1, BN]; else [BM, BN]
         d = tl.arange(0, BD)
         x = tl.load(x_ptr + rows[:, None].to(tl.int64) * dim + d[None, :],
                     mask=(rows[:, None] < n) & (d[None, :] < dim), other=0.0)
         q = tl.load(q_ptr + qs[:, None].to(tl.int64) * dim + d[None, :], mask=d[None, :] < dim, other=0.0)
         s = tl.sum(x.to(tl.float32) * q.to(tl.float32), axis=1)[None, :]
-    else:  # a matrix product [BM, BN], BK dimensions at a time
-        s = tl.zeros((BM, BN), dtype=tl.float32)
-        for d0 in tl.range(0, BD, BK):
-            d = d0 + tl.arange(0, BK)
-            x = tl.load(x_ptr + rows[:, None].to(tl.int64) * dim + d[None, :],
-                        mask=(rows[:, None] < n) & (d[None, :] < dim), other=0.0)
-            q = tl.load(q_ptr + qs[:, None].to(tl.int64) * dim + d[None, :],
-                        mask=(qs[:, None] < b) & (d[None, :] < dim), other=0.0)
-            if WIDEN:  # the interpreter's tl.dot gets bf16 operands wrong (Triton 3.6.0); exact in fp32 anyway
-                x = x.to(tl.float32)
-                q = q.to(tl.float32)
-            s = tl.dot(q, tl.trans(x), s, input_precision=PRECISION, out_dtype=tl.float32)
+    else:
+        s = products(x_ptr, q_ptr, rows, qs, n, b, dim, BM, BN, BD, BK, PRECISION, WIDEN)
     s = tl.where(rows[None, :] < n, s, float("-inf"))
     top = tl.topk(keys_of(s, rows[None, :]), K)
     store(out_ptr, top, qs, b, out_width, pn * K, k, K, DECODE)
+
 
 @triton.jit
 def select(in_ptr, out_ptr, w, b, out_width, k, BW: tl.constexpr, K: tl.constexpr, DECODE: tl.constexpr):
@@ -66,7 +78,6 @@ def select(in_ptr, out_ptr, w, b, out_width, k, BW: tl.constexpr, K: tl.constexp
     store(out_ptr, top, qs, b, out_width, pn * K, k, K, DECODE)
 
 
-
 @triton.jit
 def group_max(x_ptr, q_ptr, out_ptr, n, b, dim, out_width,
               BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr,
@@ -77,16 +88,6 @@ def group_max(x_ptr, q_ptr, out_ptr, n, b, dim, out_width,
     pm = tl.program_id(1)
     rows = pn * BN + tl.arange(0, BN)
     qs = pm * BM + tl.arange(0, BM)
-    s = tl.zeros((BM, BN), dtype=tl.float32)
-    for d0 in tl.range(0, BD, BK):
-        d = d0 + tl.arange(0, BK)
-        x = tl.load(x_ptr + rows[:, None].to(tl.int64) * dim + d[None, :],
-                    mask=(rows[:, None] < n) & (d[None, :] < dim), other=0.0)
-        q = tl.load(q_ptr + qs[:, None].to(tl.int64) * dim + d[None, :],
-                    mask=(qs[:, None] < b) & (d[None, :] < dim), other=0.0)
-        if WIDEN:
-            x = x.to(tl.float32)
-            q = q.to(tl.float32)
-        s = tl.dot(q, tl.trans(x), s, input_precision=PRECISION, out_dtype=tl.float32)
+    s = products(x_ptr, q_ptr, rows, qs, n, b, dim, BM, BN, BD, BK, PRECISION, WIDEN)
     s = tl.where(rows[None, :] < n, s, float("-inf"))
     tl.store(out_ptr + qs.to(tl.int64) * out_width + pn, tl.max(s, axis=1), mask=qs < b)
