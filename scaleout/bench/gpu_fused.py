@@ -2,9 +2,9 @@
 
 The PyTorch search (scaleout.bench.gpu) writes every score to memory and reads it back for the top k: the
 matrix-vector product, then group maxima and their sort, a handful of kernels. Here one kernel
-(``_score_top``) reads a block of BLOCK candidates, scores it against a block of queries and keeps each
+(``score_top``) reads a block of candidates, scores it against a block of queries and keeps each
 query's best K of the block, K being k rounded up to a power of two (``tl.topk``, a bitonic network in
-registers). A second kernel (``_select``) keeps the best K of every SELECT of those, until one block is
+registers). A second kernel (``select``) keeps the best K of every SELECT of those, until one block is
 left, whose first k columns are the answer, best first.
 
 A score and its candidate's row travel as one 64-bit key: the score's bits made to sort as integers in the
@@ -57,7 +57,7 @@ def _pow2(x: int) -> int:
 
 @functools.cache
 def _kernels(interpret: bool):
-    """The two kernels, compiled (GPU) or interpreted (CPU tensors). Triton reads TRITON_INTERPRET when a
+    """Triton and the three kernels, compiled (GPU) or interpreted (CPU tensors). Triton reads TRITON_INTERPRET when a
     kernel is defined, so their module (gpu_fused_kernels) is imported on first use; one process runs them
     one way."""
     if interpret:
