@@ -16,6 +16,7 @@ import torch
 from scaleout.bench import gpu, gpu_fused
 from scaleout.bench.gpu import GpuBruteForce, Plan
 
+from benchscripts import load
 from gpucheck import check, data
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,3 +228,22 @@ def test_every_kernel_shape_a_captured_search_may_choose_compiles_for_sm_90_with
     spills = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(spills) >= 30  # every distinct shape above, once (38 on 2026-12-04)
     assert {key: s for key, s in spills.items() if s} == {}
+
+
+def test_the_gpu_check_script_checks_both_triton_searches_and_fails_on_a_wrong_answer(tmp_path, monkeypatch, capsys):
+    check_script = load("gpu_fused_check")
+    out = tmp_path / "check.json"
+    assert check_script.main(["--cpu-check", "--out", str(out)]) == 0
+    checks = json.loads(out.read_text())["checks"]
+    assert {(c["dtype"], c["batch"], c["way"]) for c in checks} == {
+        ("float32", 1, "fused"), ("float32", 8, "fused"), ("float32", 8, "maxima"), ("float32", 8, "maxima-tf32x3"),
+        ("bfloat16", 1, "fused"), ("bfloat16", 8, "fused"), ("bfloat16", 8, "maxima")}
+    assert len(checks) == 14 and not any("error" in c for c in checks)
+    right = gpu_fused.top_k_by_maxima
+    monkeypatch.setattr(gpu_fused, "top_k_by_maxima", lambda *a, **kw: right(*a, **kw).flip(1))  # worst first
+    assert check_script.main(["--cpu-check", "--shapes", "8:5", "--out", str(out)]) == 1
+    failed = [c for c in json.loads(out.read_text())["checks"] if "error" in c]
+    assert {c["way"] for c in failed} == {"maxima", "maxima-tf32x3"} and len(failed) == 6
+    assert "block maxima (Triton, maxima), blocks of 64, best blocks rescored in fp32: wrong answer" \
+        in failed[0]["error"]
+    assert "FAILED ValueError: block maxima (Triton, maxima-tf32x3)" in capsys.readouterr().out
