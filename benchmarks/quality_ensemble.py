@@ -1,0 +1,94 @@
+"""Seed ensembles of the `quality` preset against one model, on the validation cuts of quality_cuts.py.
+
+    python benchmarks/quality_ensemble.py [--cuts 3] [--models 4] [--presets quality history]
+
+Trains --models models on each cut (model and shuffle seeds 100, 101, ...: different initial weights and batch
+orders; model i from the i-th of --presets, cycling), scores each model after its last epoch with seen items
+excluded, then the ensembles of its first 2, 4, ... models: the sum of their logits (each model's scores over
+its training temperature: the product of their softmax distributions), which one dot product of the
+concatenated towers' outputs serves (the query side divided by the temperature). EASE (lambda 500) on the same
+cuts beside them. Prints each cut's figures and
+the means over cuts; writes benchmarks/results/quality/ensemble.json. The test split is not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import scaleout  # noqa: F401  (TensorFlow's environment first)
+from quality_cuts import EASE_LAMBDA, METRICS
+from quality_search import validation_cuts
+from scaleout.bench.measure import machine
+from scaleout.fsutil import write_json
+
+RESULTS = Path(__file__).parent / "results" / "quality" / "ensemble.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
+    parser.add_argument("--cuts", type=int, default=3)
+    parser.add_argument("--models", type=int, default=4)
+    parser.add_argument("--presets", nargs="+", default=["quality"])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from scaleout.evaluate.baselines import ease
+    from scaleout.evaluate.protocols import rank_metrics
+    from scaleout.evaluate.quality import tower_scorer
+    from scaleout.train.local import fit
+    from scaleout.train.presets import configs
+
+    sizes = [1] + [m for m in (2, 4, 8, 16) if m <= args.models]
+    per_cut = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for cut, (dataset, data) in enumerate(validation_cuts(args.movielens, Path(tmp), range(args.cuts))):
+            seen = data.matrix(data.train)
+
+            users = len(data.user_ids)
+
+            def metrics(scores):  # scores [users + 1, items]: the last row a user outside the vocabulary's
+                m = rank_metrics(lambda u: scores[np.where(u >= 0, u, users)], data.test, seen, ks=(10, 100),
+                                 ndcg_ks=())
+                return {k: m[k] for k in METRICS}
+            weights = np.asarray(seen @ ease(seen, EASE_LAMBDA), np.float32)
+            row = {"cut": cut, "ease": metrics(np.vstack([weights, np.zeros_like(weights[:1])])), "models": []}
+            scores = []
+            for i in range(args.models):
+                preset = args.presets[i % len(args.presets)]
+                model_cfg, train_cfg = configs(preset, {"seed": 100 + i}, {"seed": 100 + i})
+                model, _ = fit(dataset, model_cfg, train_cfg)
+                score = tower_scorer(model.query_tower, model.candidate_tower, data)
+                scores.append(np.asarray(score(np.append(np.arange(users), -1)), np.float32) / model_cfg.temperature)
+                row["models"].append({"preset": preset, **metrics(scores[-1])})
+                print(f"cut {cut}, model {i} ({preset}): recall@10 {row['models'][-1]['recall@10']:.4f}, "
+                      f"@100 {row['models'][-1]['recall@100']:.4f}", flush=True)
+            row["ensembles"] = {str(m): metrics(sum(scores[:m])) for m in sizes[1:]}
+            for m, r in row["ensembles"].items():
+                print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
+                      flush=True)
+            per_cut.append(row)
+    mean = {"ease": {k: float(np.mean([c["ease"][k] for c in per_cut])) for k in METRICS}}
+    mean.update({f"one {p}": {k: float(np.mean([m[k] for c in per_cut for m in c["models"] if m["preset"] == p]))
+                              for k in METRICS} for p in dict.fromkeys(args.presets[:args.models])})
+    mean.update({str(m): {k: float(np.mean([c["ensembles"][str(m)][k] for c in per_cut])) for k in METRICS}
+                 for m in sizes[1:]})
+    print(f"means over {args.cuts} cuts (one model of a preset: over its models of every cut):")
+    for name, r in mean.items():
+        label = "EASE" if name == "ease" else (name if name.startswith("one ") else f"ensemble of {name}")
+        print(f"  {label:17} recall@10 {r['recall@10']:.4f} ({r['recall@10'] / mean['ease']['recall@10']:.3f}x EASE), "
+              f"@100 {r['recall@100']:.4f} ({r['recall@100'] / mean['ease']['recall@100']:.3f}x)")
+    write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts,
+                          "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA, "mean": mean,
+                          "per_cut": per_cut})
+
+
+if __name__ == "__main__":
+    main()
