@@ -58,7 +58,7 @@ from scaleout.bench import gpu as gpu_mod  # noqa: E402
 from scaleout.bench import measure  # noqa: E402
 from scaleout.bench.datasets import parse_size, synthetic_vectors  # noqa: E402
 from scaleout.bench.gpu import GpuBruteForce  # noqa: E402
-from scaleout.bench.gpu_devices import detect, device_name  # noqa: E402
+from scaleout.bench.gpu_devices import detect, device_name, event_seconds  # noqa: E402
 from scaleout.fsutil import write_json  # noqa: E402
 
 log = logging.getLogger("gpu_bruteforce")
@@ -105,18 +105,8 @@ def ceilings(backend: str, on_cpu: bool, device: str) -> dict:
         return out
     import torch
 
-    def timed(fn, repeats):
-        fn()
-        torch.cuda.synchronize()
-        best = float("inf")
-        for _ in range(repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            best = min(best, a.elapsed_time(b) / 1e3)
-        return best
+    def timed(fn, repeats):  # the best of repeats
+        return min(event_seconds(torch, fn, repeats))
 
     x = torch.ones(1 << 30, dtype=torch.float32, device="cuda")  # 4 GiB
     y = torch.empty_like(x)

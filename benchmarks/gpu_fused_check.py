@@ -33,23 +33,15 @@ sys.path.insert(0, str(REPO))
 from scaleout.bench import gpu_fused  # noqa: E402  (before triton: the interpreter is chosen at its import)
 from scaleout.bench.datasets import parse_size, synthetic_vectors  # noqa: E402
 from scaleout.bench.gpu import GpuBruteForce, Plan  # noqa: E402
+from scaleout.bench.gpu_devices import event_seconds  # noqa: E402
 
 BANDWIDTH = 4.8e12  # H200 datasheet, bytes/s
 SHAPES = ((1, 10), (1, 100), (64, 10), (1024, 10), (1024, 100), (16384, 10))  # (batch, k)
 
 
 def median_seconds(torch, fn, repeats: int) -> float:
-    """Median over ``repeats`` calls of fn on the GPU after one untimed call (CUDA events)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return sorted(times)[len(times) // 2]
+    times = sorted(event_seconds(torch, fn, repeats))
+    return times[len(times) // 2]
 
 
 def triton_plans(index: GpuBruteForce, batch: int, k: int) -> list[Plan]:

@@ -79,3 +79,19 @@ def device_name(backend: str, on_cpu: bool = False) -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+
+
+def event_seconds(torch, fn, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of fn on the GPU by CUDA events (the kernels and launches between
+    them; no wait of the host's), after one untimed call (compiles, caches, a graph's capture)."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return times

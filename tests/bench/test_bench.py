@@ -197,6 +197,31 @@ def test_indexer_defaults_are_the_tuners_choice_per_k_in_the_committed_report():
         assert by_k[k]["defaults"][f"min_recall@{k}"] >= TARGET
 
 
+def test_gpu_event_times_leave_the_first_call_out_and_time_each_call_between_its_events():
+    from types import SimpleNamespace
+
+    from scaleout.bench.gpu_devices import event_seconds
+
+    clock, calls = [0.0], []  # milliseconds of a fake GPU's stream: each call of fn takes longer than the last
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            self.at = clock[0]
+
+        def elapsed_time(self, end):
+            return end.at - self.at
+
+    def fn():
+        calls.append(1)
+        clock[0] += 1000.0 if len(calls) == 1 else 2.0 * len(calls)  # the first call: a compile, 1 s
+
+    torch = SimpleNamespace(cuda=SimpleNamespace(Event=Event, synchronize=lambda: None))
+    assert event_seconds(torch, fn, 3) == [0.004, 0.006, 0.008] and len(calls) == 4
+
+
 def test_gpu_half_runs_where_a_gpu_is_visible_and_skips_with_a_note_where_none_is(tmp_path):
     from scaleout.bench.gpu_devices import detect
 
