@@ -1,4 +1,4 @@
-"""Seed ensembles of the `quality` preset against one model, on the validation cuts of quality_cuts.py.
+"""Ensembles of whole models (seeds of a preset, or several presets) against one model, on quality_cuts.py's cuts.
 
     python benchmarks/quality_ensemble.py [--cuts 3] [--models 4] [--presets quality history]
 
@@ -7,8 +7,8 @@ orders; model i from the i-th of --presets, cycling), scores each model after it
 excluded, then the ensembles of its first 2, 4, ... models: the sum of their logits (each model's scores over
 its training temperature: the product of their softmax distributions), which one dot product of the
 concatenated towers' outputs serves (the query side divided by the temperature). EASE (lambda 500) on the same
-cuts beside them. Prints each cut's figures and
-the means over cuts; writes benchmarks/results/quality/ensemble.json. The test split is not used.
+cuts beside them. Prints each cut's figures and the means over cuts; writes
+benchmarks/results/quality/ensemble.json. The test split is not used.
 """
 
 from __future__ import annotations
