@@ -64,20 +64,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    from scaleout.evaluate.baselines import ease
-    from scaleout.evaluate.protocols import rank_metrics
-
     grid = yaml.safe_load(args.grid.read_text())
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}
     results = {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts, "fraction": 0.1,
                "ease_lambda": EASE_LAMBDA, "popularity_prior": args.popularity_prior, "entries": []}
     with tempfile.TemporaryDirectory() as tmp:
-        cuts, eases = validation_cuts(args.movielens, Path(tmp), seeds=range(args.cuts)), []
-        for _, data in cuts:
-            seen = data.matrix(data.train)
-            weights = ease(seen, EASE_LAMBDA)
-            eases.append(rank_metrics(lambda u: seen[np.where(u >= 0, u, 0)] @ weights, data.test, seen,
-                                      ks=(10, 100), ndcg_ks=()))
+        cuts = validation_cuts(args.movielens, Path(tmp), seeds=range(args.cuts))
+        eases = [ease_metrics(data) for _, data in cuts]
         base = {m: float(np.mean([e[m] for e in eases])) for m in METRICS}
         results["ease"] = {"mean": base, "per_cut": eases}
         print(f"EASE over {args.cuts} cuts: recall@10 {base['recall@10']:.4f}, @100 {base['recall@100']:.4f}",
@@ -99,6 +92,19 @@ def main() -> None:
                       f"recall@100): beta {result['prior_choice']['beta']}", flush=True)
             results["entries"].append(result)
     write_json(args.out, results)
+
+
+def ease_metrics(data) -> dict:
+    """EASE (lambda EASE_LAMBDA) on a cut's held-out part, seen items excluded: recall@10 and @100. A user
+    outside the training vocabulary has no items, so no scores."""
+    from scaleout.evaluate.baselines import ease
+    from scaleout.evaluate.protocols import rank_metrics
+
+    seen = data.matrix(data.train)
+    weights = ease(seen, EASE_LAMBDA)
+    m = rank_metrics(lambda u: np.asarray(seen[np.maximum(u, 0)] @ weights) * (u >= 0)[:, None], data.test, seen,
+                     ks=(10, 100), ndcg_ks=())
+    return {k: m[k] for k in METRICS}
 
 
 def choose_prior(result: dict, epoch: int) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from quality_cuts import EASE_LAMBDA, METRICS
+from quality_cuts import EASE_LAMBDA, METRICS, ease_metrics
 from quality_search import validation_cuts
 from scaleout.bench.measure import machine
 from scaleout.fsutil import write_json
@@ -40,26 +40,22 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from scaleout.evaluate.baselines import ease
     from scaleout.evaluate.protocols import rank_metrics
     from scaleout.evaluate.quality import tower_scorer
     from scaleout.train.local import fit
     from scaleout.train.presets import configs
 
-    sizes = [1] + [m for m in (2, 4, 8, 16) if m <= args.models]
+    sizes = [m for m in (2, 4, 8, 16) if m <= args.models]  # the ensembles scored
     per_cut = []
     with tempfile.TemporaryDirectory() as tmp:
         for cut, (dataset, data) in enumerate(validation_cuts(args.movielens, Path(tmp), range(args.cuts))):
-            seen = data.matrix(data.train)
-
-            users = len(data.user_ids)
+            seen, users = data.matrix(data.train), len(data.user_ids)
 
             def metrics(scores):  # scores [users + 1, items]: the last row a user outside the vocabulary's
                 m = rank_metrics(lambda u: scores[np.where(u >= 0, u, users)], data.test, seen, ks=(10, 100),
                                  ndcg_ks=())
                 return {k: m[k] for k in METRICS}
-            weights = np.asarray(seen @ ease(seen, EASE_LAMBDA), np.float32)
-            row = {"cut": cut, "ease": metrics(np.vstack([weights, np.zeros_like(weights[:1])])), "models": []}
+            row = {"cut": cut, "ease": ease_metrics(data), "models": []}
             scores = []
             for i in range(args.models):
                 preset = args.presets[i % len(args.presets)]
@@ -70,7 +66,7 @@ def main() -> None:
                 row["models"].append({"preset": preset, **metrics(scores[-1])})
                 print(f"cut {cut}, model {i} ({preset}): recall@10 {row['models'][-1]['recall@10']:.4f}, "
                       f"@100 {row['models'][-1]['recall@100']:.4f}", flush=True)
-            row["ensembles"] = {str(m): metrics(sum(scores[:m])) for m in sizes[1:]}
+            row["ensembles"] = {str(m): metrics(sum(scores[:m])) for m in sizes}
             for m, r in row["ensembles"].items():
                 print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
                       flush=True)
@@ -79,7 +75,7 @@ def main() -> None:
     mean.update({f"one {p}": {k: float(np.mean([m[k] for c in per_cut for m in c["models"] if m["preset"] == p]))
                               for k in METRICS} for p in dict.fromkeys(args.presets[:args.models])})
     mean.update({str(m): {k: float(np.mean([c["ensembles"][str(m)][k] for c in per_cut])) for k in METRICS}
-                 for m in sizes[1:]})
+                 for m in sizes})
     print(f"means over {args.cuts} cuts (one model of a preset: over its models of every cut):")
     for name, r in mean.items():
         label = "EASE" if name == "ease" else (name if name.startswith("one ") else f"ensemble of {name}")
