@@ -7,6 +7,7 @@ with ``from_dict``, which refuses unknown keys instead of ignoring them.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Type, TypeVar
 
 from scaleout.errors import ConfigError
@@ -42,6 +43,14 @@ def from_dict(cls: Type[T], d: dict[str, Any]) -> T:
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown setting(s) {unknown}; expected some of {sorted(names)}")
     return cls(**d)
+
+
+def defaults(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Each setting of ``cls`` with its default, as JSON gives it back (tuples as lists), keyed ``prefix`` + name:
+    what ``errors.settings_differ`` takes a setting to have been where an artifact records none (one written
+    before the setting existed)."""
+    return json.loads(json.dumps({prefix + f.name: f.default for f in dataclasses.fields(cls)
+                                  if f.default is not dataclasses.MISSING}))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,11 +30,19 @@ class TrainingDiverged(ScaleoutError):
     """The training loss became NaN or infinite; nothing was saved."""
 
 
-def settings_differ(recorded: dict, wanted: dict, was: str) -> str:
+def settings_differ(recorded: dict, wanted: dict, was: str, defaults: dict | None = None) -> str:
     """Each setting of ``wanted`` that ``recorded`` holds otherwise, as "name: <was> recorded, now wanted", joined
-    by "; " ('' where none differs): what an error says when an artifact was made with other settings."""
-    return "; ".join(f"{k}: {was} {recorded.get(k)!r}, now {value!r}" for k, value in wanted.items()
-                     if recorded.get(k) != value)
+    by "; " ('' where none differs): what an error says when an artifact was made with other settings.
+
+    A setting ``recorded`` lacks but ``defaults`` holds counts as its default: the artifact was written before
+    that setting existed, and a setting is added with the default that keeps the former behaviour (so a
+    checkpoint or a prepared run from an earlier version still continues where nothing it did has changed)."""
+    defaults = defaults or {}
+
+    def had(k):
+        return recorded[k] if k in recorded else defaults.get(k)
+
+    return "; ".join(f"{k}: {was} {had(k)!r}, now {value!r}" for k, value in wanted.items() if had(k) != value)
 
 
 _AT_STOP: list[Callable[[], None]] = []  # what a stop undoes, in the order registered

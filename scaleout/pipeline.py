@@ -13,7 +13,7 @@ import os
 import socket
 import time
 
-from scaleout.config import EmbedConfig, IndexJobConfig, PipelineConfig
+from scaleout.config import DataConfig, EmbedConfig, IndexJobConfig, PipelineConfig, defaults
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.data.prepare import prepare
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, settings_differ
@@ -105,7 +105,7 @@ def _prepared(run: RunDir, cfg: PipelineConfig) -> Dataset:
         return prepare(cfg.data, run.data)
     dataset = Dataset(run.data)
     detail = settings_differ(dataset.manifest.get("config", {}), json.loads(json.dumps(dataclasses.asdict(cfg.data))),
-                             "prepared with")
+                             "prepared with", defaults(DataConfig))
     if detail:
         raise ConfigError(f"--resume: {run.shown('data')} was prepared with other settings ({detail}); resume with "
                           "its settings, or start the run again without --resume")

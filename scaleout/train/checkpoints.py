@@ -13,7 +13,7 @@ import logging
 import pyarrow.fs as pafs
 
 from scaleout import storage
-from scaleout.config import ModelConfig, TrainConfig
+from scaleout.config import ModelConfig, TrainConfig, defaults
 from scaleout.data.dataset import Dataset
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, settings_differ
 
@@ -71,6 +71,10 @@ def epochs_left(done: int, epochs: int) -> str:
     return f"epoch {epochs} remains" if done + 1 == epochs else f"epochs {done + 1}-{epochs} remain"
 
 
+# A setting added after a checkpoint was written is taken at its default there (see errors.settings_differ).
+IDENTITY_DEFAULTS = defaults(ModelConfig, "model.") | defaults(TrainConfig, "train.")
+
+
 def resume_identity(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> dict:
     """What a checkpoint must match to be continued, flat and as JSON gives it back. The data by what it holds
     (``Dataset.fingerprint``, as a saved model records it), not by when it was prepared: the same source prepared
@@ -99,7 +103,7 @@ def check_resume(location: str, identity: dict | None, resume: bool) -> tuple[st
         raise ArtifactError(f"{location}/{RUN_NAME} holds checkpoints of an earlier run (epoch {state['epoch']}{at}); "
                             "pass --resume to continue it, or remove that directory to start over")
     if state is not None and identity is not None:
-        detail = settings_differ(state["identity"], dict(sorted(identity.items())), "checkpoint")
+        detail = settings_differ(state["identity"], dict(sorted(identity.items())), "checkpoint", IDENTITY_DEFAULTS)
         if detail:
             raise ConfigError(f"--resume: the checkpoint under {location}/{RUN_NAME} was trained with other settings "
                               f"({detail})")

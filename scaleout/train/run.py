@@ -16,7 +16,7 @@ from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.stages import Stages
 from scaleout.train import profile
-from scaleout.train.checkpoints import NothingToResume, resume_identity
+from scaleout.train.checkpoints import IDENTITY_DEFAULTS, NothingToResume, resume_identity
 from scaleout.train.local import evaluate, fit_checkpointed, remove_checkpoints
 from scaleout.train.ray_backend import fit_ray, profile_location, storage_location
 from scaleout.train.saved import MODEL_JSON, Towers, check_trained_on, model_info, save_model
@@ -141,8 +141,9 @@ def finished_model(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_
     saved = {}
     for key in now:
         part, name = key.split(".", 1)
-        saved[key] = info.get(part, {}).get(name)
-    detail = settings_differ(saved, now, "model")
+        if name in info.get(part, {}):
+            saved[key] = info[part][name]
+    detail = settings_differ(saved, now, "model", IDENTITY_DEFAULTS)
     if detail:
         raise ConfigError(f"--resume: {run.shown('model')} was trained with other settings ({detail}) and has no "
                           "checkpoint to continue; train it again without --resume")
