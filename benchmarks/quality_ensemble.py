@@ -1,14 +1,16 @@
 """Ensembles of whole models (seeds of a preset, or several presets) against one model, on quality_cuts.py's cuts.
 
-    python benchmarks/quality_ensemble.py [--cuts 3] [--models 4] [--presets quality history]
+    python benchmarks/quality_ensemble.py [--cuts 3] [--models 4] [--presets quality history] [--with-ease W ...]
 
 Trains --models models on each cut (model and shuffle seeds 100, 101, ...: different initial weights and batch
 orders; model i from the i-th of --presets, cycling), scores each model after its last epoch with seen items
 excluded, then the ensembles of its first 2, 4, ... models: the sum of their logits (each model's scores over
 its training temperature: the product of their softmax distributions), which one dot product of the
 concatenated towers' outputs serves (the query side divided by the temperature). EASE (lambda 500) on the same
-cuts beside them. Prints each cut's figures and the means over cuts; writes
-benchmarks/results/quality/ensemble.json. The test split is not used.
+cuts beside them. With --with-ease, the first model's scores mixed with EASE's, per weight W: each user's row of
+either standardised (mean 0, deviation 1), then model + W x EASE. No dot product serves that mixture; it bounds
+what a two-tower taught by EASE (distilled from its scores) could reach. Prints each cut's figures and the means
+over cuts; writes benchmarks/results/quality/ensemble.json. The test split is not used.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from quality_cuts import EASE_LAMBDA, METRICS, ease_metrics
+from scaleout.evaluate.baselines import ease
 from quality_search import validation_cuts
 from scaleout.bench.measure import machine
 from scaleout.fsutil import write_json
@@ -36,6 +39,8 @@ def main() -> None:
     parser.add_argument("--cuts", type=int, default=3)
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--presets", nargs="+", default=["quality"])
+    parser.add_argument("--with-ease", type=float, nargs="*", default=[], metavar="W",
+                        help="also score the first model's standardised scores + W x EASE's, per W")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -67,6 +72,13 @@ def main() -> None:
                 print(f"cut {cut}, model {i} ({preset}): recall@10 {row['models'][-1]['recall@10']:.4f}, "
                       f"@100 {row['models'][-1]['recall@100']:.4f}", flush=True)
             row["ensembles"] = {str(m): metrics(sum(scores[:m])) for m in sizes}
+            if args.with_ease:
+                teacher = standardised(np.vstack([np.asarray(seen @ ease(seen, EASE_LAMBDA), np.float32),
+                                                  np.zeros((1, seen.shape[1]), np.float32)]))
+                row["with_ease"] = {str(w): metrics(standardised(scores[0]) + w * teacher) for w in args.with_ease}
+                for w, r in row["with_ease"].items():
+                    print(f"cut {cut}, model 0 + {w} x EASE: recall@10 {r['recall@10']:.4f}, "
+                          f"@100 {r['recall@100']:.4f}", flush=True)
             for m, r in row["ensembles"].items():
                 print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
                       flush=True)
@@ -76,14 +88,25 @@ def main() -> None:
                               for k in METRICS} for p in dict.fromkeys(args.presets[:args.models])})
     mean.update({str(m): {k: float(np.mean([c["ensembles"][str(m)][k] for c in per_cut])) for k in METRICS}
                  for m in sizes})
+    mean.update({f"+ {w} x EASE": {k: float(np.mean([c["with_ease"][str(w)][k] for c in per_cut])) for k in METRICS}
+                 for w in args.with_ease})
     print(f"means over {args.cuts} cuts (one model of a preset: over its models of every cut):")
     for name, r in mean.items():
-        label = "EASE" if name == "ease" else (name if name.startswith("one ") else f"ensemble of {name}")
-        print(f"  {label:17} recall@10 {r['recall@10']:.4f} ({r['recall@10'] / mean['ease']['recall@10']:.3f}x EASE), "
+        label = ("EASE" if name == "ease" else name if name.startswith("one ") else
+                 f"model 0 {name}" if name.startswith("+") else f"ensemble of {name}")
+        print(f"  {label:22} recall@10 {r['recall@10']:.4f} ({r['recall@10'] / mean['ease']['recall@10']:.3f}x EASE), "
               f"@100 {r['recall@100']:.4f} ({r['recall@100'] / mean['ease']['recall@100']:.3f}x)")
     write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts,
-                          "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA, "mean": mean,
+                          "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA,
+                          "with_ease": args.with_ease, "mean": mean,
                           "per_cut": per_cut})
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """Each row less its mean, over its standard deviation (a row of one value: zeros)."""
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    deviation = centred.std(axis=1, keepdims=True)
+    return centred / np.where(deviation > 0, deviation, 1.0)
 
 
 if __name__ == "__main__":
