@@ -25,9 +25,9 @@ import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from quality_cuts import EASE_LAMBDA, METRICS, ease_metrics
-from scaleout.evaluate.baselines import ease
 from quality_search import validation_cuts
 from scaleout.bench.measure import machine
+from scaleout.evaluate.baselines import ease
 from scaleout.fsutil import write_json
 
 RESULTS = Path(__file__).parent / "results" / "quality" / "ensemble.json"
@@ -72,6 +72,9 @@ def main() -> None:
                 print(f"cut {cut}, model {i} ({preset}): recall@10 {row['models'][-1]['recall@10']:.4f}, "
                       f"@100 {row['models'][-1]['recall@100']:.4f}", flush=True)
             row["ensembles"] = {str(m): metrics(sum(scores[:m])) for m in sizes}
+            for m, r in row["ensembles"].items():
+                print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
+                      flush=True)
             if args.with_ease:
                 teacher = standardised(np.vstack([np.asarray(seen @ ease(seen, EASE_LAMBDA), np.float32),
                                                   np.zeros((1, seen.shape[1]), np.float32)]))
@@ -79,9 +82,6 @@ def main() -> None:
                 for w, r in row["with_ease"].items():
                     print(f"cut {cut}, model 0 + {w} x EASE: recall@10 {r['recall@10']:.4f}, "
                           f"@100 {r['recall@100']:.4f}", flush=True)
-            for m, r in row["ensembles"].items():
-                print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
-                      flush=True)
             per_cut.append(row)
     mean = {"ease": {k: float(np.mean([c["ease"][k] for c in per_cut])) for k in METRICS}}
     mean.update({f"one {p}": {k: float(np.mean([m[k] for c in per_cut for m in c["models"] if m["preset"] == p]))
