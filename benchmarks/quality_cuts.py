@@ -94,14 +94,15 @@ def main() -> None:
     write_json(args.out, results)
 
 
-def ease_metrics(data) -> dict:
-    """EASE (lambda EASE_LAMBDA) on a cut's held-out part, seen items excluded: recall@10 and @100. A user
-    outside the training vocabulary has no items, so no scores."""
+def ease_metrics(data, weights=None) -> dict:
+    """EASE (lambda EASE_LAMBDA; ``weights``: its item-item weights on this cut, where the caller has them) on a
+    cut's held-out part, seen items excluded: recall@10 and @100. A user outside the training vocabulary has no
+    items, so no scores."""
     from scaleout.evaluate.baselines import ease
     from scaleout.evaluate.protocols import rank_metrics
 
     seen = data.matrix(data.train)
-    weights = ease(seen, EASE_LAMBDA)
+    weights = ease(seen, EASE_LAMBDA) if weights is None else weights
     m = rank_metrics(lambda u: np.asarray(seen[np.maximum(u, 0)] @ weights) * (u >= 0)[:, None], data.test, seen,
                      ks=(10, 100), ndcg_ks=())
     return {k: m[k] for k in METRICS}

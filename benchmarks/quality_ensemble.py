@@ -60,7 +60,8 @@ def main() -> None:
                 m = rank_metrics(lambda u: scores[np.where(u >= 0, u, users)], data.test, seen, ks=(10, 100),
                                  ndcg_ks=())
                 return {k: m[k] for k in METRICS}
-            row = {"cut": cut, "ease": ease_metrics(data), "models": []}
+            weights = ease(seen, EASE_LAMBDA)
+            row = {"cut": cut, "ease": ease_metrics(data, weights), "models": []}
             scores = []
             for i in range(args.models):
                 preset = args.presets[i % len(args.presets)]
@@ -76,7 +77,7 @@ def main() -> None:
                 print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
                       flush=True)
             if args.with_ease:
-                teacher = standardised(np.vstack([np.asarray(seen @ ease(seen, EASE_LAMBDA), np.float32),
+                teacher = standardised(np.vstack([np.asarray(seen @ weights, np.float32),
                                                   np.zeros((1, seen.shape[1]), np.float32)]))
                 row["with_ease"] = {str(w): metrics(standardised(scores[0]) + w * teacher) for w in args.with_ease}
                 for w, r in row["with_ease"].items():
