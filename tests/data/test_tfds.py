@@ -1,6 +1,8 @@
 """The TFDS source, offline: tfds.testing.mock_data serves MovieLens 100K rows in TFDS's own
 feature encoding (ClassLabel integers, bytes), built from the local files."""
 
+import tempfile
+
 import pyarrow as pa
 import pytest
 import tensorflow_datasets as tfds
@@ -28,7 +30,10 @@ def tfds_encoded(features, row):
 
 
 @pytest.fixture()
-def mocked_tfds(ml100k):
+def mocked_tfds(ml100k, tmp_path, monkeypatch):
+    # A TFDS builder whose info is not in its data_dir makes an empty temporary directory and leaves it
+    # (DatasetInfo.initialize_from_bucket): here it goes to this test's own directory, not to /tmp.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     local = MovieLensFiles(str(ml100k))
     ratings = pa.Table.from_batches(list(local.interactions(ROWS))).slice(0, ROWS).to_pylist()
     movies = local.items().to_pylist()
