@@ -25,7 +25,8 @@ machine's memory. Writes preset_<preset>_synthetic-<N>.json.
 training count) at evaluation and serving, not in training); the file's name
 gets _prior-BETA after the preset's. --allreduce-dtype bfloat16 trains the
 2 workers with a bfloat16 all-reduce (``TrainConfig.allreduce_dtype``); the
-file's name gets _allreduce-bfloat16.
+file's name gets _allreduce-bfloat16. --l2 L2 trains the preset with that L2
+(``ModelConfig.l2``); the file's name gets _l2-L2.
 """
 
 from __future__ import annotations
@@ -70,12 +71,15 @@ def main() -> None:
     parser.add_argument("--allreduce-dtype", default=None, choices=("float32", "bfloat16"),
                         help="the 2 workers' all-reduce (TrainConfig.allreduce_dtype; default the preset's); the "
                              "results file's name gets _allreduce-DTYPE")
+    parser.add_argument("--l2", type=float, default=None,
+                        help="the preset with this L2 (ModelConfig.l2); the results file's name gets _l2-L2")
     parser.add_argument("--seeds", type=int, default=0, metavar="N",
                         help="train the preset in this process N more times with seeds 1..N: the spread over seeds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     prior = f"_prior-{args.popularity_prior:g}" if args.popularity_prior is not None else ""
     prior += f"_allreduce-{args.allreduce_dtype}" if args.allreduce_dtype else ""
+    prior += f"_l2-{args.l2:g}" if args.l2 is not None else ""
     if args.synthetic:
         source = DataConfig(source="synthetic", synthetic_interactions=args.synthetic,
                             synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items,
@@ -96,6 +100,7 @@ def main() -> None:
     from scaleout.train.saved import Towers
 
     over = {} if args.popularity_prior is None else {"popularity_prior": args.popularity_prior}
+    over.update({} if args.l2 is None else {"l2": args.l2})
     model_cfg, train_cfg = configs(args.preset, model=over,
                                    train={"allreduce_dtype": args.allreduce_dtype} if args.allreduce_dtype else {})
     results: dict = {"preset": args.preset, "data": dataclasses.asdict(source), "model": dataclasses.asdict(model_cfg),

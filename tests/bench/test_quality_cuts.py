@@ -1,0 +1,57 @@
+"""quality_cuts.py's rule with a floor on the tutorial protocol's top-100 (--tutorial-floor; issue 16's 0.40)."""
+
+import sys
+
+import pytest
+
+from benchscripts import BENCHMARKS, load
+
+BASE = {"recall@10": 0.1, "recall@100": 0.5}
+
+
+@pytest.fixture(scope="module")
+def cuts():
+    sys.path.insert(0, str(BENCHMARKS))  # quality_cuts imports quality_search beside it
+    try:
+        yield load("quality_cuts")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def point(epoch, r10, r100, tutorial=None):
+    p = {"epoch": epoch, "recall@10": r10, "recall@100": r100}
+    return p if tutorial is None else {**p, "tutorial@100": tutorial}
+
+
+def test_the_floor_keeps_the_best_recall_among_the_epochs_that_hold_it(cuts):
+    # Two cuts; the mean tutorial top-100 falls as recall@10 rises (epochs 1-3: 0.42, 0.40, 0.38).
+    cut_a = [point(1, 0.14, 0.60, 0.43), point(2, 0.15, 0.61, 0.41), point(3, 0.16, 0.62, 0.37)]
+    cut_b = [point(1, 0.12, 0.58, 0.41), point(2, 0.13, 0.59, 0.39), point(3, 0.14, 0.60, 0.39)]
+    result = cuts.averaged([cut_a, cut_b], lambda p: p, BASE, floor=0.4)
+    assert [p["tutorial@100"] for p in result["mean_curve"]] == pytest.approx([0.42, 0.40, 0.38])
+    assert result["best"]["epoch"] == 3  # unconstrained: the best recall@10
+    assert result["best_above_floor"]["epoch"] == 2  # the floor is kept at 0.40 itself, not at 0.38
+    assert result["best_above_floor"]["recall@10"] == pytest.approx(0.14)
+    assert cuts.averaged([cut_a, cut_b], lambda p: p, BASE, floor=0.43)["best_above_floor"] is None
+    assert "best_above_floor" not in cuts.averaged([cut_a, cut_b], lambda p: p, BASE)
+
+
+def test_curves_without_the_tutorial_protocol_average_what_they_have(cuts):
+    # A committed run from before the tutorial protocol was scored (or a prior's curve): no floor can hold.
+    curve = [point(1, 0.14, 0.60), point(2, 0.15, 0.61)]
+    result = cuts.averaged([curve, curve], lambda p: p, BASE, floor=0.4)
+    assert "tutorial@100" not in result["mean_curve"][0] and result["best"]["epoch"] == 2
+    assert result["best_above_floor"] is None
+
+
+def test_the_choice_is_the_best_recall_at_10_over_the_entries_epochs_above_the_floor(cuts):
+    entries = [
+        {"name": "a", "setting": {"l2": 0.1}, "best_above_floor": point(8, 0.150, 0.609, 0.400)},
+        {"name": "c", "setting": {"l2": 0.14}, "best_above_floor": point(20, 0.152, 0.606, 0.410)},
+        {"name": "b", "setting": {"l2": 0.12}, "best_above_floor": point(14, 0.152, 0.608, 0.402)},
+        {"name": "d", "setting": {"l2": 0.05}, "best_above_floor": None},
+    ]
+    choice = cuts.choose_above_floor(entries)
+    # b and c tie at recall@10; recall@100 breaks it.
+    assert (choice["name"], choice["setting"], choice["epoch"]) == ("b", {"l2": 0.12}, 14)
+    assert cuts.choose_above_floor(entries[3:]) is None
