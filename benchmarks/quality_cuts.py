@@ -31,7 +31,7 @@ ranked, the user's training items too): its top-100 is in each curve
 recall@10 among those whose mean tutorial top-100 is at least T, the best of
 them over all entries (``choose_above_floor``; issue 16 asks the default preset
 to keep 0.40), and plots both protocols' curves to
-benchmarks/reports/quality/<out's name>.png:
+benchmarks/reports/quality/<out's name>.png (or --plot PATH):
 
     python benchmarks/quality_cuts.py --only "in-batch, logQ, hits removed, L2 0.1, 128 dims" \
         "in-batch, logQ, hits removed, L2 0.11, 128 dims" "in-batch, logQ, hits removed, L2 0.12, 128 dims" \
@@ -81,6 +81,9 @@ def main() -> None:
                              "top-100 is at least T, and the best of them over all entries (choose_above_floor; "
                              "issue 16: 0.4)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="with --tutorial-floor, the plot's path (default: benchmarks/reports/quality/, named "
+                             "as --out)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -123,7 +126,7 @@ def main() -> None:
                  else "none keeps the floor"), flush=True)
     write_json(args.out, results)
     if args.tutorial_floor is not None:
-        figure = REPORTS / f"{args.out.stem}.png"
+        figure = args.plot or REPORTS / f"{args.out.stem}.png"
         plot_protocols(results, figure)
         print(f"wrote {figure}", flush=True)
 

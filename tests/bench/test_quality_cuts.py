@@ -1,5 +1,7 @@
 """quality_cuts.py's rule with a floor on the tutorial protocol's top-100 (--tutorial-floor; issue 16's 0.40)."""
 
+import json
+import subprocess
 import sys
 
 import pytest
@@ -55,3 +57,32 @@ def test_the_choice_is_the_best_recall_at_10_over_the_entries_epochs_above_the_f
     # b and c tie at recall@10; recall@100 breaks it.
     assert (choice["name"], choice["setting"], choice["epoch"]) == ("b", {"l2": 0.12}, 14)
     assert cuts.choose_above_floor(entries[3:]) is None
+
+
+@pytest.mark.slow  # trains a small model on two validation cuts of ml-100k, 3 epochs each
+def test_the_script_scores_both_protocols_each_epoch_and_chooses_above_the_floor(ml100k, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("defaults: {batch_size: 1024, epochs: 3}\n"
+                    "entries:\n"
+                    "  small: {logq_correction: true, remove_accidental_hits: true, l2: 0.1, embedding_dim: 16}\n"
+                    "  other: {embedding_dim: 8}\n")
+    out, figure = tmp_path / "cuts.json", tmp_path / "cuts.png"
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "quality_cuts.py"), "--movielens", str(ml100k),
+                          "--grid", str(grid), "--cuts", "2", "--only", "small", "--tutorial-floor", "0.05",
+                          "--out", str(out), "--plot", str(figure)],
+                         capture_output=True, text=True, timeout=900, cwd=BENCHMARKS)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["cuts"] == 2 and [e["name"] for e in result["entries"]] == ["small"]
+    entry = result["entries"][0]
+    curve = entry["mean_curve"]
+    assert [p["epoch"] for p in curve] == [1, 2, 3]
+    for p in curve:
+        # Ranking the user's training items too can only push a held-out item down: top-100 no higher.
+        assert 0 < p["tutorial@100"] <= p["recall@100"] and 0 < p["recall@10"] <= p["recall@100"] <= 1
+    kept = [p for p in curve if p["tutorial@100"] >= 0.05]
+    assert entry["best_above_floor"] == max(kept, key=lambda p: (p["recall@10"], p["recall@100"]))
+    assert result["choice"] == {"name": "small", "setting": entry["setting"], **entry["best_above_floor"]}
+    assert result["tutorial_floor"] == 0.05 and 0 < result["ease"]["mean"]["recall@10"] < 1
+    assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
+    assert "the choice (best recall@10 of the epochs keeping tutorial top-100 >= 0.05): small, epoch" in run.stdout
