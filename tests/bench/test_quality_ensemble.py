@@ -1,8 +1,11 @@
 """quality_ensemble.py's mixture of a model's scores with EASE's (--with-ease): each user's row standardised."""
 
+import json
+import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from benchscripts import BENCHMARKS, load
 
@@ -34,3 +37,24 @@ def test_the_weight_moves_the_ranking_from_the_model_to_ease():
     order = [list(np.argsort(-(f(model) + w * f(ease)), axis=1)[0]) for w in (0.0, 1.0, 100.0)]
     assert order[0] == [0, 1, 2, 3] and order[2] == [3, 2, 1, 0]
     assert order[1] == [0, 3, 1, 2]  # an even weight moves EASE's top item up, not to the top
+
+
+@pytest.mark.slow  # trains the quality preset twice on one validation cut of ml-100k
+def test_the_script_scores_the_models_their_ensemble_and_the_mixtures_with_ease(ml100k, tmp_path):
+    out = tmp_path / "ensemble.json"
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "quality_ensemble.py"), "--movielens", str(ml100k),
+                          "--cuts", "1", "--models", "2", "--with-ease", "0", "1000", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900, cwd=BENCHMARKS)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (cut,) = result["per_cut"]
+    assert [m["preset"] for m in cut["models"]] == ["quality", "quality"] and list(cut["ensembles"]) == ["2"]
+    first, ease = cut["models"][0], cut["ease"]
+    for scores in (*cut["models"], cut["ensembles"]["2"], ease):
+        assert 0 < scores["recall@10"] < scores["recall@100"] < 1
+    # Standardising a row keeps its order: with no EASE the mixture ranks as the first model does.
+    assert cut["with_ease"]["0.0"] == {k: first[k] for k in ("recall@10", "recall@100")}
+    # With EASE weighed a thousand times the model, the mixture ranks as EASE does (up to near-ties).
+    assert cut["with_ease"]["1000.0"] == pytest.approx(ease, abs=0.002)
+    assert result["mean"]["ease"] == ease and result["mean"]["+ 1000.0 x EASE"] == cut["with_ease"]["1000.0"]
+    assert "model 0 + 1000.0 x EASE" in run.stdout
