@@ -13,11 +13,7 @@ BASE = {"recall@10": 0.1, "recall@100": 0.5}
 
 @pytest.fixture(scope="module")
 def cuts():
-    sys.path.insert(0, str(BENCHMARKS))  # quality_cuts imports quality_search beside it
-    try:
-        yield load("quality_cuts")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load("quality_cuts")
 
 
 def point(epoch, r10, r100, tutorial=None):

@@ -11,11 +11,7 @@ from benchscripts import BENCHMARKS, load
 
 
 def standardised():
-    sys.path.insert(0, str(BENCHMARKS))  # quality_ensemble imports quality_cuts and quality_search beside it
-    try:
-        return load("quality_ensemble").standardised
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load("quality_ensemble").standardised
 
 
 def test_rows_are_standardised_and_a_row_of_one_value_gives_zeros():

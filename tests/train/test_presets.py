@@ -2,12 +2,11 @@
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchscripts import BENCHMARKS, load
+from benchscripts import load
 from conftest import REPO, run_cli
 from scaleout.cli.options import configs_from_args
 from scaleout.cli import build_parser
@@ -31,16 +30,8 @@ def test_the_quality_preset_is_the_choice_of_the_committed_search():
     assert choice["name"] in names
 
 
-def quality_cuts():
-    sys.path.insert(0, str(BENCHMARKS))  # quality_cuts imports quality_search beside it
-    try:
-        return load("quality_cuts")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
 def choose_prior():
-    return quality_cuts().choose_prior
+    return load("quality_cuts").choose_prior
 
 
 def test_the_popularity_prior_rule_on_the_committed_cuts_chooses_none_for_the_preset():
@@ -130,7 +121,7 @@ def test_the_tutorial_floor_on_the_committed_cuts_is_kept_by_l2_0_12_not_by_the_
     # benchmarks/results/quality/cuts_tutorial.json (--tutorial-floor 0.4): the preset's mean tutorial top-100 on
     # the three cuts is below the floor at its 14 epochs; the floor's best recall@10 is L2 0.12 at 14 epochs,
     # which the README reports on the test split beside the preset (--l2 0.12) and does not make the default.
-    cuts_module = quality_cuts()
+    cuts_module = load("quality_cuts")
     cuts = json.loads((REPO / "benchmarks" / "results" / "quality" / "cuts_tutorial.json").read_text())
     assert cuts["tutorial_floor"] == 0.4 and cuts["cuts"] == 3
     preset = cuts_module.preset_point(cuts["entries"])
