@@ -90,7 +90,8 @@ def main() -> None:
     grid = yaml.safe_load(args.grid.read_text())
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}
     results = {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts, "fraction": 0.1,
-               "ease_lambda": EASE_LAMBDA, "popularity_prior": args.popularity_prior, "entries": []}
+               "ease_lambda": EASE_LAMBDA, "popularity_prior": args.popularity_prior,
+               "defaults": grid.get("defaults", {}), "entries": []}
     with tempfile.TemporaryDirectory() as tmp:
         cuts = validation_cuts(args.movielens, Path(tmp), seeds=range(args.cuts))
         eases = [ease_metrics(data) for _, data in cuts]
@@ -188,7 +189,7 @@ def plot_protocols(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     choice = results.get("choice") or {}
-    preset = preset_point(results["entries"])
+    preset = preset_point(results["entries"], grid_defaults(results))
     for i, entry in enumerate(results["entries"]):
         epochs = [p["epoch"] for p in entry["mean_curve"]]
         chosen = entry["name"] == choice.get("name")
@@ -219,20 +220,26 @@ def plot_protocols(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def preset_point(entries: list[dict]) -> dict | None:
-    """The `quality` preset's mean point among the entries (the entry of its model settings, at its epochs), or
-    None where no entry trains them that long."""
-    from scaleout.config import ModelConfig
-    from scaleout.train.presets import configs
+def preset_point(entries: list[dict], defaults: dict) -> dict | None:
+    """The `quality` preset's mean point among the entries (the entry of its model settings and batch, with the
+    grid's ``defaults`` they ran under, at the preset's epochs), or None where no entry trains them that long."""
+    from scaleout.train.presets import configs as preset_configs
 
-    model, train = configs("quality")
+    model, train = preset_configs("quality")
     for entry in entries:
-        setting = {k: v for k, v in entry["setting"].items() if k not in TRAIN_KEYS}
-        # quality_cuts.yaml's default batch is 1,024
-        if ModelConfig(**setting) == model and entry["setting"].get("batch_size", 1024) == train.batch_size:
+        entry_model, entry_train = configs(entry["setting"], defaults)
+        if entry_model == model and entry_train.batch_size == train.batch_size:
             point = next((p for p in entry["mean_curve"] if p["epoch"] == train.epochs), None)
             return {"name": entry["name"], **point} if point else None
     return None
+
+
+def grid_defaults(results: dict) -> dict:
+    """The grid's defaults a result ran under: recorded in it since 2026-12-05; before, the grid's, unchanged
+    since the grid was made ({batch_size: 1024, epochs: 30})."""
+    if "defaults" in results:
+        return results["defaults"]
+    return yaml.safe_load(GRID.read_text()).get("defaults", {})
 
 
 def by_recall(point: dict) -> tuple[float, float]:

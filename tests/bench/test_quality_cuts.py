@@ -55,6 +55,24 @@ def test_the_choice_is_the_best_recall_at_10_over_the_entries_epochs_above_the_f
     assert cuts.choose_above_floor(entries[3:]) is None
 
 
+def test_the_presets_point_is_the_entry_of_its_model_and_batch_under_the_grids_defaults(cuts):
+    # The `quality` preset: 128 dims, in-batch, logQ, hits removed, L2 0.1, batch 1,024, 14 epochs.
+    preset = {"logq_correction": True, "remove_accidental_hits": True, "l2": 0.1, "embedding_dim": 128}
+    curve = [point(e, 0.1 + e / 1000, 0.6, 0.4 - e / 1000) for e in range(1, 25)]
+    entries = [{"name": "batch 2048", "setting": {**preset, "batch_size": 2048, "epochs": 24}, "mean_curve": curve},
+               {"name": "L2 0.12", "setting": {**preset, "l2": 0.12, "epochs": 24}, "mean_curve": curve},
+               {"name": "the preset", "setting": {**preset, "epochs": 24}, "mean_curve": curve}]
+    found = cuts.preset_point(entries, {"batch_size": 1024, "epochs": 30})
+    assert found == {"name": "the preset", **point(14, 0.114, 0.6, 0.386)}
+    # Under a grid whose default batch is another, the entry without a batch of its own is not the preset's.
+    assert cuts.preset_point(entries, {"batch_size": 512, "epochs": 30}) is None
+    # An entry trained fewer epochs than the preset's has no point at them.
+    assert cuts.preset_point([{**entries[2], "mean_curve": curve[:10]}], {"batch_size": 1024}) is None
+    # A result written before the defaults were recorded ran under the grid's.
+    assert cuts.grid_defaults({"entries": []})["batch_size"] == 1024
+    assert cuts.grid_defaults({"defaults": {"batch_size": 512}}) == {"batch_size": 512}
+
+
 @pytest.mark.slow  # trains a small model on two validation cuts of ml-100k, 3 epochs each
 def test_the_script_scores_both_protocols_each_epoch_and_chooses_above_the_floor(ml100k, tmp_path):
     grid = tmp_path / "grid.yaml"
@@ -80,5 +98,6 @@ def test_the_script_scores_both_protocols_each_epoch_and_chooses_above_the_floor
     assert entry["best_above_floor"] == max(kept, key=lambda p: (p["recall@10"], p["recall@100"]))
     assert result["choice"] == {"name": "small", "setting": entry["setting"], **entry["best_above_floor"]}
     assert result["tutorial_floor"] == 0.05 and 0 < result["ease"]["mean"]["recall@10"] < 1
+    assert result["defaults"] == {"batch_size": 1024, "epochs": 3}
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
     assert "the choice (best recall@10 of the epochs keeping tutorial top-100 >= 0.05): small, epoch" in run.stdout

@@ -124,7 +124,7 @@ def test_the_tutorial_floor_on_the_committed_cuts_is_kept_by_l2_0_12_not_by_the_
     cuts_module = load("quality_cuts")
     cuts = json.loads((REPO / "benchmarks" / "results" / "quality" / "cuts_tutorial.json").read_text())
     assert cuts["tutorial_floor"] == 0.4 and cuts["cuts"] == 3
-    preset = cuts_module.preset_point(cuts["entries"])
+    preset = cuts_module.preset_point(cuts["entries"], cuts_module.grid_defaults(cuts))
     assert preset is not None and preset["tutorial@100"] < 0.4
     choice = cuts_module.choose_above_floor(cuts["entries"])
     assert choice == cuts["choice"]
