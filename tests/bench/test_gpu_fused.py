@@ -85,8 +85,12 @@ def test_the_fused_search_ranks_negative_scores_and_ties_as_numpy_does(small):
     lower row first (NumPy's stable sort)."""
     rng = np.random.default_rng(3)
     train = -np.abs(rng.standard_normal((500, 16))).astype(np.float32)  # every score below zero
-    train[[5, 7, 40, 300]] = -1e-3  # four rows with one score, the best (nearest zero) for any positive query
-    queries = np.abs(rng.standard_normal((2, 16))).astype(np.float32)
+    # Four rows with one score, the best (nearest zero) for any positive query. Powers of two and quarters, so
+    # that every product and partial sum is exact in float32 and the four are equal in whatever order a matmul
+    # sums them: the interpreter's NumPy matmul sums a block's columns in orders that differ by host (rows of
+    # -1e-3 scored one ulp apart at columns 40 and 300 on one host, 2026-12-05, and tied on others).
+    train[[5, 7, 40, 300]] = -(2.0 ** -10)
+    queries = (rng.integers(1, 5, (2, 16)) / 4).astype(np.float32)
     for batch in (1, 2):
         rows = gpu_fused.top_k(*tensors(train, queries[:batch], "float32"), 10, 64, interpret=True).numpy()
         check(rows, train, queries[:batch], "float32")
