@@ -96,6 +96,7 @@ def test_unknown_user_gets_a_warning_not_a_crash(run):
     rec = run_cli("recommend", "--run", root, "--user", "no-such-user", "-k", "2")
     assert rec.returncode == 0, rec.stderr
     assert "not in the training vocabulary" in rec.stderr
+    assert "the mean of the user id embedding's rows, each weighted by the user's training interactions" in rec.stderr
     assert len(top3(rec.stdout)) == 2
 
 

@@ -70,7 +70,17 @@ class Dataset:
 
     def vocabulary(self, column: str) -> np.ndarray:
         """The ids of ``column`` (``user_id`` or ``movie_id``), most frequent first, as str."""
+        return self._vocab(column, column).to_numpy(zero_copy_only=False).astype(str)
+
+    def vocabulary_counts(self, column: str) -> np.ndarray:
+        """Each id's interactions in the train split, in ``vocabulary(column)``'s order (int64)."""
+        return self._vocab(column, "count").to_numpy().astype(np.int64)
+
+    def _vocab(self, column: str, field: str) -> pa.ChunkedArray:
         path = self.path / "vocab" / f"{column}.parquet"
         if not path.is_file():
             raise ArtifactError(f"{path}: no vocabulary for {column!r}")
-        return pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(str)
+        names = pq.read_schema(path).names
+        if field not in names:
+            raise ArtifactError(f"{path}: no {field!r} column; found {names}; prepare the data again")
+        return pq.read_table(path, columns=[field]).column(field)

@@ -62,6 +62,10 @@ def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES, sample: int 
         log.info("quality: a sample of %d of %d test users (%d of %d rows), seed %d", report["sample"]["users"],
                  population, len(test.users), len(data.test.users), seed)
         data = Data(data.user_ids, data.item_ids, data.train, test)
+    # A temporal split's later users are often new: neither the model nor a baseline has their history, so
+    # every method answers them as it answers anyone unknown (the model with its unknown-user row, the
+    # baselines with popularity).
+    report["test_rows_of_unknown_users"] = int((data.test.users < 0).sum())
     report["model"] = evaluate_scores(model_scorer(towers, data), data, population_users=population,
                                       label="quality, model")
     report["baselines"] = baselines(data, which, population, ease_max_gib)
@@ -108,6 +112,12 @@ def format_report(report: dict) -> str:
             if "ci95" in m[protocol]:
                 lines.append(f"{'':<{width}} {'  95% +/-':<13} " + " ".join(
                     f"{(m[protocol]['ci95'][c][1] - m[protocol]['ci95'][c][0]) / 2:>10.4f}" for c in cols))
+    unknown = report.get("test_rows_of_unknown_users", 0)
+    if unknown:
+        rows = report.get("sample", {}).get("rows", report["test_interactions"])
+        lines.append(f"{unknown:,} of {rows:,} test rows ({unknown / rows:.0%}) are of users outside the training "
+                     "vocabulary, answered without their history: the model with its unknown-user row, the "
+                     "baselines with popularity")
     if "sample" in report:
         s = report["sample"]
         lines.append(f"a sample of {s['users']:,} of {s['of_users']:,} test users ({s['rows']:,} of {s['of_rows']:,} "

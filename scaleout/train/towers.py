@@ -4,7 +4,9 @@ Query tower: ``{"user_id": [b] str, "timestamp": [b] int64}`` -> ``[b, dim]``; a
 timestamp below 0 means "not given" and the user's latest training timestamp is
 used (see scaleout.train.features). Candidate tower: ``[b]`` movie ids -> ``[b, dim]``.
 Each tower looks its ids up (one extra row for ids outside the vocabulary) and
-embeds them; each side feature is coded per vocabulary row in a constant table
+embeds them (a user outside the vocabulary, whose row no example trains, is
+given the average training interaction's user row when the model is saved:
+``settle_unknown_user``); each side feature is coded per vocabulary row in a constant table
 held by the tower, so a tower needs nothing but ids (and, optionally, the
 interaction's timestamp). Feature embeddings are summed with the id embedding,
 or, with ``deep_layers``, concatenated and passed through ReLU layers and a
@@ -37,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from scaleout.config import ModelConfig
-from scaleout.errors import ConfigError
+from scaleout.errors import ArtifactError, ConfigError
 from scaleout.names import MOVIE_ID, TIMESTAMP, USER_ID
 from scaleout.tfenv import tf
 from scaleout.train.features import FeatureTables, Timestamps
@@ -267,6 +269,35 @@ def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTabl
     if cfg.popularity_prior:
         out = ServingPrior(cfg.popularity_prior, name="popularity_prior")(out)
     return tf.keras.Model(inputs, out, name="query_tower")
+
+
+UNKNOWN_USER = "the mean of the user id embedding's rows, each weighted by the user's training interactions"
+SETTLE_ROWS = 1 << 20  # rows read at a time (512 MiB of float32 at 128 dimensions, 1 GiB as float64)
+
+
+def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str | None:
+    """Sets the user id embedding's row 0, where every user outside the vocabulary looks up (StringLookup's
+    out-of-vocabulary row), to the mean of the other rows weighted by ``counts`` (each user's training
+    interactions, in vocabulary order): the query of the average training interaction. No training example
+    gathers row 0, so it keeps its random initial values otherwise, and a user unknown at serving or in a
+    temporal split's test got a list no better than chance. Returns what the row holds now (``UNKNOWN_USER``),
+    or None for a tower without a user id embedding (a history-only query is built from the user's items)."""
+    try:
+        table = query.get_layer("user_embedding").embeddings
+    except ValueError:
+        return None
+    counts = np.asarray(counts, np.float64)
+    if table.shape[0] != len(counts) + 1:
+        raise ArtifactError(f"the user id embedding has {table.shape[0]:,} rows; expected one per user of the "
+                            f"vocabulary ({len(counts):,}) and one for users outside it")
+    if counts.sum() <= 0:
+        raise ArtifactError("the user vocabulary counts no training interactions; expected a count per user")
+    total = np.zeros(table.shape[1], np.float64)
+    for lo in range(1, table.shape[0], SETTLE_ROWS):
+        hi = min(lo + SETTLE_ROWS, table.shape[0])
+        total += counts[lo - 1:hi - 1] @ table[lo:hi].numpy().astype(np.float64)
+    table.scatter_update(tf.IndexedSlices(tf.constant((total / counts.sum())[None], table.dtype), tf.constant([0])))
+    return UNKNOWN_USER
 
 
 def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -19,6 +20,26 @@ def test_the_scann_saved_model_answers_in_a_fresh_process_as_the_index_does(pipe
     assert served["titles"][:3] == summary["recommendations"]["scann"]
     _, answers = in_process_answers(root, ["42"] + USERS)
     assert served["ids"] == answers
+
+
+def test_a_user_outside_training_is_served_as_the_average_training_interactions_user(pipeline_run):
+    # No training example gathers the user table's row for unknown ids, so it kept its random initial values and
+    # an unknown user got a list no better than chance; the saved model holds the interaction-weighted mean of
+    # the users' rows there, and the export serves it.
+    from scaleout.data.dataset import Dataset
+    from scaleout.train.saved import Towers
+    from scaleout.train.towers import UNKNOWN_USER, embed_users
+
+    root = pipeline_run[0]
+    dataset = Dataset(root / "data")
+    towers = Towers.load(root / "model", dataset)
+    assert towers.info["unknown_user"] == UNKNOWN_USER
+    counts = dataset.vocabulary_counts("user_id")
+    assert len(counts) == 943 and counts.sum() == dataset.counts["train"]
+    average = counts @ embed_users(towers.query, dataset.vocabulary("user_id")) / counts.sum()
+    np.testing.assert_allclose(embed_users(towers.query, ["no-such-user"])[0], average, rtol=1e-5, atol=1e-6)
+    served = fresh_query(root / "export" / "scann", ["no-such-user", "42"])["ids"]
+    assert served == in_process_answers(root, ["no-such-user", "42"])[1] and served[0] != served[1]
 
 
 def test_a_tree_index_and_its_saved_model_give_the_same_answers(tree_run):

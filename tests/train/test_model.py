@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from scaleout.config import ModelConfig
+from scaleout.errors import ArtifactError
 from scaleout.tfenv import tf
 from scaleout.train.model import build_model
 from scaleout.train.towers import query_inputs
@@ -28,6 +29,33 @@ def test_towers_look_up_ids_with_an_unknown_row():
     out = model.query_tower(query_inputs(["b", "a", "nobody"])).numpy()
     np.testing.assert_allclose(out, Q[[2, 1, 0]])
     assert model.candidate_tower.get_layer("candidate_embedding").input_dim == len(ITEMS) + 1
+
+
+@pytest.mark.parametrize("rows_at_a_time", [1 << 20, 1])  # one read of the table; a read per row
+def test_the_unknown_users_row_is_set_to_the_interaction_weighted_mean_of_the_users_rows(monkeypatch, rows_at_a_time):
+    from scaleout.train import towers
+
+    monkeypatch.setattr(towers, "SETTLE_ROWS", rows_at_a_time)
+    model = tiny_model()
+    # User "a" has 3 training interactions, "b" 1: the average interaction's user is 3/4 a + 1/4 b.
+    assert towers.settle_unknown_user(model.query_tower, np.array([3, 1])) == towers.UNKNOWN_USER
+    out = model.query_tower(query_inputs(["nobody", "a", "b"])).numpy()
+    np.testing.assert_allclose(out[0], 0.75 * Q[1] + 0.25 * Q[2], rtol=1e-6)
+    np.testing.assert_array_equal(out[1:], Q[1:])  # the known users' rows are untouched
+    with pytest.raises(ArtifactError, match="has 3 rows; expected one per user of the vocabulary \\(3\\)"):
+        towers.settle_unknown_user(model.query_tower, np.array([3, 1, 2]))
+    with pytest.raises(ArtifactError, match="counts no training interactions"):
+        towers.settle_unknown_user(model.query_tower, np.array([0, 0]))
+
+
+def test_a_query_without_a_user_id_embedding_has_no_unknown_users_row_to_set():
+    from scaleout.train.features import FeatureTables
+    from scaleout.train.towers import item_embedding, query_tower, settle_unknown_user
+
+    cfg = ModelConfig(embedding_dim=2, history=2, user_embedding=False)
+    tables = FeatureTables(history=np.array([[0, 0], [1, 2], [3, 0]], np.int32))
+    tower = query_tower(cfg, USERS, tables, ITEMS, history_embedding=item_embedding(cfg, ITEMS))
+    assert settle_unknown_user(tower, np.array([3, 1])) is None
 
 
 def test_loss_is_the_in_batch_softmax_computed_by_hand():
