@@ -271,17 +271,50 @@ def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTabl
     return tf.keras.Model(inputs, out, name="query_tower")
 
 
-UNKNOWN_USER = "the mean of the user id embedding's rows, each weighted by the user's training interactions"
+UNKNOWN_USER = ("the query of the average training interaction's user: the user id embedding's row for users outside "
+                "the vocabulary holds the mean of the users' id rows and side-feature embeddings, each user weighted "
+                "by their training interactions")
+UNKNOWN_USER_DEEP = ("the mean of the user id embedding's rows, each weighted by the user's training interactions (the "
+                     "towers' ReLU layers keep the users' side features out of it: an unknown user's are missing)")
 SETTLE_ROWS = 1 << 20  # rows read at a time (512 MiB of float32 at 128 dimensions, 1 GiB as float64)
+
+
+def _weighted_sum(read, rows: int, counts: np.ndarray, row_sum) -> np.ndarray:
+    """sum over the vocabulary's rows 1..rows-1 of counts[row - 1] * (what ``row_sum`` makes of the rows read),
+    reading ``SETTLE_ROWS`` rows at a time."""
+    total = None
+    for lo in range(1, rows, SETTLE_ROWS):
+        hi = min(lo + SETTLE_ROWS, rows)
+        part = row_sum(read(lo, hi), counts[lo - 1:hi - 1])
+        total = part if total is None else total + part
+    return total
+
+
+def _feature_mean(pooled: PooledEmbedding, codes: CodeTable, counts: np.ndarray) -> np.ndarray:
+    """The interaction-weighted mean over the vocabulary of a coded user feature's part of the query (each row's
+    present codes' embeddings averaged, as ``PooledEmbedding`` does), less the part of row 0's own codes."""
+    def code_weights(block, weights):
+        present = block > 0
+        per_code = np.repeat(weights / np.maximum(present.sum(axis=1), 1), present.sum(axis=1))
+        return np.bincount(block[present], weights=per_code, minlength=pooled.size + 1)
+
+    table = codes.table
+    weights = _weighted_sum(lambda lo, hi: table[lo:hi].numpy(), table.shape[0], counts, code_weights)
+    mean = weights @ pooled.embeddings.numpy().astype(np.float64) / counts.sum()
+    return mean - pooled(table[:1]).numpy()[0].astype(np.float64)
 
 
 def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str | None:
     """Sets the user id embedding's row 0, where every user outside the vocabulary looks up (StringLookup's
-    out-of-vocabulary row), to the mean of the other rows weighted by ``counts`` (each user's training
-    interactions, in vocabulary order): the query of the average training interaction. No training example
-    gathers row 0, so it keeps its random initial values otherwise, and a user unknown at serving or in a
-    temporal split's test got a list no better than chance. Returns what the row holds now (``UNKNOWN_USER``),
-    or None for a tower without a user id embedding (a history-only query is built from the user's items)."""
+    out-of-vocabulary row), so that such a user's query is the average training interaction's user's: the mean
+    over the vocabulary, each user weighted by ``counts`` (their training interactions, in vocabulary order), of
+    the id row plus the user's side features' parts (age, gender, ...: an unknown user's codes are missing, so
+    those parts are zero for it and the row carries their mean). No training example gathers row 0, so it keeps
+    its random initial values otherwise, and a user unknown at serving or in a temporal split's test got a list no
+    better than chance. The parts given with the request (timestamp, history) are left to it. Above ReLU layers
+    the parts do not add, and the row holds the id rows' mean alone.
+    Returns what the row holds (``UNKNOWN_USER``, ``UNKNOWN_USER_DEEP``), or None for a tower without a user id
+    embedding (a history-only query is built from the user's items)."""
     try:
         table = query.get_layer("user_embedding").embeddings
     except ValueError:
@@ -292,12 +325,16 @@ def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str | None
                             f"vocabulary ({len(counts):,}) and one for users outside it")
     if counts.sum() <= 0:
         raise ArtifactError("the user vocabulary counts no training interactions; expected a count per user")
-    total = np.zeros(table.shape[1], np.float64)
-    for lo in range(1, table.shape[0], SETTLE_ROWS):
-        hi = min(lo + SETTLE_ROWS, table.shape[0])
-        total += counts[lo - 1:hi - 1] @ table[lo:hi].numpy().astype(np.float64)
-    table.scatter_update(tf.IndexedSlices(tf.constant((total / counts.sum())[None], table.dtype), tf.constant([0])))
-    return UNKNOWN_USER
+    row = _weighted_sum(lambda lo, hi: table[lo:hi].numpy().astype(np.float64), table.shape[0], counts,
+                        lambda block, weights: weights @ block) / counts.sum()
+    deep = any(layer.name == "query_output" for layer in query.layers)
+    if not deep:
+        names = {layer.name: layer for layer in query.layers}
+        for layer in query.layers:
+            if isinstance(layer, PooledEmbedding) and layer.name.endswith("_embedding"):
+                row += _feature_mean(layer, names[layer.name[:-len("_embedding")] + "_codes"], counts)
+    table.scatter_update(tf.IndexedSlices(tf.constant(row[None], table.dtype), tf.constant([0])))
+    return UNKNOWN_USER_DEEP if deep else UNKNOWN_USER
 
 
 def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:

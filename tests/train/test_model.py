@@ -48,6 +48,41 @@ def test_the_unknown_users_row_is_set_to_the_interaction_weighted_mean_of_the_us
         towers.settle_unknown_user(model.query_tower, np.array([0, 0]))
 
 
+def test_the_unknown_users_query_is_the_weighted_mean_of_the_users_queries_with_their_side_features(monkeypatch):
+    from scaleout.train import towers
+    from scaleout.train.features import CodedFeature, FeatureTables
+
+    monkeypatch.setattr(towers, "SETTLE_ROWS", 1)  # a read per row: the code weights summed over reads
+    # One code per user (row 0's code present, as a dataset could give it) and a list pooled by mean.
+    age = CodedFeature("age", np.array([[1], [2], [1]], np.int32), size=2)
+    topics = CodedFeature("topics", np.array([[0, 0], [1, 2], [2, 0]], np.int32), size=2)
+    tower = towers.query_tower(ModelConfig(embedding_dim=2), USERS, FeatureTables(query=[age, topics]))
+    tower.get_layer("user_embedding").set_weights([Q])
+    e_age = np.array([[0, 0], [1, -1], [2, 3]], np.float32)
+    e_topics = np.array([[0, 0], [-2, 1], [4, 0.5]], np.float32)
+    tower.get_layer("age_embedding").set_weights([e_age])
+    tower.get_layer("topics_embedding").set_weights([e_topics])
+    known = tower(query_inputs(["a", "b"])).numpy()
+    np.testing.assert_allclose(known, [Q[1] + e_age[2] + (e_topics[1] + e_topics[2]) / 2,
+                                       Q[2] + e_age[1] + e_topics[2]], rtol=1e-6)
+    assert towers.settle_unknown_user(tower, np.array([3, 1])) == towers.UNKNOWN_USER
+    out = tower(query_inputs(["nobody", "a", "b"])).numpy()
+    np.testing.assert_allclose(out[0], 0.75 * known[0] + 0.25 * known[1], rtol=1e-6)
+    np.testing.assert_array_equal(out[1:], known)
+
+
+def test_above_relu_layers_the_unknown_users_row_is_the_mean_of_the_id_rows():
+    from scaleout.train import towers
+    from scaleout.train.features import CodedFeature, FeatureTables
+
+    age = CodedFeature("age", np.array([[0], [2], [1]], np.int32), size=2)
+    tower = towers.query_tower(ModelConfig(embedding_dim=2, deep_layers=(4,)), USERS, FeatureTables(query=[age]))
+    tower.get_layer("user_embedding").set_weights([Q])
+    assert towers.settle_unknown_user(tower, np.array([3, 1])) == towers.UNKNOWN_USER_DEEP
+    np.testing.assert_allclose(tower.get_layer("user_embedding").get_weights()[0][0], 0.75 * Q[1] + 0.25 * Q[2],
+                               rtol=1e-6)
+
+
 def test_a_query_without_a_user_id_embedding_has_no_unknown_users_row_to_set():
     from scaleout.train.features import FeatureTables
     from scaleout.train.towers import item_embedding, query_tower, settle_unknown_user
