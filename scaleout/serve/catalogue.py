@@ -98,8 +98,7 @@ class Catalogue:
                                   f"({len(unknown)} of {len(items)} unknown)")
         elif not known:
             log.warning("user %r is not in the training vocabulary: scoring with the unknown-user row (%s)", user_id,
-                        self.towers.info.get("unknown_user") or "untrained: a model saved before 2026-12-05, or "
-                        "without a user id embedding")
+                        self.towers.info.get("unknown_user") or "untrained: a model saved before 2026-12-05")
         query = embed_users(self.towers.query, [user_id], history=None if items is None else [list(items)])
         seen = self.seen.of(user_id) if exclude_seen else np.array([], str)
         if exclude_seen and items:

@@ -19,9 +19,9 @@ MODEL_JSON = "model.json"
 
 
 def save_model(model, model_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> None:
-    """Writes the two towers and model.json into ``model_dir``, atomically. First sets the user id embedding's
-    row for users outside the vocabulary (``settle_unknown_user``), in ``model`` too, so that what is evaluated
-    after saving is what was saved; model.json's ``unknown_user`` says what that row holds."""
+    """Writes the two towers and model.json into ``model_dir``, atomically. First sets the rows that users
+    outside the vocabulary are answered from (``settle_unknown_user``), in ``model`` too, so that what is
+    evaluated after saving is what was saved; model.json's ``unknown_user`` says what those rows hold."""
     user_counts = dataset.vocabulary_counts(QUERY_FEATURE)
     unknown_user = settle_unknown_user(model.query_tower, user_counts)
     with atomic_dir(model_dir, MODEL_JSON) as tmp, quiet_saving():
@@ -35,7 +35,7 @@ def save_model(model, model_dir: Path, model_cfg: ModelConfig, train_cfg: TrainC
             "dataset_created": dataset.manifest["created"],
             "dataset_fingerprint": dataset.fingerprint,
             "features": model.features,
-            "unknown_user": unknown_user,  # None: no user id embedding, or a model saved before 2026-12-05
+            "unknown_user": unknown_user,  # absent or None: a model saved before 2026-12-05
             "vocab_sizes": {QUERY_FEATURE: len(user_counts),
                             CANDIDATE_FEATURE: len(dataset.vocabulary(CANDIDATE_FEATURE))},
         })

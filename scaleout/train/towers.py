@@ -124,9 +124,10 @@ class TimestampFeature(tf.keras.layers.Layer):
 @tf.keras.utils.register_keras_serializable("scaleout")
 class ItemEmbedding(tf.keras.layers.Layer):
     """An item embedding table used two ways: rows ``[b]`` -> ``[b, dim]`` (the candidate tower's lookup), and
-    (rows ``[b, n]``, keep ``[b, n]`` bool) -> the mean embedding of each row's kept items ``[b, dim]`` (zeros
-    where none is kept), gathering only the kept ones. With ``history_table="shared"`` one layer serves both
-    towers, so the history is pooled through the candidate embeddings themselves."""
+    (rows ``[b, n]``, keep ``[b, n]`` bool) -> the mean embedding of each row's kept items ``[b, dim]`` (where
+    none is kept: zeros in training, row 0 otherwise), gathering only the kept ones. With
+    ``history_table="shared"`` one layer serves both towers, so the history is pooled through the candidate
+    embeddings themselves."""
 
     def __init__(self, rows: int, dim: int, **kwargs):
         super().__init__(**kwargs)
@@ -136,7 +137,7 @@ class ItemEmbedding(tf.keras.layers.Layer):
         self.embeddings = self.add_weight(name="embeddings", shape=(self.rows, self.dim), initializer="uniform",
                                           trainable=True)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)):
             return tf.gather(self.embeddings, inputs)
         rows, keep = inputs
@@ -145,7 +146,13 @@ class ItemEmbedding(tf.keras.layers.Layer):
         b = tf.shape(rows)[0]
         summed = tf.math.unsorted_segment_sum(tf.gather(self.embeddings, tf.gather_nd(rows, at)), segment, b)
         count = tf.math.unsorted_segment_sum(tf.ones_like(segment, self.compute_dtype), segment, b)
-        return summed / tf.maximum(count, 1.0)[:, None]
+        pooled = summed / tf.maximum(count, 1.0)[:, None]
+        if training:
+            return pooled
+        # Out of training, a row with nothing kept (an unknown user who gives no items) pools row 0, which no id
+        # looks up (the catalogue's ids are all in the vocabulary; 0 is padding): settle_unknown_user sets it to
+        # the users' mean history.
+        return tf.where((count > 0)[:, None], pooled, self.embeddings[0][None])
 
     def get_config(self):
         return {**super().get_config(), "rows": self.rows, "dim": self.dim}
@@ -276,65 +283,74 @@ UNKNOWN_USER = ("the query of the average training interaction's user: the user 
                 "by their training interactions")
 UNKNOWN_USER_DEEP = ("the mean of the user id embedding's rows, each weighted by the user's training interactions (the "
                      "towers' ReLU layers keep the users' side features out of it: an unknown user's are missing)")
-SETTLE_ROWS = 1 << 20  # rows read at a time (512 MiB of float32 at 128 dimensions, 1 GiB as float64)
+UNKNOWN_HISTORY = ("a query with no history items (an unknown user who gives none) pools the history table's row 0: "
+                   "the mean of the users' pooled histories, each user weighted by their training interactions")
+SETTLE_VALUES = 1 << 27  # values read at a time (512 MiB of float32; 2^20 rows of 128 dimensions)
 
 
-def _weighted_sum(read, rows: int, counts: np.ndarray, row_sum) -> np.ndarray:
-    """sum over the vocabulary's rows 1..rows-1 of counts[row - 1] * (what ``row_sum`` makes of the rows read),
-    reading ``SETTLE_ROWS`` rows at a time."""
-    total = None
-    for lo in range(1, rows, SETTLE_ROWS):
-        hi = min(lo + SETTLE_ROWS, rows)
-        part = row_sum(read(lo, hi), counts[lo - 1:hi - 1])
-        total = part if total is None else total + part
+def _weighted_sum(table: tf.Variable, counts: np.ndarray, row_sum) -> np.ndarray:
+    """The sum over the vocabulary's rows 1.. of ``table`` of what ``row_sum`` makes of (rows read, their
+    ``counts``), reading ``SETTLE_VALUES`` values at a time."""
+    rows, width = table.shape
+    if rows != len(counts) + 1:
+        raise ArtifactError(f"the query tower's {table.name.split(':')[0]} has {rows:,} rows; expected one per user "
+                            f"of the vocabulary ({len(counts):,}) and one for users outside it")
+    step, total = max(1, SETTLE_VALUES // max(width, 1)), 0.0
+    for lo in range(1, rows, step):
+        hi = min(lo + step, rows)
+        total = total + row_sum(table[lo:hi].numpy(), counts[lo - 1:hi - 1])
     return total
 
 
-def _feature_mean(pooled: PooledEmbedding, codes: CodeTable, counts: np.ndarray) -> np.ndarray:
-    """The interaction-weighted mean over the vocabulary of a coded user feature's part of the query (each row's
-    present codes' embeddings averaged, as ``PooledEmbedding`` does), less the part of row 0's own codes."""
-    def code_weights(block, weights):
+def _code_weights(codes: CodeTable, counts: np.ndarray, size: int) -> np.ndarray:
+    """``[size]``: each code's weight in the interaction-weighted mean of the rows' pooled codes (a row's present
+    codes, > 0, averaged, as ``PooledEmbedding`` and ``ItemEmbedding`` pool them); weights sum to 1 over codes."""
+    def row_sum(block, weights):
         present = block > 0
         per_code = np.repeat(weights / np.maximum(present.sum(axis=1), 1), present.sum(axis=1))
-        return np.bincount(block[present], weights=per_code, minlength=pooled.size + 1)
+        return np.bincount(block[present], weights=per_code, minlength=size)
 
-    table = codes.table
-    weights = _weighted_sum(lambda lo, hi: table[lo:hi].numpy(), table.shape[0], counts, code_weights)
-    mean = weights @ pooled.embeddings.numpy().astype(np.float64) / counts.sum()
-    return mean - pooled(table[:1]).numpy()[0].astype(np.float64)
+    return _weighted_sum(codes.table, counts, row_sum) / counts.sum()
 
 
 def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str | None:
-    """Sets the user id embedding's row 0, where every user outside the vocabulary looks up (StringLookup's
-    out-of-vocabulary row), so that such a user's query is the average training interaction's user's: the mean
-    over the vocabulary, each user weighted by ``counts`` (their training interactions, in vocabulary order), of
-    the id row plus the user's side features' parts (age, gender, ...: an unknown user's codes are missing, so
-    those parts are zero for it and the row carries their mean). No training example gathers row 0, so it keeps
-    its random initial values otherwise, and a user unknown at serving or in a temporal split's test got a list no
-    better than chance. The parts given with the request (timestamp, history) are left to it. Above ReLU layers
-    the parts do not add, and the row holds the id rows' mean alone.
-    Returns what the row holds (``UNKNOWN_USER``, ``UNKNOWN_USER_DEEP``), or None for a tower without a user id
-    embedding (a history-only query is built from the user's items)."""
-    try:
-        table = query.get_layer("user_embedding").embeddings
-    except ValueError:
-        return None
+    """Gives a user outside the vocabulary the query of the average training interaction's user: the mean over
+    the vocabulary, each user weighted by ``counts`` (their training interactions, in vocabulary order), of the
+    parts of a user's query that such a user lacks. Every user outside the vocabulary looks up the user id
+    embedding's row 0 (StringLookup's out-of-vocabulary row), whose side-feature codes are missing (their parts
+    zero) and whose stored history is empty; no training example gathers that row, so it kept its random initial
+    values, and a user unknown at serving or in a temporal split's test got a list no better than chance.
+
+    - The id row 0 is set to the mean of the users' id rows plus their side features' parts (less row 0's own).
+      Above ReLU layers the parts do not add, and the row holds the id rows' mean alone.
+    - A history's embedding table's row 0, which pools a query with no history items at evaluation and serving
+      (``ItemEmbedding``), is set to the mean of the users' pooled stored histories. A new user who gives items
+      is served from them (and the id row, if any).
+    The timestamp is the request's. Returns what the rows hold (``UNKNOWN_USER`` or ``UNKNOWN_USER_DEEP``, then
+    ``UNKNOWN_HISTORY``, joined by "; "), or None for a tower with neither (which ModelConfig refuses)."""
     counts = np.asarray(counts, np.float64)
-    if table.shape[0] != len(counts) + 1:
-        raise ArtifactError(f"the user id embedding has {table.shape[0]:,} rows; expected one per user of the "
-                            f"vocabulary ({len(counts):,}) and one for users outside it")
     if counts.sum() <= 0:
         raise ArtifactError("the user vocabulary counts no training interactions; expected a count per user")
-    row = _weighted_sum(lambda lo, hi: table[lo:hi].numpy().astype(np.float64), table.shape[0], counts,
-                        lambda block, weights: weights @ block) / counts.sum()
-    deep = any(layer.name == "query_output" for layer in query.layers)
-    if not deep:
-        names = {layer.name: layer for layer in query.layers}
+    names = {layer.name: layer for layer in query.layers}
+    deep = "query_output" in names
+    held = []
+    if "user_embedding" in names:
+        table = names["user_embedding"].embeddings
+        row = _weighted_sum(table, counts, lambda block, weights: weights @ block.astype(np.float64)) / counts.sum()
         for layer in query.layers:
-            if isinstance(layer, PooledEmbedding) and layer.name.endswith("_embedding"):
-                row += _feature_mean(layer, names[layer.name[:-len("_embedding")] + "_codes"], counts)
-    table.scatter_update(tf.IndexedSlices(tf.constant(row[None], table.dtype), tf.constant([0])))
-    return UNKNOWN_USER_DEEP if deep else UNKNOWN_USER
+            if not deep and isinstance(layer, PooledEmbedding) and layer.name.endswith("_embedding"):
+                codes = names[layer.name[:-len("_embedding")] + "_codes"]
+                row += _code_weights(codes, counts, layer.size + 1) @ layer.embeddings.numpy().astype(np.float64)
+                row -= layer(codes.table[:1]).numpy()[0]
+        table.scatter_update(tf.IndexedSlices(tf.constant(row[None], table.dtype), tf.constant([0])))
+        held.append(UNKNOWN_USER_DEEP if deep else UNKNOWN_USER)
+    if "history_codes" in names:
+        pool = next(layer for layer in query.layers if isinstance(layer, ItemEmbedding))
+        mean = _code_weights(names["history_codes"], counts, pool.rows) @ pool.embeddings.numpy().astype(np.float64)
+        pool.embeddings.scatter_update(tf.IndexedSlices(tf.constant(mean[None], pool.embeddings.dtype),
+                                                        tf.constant([0])))
+        held.append(UNKNOWN_HISTORY)
+    return "; ".join(held) or None
 
 
 def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:

@@ -51,7 +51,8 @@ def test_the_query_is_the_mean_of_the_history_without_the_excluded_item():
     np.testing.assert_allclose(got[1], e[[1, 3]].mean(0), rtol=1e-6)  # i1 (row 2) left out: the training case
     np.testing.assert_allclose(got[2], e[[6]].mean(0), rtol=1e-6)
     np.testing.assert_allclose(got[3], e[4], rtol=1e-6)
-    np.testing.assert_array_equal(got[4], np.zeros(3))  # unknown user, nothing given: no history
+    # unknown user, nothing given: the table's row 0, which settle_unknown_user sets to the users' mean history
+    np.testing.assert_array_equal(got[4], e[0])
 
 
 def test_items_given_at_request_time_extend_or_make_the_history():
