@@ -8,6 +8,13 @@ at 10 and 100 per test interaction (one relevant item each):
   exclude_seen   the user's training items removed from the ranking first
                  (the tutorial's own suggestion); the true item is never removed
 
+Candidates that score exactly as the true one does are ranked around it in a
+random order, in expectation: a row tied with t others, a above it, is a hit at
+k with probability clip((k - a) / (t + 1), 0, 1), and its NDCG is the mean gain
+of the t + 1 places. Scores without ties rank as the strict count alone does;
+a constant scorer (a zero query) scores k / n rather than every row a hit. A
+``tiebreak`` orders ties instead. NaN scores are refused.
+
 A scorer is a function ``users [b] int64 -> [b, n_items]`` scores over rows
 of the user vocabulary (-1: a user outside it) and of the candidates.
 """
@@ -22,6 +29,7 @@ import scipy.sparse as sp
 
 from scaleout.data.dataset import Dataset
 from scaleout.data.tfdata import iter_batches
+from scaleout.errors import ArtifactError
 from scaleout.names import MOVIE_ID, USER_ID
 from scaleout.stages import Progress
 
@@ -100,8 +108,10 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
     the rows of those users from the same scores.
 
     A row's rank counts the candidates scoring strictly above its true item (with
-    ``tiebreak``: above, or equal and ahead on the tiebreak), the user's seen
-    items left out under a protocol with ``seen`` (never the true item). With
+    ``tiebreak``: above, or equal and ahead on the tiebreak; without, those equal
+    to it are taken in random order, in expectation: see the module doc), the
+    user's seen items left out under a protocol with ``seen`` (never the true
+    item). Scores holding NaN raise ArtifactError. With
     ``per_user``, ``out["per_user"]`` holds each test user's test rows and, per
     protocol and metric, the sum over that user's rows (for confidence intervals). Progress is logged under
     ``label`` (scaleout.stages.Progress).
@@ -123,6 +133,11 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
         which = np.repeat(np.arange(len(users)), np.diff(bounds[u0:u0 + len(users) + 1]))  # row -> user in batch
         items = items_sorted[lo:hi]
         scores = np.asarray(score_users(users), dtype=np.float32)
+        nan = np.isnan(scores).any(axis=1)
+        if nan.any():
+            raise ArtifactError(f"{label}: the scores of {int(nan.sum())} of {len(users)} test users in a batch hold "
+                                f"NaN (the first: user row {int(users[nan][0])}, -1 is a user outside the "
+                                "vocabulary); expected finite scores (a model whose training diverged?)")
         for name, seen in protocols.items():
             masked = scores
             if seen is not None:
@@ -130,12 +145,18 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
                 mask = seen[np.maximum(users, 0)].toarray().astype(bool)
                 mask[users < 0] = False
                 masked[mask] = -np.inf  # the true item too: it is never counted above itself
-            rank = _ranks(masked, scores[which, items], which, items, tiebreak, batch)
+            rank, ties = _ranks(masked, scores[which, items], which, items, tiebreak, batch)
             at = slot[u0:u0 + len(users)]
             for k in ks:
-                sums[name][f"recall@{k}"][at] += np.bincount(which, weights=(rank < k), minlength=len(users))
+                hit = np.clip((k - rank) / (ties + 1.0), 0.0, 1.0)  # 1 or 0 without ties
+                sums[name][f"recall@{k}"][at] += np.bincount(which, weights=hit, minlength=len(users))
             for k in ndcg_ks:
                 gain = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+                tied = ties > 0
+                if tied.any():  # the mean gain of places rank .. rank + ties
+                    total = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
+                    lo, hi = np.minimum(rank[tied], k), np.minimum(rank[tied] + ties[tied] + 1, k)
+                    gain[tied] = (total[hi] - total[lo]) / (ties[tied] + 1.0)
                 sums[name][f"ndcg@{k}"][at] += np.bincount(which, weights=gain, minlength=len(users))
         progress(hi)
     out = {name: {m: float(sums[name][m].sum()) / n if n else 0.0 for m in names} for name in protocols}
@@ -168,17 +189,21 @@ def confidence_intervals(per_user: dict, population_users: int, z: float = 1.96)
 
 
 def _ranks(scores: np.ndarray, true: np.ndarray, which: np.ndarray, items: np.ndarray,
-           tiebreak: np.ndarray | None, block: int) -> np.ndarray:
-    """Per test row: candidates of its user's ``scores`` row ranked above ``true``, ``block`` rows at a time."""
-    rank = np.empty(len(which), np.int64)
+           tiebreak: np.ndarray | None, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per test row, ``block`` rows at a time: (candidates of its user's ``scores`` row ranked above ``true``,
+    the other candidates scoring exactly ``true``: none with a ``tiebreak``, which ranks them)."""
+    rank, ties = np.empty(len(which), np.int64), np.zeros(len(which), np.int64)
     for r0 in range(0, len(which), block):
         rows = scores[which[r0:r0 + block]]
         t = true[r0:r0 + block, None]
         above = rows > t
         if tiebreak is not None:
             above |= (rows == t) & (tiebreak[None, :] > tiebreak[items[r0:r0 + block], None])
+        else:  # the true item's own entry is t unless a protocol removed it (-inf)
+            own = rows[np.arange(len(rows)), items[r0:r0 + block]] == t[:, 0]
+            ties[r0:r0 + block] = (rows == t).sum(axis=1) - own
         rank[r0:r0 + block] = above.sum(axis=1)
-    return rank
+    return rank, ties
 
 
 def evaluate_scores(score_users, data: Data, tiebreak: np.ndarray | None = None,

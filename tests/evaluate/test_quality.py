@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from scaleout.errors import ArtifactError
 from scaleout.evaluate.baselines import ease, popularity_scores
 from scaleout.evaluate.protocols import Split, rank_metrics, rank_protocols
 
@@ -22,6 +23,32 @@ def test_rank_metrics_by_hand_with_and_without_seen_items():
     m = rank_metrics(lambda u: scores[u], test, seen, ks=(1, 2), ndcg_ks=(1,))
     # row 0: 0 and 2 removed -> rank 0; row 1: item 1 removed -> rank 1; row 2: rank 1 (item 1 above)
     assert m["recall@1"] == pytest.approx(1 / 3) and m["recall@2"] == 1.0 and m["ndcg@1"] == pytest.approx(1 / 3)
+
+
+def test_tied_candidates_are_ranked_around_the_true_one_in_random_order_in_expectation():
+    # Row 0: one candidate above the true item 0 and two tied with it: places 1, 2, 3 equally likely.
+    scores = np.array([[0.5, 0.5, 0.9, 0.5]], np.float32)
+    m = rank_metrics(lambda u: scores[u], Split(np.array([0]), np.array([0])), None, ks=(1, 2, 3, 4), ndcg_ks=(3,))
+    assert m["recall@1"] == 0 and m["recall@2"] == pytest.approx(1 / 3) and m["recall@3"] == pytest.approx(2 / 3)
+    assert m["recall@4"] == 1 and m["ndcg@3"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / 3)
+    # A constant scorer (a zero query) is at chance, k / n, not a hit on every row.
+    n = 50
+    test = Split(np.array([0, 0, 1]), np.array([3, 7, 0]))
+    flat = rank_metrics(lambda u: np.zeros((len(u), n), np.float32), test, None, ks=(1, 10), ndcg_ks=(10,))
+    assert flat["recall@1"] == pytest.approx(1 / n) and flat["recall@10"] == pytest.approx(10 / n)
+    assert flat["ndcg@10"] == pytest.approx(sum(1 / np.log2(p + 2) for p in range(10)) / n)
+    # A seen item taken out of the ranking (-inf) is no tie: user 0 saw item 7, so row 0 ties with n - 2 others;
+    # row 1's true item is 7 itself, whose own entry is out, so it ties with the n - 1 others.
+    seen = sp.csr_matrix((np.ones(1), ([0], [7])), shape=(2, n))
+    out = rank_metrics(lambda u: np.zeros((len(u), n), np.float32), test, seen, ks=(1,), ndcg_ks=())
+    assert out["recall@1"] == pytest.approx((1 / (n - 1) + 1 / n + 1 / n) / 3)
+
+
+def test_nan_scores_are_refused_naming_the_user():
+    scores = np.array([[0.1, 0.2], [np.nan, 0.3]], np.float32)
+    with pytest.raises(ArtifactError, match="the scores of 1 of 2 test users in a batch hold NaN \\(the first: user "
+                                            "row 1"):
+        rank_metrics(lambda u: scores[u], Split(np.array([0, 1]), np.array([0, 1])), None)
 
 
 def test_a_test_item_outside_the_candidates_is_a_miss():
