@@ -5,7 +5,8 @@
 Draws --fraction of MovieLens 100K's users (seed --seed) and leaves every one of
 their interactions out. On the rest, as a user would: `scaleout prepare --source
 generic`, `scaleout train --preset history` (the query is built from the user's
-items alone), `scaleout index` (ScaNN) and `scaleout export --kind scann
+items alone; --train-args=--user-embedding adds the id's row, which a new user
+gets as the unknown user's), `scaleout index` (ScaNN) and `scaleout export --kind scann
 brute_force --exclude-seen -k 100`. Each held-out user then gives --given of
 their items, in two ways: their first ones (oldest first: a user who has just
 arrived) and any ones (drawn at random, seed --seed: a user whose items come from
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -95,6 +97,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--given", type=int, default=10, help="items each held-out user gives (default 10)")
     parser.add_argument("--preset", default="history")
+    parser.add_argument("--train-args", default="", metavar="ARGS",
+                        help='more `scaleout train` options, as one string after an = (--train-args=--user-embedding)')
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--serve", nargs=3, type=Path, metavar=("EXPORT", "REQUESTS", "OUT"),
                         help=argparse.SUPPRESS)  # the fresh process's part
@@ -114,7 +118,8 @@ def main() -> None:
                                                                                  stamps[keep])]
         csv.write_text("\n".join(lines) + "\n")
         seconds["prepare"] = scaleout_command("prepare", "--run", run, "--source", "generic", "--path", csv)
-        seconds["train"] = scaleout_command("train", "--run", run, "--preset", args.preset)
+        seconds["train"] = scaleout_command("train", "--run", run, "--preset", args.preset,
+                                            *shlex.split(args.train_args))
         seconds["index"] = scaleout_command("index", "--run", run)
         seconds["export"] = scaleout_command("export", "--run", run, "--kind", *KINDS, "--exclude-seen",
                                              "-k", max(KS))
@@ -149,7 +154,7 @@ def main() -> None:
         for name, got in lists[way].items():
             if any(set(g) & set(u.given) or len(g) != max(KS) for g, u in zip(got, asked)):
                 sys.exit(f"{name}, {way}: a list holds given items or fewer than {max(KS)} items")
-    results = {"movielens": str(args.movielens), "preset": args.preset,
+    results = {"movielens": str(args.movielens), "preset": args.preset, "train_args": args.train_args,
                "machine": f"{machine()['cpu']}, {os.cpu_count()} cores",
                "held_out": {"fraction": args.fraction, "seed": args.seed, "users": int(len(held)),
                             "given": args.given, "interactions_not_candidates": dropped},
