@@ -13,7 +13,8 @@ from scaleout.errors import ArtifactError
 from scaleout.fsutil import atomic_dir, write_json
 from scaleout.tfenv import quiet_saving, tf
 from scaleout.train.model import candidate_counts, from_towers
-from scaleout.train.towers import CANDIDATE_FEATURE, QUERY_FEATURE, settle_unknown_user
+from scaleout.train.towers import CANDIDATE_FEATURE, QUERY_FEATURE
+from scaleout.train.unknown_user import settle_unknown_user
 
 MODEL_JSON = "model.json"
 

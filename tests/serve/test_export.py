@@ -28,7 +28,8 @@ def test_a_user_outside_training_is_served_as_the_average_training_interactions_
     # the users' rows there, and the export serves it.
     from scaleout.data.dataset import Dataset
     from scaleout.train.saved import Towers
-    from scaleout.train.towers import UNKNOWN_USER, embed_users
+    from scaleout.train.towers import embed_users
+    from scaleout.train.unknown_user import UNKNOWN_USER
 
     root = pipeline_run[0]
     dataset = Dataset(root / "data")

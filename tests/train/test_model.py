@@ -33,27 +33,27 @@ def test_towers_look_up_ids_with_an_unknown_row():
 
 @pytest.mark.parametrize("values_at_a_time", [1 << 27, 1])  # one read of the table; a read per row
 def test_the_unknown_users_row_is_set_to_the_interaction_weighted_mean_of_the_users_rows(monkeypatch, values_at_a_time):
-    from scaleout.train import towers
+    from scaleout.train import towers, unknown_user
 
-    monkeypatch.setattr(towers, "SETTLE_VALUES", values_at_a_time)
+    monkeypatch.setattr(unknown_user, "SETTLE_VALUES", values_at_a_time)
     model = tiny_model()
     # User "a" has 3 training interactions, "b" 1: the average interaction's user is 3/4 a + 1/4 b.
-    assert towers.settle_unknown_user(model.query_tower, np.array([3, 1])) == towers.UNKNOWN_USER
+    assert unknown_user.settle_unknown_user(model.query_tower, np.array([3, 1])) == unknown_user.UNKNOWN_USER
     out = model.query_tower(query_inputs(["nobody", "a", "b"])).numpy()
     np.testing.assert_allclose(out[0], 0.75 * Q[1] + 0.25 * Q[2], rtol=1e-6)
     np.testing.assert_array_equal(out[1:], Q[1:])  # the known users' rows are untouched
     with pytest.raises(ArtifactError, match="user_embedding.* has 3 rows; expected one per user of the vocabulary "
                                             "\\(3\\)"):
-        towers.settle_unknown_user(model.query_tower, np.array([3, 1, 2]))
+        unknown_user.settle_unknown_user(model.query_tower, np.array([3, 1, 2]))
     with pytest.raises(ArtifactError, match="counts no training interactions"):
-        towers.settle_unknown_user(model.query_tower, np.array([0, 0]))
+        unknown_user.settle_unknown_user(model.query_tower, np.array([0, 0]))
 
 
 def test_the_unknown_users_query_is_the_weighted_mean_of_the_users_queries_with_their_side_features(monkeypatch):
-    from scaleout.train import towers
+    from scaleout.train import towers, unknown_user
     from scaleout.train.features import CodedFeature, FeatureTables
 
-    monkeypatch.setattr(towers, "SETTLE_VALUES", 1)  # a read per row: the code weights summed over reads
+    monkeypatch.setattr(unknown_user, "SETTLE_VALUES", 1)  # a read per row: the code weights summed over reads
     # One code per user (row 0's code present, as a dataset could give it) and a list pooled by mean.
     age = CodedFeature("age", np.array([[1], [2], [1]], np.int32), size=2)
     topics = CodedFeature("topics", np.array([[0, 0], [1, 2], [2, 0]], np.int32), size=2)
@@ -66,30 +66,30 @@ def test_the_unknown_users_query_is_the_weighted_mean_of_the_users_queries_with_
     known = tower(query_inputs(["a", "b"])).numpy()
     np.testing.assert_allclose(known, [Q[1] + e_age[2] + (e_topics[1] + e_topics[2]) / 2,
                                        Q[2] + e_age[1] + e_topics[2]], rtol=1e-6)
-    assert towers.settle_unknown_user(tower, np.array([3, 1])) == towers.UNKNOWN_USER
+    assert unknown_user.settle_unknown_user(tower, np.array([3, 1])) == unknown_user.UNKNOWN_USER
     out = tower(query_inputs(["nobody", "a", "b"])).numpy()
     np.testing.assert_allclose(out[0], 0.75 * known[0] + 0.25 * known[1], rtol=1e-6)
     np.testing.assert_array_equal(out[1:], known)
 
 
 def test_above_relu_layers_the_unknown_users_row_is_the_mean_of_the_id_rows():
-    from scaleout.train import towers
+    from scaleout.train import towers, unknown_user
     from scaleout.train.features import CodedFeature, FeatureTables
 
     age = CodedFeature("age", np.array([[0], [2], [1]], np.int32), size=2)
     tower = towers.query_tower(ModelConfig(embedding_dim=2, deep_layers=(4,)), USERS, FeatureTables(query=[age]))
     tower.get_layer("user_embedding").set_weights([Q])
-    assert towers.settle_unknown_user(tower, np.array([3, 1])) == towers.UNKNOWN_USER_DEEP
+    assert unknown_user.settle_unknown_user(tower, np.array([3, 1])) == unknown_user.UNKNOWN_USER_DEEP
     np.testing.assert_allclose(tower.get_layer("user_embedding").get_weights()[0][0], 0.75 * Q[1] + 0.25 * Q[2],
                                rtol=1e-6)
 
 
 @pytest.mark.parametrize("user_embedding", [False, True], ids=["history only", "history and id"])
 def test_a_query_with_no_history_items_pools_the_users_mean_history(monkeypatch, user_embedding):
-    from scaleout.train import towers
+    from scaleout.train import towers, unknown_user
     from scaleout.train.features import FeatureTables
 
-    monkeypatch.setattr(towers, "SETTLE_VALUES", 1)
+    monkeypatch.setattr(unknown_user, "SETTLE_VALUES", 1)
     cfg = ModelConfig(embedding_dim=2, history=2, user_embedding=user_embedding)
     # a's stored history: x and y; b's: z (candidate rows + 1); row 0 (unknown users) empty
     tables = FeatureTables(history=np.array([[0, 0], [1, 2], [3, 0]], np.int32))
@@ -100,8 +100,8 @@ def test_a_query_with_no_history_items_pools_the_users_mean_history(monkeypatch,
     known = tower(query_inputs(["a", "b"], with_history=True)).numpy()
     np.testing.assert_allclose(known, np.array([(C[1] + C[2]) / 2, C[3]]) + (Q[1:] if user_embedding else 0),
                                rtol=1e-6)
-    held = towers.settle_unknown_user(tower, np.array([3, 1]))
-    assert held == (f"{towers.UNKNOWN_USER}; " if user_embedding else "") + towers.UNKNOWN_HISTORY
+    held = unknown_user.settle_unknown_user(tower, np.array([3, 1]))
+    assert held == (f"{unknown_user.UNKNOWN_USER}; " if user_embedding else "") + unknown_user.UNKNOWN_HISTORY
     out = tower(query_inputs(["nobody", "a", "b", "nobody"], history=[[""], [""], [""], ["z"]],
                              with_history=True)).numpy()
     np.testing.assert_allclose(out[0], 0.75 * known[0] + 0.25 * known[1], rtol=1e-6)
