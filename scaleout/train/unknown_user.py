@@ -51,7 +51,20 @@ def _code_weights(codes: CodeTable, counts: np.ndarray, size: int) -> np.ndarray
     return _weighted_sum(codes.table, counts, row_sum) / counts.sum()
 
 
-def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str | None:
+def _mix(weights: np.ndarray, table: tf.Variable) -> np.ndarray:
+    """``weights @ table`` in float64, reading ``SETTLE_VALUES`` values of ``table`` at a time and only the
+    blocks with a weight (a history table can be the whole catalogue: a million rows is 512 MiB at 128
+    dimensions, twice that in float64)."""
+    rows, width = table.shape
+    step, total = max(1, SETTLE_VALUES // max(width, 1)), np.zeros(width, np.float64)
+    for lo in range(0, rows, step):
+        part = weights[lo:lo + step]
+        if part.any():
+            total += part @ table[lo:lo + len(part)].numpy().astype(np.float64)
+    return total
+
+
+def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str:
     """Gives a user outside the vocabulary the query of the average training interaction's user: the mean over
     the vocabulary, each user weighted by ``counts`` (their training interactions, in vocabulary order), of the
     parts of a user's query that such a user lacks. Every user outside the vocabulary looks up the user id
@@ -65,7 +78,8 @@ def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str | None
       (``ItemEmbedding``), is set to the mean of the users' pooled stored histories. A new user who gives items
       is served from them (and the id row, if any).
     The timestamp is the request's. Returns what the rows hold (``UNKNOWN_USER`` or ``UNKNOWN_USER_DEEP``, then
-    ``UNKNOWN_HISTORY``, joined by "; "), or None for a tower with neither (which ModelConfig refuses)."""
+    ``UNKNOWN_HISTORY``, joined by "; "). A tower with neither an id embedding nor a history (which ModelConfig
+    refuses) raises ``ArtifactError``."""
     counts = np.asarray(counts, np.float64)
     if counts.sum() <= 0:
         raise ArtifactError("the user vocabulary counts no training interactions; expected a count per user")
@@ -78,14 +92,17 @@ def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str | None
         for layer in query.layers:
             if not deep and isinstance(layer, PooledEmbedding) and layer.name.endswith("_embedding"):
                 codes = names[layer.name[:-len("_embedding")] + "_codes"]
-                row += _code_weights(codes, counts, layer.size + 1) @ layer.embeddings.numpy().astype(np.float64)
+                row += _mix(_code_weights(codes, counts, layer.size + 1), layer.embeddings)
                 row -= layer(codes.table[:1]).numpy()[0]
         table.scatter_update(tf.IndexedSlices(tf.constant(row[None], table.dtype), tf.constant([0])))
         held.append(UNKNOWN_USER_DEEP if deep else UNKNOWN_USER)
     if "history_codes" in names:
         pool = next(layer for layer in query.layers if isinstance(layer, ItemEmbedding))
-        mean = _code_weights(names["history_codes"], counts, pool.rows) @ pool.embeddings.numpy().astype(np.float64)
+        mean = _mix(_code_weights(names["history_codes"], counts, pool.rows), pool.embeddings)
         pool.embeddings.scatter_update(tf.IndexedSlices(tf.constant(mean[None], pool.embeddings.dtype),
                                                         tf.constant([0])))
         held.append(UNKNOWN_HISTORY)
-    return "; ".join(held) or None
+    if not held:
+        raise ArtifactError("the query tower has neither a user id embedding nor a history; expected at least one "
+                            f"(its layers: {', '.join(sorted(names))})")
+    return "; ".join(held)

@@ -47,6 +47,10 @@ def test_the_unknown_users_row_is_set_to_the_interaction_weighted_mean_of_the_us
         unknown_user.settle_unknown_user(model.query_tower, np.array([3, 1, 2]))
     with pytest.raises(ArtifactError, match="counts no training interactions"):
         unknown_user.settle_unknown_user(model.query_tower, np.array([0, 0]))
+    other = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(2, name="dense")])
+    with pytest.raises(ArtifactError, match="neither a user id embedding nor a history; expected at least one "
+                                            "\\(its layers: dense\\)"):
+        unknown_user.settle_unknown_user(other, np.array([3, 1]))
 
 
 def test_the_unknown_users_query_is_the_weighted_mean_of_the_users_queries_with_their_side_features(monkeypatch):
@@ -84,17 +88,21 @@ def test_above_relu_layers_the_unknown_users_row_is_the_mean_of_the_id_rows():
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("values_at_a_time", [1 << 27, 1])  # one read of each table; a read per row
+@pytest.mark.parametrize("table", ["candidate_embedding", "history_embedding"], ids=["shared", "separate"])
 @pytest.mark.parametrize("user_embedding", [False, True], ids=["history only", "history and id"])
-def test_a_query_with_no_history_items_pools_the_users_mean_history(monkeypatch, user_embedding):
+def test_a_query_with_no_history_items_pools_the_users_mean_history(monkeypatch, user_embedding, table,
+                                                                   values_at_a_time):
     from scaleout.train import towers, unknown_user
     from scaleout.train.features import FeatureTables
 
-    monkeypatch.setattr(unknown_user, "SETTLE_VALUES", 1)
-    cfg = ModelConfig(embedding_dim=2, history=2, user_embedding=user_embedding)
+    monkeypatch.setattr(unknown_user, "SETTLE_VALUES", values_at_a_time)
+    cfg = ModelConfig(embedding_dim=2, history=2, user_embedding=user_embedding,
+                      history_table="separate" if table == "history_embedding" else "shared")
     # a's stored history: x and y; b's: z (candidate rows + 1); row 0 (unknown users) empty
     tables = FeatureTables(history=np.array([[0, 0], [1, 2], [3, 0]], np.int32))
-    tower = towers.query_tower(cfg, USERS, tables, ITEMS, history_embedding=towers.item_embedding(cfg, ITEMS))
-    tower.get_layer("candidate_embedding").set_weights([C])
+    tower = towers.query_tower(cfg, USERS, tables, ITEMS, history_embedding=towers.item_embedding(cfg, ITEMS, table))
+    tower.get_layer(table).set_weights([C])
     if user_embedding:
         tower.get_layer("user_embedding").set_weights([Q])
     known = tower(query_inputs(["a", "b"], with_history=True)).numpy()
