@@ -39,7 +39,8 @@ LOCAL_INPUTS = ("path", "saved_model")
 
 def _print_recommendation(rec) -> None:
     who = f"user {rec.user_id}" if rec.user_id else "a new user"
-    given = f" with items {','.join(rec.items)}" if rec.items else ""
+    plain = all("," not in i and i == i.strip() for i in rec.items or ())
+    given = f" with items {','.join(rec.items) if plain else list(rec.items)}" if rec.items else ""
     print(f"top {len(rec.titles)} for {who}{given}:")
     for rank, (movie_id, title, score) in enumerate(zip(rec.movie_ids, rec.titles, rec.scores), 1):
         print(f"  {rank}. {title}  (movie_id {movie_id}, score {score:.4f})")
@@ -83,17 +84,22 @@ def cmd_evaluate(a) -> None:
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
-def _items(text: str | None) -> list[str] | None:
-    if text is None:
+def _items(text: str | None, verbatim: list[str] | None = None) -> list[str] | None:
+    """``--items`` split at commas (each id stripped) followed by every ``--item``, taken as given (an id with a
+    comma or outer spaces, as generic data can have); None when neither was passed."""
+    if text is None and not verbatim:
         return None
-    items = [i.strip() for i in text.split(",") if i.strip()]
-    if not items:
+    items = [] if text is None else [i.strip() for i in text.split(",") if i.strip()]
+    if text is not None and not items:
         raise ScaleoutError(f"--items {text!r}: expected candidate ids separated by commas, e.g. 50,172,181")
-    return items
+    for item in verbatim or ():
+        if not item.strip():
+            raise ScaleoutError(f"--item {item!r}: expected a candidate id, not an empty or whitespace-only one")
+    return items + list(verbatim or ())
 
 
 def cmd_recommend(a) -> None:
-    items = _items(a.items)
+    items = _items(a.items, a.item)
     user = a.user if a.user is not None else ""
     if a.saved_model:
         from scaleout.serve.export import ScannOpsMissing, query_saved_model
@@ -238,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", help="ids of items the user has interacted with, comma-separated (e.g. 50,172,181): "
                                    "added to the user's history, or all of it for a new user (a model trained "
                                    "with --history)")
+    p.add_argument("--item", action="append", metavar="ID",
+                   help="one item id taken as given, for an id with a comma or outer spaces (repeat it for "
+                        "several; added after --items)")
     p.add_argument("-k", type=positive, default=3, help="how many (default %(default)s)")
     p.add_argument("--index", choices=INDEX_KINDS, default=BRUTE_FORCE,
                    help="answer from this index of RUN (scann needs `scaleout index`; default %(default)s)")
@@ -309,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("prepare needs --run RUN or --out DIR")
     if args.command == "recommend" and not (args.run or args.saved_model):
         parser.error("recommend needs --run RUN or --saved-model DIR")
-    if args.command == "recommend" and args.user is None and args.items is None:
-        parser.error("recommend needs --user USER, --items ITEMS, or both")
+    if args.command == "recommend" and args.user is None and args.items is None and not args.item:
+        parser.error("recommend needs --user USER, --items ITEMS (or --item ID), or both")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

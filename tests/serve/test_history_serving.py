@@ -94,3 +94,28 @@ def test_a_model_without_history_says_it_answers_user_ids_only(pipeline_run):
     assert result.returncode != 0 and "no history input" in result.stderr
     result = run_cli("recommend", "--saved-model", root / "export" / "brute_force", "--items", "50,172", "-k", 3)
     assert result.returncode != 0 and "no 'serve_items' signature" in result.stderr
+
+
+def test_item_ids_with_commas_or_outer_spaces_are_given_one_by_one(tmp_path):
+    # Generic data keeps ids as written: "it,1" cannot be given in --items, which splits at commas and strips.
+    rng = np.random.default_rng(3)
+    items = ["it,1", " x", "plain", "y", "z"]
+    lines = ["user_id,item_id,timestamp"] + [f'u{u},"{items[i]}",{t}' for t, (u, i) in
+                                             enumerate((u, i) for u in range(12) for i in rng.permutation(5)[:3])]
+    (tmp_path / "events.csv").write_text("\n".join(lines) + "\n")
+    root = tmp_path / "run"
+    for args in (("prepare", "--source", "generic", "--path", tmp_path / "events.csv", "--test-fraction", 0.2),
+                 ("train", "--history", 3, "--epochs", 1, "--embedding-dim", 4, "--batch-size", 8)):
+        result = run_cli(args[0], "--run", root, *args[1:])
+        assert result.returncode == 0, result.stderr[-3000:]
+    want = Catalogue(RunDir(root)).recommend("", 2, exclude_seen=True, items=["plain", "it,1", " x"])
+    result = run_cli("recommend", "--run", root, "--items", "plain", "--item", "it,1", "--item", " x", "-k", 2,
+                     "--exclude-seen")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "a new user with items ['plain', 'it,1', ' x']:" in result.stdout
+    printed = [line.split("(movie_id ")[1].rsplit(",", 1)[0] for line in result.stdout.splitlines()[1:]]
+    assert printed == list(want.movie_ids) and not set(printed) & {"plain", "it,1", " x"}
+    result = run_cli("recommend", "--run", root, "--items", "it,1", "-k", 2)  # split: "it" and "1"
+    assert result.returncode != 0 and "['it', '1'] are not candidates" in result.stderr
+    result = run_cli("recommend", "--run", root, "--item", " ", "-k", 2)
+    assert result.returncode != 0 and "--item ' ': expected a candidate id" in result.stderr
