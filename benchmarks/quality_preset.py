@@ -26,7 +26,9 @@ training count) at evaluation and serving, not in training); the file's name
 gets _prior-BETA after the preset's. --allreduce-dtype bfloat16 trains the
 2 workers with a bfloat16 all-reduce (``TrainConfig.allreduce_dtype``); the
 file's name gets _allreduce-bfloat16. --l2 L2 trains the preset with that L2
-(``ModelConfig.l2``); the file's name gets _l2-L2.
+(``ModelConfig.l2``); the file's name gets _l2-L2. --init-stddev S draws the
+embedding tables from a normal with that deviation (``ModelConfig.init_stddev``);
+the file's name gets _init-S.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def main() -> None:
                              "results file's name gets _allreduce-DTYPE")
     parser.add_argument("--l2", type=float, default=None,
                         help="the preset with this L2 (ModelConfig.l2); the results file's name gets _l2-L2")
+    parser.add_argument("--init-stddev", type=float, default=None,
+                        help="the preset with its embedding tables drawn from a normal of this deviation "
+                             "(ModelConfig.init_stddev); the results file's name gets _init-S")
     parser.add_argument("--seeds", type=int, default=0, metavar="N",
                         help="train the preset in this process N more times with seeds 1..N: the spread over seeds")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -80,6 +85,7 @@ def main() -> None:
     prior = f"_prior-{args.popularity_prior:g}" if args.popularity_prior is not None else ""
     prior += f"_allreduce-{args.allreduce_dtype}" if args.allreduce_dtype else ""
     prior += f"_l2-{args.l2:g}" if args.l2 is not None else ""
+    prior += f"_init-{args.init_stddev:g}" if args.init_stddev is not None else ""
     if args.synthetic:
         source = DataConfig(source="synthetic", synthetic_interactions=args.synthetic,
                             synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items,
@@ -101,6 +107,7 @@ def main() -> None:
 
     over = {} if args.popularity_prior is None else {"popularity_prior": args.popularity_prior}
     over.update({} if args.l2 is None else {"l2": args.l2})
+    over.update({} if args.init_stddev is None else {"init_stddev": args.init_stddev})
     model_cfg, train_cfg = configs(args.preset, model=over,
                                    train={"allreduce_dtype": args.allreduce_dtype} if args.allreduce_dtype else {})
     results: dict = {"preset": args.preset, "data": dataclasses.asdict(source), "model": dataclasses.asdict(model_cfg),

@@ -150,6 +150,10 @@ class ModelConfig:
     # count)`` at evaluation and serving, one more dimension of each tower's output (0: none). Training's scores
     # are the towers' dot product alone (logQ correction takes popularity out of the loss; this puts it back).
     popularity_prior: float = 0.0
+    # The embedding tables' initial values: 0 draws them from Keras' default, uniform in [-0.05, 0.05] (a
+    # standard deviation of 0.029; every model before 2026-12-05); above 0, from a normal distribution with this
+    # standard deviation. Smaller starts fit each user's training items later (benchmarks/quality_cuts.py).
+    init_stddev: float = 0.0
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "embedding_dim")
@@ -157,6 +161,7 @@ class ModelConfig:
         _at_least(self, 0, "sampled_negatives", note="0 or more")
         _at_least(self, 1, "full_softmax_max")
         _at_least(self, 0, "popularity_prior", note="0 (none) or more")
+        _at_least(self, 0, "init_stddev", note="0 (Keras' uniform in [-0.05, 0.05]) or more")
         if self.history_table not in HISTORY_TABLES:
             raise ConfigError(f"unknown history_table {self.history_table!r}; expected one of "
                               f"{', '.join(HISTORY_TABLES)}")

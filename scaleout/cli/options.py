@@ -112,6 +112,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="do not count the positive's other copies in the batch as negatives")
     g.add_argument("--hard-negatives", type=non_negative, help="keep only this many hardest in-batch negatives (0: all)")
     g.add_argument("--l2", type=float, help="L2 penalty on the embedding rows each batch touches")
+    g.add_argument("--init-stddev", type=float,
+                   help="the embedding tables' initial values: normal with this standard deviation (0: Keras' "
+                        "uniform in [-0.05, 0.05])")
     g.add_argument("--history", type=non_negative, metavar="ITEMS",
                    help="the user's most recent training items pooled into the query tower (0: none)")
     g.add_argument("--history-table", choices=HISTORY_TABLES,
@@ -169,7 +172,8 @@ _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "lea
                 "features": "features", "deep_layers": "deep_layers", "temperature": "temperature",
                 "cosine": "cosine",
                 "logq_correction": "logq_correction", "remove_accidental_hits": "remove_accidental_hits",
-                "hard_negatives": "hard_negatives", "l2": "l2", "train_metrics": "train_metrics",
+                "hard_negatives": "hard_negatives", "l2": "l2", "init_stddev": "init_stddev",
+                "train_metrics": "train_metrics",
                 "model_seed": "seed", "global_negatives": "global_negatives", "history": "history",
                 "history_table": "history_table", "history_dropout": "history_dropout",
                 "user_embedding": "user_embedding", "negatives": "negatives",

@@ -78,13 +78,13 @@ class CodeTable(tf.keras.layers.Layer):
 class PooledEmbedding(tf.keras.layers.Layer):
     """Codes ``[b, width]`` (0: missing or padding) -> the mean of their embeddings ``[b, dim]`` (zeros if none)."""
 
-    def __init__(self, size: int, dim: int, **kwargs):
+    def __init__(self, size: int, dim: int, init_stddev: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.size, self.dim = size, dim
+        self.size, self.dim, self.init_stddev = size, dim, init_stddev
 
     def build(self, input_shape):
-        self.embeddings = self.add_weight(name="embeddings", shape=(self.size + 1, self.dim), initializer="uniform",
-                                          trainable=True)
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.size + 1, self.dim),
+                                          initializer=initializer(self.init_stddev), trainable=True)
 
     def call(self, codes):
         present = tf.cast(codes > 0, self.compute_dtype)
@@ -92,7 +92,7 @@ class PooledEmbedding(tf.keras.layers.Layer):
         return summed / tf.maximum(tf.reduce_sum(present, axis=1, keepdims=True), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "dim": self.dim}
+        return {**super().get_config(), "size": self.size, "dim": self.dim, "init_stddev": self.init_stddev}
 
 
 @tf.keras.utils.register_keras_serializable("scaleout")
@@ -129,13 +129,13 @@ class ItemEmbedding(tf.keras.layers.Layer):
     ``history_table="shared"`` one layer serves both towers, so the history is pooled through the candidate
     embeddings themselves."""
 
-    def __init__(self, rows: int, dim: int, **kwargs):
+    def __init__(self, rows: int, dim: int, init_stddev: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.rows, self.dim = rows, dim
+        self.rows, self.dim, self.init_stddev = rows, dim, init_stddev
 
     def build(self, input_shape):
-        self.embeddings = self.add_weight(name="embeddings", shape=(self.rows, self.dim), initializer="uniform",
-                                          trainable=True)
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.rows, self.dim),
+                                          initializer=initializer(self.init_stddev), trainable=True)
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)):
@@ -155,7 +155,7 @@ class ItemEmbedding(tf.keras.layers.Layer):
         return tf.where((count > 0)[:, None], pooled, self.embeddings[0][None])
 
     def get_config(self):
-        return {**super().get_config(), "rows": self.rows, "dim": self.dim}
+        return {**super().get_config(), "rows": self.rows, "dim": self.dim, "init_stddev": self.init_stddev}
 
 
 @tf.keras.utils.register_keras_serializable("scaleout")
@@ -205,8 +205,15 @@ def log_popularity(counts: np.ndarray) -> np.ndarray:
     return np.log1p(np.concatenate([[0.0], np.asarray(counts, np.float64)]))[:, None].astype(np.float32)
 
 
+def initializer(stddev: float):
+    """An embedding table's initial values (``ModelConfig.init_stddev``): 0, Keras' default (uniform in
+    [-0.05, 0.05]); above 0, normal with that standard deviation."""
+    return tf.keras.initializers.RandomNormal(stddev=stddev) if stddev > 0 else "uniform"
+
+
 def _embedding(rows: int, cfg: ModelConfig, name: str):
-    return tf.keras.layers.Embedding(rows, cfg.embedding_dim, name=name)
+    return tf.keras.layers.Embedding(rows, cfg.embedding_dim, name=name,
+                                     embeddings_initializer=initializer(cfg.init_stddev))
 
 
 def _coded(codes: np.ndarray, rows, name: str):
@@ -217,7 +224,8 @@ def _coded(codes: np.ndarray, rows, name: str):
 
 
 def _feature_part(f, rows, cfg: ModelConfig):
-    return PooledEmbedding(f.size, cfg.embedding_dim, name=f"{f.name}_embedding")(_coded(f.codes, rows, f.name))
+    return PooledEmbedding(f.size, cfg.embedding_dim, cfg.init_stddev, name=f"{f.name}_embedding")(
+        _coded(f.codes, rows, f.name))
 
 
 def _lookup(vocabulary: Sequence[str], name: str):
@@ -236,7 +244,7 @@ def _id_and_coded_parts(ids, vocabulary: Sequence[str], coded: list, cfg: ModelC
 
 def item_embedding(cfg: ModelConfig, candidate_ids: Sequence[str], name: str = "candidate_embedding"):
     """The layer a history-aware model pools its history through (and, shared, the candidate tower's ids)."""
-    return ItemEmbedding(len(candidate_ids) + 1, cfg.embedding_dim, name=name)
+    return ItemEmbedding(len(candidate_ids) + 1, cfg.embedding_dim, cfg.init_stddev, name=name)
 
 
 def _combine(parts: list, cfg: ModelConfig, name: str):

@@ -334,3 +334,35 @@ def test_the_in_batch_softmax_is_tfrs_retrieval_s_loss_and_gradient(temperature,
     assert got == pytest.approx(want, rel=1e-5) and want > 1.0
     for w, g in zip(want_grads, got_grads):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_init_stddev_draws_every_embedding_table_from_a_normal_of_that_deviation():
+    import argparse
+
+    from scaleout.cli.options import add_train_args, configs_from_args
+    from scaleout.train import towers
+    from scaleout.train.features import CodedFeature, FeatureTables
+
+    users, items = [f"u{i}" for i in range(400)], [f"m{i}" for i in range(300)]
+    age = CodedFeature("age", np.arange(401, dtype=np.int32)[:, None] % 50, size=49)
+
+    def tables(stddev):
+        cfg = ModelConfig(embedding_dim=64, history=3, history_table="separate", init_stddev=stddev)
+        history = towers.item_embedding(cfg, items, "history_embedding")
+        tower = towers.query_tower(cfg, users, FeatureTables(query=[age], history=np.zeros((401, 3), np.int32)),
+                                   items, history_embedding=history)
+        candidate = towers.candidate_tower(cfg, items)
+        return {name: tower.get_layer(name).get_weights()[0]
+                for name in ("user_embedding", "age_embedding", "history_embedding")} | {
+            "candidate_embedding": candidate.get_layer("candidate_embedding").get_weights()[0]}
+
+    for name, table in tables(0.01).items():
+        assert abs(table.std() - 0.01) < 0.001 and np.abs(table).max() > 0.03, name  # normal: tails past 3 sd
+    for name, table in tables(0.0).items():  # Keras' default, as every model before the option
+        assert np.abs(table).max() <= 0.05 and abs(table.std() - 0.1 / 12 ** 0.5) < 0.002, name
+    with pytest.raises(Exception, match="init_stddev must be"):
+        ModelConfig(init_stddev=-0.1)
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    model_cfg, _ = configs_from_args(parser.parse_args(["--init-stddev", "0.005"]))
+    assert model_cfg.init_stddev == 0.005
