@@ -89,6 +89,7 @@ class GenericInteractions:
                 for c in batch.schema.names:
                     if c in KNOWN and KNOWN[c][0] not in renamed:
                         renamed[KNOWN[c][0]] = batch.column(c)
+                _whole_number_ids(renamed, path, first_row)
                 if "movie_title" not in renamed:
                     renamed["movie_title"] = renamed["movie_id"]
                 _check_values(renamed, path, first_row)
@@ -148,6 +149,25 @@ def merge_items(parts: list[pa.Table]) -> pa.Table:
 
 # file column of each checked value, for messages
 _FILE_NAMES = {"user_id": "user_id", "movie_id": "item_id", "user_rating": "rating"}
+
+
+def _whole_number_ids(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
+    """Float id columns (pandas writes an integer column as float64 once it held a missing value) read as the
+    whole numbers they hold, so 2.0 is user "2", as an int64 column gives it, not "2.0"; in place. A DataError
+    names the row of the first value that is not a whole number within int64 (a NaN: the id is missing)."""
+    for name in ("user_id", "movie_id"):
+        ids = columns[name]
+        if not pa.types.is_floating(ids.type):
+            continue
+        values = ids.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls: NaN
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** 63))
+        if bad.any():
+            i = int(np.argmax(bad))
+            value = "empty or NaN" if np.isnan(values[i]) else repr(float(values[i]))
+            raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is {value} in a float "
+                            "column; expected whole numbers (ids written as floats) or a string or integer column")
+        columns[name] = pa.array(values.astype(np.int64))
 
 
 def _check_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:

@@ -102,3 +102,25 @@ def test_repeated_pairs_keep_the_first_row_so_no_pair_is_in_both_splits_unless_a
     assert ds.counts["interactions"] == 12 and not pairs["train"] & pairs["test"]
     everything = read_all(GenericInteractions(str(f), repeated_pairs="all"))
     assert len(everything) == 60
+
+
+def test_float_id_columns_read_as_the_whole_numbers_they_hold(tmp_path):
+    # pandas writes an integer column as float64 once it held a missing value: 2.0 is user "2", as in an int column.
+    d = tmp_path / "events"
+    d.mkdir()
+    pq.write_table(pa.table({"user_id": [1.0, 2.0], "item_id": pa.array([10.0, -20.0], pa.float32())}),
+                   d / "a.parquet")
+    pq.write_table(pa.table({"user_id": [2], "item_id": [10]}), d / "b.parquet")
+    assert read_all(GenericInteractions(str(d))) == [
+        {"user_id": "1", "movie_id": "10", "movie_title": "10"},
+        {"user_id": "2", "movie_id": "-20", "movie_title": "-20"},
+        {"user_id": "2", "movie_id": "10", "movie_title": "10"},
+    ]
+    for ids, message in (([1.0, 2.5], "row 2: field 'user_id' is 2.5 in a float column; expected whole numbers"),
+                         ([1.0, None], "row 2: field 'user_id' is empty or NaN in a float column"),
+                         ([float("nan"), 1.0], "row 1: field 'user_id' is empty or NaN"),
+                         ([1.0, 2.0 ** 64], "row 2: field 'user_id' is 1.8446744073709552e\\+19")):
+        pq.write_table(pa.table({"user_id": pa.array(ids, pa.float64()), "item_id": ["i", "j"]}),
+                       tmp_path / "bad.parquet")
+        with pytest.raises(DataError, match=f"bad.parquet, {message}"):
+            read_all(GenericInteractions(str(tmp_path / "bad.parquet")))
