@@ -1,13 +1,17 @@
 """Users' own interactions: CSV or Parquet files with ``user_id`` and ``item_id``.
 
-Optional columns: ``timestamp`` (integer seconds), ``rating`` and an item
-title (``item_title`` or ``title``; the item id stands in where there is
-none). Other columns are ignored. ``path`` is one file or a directory of
+Optional columns: ``timestamp`` (integer seconds; in Parquet also a
+timestamp or date column, read as seconds since the epoch, UTC), ``rating``
+and an item title (``item_title`` or ``title``; the item id stands in where
+there is none). Other columns are ignored. ``path`` is one file or a directory of
 ``*.csv`` / ``*.parquet`` files read in name order; a CSV file may start with
 a UTF-8 byte-order mark.
 
 Refused, naming the file and line (CSV) or row (Parquet): an empty or
-whitespace-only id, a NaN or infinite rating. Repeated (user, item) pairs:
+whitespace-only id, an empty timestamp or one that is not a whole number, a
+rating that is empty, NaN, infinite or not a number, a float id that is not
+a whole number below 2^53 in size (2^24 in a float32 column: beyond it a
+float holds ids only approximately). Repeated (user, item) pairs:
 ``repeated_pairs="first"`` (the default) keeps the first row of each pair, so
 that one pair never lands in both the train and the test split; ``"all"``
 keeps every row. Keeping the first means remembering every pair seen: memory
@@ -90,6 +94,7 @@ class GenericInteractions:
                     if c in KNOWN and KNOWN[c][0] not in renamed:
                         renamed[KNOWN[c][0]] = batch.column(c)
                 _whole_number_ids(renamed, path, first_row)
+                _cast_values(renamed, path, first_row)
                 if "movie_title" not in renamed:
                     renamed["movie_title"] = renamed["movie_id"]
                 _check_values(renamed, path, first_row)
@@ -148,36 +153,84 @@ def merge_items(parts: list[pa.Table]) -> pa.Table:
 
 
 # file column of each checked value, for messages
-_FILE_NAMES = {"user_id": "user_id", "movie_id": "item_id", "user_rating": "rating"}
+_FILE_NAMES = {"user_id": "user_id", "movie_id": "item_id", "user_rating": "rating", "timestamp": "timestamp"}
+# schema column -> (the type it is read as, what a value must be)
+_VALUES = {"timestamp": (pa.int64(), "a whole number of seconds"), "user_rating": (pa.float32(), "a finite number")}
+# a float of each width holds every whole number below 2^bits exactly; 2^bits itself may be 2^bits + 1 rounded
+EXACT_FLOAT_BITS = {16: 11, 32: 24, 64: 53}
 
 
 def _whole_number_ids(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
     """Float id columns (pandas writes an integer column as float64 once it held a missing value) read as the
     whole numbers they hold, so 2.0 is user "2", as an int64 column gives it, not "2.0"; in place. A DataError
-    names the row of the first value that is not a whole number within int64 (a NaN: the id is missing)."""
+    names the row of the first value that is not a whole number below 2^53 (2^24 in float32), beyond which a float
+    holds ids only approximately (a NaN: the id is missing)."""
     for name in ("user_id", "movie_id"):
         ids = columns[name]
         if not pa.types.is_floating(ids.type):
             continue
+        bits = EXACT_FLOAT_BITS[ids.type.bit_width]
         values = ids.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls: NaN
         with np.errstate(invalid="ignore"):
-            bad = ~(np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** 63))
+            bad = ~(np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** bits))
         if bad.any():
             i = int(np.argmax(bad))
             value = "empty or NaN" if np.isnan(values[i]) else repr(float(values[i]))
-            raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is {value} in a float "
-                            "column; expected whole numbers (ids written as floats) or a string or integer column")
+            raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is {value} in a "
+                            f"float{ids.type.bit_width} column; expected whole numbers (ids written as floats) below 2^{bits} in "
+                            "size, where such a float holds each one exactly, or a string or integer column")
         columns[name] = pa.array(values.astype(np.int64))
 
 
+def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
+    """The timestamp and the rating cast to their types, in place: a DataError names the row of the first value
+    that does not cast (a string that is not a number, a fraction of a second). A Parquet timestamp or date
+    column is read as seconds since the epoch (UTC; below a second dropped), not in its own unit."""
+    for name, (to, expected) in _VALUES.items():
+        if name not in columns:
+            continue
+        column = columns[name]
+        if name == "timestamp" and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
+            column = column.cast(pa.timestamp("s"), safe=False)
+        try:
+            columns[name] = column.cast(to)
+            continue
+        except pa.ArrowNotImplementedError as exc:
+            raise DataError(f"{path}: column {_FILE_NAMES[name]!r} is of type {column.type}; expected {expected} "
+                            "in each row") from exc
+        except pa.ArrowInvalid as exc:
+            i = _first_uncast(column, to)
+            raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is "
+                            f"{column[i].as_py()!r}; expected {expected}") from exc
+
+
+def _first_uncast(column: pa.Array, to: pa.DataType) -> int:
+    """The index of the first value of ``column`` that does not cast to ``to`` (one does not): halves of the
+    unsettled part cast in turn, so the whole column is cast about twice."""
+    lo, hi = 0, len(column)  # column[:lo] casts; the first failure is before hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            column.slice(lo, mid - lo).cast(to)
+            lo = mid
+        except pa.ArrowInvalid:
+            hi = mid
+    return lo
+
+
 def _check_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
-    """DataError naming the line (CSV) or row (Parquet) of the first empty id or non-finite rating."""
+    """DataError naming the line (CSV) or row (Parquet) of the first empty id or timestamp, or non-finite
+    rating."""
     for name in ("user_id", "movie_id"):
         ids = columns[name].cast(pa.string())
         blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0), True)
         if pc.any(blank).as_py():
             row = first_row + pc.index(blank, True).as_py()
             raise DataError(f"{_where(path, row)}: field {_FILE_NAMES[name]!r} is empty; every interaction needs one")
+    if "timestamp" in columns and columns["timestamp"].null_count:
+        i = pc.index(pc.is_null(columns["timestamp"]), True).as_py()
+        raise DataError(f"{_where(path, first_row + i)}: field 'timestamp' is empty; expected a whole number of "
+                        "seconds in every row (or no timestamp column)")
     if "user_rating" in columns:
         ratings = columns["user_rating"].cast(pa.float64())
         bad = pc.fill_null(pc.invert(pc.is_finite(ratings)), True)  # Arrow reads "nan", "NA", "" as null

@@ -116,11 +116,67 @@ def test_float_id_columns_read_as_the_whole_numbers_they_hold(tmp_path):
         {"user_id": "2", "movie_id": "-20", "movie_title": "-20"},
         {"user_id": "2", "movie_id": "10", "movie_title": "10"},
     ]
-    for ids, message in (([1.0, 2.5], "row 2: field 'user_id' is 2.5 in a float column; expected whole numbers"),
-                         ([1.0, None], "row 2: field 'user_id' is empty or NaN in a float column"),
-                         ([float("nan"), 1.0], "row 1: field 'user_id' is empty or NaN"),
-                         ([1.0, 2.0 ** 64], "row 2: field 'user_id' is 1.8446744073709552e\\+19")):
-        pq.write_table(pa.table({"user_id": pa.array(ids, pa.float64()), "item_id": ["i", "j"]}),
-                       tmp_path / "bad.parquet")
+    below = [2.0 ** 53 - 1, 2.0 ** 24 - 1]  # the largest whole numbers each width holds with their neighbours
+    pq.write_table(pa.table({"user_id": pa.array(below[:1], pa.float64()), "item_id": pa.array(below[1:], pa.float32())}),
+                   tmp_path / "big.parquet")
+    assert read_all(GenericInteractions(str(tmp_path / "big.parquet"))) == [
+        {"user_id": "9007199254740991", "movie_id": "16777215", "movie_title": "16777215"}]
+    for ids, type_, message in (
+            ([1.0, 2.5], pa.float64(), "row 2: field 'user_id' is 2.5 in a float64 column; expected whole numbers"),
+            ([1.0, None], pa.float64(), "row 2: field 'user_id' is empty or NaN in a float64 column"),
+            ([float("nan"), 1.0], pa.float64(), "row 1: field 'user_id' is empty or NaN"),
+            ([1.0, 2.0 ** 64], pa.float64(), "row 2: field 'user_id' is 1.8446744073709552e\\+19"),
+            # 2^53 + 1 is written as 2^53: the id read would not be the one meant
+            ([1.0, 2.0 ** 53 + 1], pa.float64(), "row 2: field 'user_id' is 9007199254740992.0 .* below 2\\^53"),
+            ([2.0 ** 24 + 1, 1.0], pa.float32(), "row 1: field 'user_id' is 16777216.0 in a float32 column; "
+                                                 "expected whole numbers .* below 2\\^24")):
+        pq.write_table(pa.table({"user_id": pa.array(ids, type_), "item_id": ["i", "j"]}), tmp_path / "bad.parquet")
         with pytest.raises(DataError, match=f"bad.parquet, {message}"):
             read_all(GenericInteractions(str(tmp_path / "bad.parquet")))
+
+
+def test_timestamps_and_ratings_that_are_not_numbers_are_refused_by_row_and_dates_read_as_seconds(tmp_path):
+    import datetime
+
+    def parquet(name, **columns):
+        pq.write_table(pa.table({"user_id": ["u1", "u2", "u3"], "item_id": ["i", "j", "k"], **columns}),
+                       tmp_path / name)
+        return str(tmp_path / name)
+
+    # pandas writes datetimes as an Arrow timestamp column, here in microseconds: read as seconds, UTC
+    when = [datetime.datetime(2020, 1, 1), datetime.datetime(2020, 1, 2, 10, 0, 0, 500000), datetime.datetime(2021, 1, 1)]
+    for column in (pa.array(when, pa.timestamp("us")), pa.array(when, pa.timestamp("ms", tz="UTC")),
+                   pa.array([w.date() for w in when], pa.date32())):
+        rows = read_all(GenericInteractions(parquet("dates.parquet", timestamp=column)))
+        seconds = [1577836800, 1577959200, 1609459200] if not pa.types.is_date(column.type) else \
+            [1577836800, 1577923200, 1609459200]
+        assert [r["timestamp"] for r in rows] == seconds, column.type
+    # whole floats and numeric strings cast as before
+    rows = read_all(GenericInteractions(parquet("ok.parquet", timestamp=[1.0, 2.0, 3.0], rating=["1", "2.5", "4"])))
+    assert [(r["timestamp"], r["user_rating"]) for r in rows] == [(1, 1.0), (2, 2.5), (3, 4.0)]
+    refused = [
+        (dict(timestamp=["5", "6", "2020-01-01"]), "row 3: field 'timestamp' is '2020-01-01'; expected a whole number"),
+        (dict(timestamp=[1.0, 2.5, 3.0]), "row 2: field 'timestamp' is 2.5; expected a whole number of seconds"),
+        (dict(timestamp=pa.array([1, None, 3], pa.int64())), "row 2: field 'timestamp' is empty"),
+        (dict(timestamp=pa.array([[1], [2], [3]])), ": column 'timestamp' is of type list<.*>; expected a whole number of seconds in each row"),
+        (dict(rating=["1", "abc", "3"]), "row 2: field 'rating' is 'abc'; expected a finite number"),
+    ]
+    for columns, message in refused:
+        with pytest.raises(DataError, match=f"bad.parquet{message if message[0] == ':' else ', ' + message}"):
+            read_all(GenericInteractions(parquet("bad.parquet", **columns)))
+    f = tmp_path / "events.csv"
+    f.write_text("user_id,item_id,timestamp\nu1,i1,1\n\nu2,i2,\n")
+    with pytest.raises(DataError, match="events.csv, line 4: field 'timestamp' is empty"):
+        read_all(GenericInteractions(str(f)))
+
+
+def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
+    from scaleout.data.generic import _first_uncast
+
+    for n in (1, 2, 3, 7, 64, 1000):
+        for bad in {0, n // 3, n // 2, n - 1}:
+            values = [str(i) for i in range(n)]
+            values[bad] = "x"
+            if bad + 1 < n:
+                values[-1] = "y"  # a later failure does not hide the first
+            assert _first_uncast(pa.array(values), pa.int64()) == bad, (n, bad)
