@@ -127,7 +127,7 @@ class TwoTowerModel(tfrs.Model):
         if self.cfg.negatives == "full":
             loss = self.full_softmax(query, features[CANDIDATE_FEATURE])
             if compute_metrics:
-                self.task(query, own, compute_metrics=True)
+                self.task(query, own, candidate_ids=self.own_rows(features), compute_metrics=True)
             return loss, global_rows
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
         if self.exchanges_rows and replicas_in_sync() > 1:
@@ -151,14 +151,20 @@ class TwoTowerModel(tfrs.Model):
         if self.cfg.remove_accidental_hits:
             extra["candidate_ids"] = rows
         if self.cfg.hard_negatives:
-            if self.hits_task is None:
-                return self.task(query, candidate, compute_metrics=compute_metrics, **extra), global_rows
+            if self.hits_task is None:  # the metric's positives: the first rows, this replica's own
+                return self.task(query, candidate, compute_metrics=compute_metrics,
+                                 candidate_ids=tf.cast(rows, tf.int32) - 1, **extra), global_rows
             loss = self.hits_task(query, candidate, compute_metrics=False, **extra)
         else:
             loss = in_batch_softmax(query, candidate, self.cfg.temperature, **extra)
         if compute_metrics:  # FactorizedTopK of the own candidates (the task's loss, computed again, unused)
-            self.task(query, own, compute_metrics=True)
+            self.task(query, own, candidate_ids=self.own_rows(features), compute_metrics=True)
         return loss, global_rows
+
+    def own_rows(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Each example's candidate's row among the candidates, -1 for one outside them (RankTopK leaves a
+        positive's own row out of its rank)."""
+        return tf.cast(self.candidate_row(features[CANDIDATE_FEATURE]), tf.int32) - 1
 
     def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor) -> tf.Tensor:
         """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
