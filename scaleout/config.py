@@ -82,8 +82,9 @@ class DataConfig:
     synthetic_items: int = 5_000
     synthetic_interactions: int = 200_000
     synthetic_zipf: float = 1.1
-    # generic source only: "first" keeps the first row of each (user, item) pair, so that a pair never
-    # lands in both train and test; "all" keeps repeated rows (repeat interactions as data)
+    # generic and synthetic sources: "first" keeps the first row of each (user, item) pair, so that a pair
+    # never lands in both train and test (synthetic: draws until that many distinct pairs); "all" keeps
+    # repeated rows (repeat interactions as data)
     repeated_pairs: str = "first"
 
     def __post_init__(self) -> None:

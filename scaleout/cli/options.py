@@ -62,8 +62,9 @@ def data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic-interactions", type=positive, default=d.synthetic_interactions)
     g.add_argument("--synthetic-zipf", type=float, default=d.synthetic_zipf, help="item popularity exponent")
     g.add_argument("--repeated-pairs", choices=REPEATED_PAIRS, default=d.repeated_pairs,
-                   help="generic: first keeps one row per (user, item) pair, so a pair never lands in both train "
-                        "and test; all keeps repeated rows (default %(default)s)")
+                   help="generic and synthetic: first keeps one row per (user, item) pair, so a pair never lands "
+                        "in both train and test (synthetic draws until it has that many distinct pairs); all keeps "
+                        "repeated rows (default %(default)s)")
 
 
 def data_config(a: argparse.Namespace) -> DataConfig:
