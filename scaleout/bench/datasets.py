@@ -46,7 +46,10 @@ def parse_size(text: str) -> int:
     m = _SIZE.match(text)
     if not m:
         raise ConfigError(f"size {text!r}: expected a number with an optional K or M suffix, like 100K or 1M")
-    return int(m.group(1)) * {"": 1, "K": 1_000, "M": 1_000_000}[m.group(2).upper()]
+    size = int(m.group(1)) * {"": 1, "K": 1_000, "M": 1_000_000}[m.group(2).upper()]
+    if size < 1:
+        raise ConfigError(f"size {text!r}: expected at least 1")
+    return size
 
 
 def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
@@ -114,24 +117,47 @@ def open_dataset(name: str, cache: str | Path, queries: int = 2048, run: str | P
     return Dataset(name, path, json.loads((path / "dataset.json").read_text()))
 
 
-def make_dataset(name: str, path: Path, queries: int, run: str | Path | None) -> None:
-    start = time.monotonic()
+def check_dataset_name(name: str) -> None:
+    """ConfigError unless ``name`` is a dataset make_dataset makes: synthetic-<n>-<dim>, movielens or
+    movielens-perturbed-<n>, each size and dimension at least 1."""
     parts = name.split("-")
     if parts[0] == "synthetic" and len(parts) == 3:
+        _size_of(name, parts[1])
+        if not parts[2].isdigit() or int(parts[2]) < 1:
+            raise ConfigError(f"dataset {name!r}: dimension {parts[2]!r}; expected a whole number of at least 1, as "
+                              "in synthetic-1M-32")
+        return
+    if parts[0] == "movielens" and (len(parts) == 1 or (len(parts) == 3 and parts[1] == "perturbed")):
+        if len(parts) == 3:
+            _size_of(name, parts[2])
+        return
+    raise ConfigError(f"unknown dataset {name!r}; expected synthetic-<n>-<dim> (e.g. synthetic-1M-32), "
+                      "movielens or movielens-perturbed-<n>")
+
+
+def _size_of(name: str, text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise ConfigError(f"dataset {name!r}: {exc}") from exc
+
+
+def make_dataset(name: str, path: Path, queries: int, run: str | Path | None) -> None:
+    start = time.monotonic()
+    check_dataset_name(name)
+    parts = name.split("-")
+    if parts[0] == "synthetic":
         n, dim = parse_size(parts[1]), int(parts[2])
         log.info("%s: drawing %s x %d clustered vectors (seed %d)", name, f"{n:,}", dim, SEED)
         train, q = synthetic_vectors(n, dim, queries)
         meta = {"kind": "synthetic", "seed": SEED, "centres": CENTRES, "spread": SPREAD}
-    elif parts[0] == "movielens" and len(parts) in (1, 3) and (len(parts) == 1 or parts[1] == "perturbed"):
+    else:
         if run is None:
             raise ConfigError(f"dataset {name!r} needs a trained run: pass --run RUN (a `scaleout pipeline` run)")
         train, q, meta = movielens_vectors(run)
         if len(parts) == 3:
             train = perturbed(train, parse_size(parts[2]))
             meta = {**meta, "kind": "movielens-perturbed", "perturbation": "copies x U[0,1) elementwise, seed 0"}
-    else:
-        raise ConfigError(f"unknown dataset {name!r}; expected synthetic-<n>-<dim> (e.g. synthetic-1M-32), "
-                          "movielens or movielens-perturbed-<n>")
     log.info("%s: exact top %d of %d queries over %s candidates", name, TRUE_K, len(q), f"{len(train):,}")
     neighbors, scores = exact_top_k(train, q)
     with atomic_dir(path, "dataset.json") as tmp:

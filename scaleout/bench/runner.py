@@ -46,12 +46,33 @@ class BenchConfig:
     bandwidth_mb: int = 1024
 
     def __post_init__(self):
+        if not self.datasets or not all(isinstance(d, str) for d in self.datasets):
+            raise ConfigError(f"datasets must be a list of dataset names, got {list(self.datasets)}")
+        for name in ("queries", "recall_queries", "latency_queries", "k", "bandwidth_mb"):
+            _whole(name, getattr(self, name))
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)) or not self.seconds > 0:
+            raise ConfigError(f"seconds must be a number above 0, got {self.seconds!r}")
+        for name in ("batch_sizes", "ks"):
+            values = getattr(self, name)
+            if not values:
+                raise ConfigError(f"{name} must list at least one whole number, got none")
+            for value in values:
+                _whole(name, value)
         for name, spec in self.algorithms.items():
             if name not in ALGORITHMS:
                 raise ConfigError(f"unknown index {name!r} in the grid; expected one of {', '.join(ALGORITHMS)}")
             extra = set(spec) - {"build", "query", "max_n", "min_n", "skip"}
             if extra:
                 raise ConfigError(f"{name}: unknown keys {sorted(extra)}; expected build, query, max_n, min_n, skip")
+            for bound in ("max_n", "min_n"):
+                if bound in spec:
+                    _whole(f"{name}: {bound}", spec[bound])
+
+
+def _whole(name: str, value) -> None:
+    """ConfigError unless ``value`` is a whole number of at least 1 (a grid's counts and sizes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
 def load_config(path: str | Path, **overrides) -> BenchConfig:
@@ -67,6 +88,12 @@ def load_config(path: str | Path, **overrides) -> BenchConfig:
     unknown = set(raw) - fields
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; expected {sorted(fields)}")
+    for key in ("datasets", "batch_sizes", "ks"):
+        if key in raw and not isinstance(raw[key], list):
+            raise ConfigError(f"{path}: {key} must be a list (e.g. [{'synthetic-1M-32' if key == 'datasets' else 10}]), "
+                              f"got {raw[key]!r}")
+    if not isinstance(raw["algorithms"], dict):
+        raise ConfigError(f"{path}: algorithms must map index names to their grids, got {raw['algorithms']!r}")
     raw["datasets"] = tuple(raw["datasets"])
     raw["batch_sizes"] = tuple(raw.get("batch_sizes", BenchConfig.batch_sizes))
     raw["ks"] = tuple(raw.get("ks", BenchConfig.ks))
@@ -80,7 +107,12 @@ def load_config(path: str | Path, **overrides) -> BenchConfig:
 
 
 def check_grid(cfg: BenchConfig) -> None:
-    """Every build entry makes its index and every query key is one the index understands, before anything runs."""
+    """Every dataset name is one the benchmark makes, every build entry makes its index and every query key is one
+    the index understands, before anything runs."""
+    from scaleout.bench.datasets import check_dataset_name
+
+    for name in cfg.datasets:
+        check_dataset_name(name)
     for name, spec in cfg.algorithms.items():
         cls = ALGORITHMS[name]
         for build in expand(spec.get("build")):

@@ -95,6 +95,49 @@ def test_grid_expands_every_combination_and_refuses_unknown_arguments(tmp_path):
         parse_size("1G")
 
 
+@pytest.mark.parametrize("line, message", [
+    ("queries: -3", "queries must be a whole number of at least 1, got -3"),
+    ("recall_queries: 0", "recall_queries must be a whole number of at least 1, got 0"),
+    ("latency_queries: 2.5", "latency_queries must be a whole number of at least 1, got 2.5"),
+    ("k: true", "k must be a whole number of at least 1, got True"),
+    ("bandwidth_mb: '1024'", "bandwidth_mb must be a whole number of at least 1, got '1024'"),
+    ("seconds: 0", "seconds must be a number above 0, got 0"),
+    ("ks: []", "ks must list at least one whole number, got none"),
+    ("ks: 10", "ks must be a list \\(e.g. \\[10\\]\\), got 10"),
+    ("batch_sizes: [1, '64']", "batch_sizes must be a whole number of at least 1, got '64'"),
+])
+def test_a_grids_counts_and_times_are_checked_before_anything_runs(tmp_path, line, message):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"datasets: [synthetic-1K-4]\n{line}\nalgorithms: {{bruteforce: {{}}}}\n")
+    with pytest.raises(ConfigError, match=f"grid.yaml: {message}"):
+        load_config(grid)
+
+
+def test_a_grids_datasets_and_indexes_must_be_a_list_and_a_mapping(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("datasets: synthetic-1K-4\nalgorithms: {bruteforce: {}}\n")  # not one name per letter
+    with pytest.raises(ConfigError, match="grid.yaml: datasets must be a list \\(e.g. \\[synthetic-1M-32\\]\\), "
+                                          "got 'synthetic-1K-4'"):
+        load_config(grid)
+    grid.write_text("datasets: [synthetic-1K-4]\nalgorithms: [bruteforce]\n")
+    with pytest.raises(ConfigError, match="algorithms must map index names to their grids, got \\['bruteforce'\\]"):
+        load_config(grid)
+    grid.write_text("datasets: [synthetic-1K-4]\nalgorithms: {hnswlib: {max_n: 0}}\n")
+    with pytest.raises(ConfigError, match="hnswlib: max_n must be a whole number of at least 1, got 0"):
+        load_config(grid)
+    for name, message in (("synthetic-20K-0", "dataset 'synthetic-20K-0': dimension '0'; expected a whole number"),
+                          ("synthetic-0K-4", "dataset 'synthetic-0K-4': size '0K': expected at least 1"),
+                          ("movielens-perturbed-x", "dataset 'movielens-perturbed-x': size 'x': expected a number"),
+                          ("synthetic-1M", "unknown dataset 'synthetic-1M'; expected synthetic-<n>-<dim>")):
+        # the last dataset of the grid, named before the first one runs
+        grid.write_text(f"datasets: [synthetic-1K-4, {name}]\nalgorithms: {{bruteforce: {{}}}}\n")
+        with pytest.raises(ConfigError, match=f"grid.yaml: {message}"):
+            load_config(grid)
+    grid.write_text("datasets: [synthetic-1K-4]\nqueries: 16\nseconds: 0.2\nks: [10]\nalgorithms: {bruteforce: {}}\n")
+    cfg = load_config(grid)
+    assert (cfg.queries, cfg.seconds, cfg.ks) == (16, 0.2, (10,))
+
+
 def test_synthetic_dataset_is_seeded_cached_and_exact(tmp_path):
     a = open_dataset("synthetic-2K-8", tmp_path, queries=50)
     b = open_dataset("synthetic-2K-8", tmp_path / "other", queries=50)
