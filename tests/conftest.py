@@ -53,8 +53,11 @@ def pipeline_run(ml100k, tmp_path_factory):
 
 
 def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    """Runs the installed ``scaleout`` command in a fresh process."""
-    full_env = {**os.environ, **(env or {})}
+    """Runs the installed ``scaleout`` command in a fresh process, in the environment a user's shell gives it: this
+    process's, less TF_CPP_MIN_LOG_LEVEL, which whatever this process imported first set (jax sets 1, scaleout.tfenv
+    3 on a machine without a GPU), so that a command's log does not depend on which tests ran before it."""
+    inherited = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    full_env = {**inherited, **(env or {})}
     command = Path(sys.executable).parent / "scaleout"
     return subprocess.run([str(command), *map(str, args)], capture_output=True, text=True, env=full_env, cwd=cwd)
 
