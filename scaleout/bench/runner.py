@@ -90,8 +90,8 @@ def load_config(path: str | Path, **overrides) -> BenchConfig:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; expected {sorted(fields)}")
     for key in ("datasets", "batch_sizes", "ks"):
         if key in raw and not isinstance(raw[key], list):
-            raise ConfigError(f"{path}: {key} must be a list (e.g. [{'synthetic-1M-32' if key == 'datasets' else 10}]), "
-                              f"got {raw[key]!r}")
+            example = "synthetic-1M-32" if key == "datasets" else 10
+            raise ConfigError(f"{path}: {key} must be a list (e.g. [{example}]), got {raw[key]!r}")
     if not isinstance(raw["algorithms"], dict):
         raise ConfigError(f"{path}: algorithms must map index names to their grids, got {raw['algorithms']!r}")
     raw["datasets"] = tuple(raw["datasets"])

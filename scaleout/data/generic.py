@@ -177,8 +177,8 @@ def _whole_number_ids(columns: dict[str, pa.Array], path: Path, first_row: int) 
             i = int(np.argmax(bad))
             value = "empty or NaN" if np.isnan(values[i]) else repr(float(values[i]))
             raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is {value} in a "
-                            f"float{ids.type.bit_width} column; expected whole numbers (ids written as floats) below 2^{bits} in "
-                            "size, where such a float holds each one exactly, or a string or integer column")
+                            f"float{ids.type.bit_width} column; expected whole numbers (ids written as floats) below "
+                            f"2^{bits} in size, where such a float holds each one exactly, or a string or integer column")
         columns[name] = pa.array(values.astype(np.int64))
 
 

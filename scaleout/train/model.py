@@ -162,8 +162,7 @@ class TwoTowerModel(tfrs.Model):
         return loss, global_rows
 
     def own_rows(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        """Each example's candidate's row among the candidates, -1 for one outside them (RankTopK leaves a
-        positive's own row out of its rank)."""
+        """Each example's candidate row, -1 outside the candidates (RankTopK leaves it out of its rank)."""
         return tf.cast(self.candidate_row(features[CANDIDATE_FEATURE]), tf.int32) - 1
 
     def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor) -> tf.Tensor:

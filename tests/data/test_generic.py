@@ -117,8 +117,8 @@ def test_float_id_columns_read_as_the_whole_numbers_they_hold(tmp_path):
         {"user_id": "2", "movie_id": "10", "movie_title": "10"},
     ]
     below = [2.0 ** 53 - 1, 2.0 ** 24 - 1]  # the largest whole numbers each width holds with their neighbours
-    pq.write_table(pa.table({"user_id": pa.array(below[:1], pa.float64()), "item_id": pa.array(below[1:], pa.float32())}),
-                   tmp_path / "big.parquet")
+    pq.write_table(pa.table({"user_id": pa.array(below[:1], pa.float64()),
+                             "item_id": pa.array(below[1:], pa.float32())}), tmp_path / "big.parquet")
     assert read_all(GenericInteractions(str(tmp_path / "big.parquet"))) == [
         {"user_id": "9007199254740991", "movie_id": "16777215", "movie_title": "16777215"}]
     for ids, type_, message in (
@@ -144,7 +144,8 @@ def test_timestamps_and_ratings_that_are_not_numbers_are_refused_by_row_and_date
         return str(tmp_path / name)
 
     # pandas writes datetimes as an Arrow timestamp column, here in microseconds: read as seconds, UTC
-    when = [datetime.datetime(2020, 1, 1), datetime.datetime(2020, 1, 2, 10, 0, 0, 500000), datetime.datetime(2021, 1, 1)]
+    when = [datetime.datetime(2020, 1, 1), datetime.datetime(2020, 1, 2, 10, 0, 0, 500000),
+            datetime.datetime(2021, 1, 1)]
     for column in (pa.array(when, pa.timestamp("us")), pa.array(when, pa.timestamp("ms", tz="UTC")),
                    pa.array([w.date() for w in when], pa.date32())):
         rows = read_all(GenericInteractions(parquet("dates.parquet", timestamp=column)))
@@ -158,7 +159,8 @@ def test_timestamps_and_ratings_that_are_not_numbers_are_refused_by_row_and_date
         (dict(timestamp=["5", "6", "2020-01-01"]), "row 3: field 'timestamp' is '2020-01-01'; expected a whole number"),
         (dict(timestamp=[1.0, 2.5, 3.0]), "row 2: field 'timestamp' is 2.5; expected a whole number of seconds"),
         (dict(timestamp=pa.array([1, None, 3], pa.int64())), "row 2: field 'timestamp' is empty"),
-        (dict(timestamp=pa.array([[1], [2], [3]])), ": column 'timestamp' is of type list<.*>; expected a whole number of seconds in each row"),
+        (dict(timestamp=pa.array([[1], [2], [3]])),
+         ": column 'timestamp' is of type list<.*>; expected a whole number of seconds in each row"),
         (dict(rating=["1", "abc", "3"]), "row 2: field 'rating' is 'abc'; expected a finite number"),
     ]
     for columns, message in refused:
