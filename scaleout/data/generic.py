@@ -14,8 +14,8 @@ a whole number below 2^53 in size (2^24 in a float32 column: beyond it a
 float holds ids only approximately). Repeated (user, item) pairs:
 ``repeated_pairs="first"`` (the default) keeps the first row of each pair, so
 that one pair never lands in both the train and the test split; ``"all"``
-keeps every row. Keeping the first means remembering every pair seen: memory
-grows with the distinct pairs (about 100 bytes each).
+keeps every row. Keeping the first means remembering every pair seen: 8 bytes
+a distinct pair, and each distinct id once (scaleout.data.pairs).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from scaleout.data.pairs import IdCodes, PairSet
 from scaleout.data.schema import conform, interaction_schema
 from scaleout.data.text import Layout, read_delimited
 from scaleout.errors import DataError
@@ -44,6 +45,7 @@ KNOWN = {
     "title": ("movie_title", pa.string()),
 }
 REQUIRED = ("user_id", "item_id")
+_MAX_CODE = 2**31 - 1  # distinct users or items numbered for a pair's int64 key (scaleout.data.pairs)
 
 log = logging.getLogger(__name__)
 
@@ -258,17 +260,21 @@ def _where(path: Path, row: int) -> str:
 
 
 class _Pairs:
-    """The (user, item) pairs seen so far; ``first_of`` keeps the rows of a batch whose pair is new."""
+    """The (user, item) pairs seen so far (scaleout.data.pairs); ``first_of`` keeps the rows of a batch whose
+    pair is new."""
 
     def __init__(self):
-        self.seen = pa.table({"user_id": pa.array([], pa.string()), "movie_id": pa.array([], pa.string())})
+        self.users, self.items, self.kept = IdCodes(), IdCodes(), PairSet()
         self.dropped = 0
 
     def first_of(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        table = pa.Table.from_batches([batch]).append_column("_row", pa.array(np.arange(batch.num_rows)))
-        firsts = table.group_by(["user_id", "movie_id"], use_threads=False).aggregate([("_row", "min")])
-        new = firsts.join(self.seen, keys=["user_id", "movie_id"], join_type="left anti", use_threads=False)
-        keep = np.sort(new.column("_row_min").to_numpy())
-        self.seen = pa.concat_tables([self.seen, new.select(["user_id", "movie_id"])]).combine_chunks()
+        users = self.users.codes(batch.column("user_id"))
+        items = self.items.codes(batch.column("movie_id"))
+        for codes, what in ((self.users, "user"), (self.items, "item")):
+            if codes.count > _MAX_CODE:
+                raise DataError(f"{codes.count:,} distinct {what} ids: --repeated-pairs first keeps a pair as one "
+                                f"int64 key, which numbers at most {_MAX_CODE:,}; expected fewer, or "
+                                "--repeated-pairs all")
+        keep = self.kept.first_new((users << 32) | items)
         self.dropped += batch.num_rows - len(keep)
         return batch.take(pa.array(keep)) if len(keep) < batch.num_rows else batch

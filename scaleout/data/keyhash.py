@@ -9,6 +9,9 @@ are the whole group-by's.
 The hash reads three 8-byte windows of each string (its first, middle and last bytes) and its length, mixed
 by multiply and xor-shift: three gathers whatever the ids' length. Ids that differ only outside those windows
 (over 24 bytes) share a bucket; that costs speed (a bigger bucket), never correctness.
+
+``string_hash64`` reads every byte instead, for lookups that want few collisions whatever the ids look like
+(scaleout.data.pairs); its callers still compare the strings, so a collision costs time, never correctness.
 """
 
 from __future__ import annotations
@@ -27,22 +30,26 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _string_hash(ids: pa.Array) -> np.ndarray:
+def _words(ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(windows, starts, lengths): every 8-byte window of the strings' data as little-endian words, with 8
+    zero bytes either side so every window is in bounds, and where each string's first window starts."""
     n = len(ids)
     offset_type = np.int64 if pa.types.is_large_string(ids.type) or pa.types.is_large_binary(ids.type) else np.int32
     _, offsets_buffer, data_buffer = ids.buffers()
     if n == 0 or offsets_buffer is None:
-        return np.zeros(n, np.uint64)
+        return np.zeros(16, "<u8"), np.full(n, 8, np.int64), np.zeros(n, np.int64)  # every string empty
     offsets = np.frombuffer(offsets_buffer, offset_type, count=n + 1,
                             offset=ids.offset * np.dtype(offset_type).itemsize).astype(np.int64)
     base, end = int(offsets[0]), int(offsets[-1])
-    padded = np.zeros(end - base + 16, np.uint8)  # 8 zero bytes either side: every window is in bounds
+    padded = np.zeros(end - base + 16, np.uint8)
     if data_buffer is not None and end > base:
         padded[8:8 + end - base] = np.frombuffer(data_buffer, np.uint8)[base:end]
-    # Every 8-byte window of the data, as little-endian words (unaligned, one byte apart).
     windows = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
-    starts = offsets[:-1] - base + 8
-    lengths = np.diff(offsets)
+    return windows, offsets[:-1] - base + 8, np.diff(offsets)
+
+
+def _string_hash(ids: pa.Array) -> np.ndarray:
+    windows, starts, lengths = _words(ids)
     inside = np.minimum(lengths, 8)
     shift = ((8 - inside) * 8).astype(np.uint64)  # the bits of a window that belong to the neighbours
     empty = lengths == 0
@@ -55,6 +62,30 @@ def _string_hash(ids: pa.Array) -> np.ndarray:
     h = first * _K[0] + middle * _K[1] + last * _K[2] + lengths.astype(np.uint64)
     h[empty] = 0
     return _mix(h)
+
+
+def string_hash64(ids: pa.Array) -> np.ndarray:
+    """A 64-bit hash of every byte of each string (uint64; nulls hash as empty strings). The strings are
+    walked 8 bytes a step, longest first, so a step costs only the strings that long: one long id does not
+    make every other id pay for its length."""
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_binary(ids.type)
+            or pa.types.is_large_binary(ids.type)):
+        raise TypeError(f"string_hash64 hashes strings or binaries, got {ids.type}")
+    windows, starts, lengths = _words(ids)
+    if ids.null_count:
+        lengths = np.where(ids.is_null().to_numpy(zero_copy_only=False), 0, lengths)
+    order = np.argsort(-lengths, kind="stable")
+    starts, lengths = starts[order], lengths[order]
+    h = lengths.astype(np.uint64) * _K[0]
+    ascending = lengths[::-1]
+    for step in range(0, int(lengths[0]) if len(lengths) else 0, 8):
+        active = len(lengths) - int(np.searchsorted(ascending, step, side="right"))  # strings longer than step
+        inside = np.minimum(lengths[:active] - step, 8)
+        keep = ~np.uint64(0) >> ((8 - inside) * 8).astype(np.uint64)  # inside >= 1: shifts of 0 to 56
+        h[:active] = _mix((h[:active] ^ (windows[starts[:active] + step] & keep)) * _K[1])
+    out = np.empty_like(h)
+    out[order] = _mix(h)
+    return out
 
 
 def bucket_of(keys: pa.Array | pa.ChunkedArray, bits: int) -> np.ndarray:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from scaleout.config import DataConfig
+from scaleout.data.pairs import PairSet
 from scaleout.data.schema import conform, interaction_schema
 from scaleout.errors import DataError
 
@@ -92,7 +93,7 @@ class Synthetic:
         item_of_rank = setup.permutation(self.items_n)
         user_of_rank = setup.permutation(self.users)
         shift = max(1, self.items_n // GROUPS)
-        kept = _Kept() if self.distinct else None
+        kept = PairSet() if self.distinct else None
         done, chunk, rate = 0, 0, 1.0
         while done < self.interactions_n:
             wanted = self.interactions_n - done
@@ -127,23 +128,3 @@ class Synthetic:
             done += n
             if n:
                 yield conform(batch, schema, "synthetic")
-
-
-class _Kept:
-    """The (user, item) pairs kept so far, as sorted int64 keys."""
-
-    def __init__(self):
-        self.keys = np.empty(0, np.int64)
-
-    def first_new(self, keys: np.ndarray, at_most: int) -> np.ndarray:
-        """The positions, in order, of the first ``at_most`` draws among ``keys`` whose pair is neither kept nor
-        drawn earlier in ``keys``; their pairs are kept from now on."""
-        unique, first = np.unique(keys, return_index=True)
-        at = np.searchsorted(self.keys, unique)
-        new = np.ones(len(unique), bool)
-        inside = at < len(self.keys)
-        new[inside] = self.keys[at[inside]] != unique[inside]
-        positions = np.sort(first[new])[:at_most]
-        added = np.sort(keys[positions])
-        self.keys = np.insert(self.keys, np.searchsorted(self.keys, added), added)
-        return positions

@@ -1,9 +1,11 @@
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import scaleout.data.generic as generic
 from scaleout.config import DataConfig
 from scaleout.data.generic import GenericInteractions
 from scaleout.data.prepare import prepare
@@ -104,6 +106,30 @@ def test_repeated_pairs_keep_the_first_row_so_no_pair_is_in_both_splits_unless_a
     assert len(everything) == 60
 
 
+def test_repeated_pairs_across_chunks_and_files_keep_each_pairs_first_row(tmp_path):
+    """Against a dictionary of the pairs seen: ids of many shapes (long ones differing in one byte, unicode,
+    ones that read as numbers), pairs repeated within a chunk, across chunks and across files."""
+    rng = np.random.default_rng(7)
+    users = [f"user-{i}" for i in range(30)] + ["k" * 30 + str(i) + "k" * 30 for i in range(10)] + ["日本", "07", "7"]
+    items = [f"i{i}" for i in range(25)] + ["x" * 50, "x" * 51, "é"]
+    d = tmp_path / "events"
+    d.mkdir()
+    expected, seen, t = [], set(), 0
+    for name in ("a.parquet", "b.parquet"):
+        u, i = rng.choice(users, 700), rng.choice(items, 700)
+        ts = np.arange(t, t + 700)
+        t += 700
+        pq.write_table(pa.table({"user_id": u, "item_id": i, "timestamp": ts}), d / name)
+        for row in zip(u.tolist(), i.tolist(), ts.tolist()):
+            if row[:2] not in seen:
+                seen.add(row[:2])
+                expected.append(row)
+    source = GenericInteractions(str(d))
+    kept = pa.Table.from_batches(list(source.interactions(64))).to_pylist()
+    assert [(r["user_id"], r["movie_id"], r["timestamp"]) for r in kept] == expected
+    assert 300 < len(expected) < 1400  # repeats in the data
+
+
 def test_float_id_columns_read_as_the_whole_numbers_they_hold(tmp_path):
     # pandas writes an integer column as float64 once it held a missing value: 2.0 is user "2", as in an int column.
     d = tmp_path / "events"
@@ -182,3 +208,13 @@ def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
             if bad + 1 < n:
                 values[-1] = "y"  # a later failure does not hide the first
             assert _first_uncast(pa.array(values), pa.int64()) == bad, (n, bad)
+
+
+def test_more_distinct_ids_than_a_pair_key_numbers_are_refused_naming_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(generic, "_MAX_CODE", 3)  # 2^31 - 1 ids in real data: four here
+    f = tmp_path / "events.csv"
+    f.write_text("user_id,item_id\n" + "".join(f"u{i},i1\n" for i in range(4)))
+    with pytest.raises(DataError, match="4 distinct user ids: --repeated-pairs first keeps a pair as one int64 key, "
+                                        "which numbers at most 3; expected fewer, or --repeated-pairs all"):
+        read_all(GenericInteractions(str(f)))
+    assert len(read_all(GenericInteractions(str(f), repeated_pairs="all"))) == 4

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from scaleout.data.keyhash import bucket_of
+from scaleout.data.keyhash import bucket_of, string_hash64
 
 
 def _ids(n, seed=0):
@@ -55,3 +55,23 @@ def test_integers_nulls_and_other_types():
     assert len(bucket_of(pa.array([], pa.string()), 4)) == 0
     with pytest.raises(ValueError, match="bits"):
         bucket_of(pa.array(["a"]), 0)
+
+
+def test_string_hash64_reads_every_byte_and_not_the_neighbours():
+    ids = _ids(3000)
+    whole = string_hash64(pa.array(ids))
+    assert whole.dtype == np.uint64
+    alone = np.array([string_hash64(pa.array([i]))[0] for i in ids[:300]])
+    np.testing.assert_array_equal(alone, whole[:300])
+    np.testing.assert_array_equal(string_hash64(pa.array(["pad", "pad2"] + ids).slice(2)), whole)
+    np.testing.assert_array_equal(string_hash64(pa.array(ids, pa.large_string())), whole)
+    np.testing.assert_array_equal(string_hash64(pa.array([s.encode() for s in ids], pa.binary())), whole)
+    distinct = sorted(set(ids))
+    assert len(set(string_hash64(pa.array(distinct)).tolist())) == len(distinct)
+    # ids that differ in one byte anywhere, outside bucket_of's three windows too, or only in length
+    one_byte = ["k" * 40] + ["k" * i + "j" + "k" * (39 - i) for i in range(40)] + ["k" * 39, "k" * 41, "", "\x00"]
+    assert len(set(string_hash64(pa.array(one_byte)).tolist())) == len(one_byte)
+    assert string_hash64(pa.array(["a", None, ""]))[1] == string_hash64(pa.array([""]))[0]
+    assert len(string_hash64(pa.array([], pa.string()))) == 0
+    with pytest.raises(TypeError, match="strings or binaries"):
+        string_hash64(pa.array([1, 2]))

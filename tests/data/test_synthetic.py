@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scaleout.config import DataConfig
-from scaleout.data.synthetic import _SORTED_SEARCH_FROM, Synthetic, _draw, _Kept, _power_law_cdf
+from scaleout.data.synthetic import _SORTED_SEARCH_FROM, Synthetic, _draw, _power_law_cdf
 from scaleout.errors import DataError
 
 
@@ -87,15 +87,6 @@ def test_a_catalogue_too_small_for_that_many_distinct_pairs_is_refused():
     with pytest.raises(DataError, match="synthetic: [0-9,]+ distinct \\(user, item\\) pairs of the 7,000 asked for, "
                                         "and only [0-9]+ of [0-9,]+ more draws were new"):
         list(Synthetic(skewed).interactions(5_000))
-
-
-def test_kept_pairs_answer_first_new_draws_in_order():
-    kept = _Kept()
-    assert list(kept.first_new(np.array([5, 3, 5, 9, 3]), 10)) == [0, 1, 3]
-    assert list(kept.first_new(np.array([9, 4, 1, 4, 5, 7]), 1)) == [1]  # at most one: 4; 1 and 7 stay new
-    assert list(kept.keys) == [3, 4, 5, 9]
-    assert list(kept.first_new(np.array([7, 1, 2]), 10)) == [0, 1, 2]
-    assert list(kept.keys) == [1, 2, 3, 4, 5, 7, 9]
 
 
 def test_a_prepared_synthetic_dataset_has_no_pair_in_both_splits(tmp_path):
