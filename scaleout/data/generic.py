@@ -192,6 +192,8 @@ def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> No
         if name not in columns:
             continue
         column = columns[name]
+        if name == "timestamp" and pa.types.is_boolean(column.type):  # Arrow would cast it to 0 and 1
+            raise DataError(f"{path}: column 'timestamp' is of type bool; expected {expected} in each row")
         if name == "timestamp" and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
             column = column.cast(pa.timestamp("s"), safe=False)
         try:

@@ -188,6 +188,7 @@ def test_timestamps_and_ratings_that_are_not_numbers_are_refused_by_row_and_date
         (dict(timestamp=pa.array([[1], [2], [3]])),
          ": column 'timestamp' is of type list<.*>; expected a whole number of seconds in each row"),
         (dict(rating=["1", "abc", "3"]), "row 2: field 'rating' is 'abc'; expected a finite number"),
+        (dict(timestamp=[True, False, True]), ": column 'timestamp' is of type bool; expected a whole number"),
     ]
     for columns, message in refused:
         with pytest.raises(DataError, match=f"bad.parquet{message if message[0] == ':' else ', ' + message}"):
