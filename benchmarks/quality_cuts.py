@@ -65,7 +65,7 @@ TUTORIAL = "tutorial@100"  # the TFRS tutorial's protocol: every candidate ranke
 CURVE_METRICS = METRICS + (TUTORIAL,)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
     parser.add_argument("--grid", type=Path, default=GRID)
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None,
                         help="with --tutorial-floor, the plot's path (default: benchmarks/reports/quality/, named "
                              "as --out)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     grid = yaml.safe_load(args.grid.read_text())
@@ -101,8 +101,15 @@ def main() -> None:
               flush=True)
         for name, entry in entries.items():
             model_cfg, train_cfg = configs(entry, grid.get("defaults", {}))
-            curves = [run_entry(f"{name} (cut {i})", model_cfg, train_cfg, dataset, data,
-                                priors=args.popularity_prior)["curve"] for i, (dataset, data) in enumerate(cuts)]
+            runs = [run_entry(f"{name} (cut {i})", model_cfg, train_cfg, dataset, data, priors=args.popularity_prior)
+                    for i, (dataset, data) in enumerate(cuts)]
+            diverged = [f"cut {i} {r['diverged']}" for i, r in enumerate(runs) if r.get("diverged")]
+            if diverged:  # kept in the results with what it reached, never chosen; the other entries go on
+                results["entries"].append({"name": name, "setting": entry, "diverged": diverged,
+                                           "curves": [r["curve"] for r in runs]})
+                print(f"{name}: diverged ({'; '.join(diverged)}): left out", flush=True)
+                continue
+            curves = [r["curve"] for r in runs]
             result = {"name": name, "setting": entry,
                       **averaged(curves, lambda point: point, base, floor=args.tutorial_floor)}
             print(f"{name}: {line(result, base)}", flush=True)
@@ -190,7 +197,7 @@ def plot_protocols(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     choice = results.get("choice") or {}
     preset = preset_point(results["entries"], grid_defaults(results))
-    for i, entry in enumerate(results["entries"]):
+    for i, entry in enumerate(e for e in results["entries"] if not e.get("diverged")):
         epochs = [p["epoch"] for p in entry["mean_curve"]]
         chosen = entry["name"] == choice.get("name")
         for ax, key in zip(axes, CURVE_METRICS):
@@ -226,7 +233,7 @@ def preset_point(entries: list[dict], defaults: dict) -> dict | None:
     from scaleout.train.presets import configs as preset_configs
 
     model, train = preset_configs("quality")
-    for entry in entries:
+    for entry in (e for e in entries if not e.get("diverged")):
         entry_model, entry_train = configs(entry["setting"], defaults)
         if entry_model == model and entry_train.batch_size == train.batch_size:
             point = next((p for p in entry["mean_curve"] if p["epoch"] == train.epochs), None)

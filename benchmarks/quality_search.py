@@ -12,7 +12,9 @@
    whose best validation recall@10 is within one standard error of the best
    one, the simplest (fewest features and layers), then the best of those.
    Differences smaller than that are noise of the validation split, and a
-   feature the search cannot show to help is not worth computing. Writes the
+   feature the search cannot show to help is not worth computing. An entry
+   whose loss becomes NaN or infinite is kept with its curve so far, marked
+   diverged and left out of the choice; the search goes on. Writes the
    choice, with every curve, to benchmarks/results/quality/search.json and a
    report with a plot to benchmarks/reports/quality/.
 The preset in scaleout/train/presets.py is that choice (tests/train/test_presets.py checks
@@ -37,6 +39,7 @@ import yaml
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from scaleout.config import DataConfig, ModelConfig, TrainConfig
 from scaleout.data.prepare import prepare
+from scaleout.errors import TrainingDiverged
 from scaleout.bench.measure import machine
 from scaleout.fsutil import write_json
 
@@ -100,11 +103,16 @@ def run_entry(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, dataset
                      epoch + 1, m["recall@10"], m["recall@100"], both["tutorial"]["recall@100"])
 
     start = time.monotonic()
-    model, history = fit(dataset, model_cfg, train_cfg, callbacks=[Validate()])
+    entry = {"name": name, "model": model_cfg.__dict__ | {"top_ks": list(model_cfg.top_ks)},
+             "train": {k: getattr(train_cfg, k) for k in TRAIN_KEYS}, "curve": curve}
+    try:
+        model, history = fit(dataset, model_cfg, train_cfg, callbacks=[Validate()])
+    except TrainingDiverged as exc:  # the entry's curve so far is kept; the search goes on without it
+        log.warning("%s: diverged in epoch %d (%s); left out of the choice", name, len(curve) + 1, exc)
+        return {**entry, "diverged": f"in epoch {len(curve) + 1}: {exc}", "features": {"used": []},
+                "best": None, "seconds": round(time.monotonic() - start, 1), "seconds_per_epoch": None}
     best = max(curve, key=lambda c: (c["recall@10"], c["recall@100"]))
-    return {"name": name, "model": model_cfg.__dict__ | {"top_ks": list(model_cfg.top_ks)},
-            "train": {k: getattr(train_cfg, k) for k in TRAIN_KEYS}, "features": model.features, "curve": curve,
-            "best": best, "seconds": round(time.monotonic() - start, 1),
+    return {**entry, "features": model.features, "best": best, "seconds": round(time.monotonic() - start, 1),
             "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 2)}
 
 
@@ -118,7 +126,11 @@ def complexity(r: dict) -> int:
 
 
 def choose(results: list[dict], n: int) -> tuple[dict, dict]:
-    """(the choice by the one-standard-error rule, the entry with the best validation recall@10)."""
+    """(the choice by the one-standard-error rule, the entry with the best validation recall@10), among the
+    entries that did not diverge."""
+    results = [r for r in results if not r.get("diverged")]
+    if not results:
+        raise SystemExit("every entry of the search diverged: nothing to choose")
     top = max(results, key=lambda r: (r["best"]["recall@10"], r["best"]["recall@100"]))
     floor = top["best"]["recall@10"] - standard_error(top["best"]["recall@10"], n)
     near = [r for r in results if r["best"]["recall@10"] >= floor]
@@ -175,7 +187,10 @@ def report(search: dict, out: Path) -> None:
              f"Machine: {search['machine']}.", "",
              "| entry | best epoch | recall@10 | recall@100 | s/epoch | features used |",
              "|---|---|---|---|---|---|"]
-    for r in sorted(search["entries"], key=lambda r: -r["best"]["recall@10"]):
+    for r in sorted(search["entries"], key=lambda r: -r["best"]["recall@10"] if r["best"] else 1.0):
+        if r.get("diverged"):
+            lines.append(f"| {r['name']} | diverged {r['diverged']} | - | - | - | {used(r)} |")
+            continue
         lines.append(f"| {r['name']} | {r['best']['epoch']} | {r['best']['recall@10']:.4f} | "
                      f"{r['best']['recall@100']:.4f} | {r['seconds_per_epoch']} | "
                      f"{used(r)} |")
@@ -196,7 +211,7 @@ def report(search: dict, out: Path) -> None:
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
     parser.add_argument("--grid", type=Path, default=GRID)
@@ -208,7 +223,7 @@ def main() -> None:
     parser.add_argument("--add", action="store_true",
                         help="keep the entries already in --out and add (or replace) those run now; the rule is "
                              "applied to all of them")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.from_results:
         finish(json.loads(args.out.read_text()), args.out, args.report)
         return
@@ -222,8 +237,9 @@ def main() -> None:
         for name, entry in entries.items():
             model_cfg, train_cfg = configs(entry, grid.get("defaults", {}))
             results.append(run_entry(name, model_cfg, train_cfg, validation, data))
-            log.info("%s: best epoch %d, recall@10 %.4f", name, results[-1]["best"]["epoch"],
-                     results[-1]["best"]["recall@10"])
+            if results[-1]["best"]:
+                log.info("%s: best epoch %d, recall@10 %.4f", name, results[-1]["best"]["epoch"],
+                         results[-1]["best"]["recall@10"])
     if args.add and args.out.is_file():
         ran = {r["name"] for r in results}
         results = [r for r in json.loads(args.out.read_text())["entries"] if r["name"] not in ran] + results
@@ -245,11 +261,13 @@ def finish(search: dict, out: Path, report_dir: Path) -> None:
     best, top = choose(results, n)
     se = standard_error(top["best"]["recall@10"], n)
     search["rule"] = {"top_name": top["name"], "top_recall@10": top["best"]["recall@10"], "standard_error": se,
-                      "within": [r["name"] for r in results if r["best"]["recall@10"] >= top["best"]["recall@10"] - se]}
+                      "within": [r["name"] for r in results
+                                 if r["best"] and r["best"]["recall@10"] >= top["best"]["recall@10"] - se]}
     search["choice"] = summary(best)
     # The preset `history`: the same rule among the entries whose query tower reads the user's history (those
     # serve users not seen in training from their items).
-    with_history = [r for r in results if r["model"].get("history") and not r["model"].get("user_embedding", True)]
+    with_history = [r for r in results if r["model"].get("history") and not r["model"].get("user_embedding", True)
+                    and not r.get("diverged")]
     if with_history:
         search["history_choice"] = summary(choose(with_history, n)[0])
     out.parent.mkdir(parents=True, exist_ok=True)
