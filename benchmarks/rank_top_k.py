@@ -14,8 +14,9 @@ queries:
   its own row left out and ties shared, given the positives' rows.
 
 Prints seconds (the first batch, which traces, left out) and top-k accuracies
-of each and the ratio, and the queries whose positive's own row TFRS ranks above it (the elementwise product and the matmul
-round apart). Writes benchmarks/results/rank_top_k.json.
+of each and the ratio, and the queries whose positive's own row TFRS ranks
+above it (the elementwise product and the matmul round apart). Writes
+benchmarks/results/rank_top_k.json.
 """
 
 from __future__ import annotations
