@@ -23,6 +23,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def progress_at_every_step(monkeypatch):
+    """Every long loop logs its progress line at every step in the tests, where in use the lines are 30 s apart:
+    a line that only a long run reaches runs here too (the quality stage's once raised, at 20M interactions
+    only). Processes a test starts keep the 30 s."""
+    from scaleout import stages
+
+    monkeypatch.setattr(stages, "PROGRESS_SECONDS", 0.0)
+
+
 def movielens_100k() -> Path:
     """MovieLens 100K as distributed: $SCALEOUT_MOVIELENS_DIR, else ../shared/data/ml-100k."""
     path = Path(os.environ.get("SCALEOUT_MOVIELENS_DIR", REPO.parent / "shared" / "data" / "ml-100k"))

@@ -95,6 +95,7 @@ def test_progress_stays_quiet_until_its_interval_has_passed_and_never_counts_pas
     from scaleout.stages import Progress
 
     logger = logging.getLogger("scaleout.test_progress")
+    monkeypatch.setattr(stages, "PROGRESS_SECONDS", 30.0)  # as in use (the tests' own default is 0)
     with caplog.at_level(logging.INFO, logger=logger.name):
         quiet = Progress(logger, "short loop", 10, "rows")
         for done in range(1, 11):
