@@ -155,8 +155,8 @@ def rank_protocols(score_users, test: Split, protocols: dict[str, sp.csr_matrix 
                 tied = ties > 0
                 if tied.any():  # the mean gain of places rank .. rank + ties
                     total = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
-                    first, past = np.minimum(rank[tied], k), np.minimum(rank[tied] + ties[tied] + 1, k)
-                    gain[tied] = (total[past] - total[first]) / (ties[tied] + 1.0)
+                    place, past = np.minimum(rank[tied], k), np.minimum(rank[tied] + ties[tied] + 1, k)
+                    gain[tied] = (total[past] - total[place]) / (ties[tied] + 1.0)
                 sums[name][f"ndcg@{k}"][at] += np.bincount(which, weights=gain, minlength=len(users))
         progress(hi)
     out = {name: {m: float(sums[name][m].sum()) / n if n else 0.0 for m in names} for name in protocols}
