@@ -6,6 +6,7 @@ on stderr naming the file, row or field and what was expected, no traceback, and
 run byte for byte as it was before the command.
 """
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -97,7 +98,19 @@ CASES = [
     ("generic-no-such-file", None, ("prepare", "--run", "RUN", "--source", "generic", "--path", "IN/nowhere.csv"), 1,
      "nowhere.csv: no such file or directory"),
     ("generic-json-file", lambda run, inp: (inp / "e.json").write_text("{}"),
-     ("prepare", "--run", "RUN", "--source", "generic", "--path", "IN/e.json"), 1, "e.json: expected a .csv or .parquet"),
+     ("prepare", "--run", "RUN", "--source", "generic", "--path", "IN/e.json"), 1,
+     "e.json: expected a .csv (or .csv.gz, .csv.bz2, .csv.zst) or .parquet"),
+    ("csv-gz-cut-short", lambda run, inp: (inp / "e.csv.gz").write_bytes(
+        gzip.compress(b"user_id,item_id\n" + b"".join(b"u%d,i%d\n" % (n, n % 7) for n in range(5000)))[:-40]),
+     ("prepare", "--run", "RUN", "--source", "generic", "--path", "IN/e.csv.gz"), 1,
+     "e.csv.gz: not readable as gzip-compressed text (Truncated compressed stream); expected a whole gzip file"),
+    ("csv-gz-not-gzip", lambda run, inp: (inp / "e.csv.gz").write_text("user_id,item_id\nu1,i1\n"),
+     ("prepare", "--run", "RUN", "--source", "generic", "--path", "IN/e.csv.gz"), 1,
+     "e.csv.gz: not readable as gzip-compressed text"),
+    ("csv-gz-rating-word", lambda run, inp: (inp / "e.csv.gz").write_bytes(
+        gzip.compress(b"user_id,item_id,rating\nu1,i1,5\n\nu2,i2,five\n")),
+     ("prepare", "--run", "RUN", "--source", "generic", "--path", "IN/e.csv.gz"), 1,
+     "e.csv.gz, line 4: field 'rating' is 'five'; expected a number"),
     ("generic-empty-directory", lambda run, inp: (inp / "d").mkdir(),
      ("prepare", "--run", "RUN", "--source", "generic", "--path", "IN/d"), 1, "d: no .csv or .parquet files"),
     ("generic-columns-differ", lambda run, inp: ((inp / "a.csv").write_text("user_id,item_id\nu,i\n"),

@@ -5,7 +5,9 @@ timestamp or date column, read as seconds since the epoch, UTC), ``rating``
 and an item title (``item_title`` or ``title``; the item id stands in where
 there is none). Other columns are ignored. ``path`` is one file or a directory of
 ``*.csv`` / ``*.parquet`` files read in name order; a CSV file may start with
-a UTF-8 byte-order mark.
+a UTF-8 byte-order mark, and may be compressed (``.csv.gz``, ``.csv.bz2``,
+``.csv.zst``: read as a stream, line numbers those of the uncompressed text;
+a file that does not decompress, or ends early, is refused naming it).
 
 Refused, naming the file and line (CSV) or row (Parquet): an empty or
 whitespace-only id, an empty timestamp or one that is not a whole number, a
@@ -21,6 +23,7 @@ a distinct pair, and each distinct id once (scaleout.data.pairs).
 from __future__ import annotations
 
 import functools
+import io
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -45,6 +48,8 @@ KNOWN = {
     "title": ("movie_title", pa.string()),
 }
 REQUIRED = ("user_id", "item_id")
+CSV_ENDINGS = {".csv": None, ".csv.gz": "gzip", ".csv.bz2": "bz2", ".csv.zst": "zstd"}  # ending -> codec
+READ = "a .csv (or .csv.gz, .csv.bz2, .csv.zst) or .parquet file"
 _MAX_CODE = 2**31 - 1  # distinct users or items numbered for a pair's int64 key (scaleout.data.pairs)
 
 log = logging.getLogger(__name__)
@@ -57,12 +62,12 @@ class GenericInteractions:
         self.path = Path(path)
         self.repeated_pairs = repeated_pairs
         if self.path.is_dir():
-            self.paths = sorted(p for p in self.path.iterdir() if p.suffix.lower() in (".csv", ".parquet"))
+            self.paths = sorted(p for p in self.path.iterdir() if p.is_file() and _kind(p))
             if not self.paths:
-                raise DataError(f"{self.path}: no .csv or .parquet files in this directory")
+                raise DataError(f"{self.path}: no .csv or .parquet files in this directory (each file read is {READ})")
         elif self.path.is_file():
-            if self.path.suffix.lower() not in (".csv", ".parquet"):
-                raise DataError(f"{self.path}: expected a .csv or .parquet file")
+            if not _kind(self.path):
+                raise DataError(f"{self.path}: expected {READ}")
             self.paths = [self.path]
         else:
             raise DataError(f"{self.path}: no such file or directory")
@@ -108,13 +113,13 @@ class GenericInteractions:
                      "all keeps them)", self.path, f"{seen.dropped:,}")
 
     def _file_columns(self, path: Path) -> list[str]:
-        if path.suffix.lower() == ".parquet":
+        if _kind(path) == "parquet":
             try:
                 names = pq.read_schema(path).names
             except (pa.ArrowInvalid, OSError) as exc:
                 raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
         else:
-            with open(path, "rb") as f:
+            with _unpacked(path) as f:
                 header = f.readline()
             try:  # utf-8-sig: a byte-order mark before the header is not part of the first name
                 names = [c.strip().strip('"') for c in header.decode("utf-8-sig").rstrip("\r\n").split(",")]
@@ -122,7 +127,7 @@ class GenericInteractions:
                 raise DataError(f"{path}, line 1: the header is not valid UTF-8") from exc
         repeated = sorted({c for c in names if names.count(c) > 1})
         if repeated:
-            where = f"{path}, line 1" if path.suffix.lower() == ".csv" else str(path)
+            where = f"{path}, line 1" if _kind(path) == "csv" else str(path)
             raise DataError(f"{where}: column {repeated[0]!r} appears twice in the header; expected each column once")
         missing = [c for c in REQUIRED if c not in names]
         if missing:
@@ -131,7 +136,7 @@ class GenericInteractions:
         return names
 
     def _read(self, path: Path, names: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
-        if path.suffix.lower() == ".parquet":
+        if _kind(path) == "parquet":
             wanted = [c for c in names if c in KNOWN]
             yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=wanted)
             return
@@ -139,7 +144,7 @@ class GenericInteractions:
             tuple((c, KNOWN[c][1]) if c in KNOWN else (f"_{c}", pa.string()) for c in names),
             ",", header=True, quoting=True,
         )
-        yield from read_delimited(functools.partial(open, path, "rb"), layout, str(path))
+        yield from read_delimited(functools.partial(_unpacked, path), layout, str(path))
 
 
 def distinct_items(table: pa.Table) -> pa.Table:
@@ -245,11 +250,55 @@ def _check_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> N
                             f"{'empty or NaN' if value is None else repr(value)}; expected a finite number")
 
 
+def _kind(path: Path) -> str | None:
+    """"csv" (compressed or not), "parquet", or None for a file this source does not read."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "csv" if any(name.endswith(ending) for ending in CSV_ENDINGS) else None
+
+
+class _Unpacked(io.BufferedReader):
+    """A compressed CSV file's text as a binary stream; a stream that does not decompress raises DataError."""
+
+    def __init__(self, path: Path, codec: str):
+        self._name, self._codec = path, codec
+        super().__init__(pa.input_stream(str(path), compression=codec))
+
+    def _refused(self, exc: OSError) -> DataError:
+        return DataError(f"{self._name}: not readable as {self._codec}-compressed text ({exc}); expected a whole "
+                         f"{self._codec} file (a download cut short ends early)")
+
+    def read(self, *args):
+        try:
+            return super().read(*args)
+        except OSError as exc:
+            raise self._refused(exc) from exc
+
+    def readline(self, *args):
+        try:
+            return super().readline(*args)
+        except OSError as exc:
+            raise self._refused(exc) from exc
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def _unpacked(path: Path):
+    """The file's bytes, decompressed for a .csv.gz, .csv.bz2 or .csv.zst."""
+    codec = next((c for ending, c in CSV_ENDINGS.items() if path.name.lower().endswith(ending)), None)
+    return open(path, "rb") if codec is None else _Unpacked(path, codec)
+
+
 def _where(path: Path, row: int) -> str:
     """How an error names data row ``row`` (0-based) of ``path``: its line in a CSV file, its row in Parquet."""
-    if path.suffix.lower() == ".parquet":
+    if _kind(path) == "parquet":
         return f"{path}, row {row + 1}"
-    with open(path, "rb") as f:  # the error path only: count the lines Arrow read (blank ones are skipped)
+    with _unpacked(path) as f:  # the error path only: count the lines Arrow read (blank ones are skipped)
         next(f, None)
         line, data_rows = 1, -1
         for raw in f:
