@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from scaleout.errors import ArtifactError
-from scaleout.evaluate.baselines import ease, popularity_scores
+from scaleout.evaluate.baselines import climb, ease, ials_setting, past_the_edges, popularity_scores
 from scaleout.evaluate.protocols import Split, rank_metrics, rank_protocols
 
 
@@ -116,6 +116,51 @@ def test_ease_columns_are_ridge_regressions_on_the_other_items():
     a = x[:, others]
     ridge = np.linalg.solve(a.T @ a + lam * np.eye(5), a.T @ x[:, j])
     np.testing.assert_allclose(b[others, j], ridge, rtol=1e-6, atol=1e-9)
+
+
+def test_ials_search_climbs_to_the_best_setting_and_scores_each_point_once():
+    calls = []
+
+    def bowl(point):  # one peak at (2, -1)
+        calls.append(point)
+        return -((point[0] - 2) ** 2 + (point[1] + 1) ** 2)
+
+    here, scores = climb(bowl)
+    assert here == (2, -1) and len(calls) == len(set(calls)) == len(scores)
+    assert scores[here] == max(scores.values()) == 0
+    # at most max_fits points: it stops on the way
+    here, scores = climb(bowl, max_fits=5)
+    assert len(scores) == 5 and here == (1, 0)
+
+    def ridge(point):  # a plateau beyond (0, 1): ties do not move it
+        return min(point[1], 1) - abs(point[0])
+
+    here, scores = climb(ridge)
+    assert here == (0, 1) and set(scores) == {(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (1, 1), (0, 2)}
+    # NaN (an empty validation cut's recall) ranks below every number
+    here, scores = climb(lambda p: float("nan") if p != (0, -1) else 0.5)
+    assert here == (0, -1) and scores[(0, 0)] == -np.inf
+    here, scores = climb(lambda p: float("nan"))
+    assert here == (0, 0) and len(scores) == 5
+    # the lattice: alpha from 3 by 1.5x, the L2 from 10 x alpha by sqrt(2)x
+    assert ials_setting((0, 0)) == {"factors": 128, "alpha": 3.0, "regularization": 30.0}
+    assert ials_setting((1, 2)) == {"factors": 128, "alpha": 4.5, "regularization": 90.0}
+    assert ials_setting((-1, -1)) == {"factors": 128, "alpha": 2.0, "regularization": 14.14}
+
+
+def test_a_best_lambda_at_the_grids_edge_is_followed_past_it():
+    grid = (50.0, 100.0, 200.0, 500.0, 1000.0)
+    peak = lambda best: (lambda lam: -abs(np.log(lam / best)))  # noqa: E731
+    best, scores = past_the_edges(grid, peak(300.0))  # inside the grid: nothing more is scored
+    assert best == 200.0 and sorted(scores) == list(grid)
+    best, scores = past_the_edges(grid, peak(2500.0))  # above it: 2,000 and 4,000, which is worse, are scored
+    assert best == 2000.0 and sorted(scores) == [*grid, 2000.0, 4000.0]
+    best, scores = past_the_edges(grid, peak(10.0))  # below it: 25, 12.5, 6.25 (worse)
+    assert best == 12.5 and sorted(scores) == [6.25, 12.5, 25.0, *grid]
+    best, scores = past_the_edges(grid, peak(1e9))  # at most 4 more
+    assert best == 16000.0 and len(scores) == 9
+    best, scores = past_the_edges(grid, lambda lam: float("nan") if lam == 1000.0 else lam)  # NaN is the worst
+    assert best == 500.0 and scores[1000.0] == -np.inf and len(scores) == 5
 
 
 def test_tutorial_protocol_agrees_with_factorized_top_k_and_exclusion_only_helps(pipeline_run):
