@@ -109,7 +109,7 @@ def run_entry(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, dataset
         model, history = fit(dataset, model_cfg, train_cfg, callbacks=[Validate()])
     except TrainingDiverged as exc:  # the entry's curve so far is kept; the search goes on without it
         log.warning("%s: diverged in epoch %d (%s); left out of the choice", name, len(curve) + 1, exc)
-        return {**entry, "diverged": f"in epoch {len(curve) + 1}: {exc}", "features": {"used": []},
+        return {**entry, "diverged": f"in epoch {len(curve) + 1}: {exc}", "features": {"used": None},
                 "best": None, "seconds": round(time.monotonic() - start, 1), "seconds_per_epoch": None}
     best = max(curve, key=lambda c: (c["recall@10"], c["recall@100"]))
     return {**entry, "features": model.features, "best": best, "seconds": round(time.monotonic() - start, 1),
@@ -167,8 +167,10 @@ def plot(results: list[dict], path: Path, best: dict) -> None:
 
 
 def used(r: dict) -> str:
-    """The features an entry used, its history (with its table and negatives) among them."""
-    names = [n for n in r["features"]["used"] if not n.startswith("history")]
+    """The features an entry used, its history (with its table and negatives) among them; a diverged entry's,
+    which never reported what it used, those it was given."""
+    given = r["features"]["used"]
+    names = [n for n in (r["model"]["features"] if given is None else given) if not n.startswith("history")]
     m = r["model"]
     if m.get("history"):
         names.append(f"history ({m['history_table']} table{'' if m['user_embedding'] else ', no user id'}, "

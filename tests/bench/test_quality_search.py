@@ -11,7 +11,7 @@ from conftest import movielens_100k
 GRID = """\
 defaults: {batch_size: 4096, epochs: 2, embedding_dim: 8}
 entries:
-  diverges: {optimizer: sgd, learning_rate: 1.0e+30}
+  diverges: {optimizer: sgd, learning_rate: 1.0e+30, features: [age, gender]}
   plain: {}
 """
 
@@ -34,6 +34,9 @@ def test_a_diverging_entry_is_recorded_and_the_search_chooses_among_the_rest(tmp
     assert search["choice"]["name"] == "plain" and search["rule"]["within"] == ["plain"]
     text = (report / "report.md").read_text()
     assert "| diverges | diverged in epoch 1: " in text and (report / "validation_curves.png").stat().st_size
+    # the row names the features the entry was given, not "ids only"
+    row = next(line for line in text.splitlines() if line.startswith("| diverges |"))
+    assert row.endswith("| age, gender |"), row
 
 
 def test_quality_cuts_keep_a_diverging_entry_out_of_the_floors_choice(tmp_path, grid):
