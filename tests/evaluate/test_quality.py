@@ -236,6 +236,33 @@ def test_confidence_intervals_by_hand_shrink_with_the_sample_and_vanish_for_the_
     assert widths[1] < widths[0] / 2
 
 
+def test_on_many_users_the_baselines_settings_are_chosen_on_a_sample_of_the_validation_users(monkeypatch, caplog):
+    import logging
+
+    import scaleout.evaluate.baselines as bl
+    from scaleout.evaluate.protocols import Data, sample_users
+
+    rng = np.random.default_rng(1)
+    data = Data(np.array([f"u{i}" for i in range(40)]), np.array([f"m{i}" for i in range(80)]),
+                train=Split(rng.integers(0, 40, 900), (rng.zipf(1.3, 900) - 1) % 80),
+                test=Split(rng.integers(0, 40, 80), rng.integers(0, 80, 80)))
+    monkeypatch.setattr(bl, "VALIDATION_USERS", 6)
+    with caplog.at_level(logging.INFO, logger="scaleout.evaluate.baselines"):
+        chosen = bl.baselines(data, ("ease",))["ease"]["setting"]["lambda"]
+    fit, val = bl.validation_cut(data)
+    fit_m = data.matrix(fit)
+    val6, population = sample_users(val, 6)
+    assert population == len(np.unique(val.users)) > 30 and len(np.unique(val6.users)) == 6
+    assert f"chosen on the validation rows of 6 of its {population} users" in caplog.text
+    # the lambda is the best on those 6 users' rows, scored here by hand
+    tried = [float(line.split("validation: ")[1].split(" ")[0]) for line in caplog.text.splitlines()
+             if "validation: " in line]
+    by_hand = {lam: rank_metrics(bl._ease_scorer(fit_m, lam), val6, fit_m, ks=(10,), ndcg_ks=(),
+                                 tiebreak=bl.popularity_scores(data.matrix(data.train)))["recall@10"] for lam in tried}
+    assert chosen == max(sorted(by_hand), key=by_hand.get)
+    assert len(set(by_hand.values())) > 1  # the choice was not a tie of every lambda
+
+
 def test_a_baseline_that_cannot_fit_is_skipped_with_a_note_and_the_report_still_reads():
     from scaleout.evaluate.baselines import baselines, ease_bytes
     from scaleout.evaluate.protocols import Data
