@@ -252,10 +252,15 @@ def _check_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> N
 
 def _kind(path: Path) -> str | None:
     """"csv" (compressed or not), "parquet", or None for a file this source does not read."""
-    name = path.name.lower()
-    if name.endswith(".parquet"):
+    if path.name.lower().endswith(".parquet"):
         return "parquet"
-    return "csv" if any(name.endswith(ending) for ending in CSV_ENDINGS) else None
+    return "csv" if _csv_ending(path) is not None else None
+
+
+def _csv_ending(path: Path) -> str | None:
+    """The key of CSV_ENDINGS that ends the file's name (any case), or None."""
+    name = path.name.lower()
+    return next((ending for ending in CSV_ENDINGS if name.endswith(ending)), None)
 
 
 class _Unpacked(io.BufferedReader):
@@ -290,7 +295,7 @@ class _Unpacked(io.BufferedReader):
 
 def _unpacked(path: Path):
     """The file's bytes, decompressed for a .csv.gz, .csv.bz2 or .csv.zst."""
-    codec = next((c for ending, c in CSV_ENDINGS.items() if path.name.lower().endswith(ending)), None)
+    codec = CSV_ENDINGS.get(_csv_ending(path))
     return open(path, "rb") if codec is None else _Unpacked(path, codec)
 
 

@@ -134,22 +134,24 @@ def past_the_edges(values, score_of, factor: float = 2.0, most: int = 4) -> tupl
     more). A data set whose best EASE lambda is above 1,000 gets it instead of the grid's edge. (best, every value
     scored with its score); NaN scores are the worst."""
     scores = {}
-
-    def score(value):
-        got = float(score_of(value))
-        scores[value] = got if got == got else -np.inf
     for value in values:
-        score(value)
+        _record(scores, value, score_of)
     for _ in range(most):
         ordered = sorted(scores)
         best = max(ordered, key=scores.__getitem__)
         if len(ordered) > 1 and best == ordered[-1]:
-            score(best * factor)
+            _record(scores, best * factor, score_of)
         elif len(ordered) > 1 and best == ordered[0]:
-            score(best / factor)
+            _record(scores, best / factor, score_of)
         else:
             break
     return max(sorted(scores), key=scores.__getitem__), scores
+
+
+def _record(scores: dict, key, score_of) -> None:
+    """scores[key] = score_of(key), a NaN score (a fit that diverged) recorded as the worst."""
+    value = float(score_of(key))
+    scores[key] = value if value == value else -np.inf
 
 
 def ials_setting(step: tuple[int, int]) -> dict:
@@ -164,17 +166,13 @@ def climb(score_of, max_fits: int = IALS_MAX_FITS) -> tuple[tuple[int, int], dic
     best of them while it beats the place it leaves, stop there or after ``max_fits`` scores (a NaN score is the
     worst). Each move gains, so it never comes back: (where it stopped, every point scored with its score)."""
     scores: dict[tuple[int, int], float] = {}
-
-    def score(point):
-        value = float(score_of(point))
-        scores[point] = value if value == value else -np.inf
     here = (0, 0)
-    score(here)
+    _record(scores, here, score_of)
     for _ in range(max_fits):  # a move needs a strictly better point, so there are fewer moves than points scored
         near = [(here[0] + da, here[1] + dr) for da, dr in ((-1, 0), (1, 0), (0, -1), (0, 1))]
         for point in near:
             if point not in scores and len(scores) < max_fits:
-                score(point)
+                _record(scores, point, score_of)
         best = max((p for p in near if p in scores), key=scores.__getitem__, default=here)
         if scores[best] <= scores[here]:
             break
