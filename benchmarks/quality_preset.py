@@ -59,6 +59,15 @@ TRAIN_SECONDS = 180  # issue 16: the default preset trains on ml-100k in under 3
 ML1M = {"users": 6_040, "items": 3_706}  # MovieLens 1M's (1,000,209 interactions)
 
 
+def source_config(movielens: str, synthetic: int, users: int, items: int) -> DataConfig:
+    """The data this benchmark judges on: MovieLens from ``movielens``, or the synthetic source with ``synthetic``
+    interactions of ``users`` and ``items``; the tutorial's random 80/20 split, seed 42."""
+    if synthetic:
+        return DataConfig(source="synthetic", synthetic_interactions=synthetic, synthetic_users=users,
+                          synthetic_items=items, split="random", seed=42, train_shards=4)
+    return DataConfig(source="movielens", path=movielens, split="random", seed=42, train_shards=4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
@@ -86,14 +95,8 @@ def main() -> None:
     prior += f"_allreduce-{args.allreduce_dtype}" if args.allreduce_dtype else ""
     prior += f"_l2-{args.l2:g}" if args.l2 is not None else ""
     prior += f"_init-{args.init_stddev:g}" if args.init_stddev is not None else ""
-    if args.synthetic:
-        source = DataConfig(source="synthetic", synthetic_interactions=args.synthetic,
-                            synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items,
-                            split="random", seed=42, train_shards=4)
-        result_file = f"preset_{args.preset}{prior}_synthetic-{args.synthetic}.json"
-    else:
-        source = DataConfig(source="movielens", path=args.movielens, split="random", seed=42, train_shards=4)
-        result_file = f"preset_{args.preset}{prior}.json"
+    source = source_config(args.movielens, args.synthetic, args.synthetic_users, args.synthetic_items)
+    result_file = f"preset_{args.preset}{prior}" + (f"_synthetic-{args.synthetic}" if args.synthetic else "") + ".json"
 
     import ray
 

@@ -60,8 +60,16 @@ def test_the_pipeline_trains_the_quality_preset_and_reports_it_beside_the_baseli
     # before 2026-12-05 left it 0.017 below: 0.1588 against 0.1754)
     ials, ease = quality["ials"], quality["ease"]
     assert ials["exclude_seen"]["recall@10"] > ease["exclude_seen"]["recall@10"] - 0.01
-    setting = json.loads((root / "metrics" / "quality.json").read_text())["baselines"]["ials"]["setting"]
+    chosen = json.loads((root / "metrics" / "quality.json").read_text())["baselines"]
+    setting = chosen["ials"]["setting"]
     assert setting["factors"] == 128 and setting["regularization"] > 1 and setting["alpha"] > 1
+    # each setting tried is in quality.json with its validation score, the chosen one the best; the table says it
+    for name in ("ease", "ials"):
+        tried, setting = chosen[name]["tried"], chosen[name]["setting"]
+        best = max(tried, key=lambda t: t["validation_recall@10"])
+        assert {key: best[key] for key in setting} == setting and len(tried) > 3, name
+        assert chosen[name]["chosen_on"]["users"] == chosen[name]["chosen_on"]["of_users"] > 900  # ranked whole
+    assert log.count("chosen: ") >= 2 and "chosen: factors 128, alpha" in log
 
 
 def test_every_stage_reports_its_time_and_memory_and_training_writes_tensorboard_scalars(run):

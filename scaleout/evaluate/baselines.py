@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 # recall@10 has a standard error of about 0.001. ml-100k (943 users) and the 6,040 users of MovieLens 1M's shape
 # are ranked whole.
 VALIDATION_USERS = 20_000
+VALIDATION_METRIC = "validation_recall@10"  # what each setting tried is scored by, in quality.json
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 500.0, 1000.0)  # a best at either end is followed past it (past_the_edges)
 # iALS: implicit's ALS at the quality preset's 128 dimensions, 15 iterations. Its two weights, alpha (on the
 # observed entries) and the L2, are searched on the validation cut by climbing a lattice from alpha 3, L2 30:
-# alpha steps by 1.5x and the L2's ratio to alpha by sqrt(2)x, moving to the best of the four neighbours while one
+# alpha steps by 1.5x and the L2's ratio to alpha by sqrt(2)x, moving to the best of six neighbours while one
 # is better (at most IALS_MAX_FITS fits). What matters most is the ratio, and its best value moves with alpha and
 # with the data (ml-100k: 10 at alpha 3; synthetic data at MovieLens 1M's shape: 14-20 at alpha 2-4.5), so a few
 # fixed points miss it: the four settings used before 2026-12-05 (32-128 factors, L2 0.01-0.1, alpha 1) reached a
@@ -40,6 +41,12 @@ IALS_FACTORS = 128
 IALS_START = (3.0, 10.0)  # (alpha, L2 / alpha)
 IALS_STEPS = (1.5, 2**0.5)
 IALS_MAX_FITS = 16
+# The climb's moves: each axis, and the diagonal along which iALS's best settings lie on both data sets measured
+# (alpha up one step with the ratio down one: the L2 nearly still, x1.06). Whole lattices of the validation recall
+# (alpha 3 x 1.5^-3..3, ratio 10 x sqrt(2)^-3..5; 2026-12-05): with the four axis moves alone the climb stopped at
+# 0.1372 on synthetic data at MovieLens 1M's shape (alpha 4.5, L2 63.6), below the lattice's best, 0.1395 (alpha 2,
+# L2 40), which these six reach in 13 fits; on ml-100k both stop at alpha 3, L2 30 (0.1583; the lattice's best 0.1590).
+CLIMB_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (1, -1))
 
 
 def popularity_scores(train: sp.csr_matrix) -> np.ndarray:
@@ -97,6 +104,7 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
                  f"{VALIDATION_USERS:,}", f"{val_users:,}")
     out = {}
     n = population_users
+    chosen_on = {"users": int(len(np.unique(val.users))), "of_users": int(val_users)}
     if "popularity" in which:
         out["popularity"] = {"setting": "training counts",
                              **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, pop, n,
@@ -109,15 +117,27 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
                                       "(--ease-max-gib; default a third of this machine's memory)"}
             log.warning("quality: %s", out["ease"]["skipped"])
         else:
-            best, _ = past_the_edges(EASE_LAMBDAS, lambda lam: _validation_recall(
+            best, scores = past_the_edges(EASE_LAMBDAS, lambda lam: _validation_recall(
                 lam, lambda x: _ease_scorer(fit_m, x), fit_m, val, pop))
             out["ease"] = {"setting": {"lambda": best},
+                           "tried": _tried({lam: {"lambda": lam} for lam in sorted(scores)}, scores),
+                           "chosen_on": chosen_on,
                            **evaluate_scores(_ease_scorer(train, best), data, pop, n, label="quality, EASE")}
     if "ials" in which:
-        best = _climb(lambda s: _ials_scorer(fit_m, s), fit_m, val, pop)
-        out["ials"] = {"setting": best,
+        here, scores = climb(lambda step: _validation_recall(
+            ials_setting(step), lambda s: _ials_scorer(fit_m, s), fit_m, val, pop))
+        best = ials_setting(here)
+        out["ials"] = {"setting": best, "tried": _tried({p: ials_setting(p) for p in scores}, scores),
+                       "chosen_on": chosen_on,
                        **evaluate_scores(_ials_scorer(train, best), data, pop, n, label="quality, iALS")}
     return out
+
+
+def _tried(settings: dict, scores: dict) -> list[dict]:
+    """Each setting scored on the validation cut, in ``settings``' order, with its recall@10 (None where the fit
+    diverged): what the choice was made among, for the report and quality.json."""
+    return [{**setting, VALIDATION_METRIC: scores[key] if np.isfinite(scores[key]) else None}
+            for key, setting in settings.items()]
 
 
 def _validation_recall(setting, make_scorer, fit: sp.csr_matrix, val: Split, tiebreak: np.ndarray) -> float:
@@ -161,15 +181,15 @@ def ials_setting(step: tuple[int, int]) -> dict:
     return {"factors": IALS_FACTORS, "alpha": float(f"{alpha:.4g}"), "regularization": float(f"{alpha * ratio:.4g}")}
 
 
-def climb(score_of, max_fits: int = IALS_MAX_FITS) -> tuple[tuple[int, int], dict]:
-    """Hill-climbing on the integer lattice from (0, 0): score the four neighbours of where it stands, move to the
-    best of them while it beats the place it leaves, stop there or after ``max_fits`` scores (a NaN score is the
-    worst). Each move gains, so it never comes back: (where it stopped, every point scored with its score)."""
+def climb(score_of, max_fits: int = IALS_MAX_FITS, moves=CLIMB_MOVES) -> tuple[tuple[int, int], dict]:
+    """Hill-climbing on the integer lattice from (0, 0): score the neighbours of where it stands (``moves`` away),
+    move to the best of them while it beats the place it leaves, stop there or after ``max_fits`` scores (a NaN score
+    is the worst). Each move gains, so it never comes back: (where it stopped, every point scored with its score)."""
     scores: dict[tuple[int, int], float] = {}
     here = (0, 0)
     _record(scores, here, score_of)
     for _ in range(max_fits):  # a move needs a strictly better point, so there are fewer moves than points scored
-        near = [(here[0] + da, here[1] + dr) for da, dr in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+        near = [(here[0] + da, here[1] + dr) for da, dr in moves]
         for point in near:
             if point not in scores and len(scores) < max_fits:
                 _record(scores, point, score_of)
@@ -178,12 +198,6 @@ def climb(score_of, max_fits: int = IALS_MAX_FITS) -> tuple[tuple[int, int], dic
             break
         here = best
     return here, scores
-
-
-def _climb(make_scorer, fit: sp.csr_matrix, val: Split, tiebreak: np.ndarray) -> dict:
-    """iALS's setting by ``climb`` on the validation recall@10."""
-    here, _ = climb(lambda step: _validation_recall(ials_setting(step), make_scorer, fit, val, tiebreak))
-    return ials_setting(here)
 
 
 def _ease_scorer(train: sp.csr_matrix, lam: float):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from scaleout.data.dataset import Dataset
-from scaleout.evaluate.baselines import baselines
+from scaleout.evaluate.baselines import VALIDATION_METRIC, baselines
 from scaleout.evaluate.protocols import KS, NDCG_KS, PROTOCOLS, Data, evaluate_scores, load, sample_users
 from scaleout.fsutil import write_json
 from scaleout.names import BASELINES
@@ -97,6 +97,18 @@ def quality_sentence(report: dict) -> str:
     return text
 
 
+def chosen_line(baseline: dict) -> str:
+    """How a baseline's setting was chosen: the setting, its validation recall@10, among how many tried, on how
+    many users' validation rows."""
+    setting = ", ".join(f"{key} {value:g}" for key, value in baseline["setting"].items())
+    best = next(t[VALIDATION_METRIC] for t in baseline["tried"]
+                if all(t[key] == value for key, value in baseline["setting"].items()))
+    on = baseline["chosen_on"]
+    users = f"{on['users']:,}" + (f" of {on['of_users']:,}" if on["users"] < on["of_users"] else "")
+    return (f"chosen: {setting} (validation recall@10 {best:.4f}, the best of {len(baseline['tried'])} tried on "
+            f"{users} users' validation rows)")
+
+
 def format_report(report: dict) -> str:
     """A plain table: one row per method and protocol."""
     cols = [f"recall@{k}" for k in report["ks"]] + [f"ndcg@{k}" for k in report["ndcg_ks"]]
@@ -112,6 +124,8 @@ def format_report(report: dict) -> str:
             if "ci95" in m[protocol]:
                 lines.append(f"{'':<{width}} {'  95% +/-':<13} " + " ".join(
                     f"{(m[protocol]['ci95'][c][1] - m[protocol]['ci95'][c][0]) / 2:>10.4f}" for c in cols))
+        if "tried" in m:
+            lines.append(f"{'':<{width}} {chosen_line(m)}")
     unknown = report.get("test_rows_of_unknown_users", 0)
     if unknown:
         rows = report.get("sample", {}).get("rows", report["test_interactions"])

@@ -136,12 +136,20 @@ def test_ials_search_climbs_to_the_best_setting_and_scores_each_point_once():
         return min(point[1], 1) - abs(point[0])
 
     here, scores = climb(ridge)
-    assert here == (0, 1) and set(scores) == {(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (1, 1), (0, 2)}
+    assert here == (0, 1) and set(scores) == {(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (1, -1), (1, 1),
+                                              (0, 2), (-1, 2)}
+
+    def diagonal(point):  # iALS's ridge: along alpha up, ratio down (a + r = 1 here), rising to (-1, 2)
+        return -10 * abs(point[0] + point[1] - 1) - abs(point[0] + 1)
+
+    # the axis moves alone stop at (0, 1), where both axes leave the ridge; the diagonal moves walk along it
+    here, scores = climb(diagonal)
+    assert here == (-1, 2) and scores[here] == 0 and max(scores.values()) == 0
     # NaN (an empty validation cut's recall) ranks below every number
     here, scores = climb(lambda p: float("nan") if p != (0, -1) else 0.5)
     assert here == (0, -1) and scores[(0, 0)] == -np.inf
     here, scores = climb(lambda p: float("nan"))
-    assert here == (0, 0) and len(scores) == 5
+    assert here == (0, 0) and len(scores) == 7
     # the lattice: alpha from 3 by 1.5x, the L2 from 10 x alpha by sqrt(2)x
     assert ials_setting((0, 0)) == {"factors": 128, "alpha": 3.0, "regularization": 30.0}
     assert ials_setting((1, 2)) == {"factors": 128, "alpha": 4.5, "regularization": 90.0}
@@ -248,18 +256,25 @@ def test_on_many_users_the_baselines_settings_are_chosen_on_a_sample_of_the_vali
                 test=Split(rng.integers(0, 40, 80), rng.integers(0, 80, 80)))
     monkeypatch.setattr(bl, "VALIDATION_USERS", 6)
     with caplog.at_level(logging.INFO, logger="scaleout.evaluate.baselines"):
-        chosen = bl.baselines(data, ("ease",))["ease"]["setting"]["lambda"]
+        ease = bl.baselines(data, ("ease",))["ease"]
+    chosen = ease["setting"]["lambda"]
     fit, val = bl.validation_cut(data)
     fit_m = data.matrix(fit)
     val6, population = sample_users(val, 6)
     assert population == len(np.unique(val.users)) > 30 and len(np.unique(val6.users)) == 6
     assert f"chosen on the validation rows of 6 of its {population} users" in caplog.text
-    # the lambda is the best on those 6 users' rows, scored here by hand
-    tried = [float(line.split("validation: ")[1].split(" ")[0]) for line in caplog.text.splitlines()
-             if "validation: " in line]
+    assert ease["chosen_on"] == {"users": 6, "of_users": population}
+    # every lambda tried is recorded with its score, and that score is recall@10 on those 6 users' rows, by hand
+    tried = {t["lambda"]: t["validation_recall@10"] for t in ease["tried"]}
+    assert len(tried) == len(ease["tried"]) >= len(bl.EASE_LAMBDAS) and set(bl.EASE_LAMBDAS) <= set(tried)
     by_hand = {lam: rank_metrics(bl._ease_scorer(fit_m, lam), val6, fit_m, ks=(10,), ndcg_ks=(),
                                  tiebreak=bl.popularity_scores(data.matrix(data.train)))["recall@10"] for lam in tried}
+    assert by_hand == tried
     assert chosen == max(sorted(by_hand), key=by_hand.get)
+    from scaleout.evaluate.quality import chosen_line  # the report's line under EASE's rows says all of it
+
+    assert chosen_line(ease) == (f"chosen: lambda {chosen:g} (validation recall@10 {tried[chosen]:.4f}, the best of "
+                                 f"{len(tried)} tried on 6 of {population} users' validation rows)")
     assert len(set(by_hand.values())) > 1  # the choice was not a tie of every lambda
 
 
