@@ -1,6 +1,8 @@
 """Users' own interactions: CSV or Parquet files with ``user_id`` and ``item_id``.
 
-Optional columns: ``timestamp`` (integer seconds; in Parquet also a
+Optional columns: ``timestamp`` (integer seconds, written as a whole number or,
+as pandas writes an integer column with a gap, with a point and zeros after it,
+``978300760.0``; in Parquet also a float column of whole numbers, or a
 timestamp or date column, read as seconds since the epoch, UTC), ``rating``
 and an item title (``item_title`` or ``title``; the item id stands in where
 there is none). Other columns are ignored. ``path`` is one file or a directory of
@@ -42,7 +44,7 @@ from scaleout.errors import DataError
 KNOWN = {
     "user_id": ("user_id", pa.string()),
     "item_id": ("movie_id", pa.string()),
-    "timestamp": ("timestamp", pa.int64()),
+    "timestamp": ("timestamp", pa.string()),  # CSV: read as text, then whole seconds (_whole_seconds)
     "rating": ("user_rating", pa.float32()),
     "item_title": ("movie_title", pa.string()),
     "title": ("movie_title", pa.string()),
@@ -201,26 +203,42 @@ def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> No
             raise DataError(f"{path}: column 'timestamp' is of type bool; expected {expected} in each row")
         if name == "timestamp" and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
             column = column.cast(pa.timestamp("s"), safe=False)
+        text = name == "timestamp" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+        cast = _whole_seconds if text else functools.partial(pa.Array.cast, target_type=to)
         try:
-            columns[name] = column.cast(to)
+            columns[name] = cast(column)
             continue
         except pa.ArrowNotImplementedError as exc:
             raise DataError(f"{path}: column {_FILE_NAMES[name]!r} is of type {column.type}; expected {expected} "
                             "in each row") from exc
         except pa.ArrowInvalid as exc:
-            i = _first_uncast(column, to)
+            i = _first_uncast(column, cast)
             raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is "
                             f"{column[i].as_py()!r}; expected {expected}") from exc
 
 
-def _first_uncast(column: pa.Array, to: pa.DataType) -> int:
-    """The index of the first value of ``column`` that does not cast to ``to`` (one does not): halves of the
-    unsettled part cast in turn, so the whole column is cast about twice."""
+def _whole_seconds(text: pa.Array) -> pa.Array:
+    """Timestamps written as text (a CSV file's, or a Parquet string column) as int64 seconds: each value trimmed,
+    an empty one null (refused as empty by _check_values), a whole number with a point and zeros after it read as
+    that number ('978300760.0', as pandas writes an integer column that has a gap). ArrowInvalid for anything else:
+    a fraction of a second, as in a float column, a number out of int64's range, 'nan' or words."""
+    text = pc.utf8_trim_whitespace(text)
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    try:
+        return text.cast(pa.int64())
+    except pa.ArrowInvalid:  # exact: the zeros are cut from the text, never read through a float
+        return pc.replace_substring_regex(text, r"\.0*$", "").cast(pa.int64())
+
+
+def _first_uncast(column: pa.Array, cast) -> int:
+    """The index of the first value of ``column`` that ``cast`` (a function of an array, raising ArrowInvalid)
+    does not cast (one does not): halves of the unsettled part cast in turn, so the whole column is cast about
+    twice."""
     lo, hi = 0, len(column)  # column[:lo] casts; the first failure is before hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
         try:
-            column.slice(lo, mid - lo).cast(to)
+            cast(column.slice(lo, mid - lo))
             lo = mid
         except pa.ArrowInvalid:
             hi = mid

@@ -58,7 +58,7 @@ def test_missing_columns_and_bad_rows_are_named(tmp_path):
     with pytest.raises(DataError, match=r"events.csv: missing column\(s\) \['user_id'\]; found \['user', 'item_id'\]"):
         GenericInteractions(str(f))
     f.write_text("user_id,item_id,timestamp\nu1,i1,100\nu2,i2,yesterday\n")
-    with pytest.raises(DataError, match=r"events.csv, line 3: field 'timestamp' is 'yesterday'; expected an integer"):
+    with pytest.raises(DataError, match="events.csv, line 3: field 'timestamp' is 'yesterday'; expected a whole"):
         read_all(GenericInteractions(str(f)))
     f.write_text("user_id,item_id\nu1,i1\n,i2\n")
     with pytest.raises(DataError, match=r"events.csv, line 3: field 'user_id' is empty; every interaction needs one"):
@@ -126,7 +126,7 @@ def test_a_compressed_csv_cut_short_or_not_compressed_is_refused_naming_it(tmp_p
     ("user_id,item_id,rating\nu1,i1,5\n\nu2,i2,-inf\n", "line 4: field 'rating' is -inf; expected a finite number"),
     ("user_id,item_id\nu1,i1\nu2,  \t\n", "line 3: field 'item_id' is empty; every interaction needs one"),
     ("user_id,item_id,timestamp\nu1,i1,1\nu2,i2,99999999999999999999\n",
-     "line 3: field 'timestamp' is '99999999999999999999'; expected an integer from -9,223,372,036,854,775,808"),
+     "line 3: field 'timestamp' is '99999999999999999999'; expected a whole number of seconds"),
 ])
 def test_non_finite_ratings_blank_ids_and_overflows_are_named_by_line(tmp_path, content, message):
     f = tmp_path / "events.csv"
@@ -252,6 +252,28 @@ def test_timestamps_and_ratings_that_are_not_numbers_are_refused_by_row_and_date
         read_all(GenericInteractions(str(f)))
 
 
+def test_timestamps_written_as_whole_floats_read_as_whole_seconds_and_fractions_are_refused_by_line(tmp_path):
+    # pandas writes an integer column that once held a missing value as floats: 978300760.0
+    f = tmp_path / "events.csv"
+    f.write_text("user_id,item_id,timestamp\nu1,i1,978300760.0\nu2,i2, 978300761 \nu1,i2,978300762.000\n"
+                 "u2,i1,-5.\nu3,i3,9007199254740993.0\n")
+    rows = read_all(GenericInteractions(str(f)))
+    # exact past 2^53, where a float would round 9007199254740993 to ...992: the zeros are cut from the text
+    assert [r["timestamp"] for r in rows] == [978300760, 978300761, 978300762, -5, 9007199254740993]
+    # the same in a Parquet string column, as in a float column of whole numbers
+    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["i", "j"], "timestamp": ["5.0", " 6"]}),
+                   tmp_path / "text.parquet")
+    assert [r["timestamp"] for r in read_all(GenericInteractions(str(tmp_path / "text.parquet")))] == [5, 6]
+    for value in ("978300760.5", "nan", "1e9", ".", "5.0.0", "1_000"):
+        f.write_text(f"user_id,item_id,timestamp\nu1,i1,1.0\n\nu2,i2,{value}\n")
+        with pytest.raises(DataError, match=re.escape(f"events.csv, line 4: field 'timestamp' is {value!r}; "
+                                                      "expected a whole number of seconds")):
+            read_all(GenericInteractions(str(f)))
+    f.write_text("user_id,item_id,timestamp\nu1,i1,1.0\nu2,i2,  \n")  # blank after trimming: empty, as before
+    with pytest.raises(DataError, match="events.csv, line 3: field 'timestamp' is empty"):
+        read_all(GenericInteractions(str(f)))
+
+
 def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
     for n in (1, 2, 3, 7, 64, 1000):
         for bad in {0, n // 3, n // 2, n - 1}:
@@ -259,7 +281,7 @@ def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
             values[bad] = "x"
             if bad + 1 < n:
                 values[-1] = "y"  # a later failure does not hide the first
-            assert generic._first_uncast(pa.array(values), pa.int64()) == bad, (n, bad)
+            assert generic._first_uncast(pa.array(values), lambda c: c.cast(pa.int64())) == bad, (n, bad)
 
 
 def test_more_distinct_ids_than_a_pair_key_numbers_are_refused_naming_the_way_out(tmp_path, monkeypatch):
