@@ -34,7 +34,7 @@ EASE_LAMBDAS = (50.0, 100.0, 200.0, 500.0, 1000.0)  # a best at either end is fo
 # observed entries) and the L2, are searched on the validation cut by climbing a lattice from alpha 3, L2 30:
 # alpha steps by 1.5x and the L2's ratio to alpha by sqrt(2)x, moving to the best of six neighbours while one
 # is better (at most IALS_MAX_FITS fits). What matters most is the ratio, and its best value moves with alpha and
-# with the data (ml-100k: 10 at alpha 3; synthetic data at MovieLens 1M's shape: 14-20 at alpha 2-4.5), so a few
+# with the data (ml-100k: 10 at alpha 3; synthetic data at MovieLens 1M's shape: 20 at alpha 2), so a few
 # fixed points miss it: the four settings used before 2026-12-05 (32-128 factors, L2 0.01-0.1, alpha 1) reached a
 # validation recall@10 of 0.146 on ml-100k where the climb reaches 0.158 (test, seen excluded: 0.1588 -> 0.1764).
 IALS_FACTORS = 128
@@ -175,7 +175,7 @@ def _record(scores: dict, key, score_of) -> None:
 
 
 def ials_setting(step: tuple[int, int]) -> dict:
-    """iALS's setting ``step`` = (alpha's, the ratio's) steps away from IALS_START on the lattice ``_climb`` walks."""
+    """iALS's setting ``step`` = (alpha's, the ratio's) steps away from IALS_START on the lattice ``climb`` walks."""
     alpha = IALS_START[0] * IALS_STEPS[0] ** step[0]
     ratio = IALS_START[1] * IALS_STEPS[1] ** step[1]
     return {"factors": IALS_FACTORS, "alpha": float(f"{alpha:.4g}"), "regularization": float(f"{alpha * ratio:.4g}")}

@@ -99,13 +99,14 @@ def quality_sentence(report: dict) -> str:
 
 def chosen_line(baseline: dict) -> str:
     """How a baseline's setting was chosen: the setting, its validation recall@10, among how many tried, on how
-    many users' validation rows."""
+    many users' validation rows; where every fit diverged (no score to choose by), the line says so."""
     setting = ", ".join(f"{key} {value:g}" for key, value in baseline["setting"].items())
     best = next(t[VALIDATION_METRIC] for t in baseline["tried"]
                 if all(t[key] == value for key, value in baseline["setting"].items()))
     on = baseline["chosen_on"]
     users = f"{on['users']:,}" + (f" of {on['of_users']:,}" if on["users"] < on["of_users"] else "")
-    return (f"chosen: {setting} (validation recall@10 {best:.4f}, the best of {len(baseline['tried'])} tried on "
+    score = "none: every fit diverged" if best is None else f"{best:.4f}"
+    return (f"chosen: {setting} (validation recall@10 {score}, the best of {len(baseline['tried'])} tried on "
             f"{users} users' validation rows)")
 
 
