@@ -55,24 +55,20 @@ def main() -> None:
     import scaleout.evaluate.baselines as bl
     from scaleout.data.dataset import Dataset
     from scaleout.data.prepare import prepare
-    from scaleout.evaluate.protocols import load, rank_metrics, sample_users
+    from scaleout.evaluate.protocols import load
 
     with tempfile.TemporaryDirectory() as tmp:
         prepare(source_config(args.movielens, args.synthetic, args.synthetic_users, args.synthetic_items),
                 Path(tmp) / "data")
         data = load(Dataset(Path(tmp) / "data"))
-    pop = bl.popularity_scores(data.matrix(data.train))
-    fit, val = bl.validation_cut(data)
-    fit_m = data.matrix(fit)
-    val, _ = sample_users(val, bl.VALIDATION_USERS)
+    pop, fit_m, val, chosen_on = bl.validation_setup(data, data.matrix(data.train))
     scores: dict[tuple[int, int], float] = {}
 
     def score(point: tuple[int, int]) -> float:
         if point not in scores:
-            start = time.monotonic()
-            scorer = bl._ials_scorer(fit_m, bl.ials_setting(point))
-            scores[point] = rank_metrics(scorer, val, fit_m, ks=(10,), ndcg_ks=(), tiebreak=pop)["recall@10"]
-            print(f"  {point}: {bl.ials_setting(point)} recall@10 {scores[point]:.4f} "
+            start, setting = time.monotonic(), bl.ials_setting(point)
+            scores[point] = bl._validation_recall(setting, lambda s: bl._ials_scorer(fit_m, s), fit_m, val, pop)
+            print(f"  {point}: {setting} recall@10 {scores[point]:.4f} "
                   f"({time.monotonic() - start:.1f} s; {len(scores)} fitted)", flush=True)
         return scores[point]
 
@@ -93,7 +89,7 @@ def main() -> None:
         print(f"climb with {label}: stops at {tuple(c['stop'])} {c['setting']}, recall@10 {c['recall@10']:.4f} "
               f"({c['recall@10'] / scores[best]:.3f}x the lattice's best), {c['fits']} fits")
     result = {"data": name, "machine": f"{machine()['cpu']}, {os.cpu_count()} cores",
-              "validation_users": int(len(set(val.users.tolist()))), "factors": bl.IALS_FACTORS,
+              "validation_users": chosen_on["users"], "factors": bl.IALS_FACTORS,
               "lattice": [{"step": list(p), **bl.ials_setting(p), "recall@10": v} for p, v in sorted(scores.items())],
               "best": {"step": list(best), **bl.ials_setting(best), "recall@10": scores[best]}, "climbs": climbs}
     write_json(args.out / f"ials_lattice_{name}.json", result)

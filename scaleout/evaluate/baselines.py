@@ -95,16 +95,12 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
     when the test split is a sample of ``population_users`` users). A baseline that cannot fit in memory is
     skipped with a note saying what it would need (EASE: three item x item matrices; see ``ease_bytes``)."""
     train = data.matrix(data.train)
-    pop = popularity_scores(train)
-    fit, val = validation_cut(data)
-    fit_m = data.matrix(fit)
-    val, val_users = sample_users(val, VALIDATION_USERS)
-    if len(np.unique(val.users)) < val_users:
+    pop, fit_m, val, chosen_on = validation_setup(data, train)
+    if chosen_on["users"] < chosen_on["of_users"]:
         log.info("quality: the baselines' settings are chosen on the validation rows of %s of its %s users",
-                 f"{VALIDATION_USERS:,}", f"{val_users:,}")
+                 f"{chosen_on['users']:,}", f"{chosen_on['of_users']:,}")
     out = {}
     n = population_users
-    chosen_on = {"users": int(len(np.unique(val.users))), "of_users": int(val_users)}
     if "popularity" in which:
         out["popularity"] = {"setting": "training counts",
                              **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, pop, n,
@@ -131,6 +127,16 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
                        "chosen_on": chosen_on,
                        **evaluate_scores(_ials_scorer(train, best), data, pop, n, label="quality, iALS")}
     return out
+
+
+def validation_setup(data: Data, train: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix, Split, dict]:
+    """What every setting tried is scored with, ``train`` being the training split's matrix: (the tiebreak,
+    popularity on it; the fit matrix, the training split less the validation cut; the validation rows, of at most
+    VALIDATION_USERS users; ``chosen_on``, {"users": those ranked, "of_users": the cut's})."""
+    pop = popularity_scores(train)
+    fit, val = validation_cut(data)
+    val, val_users = sample_users(val, VALIDATION_USERS)
+    return pop, data.matrix(fit), val, {"users": int(len(np.unique(val.users))), "of_users": int(val_users)}
 
 
 def _tried(settings: dict, scores: dict) -> list[dict]:

@@ -275,12 +275,17 @@ def test_on_many_users_the_baselines_settings_are_chosen_on_a_sample_of_the_vali
 
     assert chosen_line(ease) == (f"chosen: lambda {chosen:g} (validation recall@10 {tried[chosen]:.4f}, the best of "
                                  f"{len(tried)} tried on 6 of {population} users' validation rows)")
-    # every fit diverged (each score NaN, recorded as None): the line says there was no score to choose by
+    assert len(set(by_hand.values())) > 1  # the choice was not a tie of every lambda
+
+
+def test_the_reports_line_for_a_baseline_whose_every_fit_diverged_says_there_was_no_score_to_choose_by():
+    from scaleout.evaluate.quality import chosen_line
+
+    # each score NaN, recorded as None (baselines._tried)
     diverged = {"setting": {"lambda": 50.0}, "chosen_on": {"users": 9, "of_users": 9},
                 "tried": [{"lambda": lam, "validation_recall@10": None} for lam in (50.0, 100.0)]}
     assert chosen_line(diverged) == ("chosen: lambda 50 (validation recall@10 none: every fit diverged, the best of 2 "
                                      "tried on 9 users' validation rows)")
-    assert len(set(by_hand.values())) > 1  # the choice was not a tie of every lambda
 
 
 def test_a_baseline_that_cannot_fit_is_skipped_with_a_note_and_the_report_still_reads():
