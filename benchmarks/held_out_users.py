@@ -15,10 +15,12 @@ fresh process loads each SavedModel and asks for 100 items for all of them
 through its `serve_items` signature. The recall of a user at k is the share of
 their other items in those k (the given items are left out of every list),
 averaged over the held-out users, with a 95% interval over users. Beside it, from
-the same given items: the most popular items (training counts) and EASE folded
-in (the given items' rows of the item x item weights summed; lambda 500, what
-`scaleout quality` chooses on ml-100k). Writes
-benchmarks/results/held_out_users.json.
+the same given items: the most popular items (training counts), and EASE and
+iALS folded in (EASE: the given items' rows of its item x item weights summed;
+iALS: the user's factors solved from the given items against the item factors,
+the least-squares step of its own fit). EASE's lambda and iALS's setting are
+chosen as `scaleout quality` chooses them, on a validation cut of the kept
+users' training split. Writes benchmarks/results/held_out_users.json.
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from scaleout.bench.measure import machine
-from scaleout.evaluate.new_users import hold_out, held_out_users, recall, top_k_excluding
+from scaleout.evaluate.new_users import (ease_folded_in, given_rows, hold_out, held_out_users, ials_folded_in, recall,
+                                         top_k_excluding)
 from scaleout.fsutil import write_json
 
 RESULTS = Path(__file__).parent / "results" / "held_out_users.json"
 KS = (10, 50, 100)
-EASE_LAMBDA = 500.0
 KINDS = ("scann", "brute_force")
 
 
@@ -73,21 +75,33 @@ def serve(export: Path, requests: Path, out: Path) -> None:
     out.write_text(json.dumps({"load_seconds": load_seconds, "seconds": seconds, "lists": lists}))
 
 
-def baselines(run: Path, ways: dict) -> dict[str, dict[str, list[list[str]]]]:
+def baselines(run: Path, ways: dict) -> tuple[dict[str, dict[str, list[list[str]]]], dict]:
+    """(each way's lists from the baselines, the settings chosen). EASE's lambda and iALS's setting are chosen as
+    `scaleout quality` chooses them, on the validation cut of the kept users' training split, and both are fitted
+    on that split, as the model was trained. A held-out user's items are folded in: EASE sums the given items' rows
+    of its item x item weights; iALS solves the user's factors from them against the fitted item factors
+    (implicit's ``recalculate_user``, the least-squares step of its fit)."""
+    import scaleout.evaluate.baselines as bl
     from scaleout.data.dataset import Dataset
-    from scaleout.evaluate.baselines import ease, popularity_scores
     from scaleout.evaluate.protocols import load
 
     data = load(Dataset(run / "data"))
     train = data.matrix(data.train)
     row = {m: i for i, m in enumerate(data.item_ids)}
-    popular = popularity_scores(train)
-    weights = ease(train, EASE_LAMBDA)
+    pop, fit, val, _ = bl.validation_setup(data, train)  # pop: training counts, also the tiebreak
+    lam, _ = bl.choose_ease(fit, val, pop)
+    weights = bl.ease(train, lam)
+    ials = bl.ials_setting(bl.choose_ials(fit, val, pop)[0])
+    model = bl.ials_fit(train, ials)
     k = max(KS)
-    return {way: {"popularity": [top_k_excluding(popular, data.item_ids, set(u.given), k) for u in users],
-                  "EASE (folded in)": [top_k_excluding(weights[[row[m] for m in u.given]].sum(axis=0),
-                                                       data.item_ids, set(u.given), k) for u in users]}
-            for way, users in ways.items()}
+    out = {}
+    for way, users in ways.items():
+        rows = given_rows([[row[m] for m in u.given] for u in users], len(row))
+        out[way] = {name: [top_k_excluding(s, data.item_ids, set(u.given), k) for s, u in zip(scores, users)]
+                    for name, scores in (("popularity", np.tile(pop, (len(users), 1))),
+                                         ("EASE (folded in)", ease_folded_in(weights, rows)),
+                                         ("iALS (folded in)", ials_folded_in(model, rows)))}
+    return out, {"ease": {"lambda": lam}, "ials": ials}
 
 
 def main() -> None:
@@ -147,8 +161,9 @@ def main() -> None:
             serving[kind] = {"process_seconds": round(time.monotonic() - start, 1),
                              "load_seconds": round(got["load_seconds"], 3),
                              "query_seconds": {w: round(v, 3) for w, v in got["seconds"].items()}}
-        for way, more in baselines(run, ways).items():
-            lists[way].update(more)
+        more, chosen = baselines(run, ways)
+        for way in ways:
+            lists[way].update(more[way])
 
     for way, asked in ways.items():
         for name, got in lists[way].items():
@@ -158,7 +173,7 @@ def main() -> None:
                "machine": f"{machine()['cpu']}, {os.cpu_count()} cores",
                "held_out": {"fraction": args.fraction, "seed": args.seed, "users": int(len(held)),
                             "given": args.given, "interactions_not_candidates": dropped},
-               "seconds": seconds, "serving": serving, "ease_lambda": EASE_LAMBDA, "ways": {}}
+               "seconds": seconds, "serving": serving, "baselines_chosen": chosen, "ways": {}}
     for way, asked in ways.items():
         methods = {name: recall(got, asked, KS) for name, got in lists[way].items()}
         results["ways"][way] = {"users": len(asked), "other_items": int(sum(len(u.later) for u in asked)),

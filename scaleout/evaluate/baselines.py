@@ -113,15 +113,13 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
                                       "(--ease-max-gib; default a third of this machine's memory)"}
             log.warning("quality: %s", out["ease"]["skipped"])
         else:
-            best, scores = past_the_edges(EASE_LAMBDAS, lambda lam: _validation_recall(
-                lam, lambda x: _ease_scorer(fit_m, x), fit_m, val, pop))
+            best, scores = choose_ease(fit_m, val, pop)
             out["ease"] = {"setting": {"lambda": best},
                            "tried": _tried({lam: {"lambda": lam} for lam in sorted(scores)}, scores),
                            "chosen_on": chosen_on,
                            **evaluate_scores(_ease_scorer(train, best), data, pop, n, label="quality, EASE")}
     if "ials" in which:
-        here, scores = climb(lambda step: _validation_recall(
-            ials_setting(step), lambda s: _ials_scorer(fit_m, s), fit_m, val, pop))
+        here, scores = choose_ials(fit_m, val, pop)
         best = ials_setting(here)
         out["ials"] = {"setting": best, "tried": _tried({p: ials_setting(p) for p in scores}, scores),
                        "chosen_on": chosen_on,
@@ -137,6 +135,19 @@ def validation_setup(data: Data, train: sp.csr_matrix) -> tuple[np.ndarray, sp.c
     fit, val = validation_cut(data)
     val, val_users = sample_users(val, VALIDATION_USERS)
     return pop, data.matrix(fit), val, {"users": int(len(np.unique(val.users))), "of_users": int(val_users)}
+
+
+def choose_ease(fit: sp.csr_matrix, val: Split, tiebreak: np.ndarray) -> tuple[float, dict]:
+    """EASE's lambda by validation recall@10 (``validation_setup``'s parts): (the best, every lambda scored)."""
+    return past_the_edges(EASE_LAMBDAS, lambda lam: _validation_recall(
+        lam, lambda x: _ease_scorer(fit, x), fit, val, tiebreak))
+
+
+def choose_ials(fit: sp.csr_matrix, val: Split, tiebreak: np.ndarray) -> tuple[tuple[int, int], dict]:
+    """iALS's setting by validation recall@10, climbing its lattice: (where the climb stopped, every point scored);
+    ``ials_setting`` turns a point into the setting."""
+    return climb(lambda step: _validation_recall(ials_setting(step), lambda s: _ials_scorer(fit, s), fit, val,
+                                                 tiebreak))
 
 
 def _tried(settings: dict, scores: dict) -> list[dict]:
@@ -217,7 +228,8 @@ def _ease_scorer(train: sp.csr_matrix, lam: float):
     return score
 
 
-def _ials_scorer(train: sp.csr_matrix, setting: dict):
+def ials_fit(train: sp.csr_matrix, setting: dict):
+    """implicit's ALS fitted on ``train`` [users, items] with ``setting`` (``ials_setting``'s keys)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
@@ -229,6 +241,11 @@ def _ials_scorer(train: sp.csr_matrix, setting: dict):
                                         alpha=setting.get("alpha", 1.0), iterations=setting.get("iterations", 15),
                                         random_state=42, num_threads=0)
         model.fit(train.tocsr(), show_progress=False)
+    return model
+
+
+def _ials_scorer(train: sp.csr_matrix, setting: dict):
+    model = ials_fit(train, setting)
     users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
 
     def score(u):

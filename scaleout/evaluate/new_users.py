@@ -70,3 +70,25 @@ def recall(recommended: list[list[str]], users: list[HeldOutUser], ks: tuple[int
         out[f"recall@{k}"] = float(each.mean())
         out["ci95"][f"recall@{k}"] = float(1.96 * each.std(ddof=1) / np.sqrt(len(each))) if len(each) > 1 else 0.0
     return out
+
+
+def given_rows(given: list[list[int]], n_items: int):
+    """[users, n_items] CSR of ones: each user's given items (item rows)."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(sum(map(len, given)), np.float32), np.concatenate(given).astype(np.int64),
+                          np.r_[0, np.cumsum([len(g) for g in given])]), shape=(len(given), n_items))
+
+
+def ease_folded_in(weights: np.ndarray, rows) -> np.ndarray:
+    """[users, n_items] EASE's scores for users it was not fitted on: their ``rows`` (``given_rows``) through its
+    item x item ``weights``, as for a training user."""
+    return np.asarray(rows @ weights)
+
+
+def ials_folded_in(model, rows) -> np.ndarray:
+    """[users, n_items] iALS's scores for users it was not fitted on: each user's factors solved from their ``rows``
+    (``given_rows``) against the fitted item factors, the least-squares step of the fit itself (implicit's
+    ``recalculate_user``), then scored against every item."""
+    factors = np.asarray(model.recalculate_user(np.arange(rows.shape[0]), rows))
+    return factors @ np.asarray(model.item_factors).T

@@ -48,3 +48,48 @@ def test_recall_is_each_users_share_of_later_items_averaged_over_users():
     assert got["ci95"]["recall@3"] == pytest.approx(1.96 * np.std([1.0, 0.25], ddof=1) / np.sqrt(2))
     with pytest.raises(ValueError, match="1 lists of recommendations for 2 users"):
         recall(lists[:1], users, ks=(1,))
+
+
+def test_given_rows_hold_each_users_given_items():
+    from scaleout.evaluate.new_users import given_rows
+
+    rows = given_rows([[0, 2], [3], [1, 0, 3]], 4)
+    assert rows.shape == (3, 4) and rows.dtype == np.float32
+    assert rows.toarray().tolist() == [[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 0, 1]]
+
+
+def _two_tastes(seed=0):
+    """40 users x 20 items: users 0-19 take items 0-9, users 20-39 items 10-19 (6 of the 10 each, drawn)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for u in range(40):
+        group = 0 if u < 20 else 10
+        for i in rng.choice(10, 6, replace=False):
+            users.append(u)
+            items.append(group + i)
+    return sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(40, 20))
+
+
+def test_baselines_fold_in_a_new_user_as_they_score_a_user_they_were_fitted_on():
+    import scaleout.evaluate.baselines as bl
+    from scaleout.evaluate.new_users import ease_folded_in, given_rows, ials_folded_in
+
+    train = _two_tastes()
+    theirs = [list(train[u].indices) for u in (3, 25)]
+    # EASE: a new user with a training user's items gets that user's scores exactly
+    weights = bl.ease(train, 10.0)
+    assert np.allclose(ease_folded_in(weights, given_rows(theirs, 20)), train[[3, 25]].toarray() @ weights)
+    # iALS: the user's factors solved from their items against the item factors are the fit's own last solve of
+    # them, up to the item factors' last move (15 sweeps: converged)
+    model = bl.ials_fit(train, {"factors": 2, "alpha": 3.0, "regularization": 1.0})  # two tastes: rank 2
+    folded = ials_folded_in(model, given_rows(theirs, 20))
+    fitted = np.asarray(model.user_factors)[[3, 25]] @ np.asarray(model.item_factors).T
+    assert folded.shape == (2, 20)
+    assert np.abs(folded - fitted).max() < 0.02 * np.abs(fitted).max()
+    # a new user giving 3 items of the second taste gets that taste's other items first, from either baseline
+    for scores in (ease_folded_in(weights, given_rows([[10, 11, 12]], 20))[0],
+                   ials_folded_in(model, given_rows([[10, 11, 12]], 20))[0]):
+        top = top_k_excluding(scores, np.arange(20).astype(str), {"10", "11", "12"}, 7)
+        assert sorted(top) == [str(i) for i in range(13, 20)], top
