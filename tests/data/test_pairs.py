@@ -58,3 +58,23 @@ def test_codes_stay_exact_when_distinct_ids_share_a_hash(buckets):
 def test_null_ids_are_refused():
     with pytest.raises(ValueError, match="null"):
         IdCodes().codes(pa.array(["a", None]))
+
+
+def test_pair_set_keeps_few_sorted_runs_and_answers_as_a_set_does():
+    """Many chunks, keys repeated within and across them: the answers are a set's, and the keys stay in a
+    logarithmic number of sorted, disjoint runs, each more than twice the next."""
+    rng = np.random.default_rng(5)
+    kept, seen = PairSet(), set()
+    for size in rng.integers(0, 400, 60):
+        keys = rng.integers(0, 6_000, size)
+        expected = []
+        for position, key in enumerate(keys.tolist()):
+            if key not in seen:
+                seen.add(key)
+                expected.append(position)
+        assert list(kept.first_new(keys)) == expected
+        runs = kept.runs
+        assert all(np.all(np.diff(run) > 0) for run in runs)
+        assert all(len(a) > 2 * len(b) for a, b in zip(runs, runs[1:]))
+    assert list(kept.keys) == sorted(seen) and len(kept) == len(seen)
+    assert 1 < len(kept.runs) <= np.log2(len(seen)) + 1
