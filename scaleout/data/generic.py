@@ -281,28 +281,28 @@ def _csv_ending(path: Path) -> str | None:
     return next((ending for ending in CSV_ENDINGS if name.endswith(ending)), None)
 
 
+def _refusing(name: str):
+    """``_Unpacked``'s ``name`` method: io.BufferedReader's, with a stream that does not decompress refused."""
+    def method(self, *args):
+        try:
+            return getattr(io.BufferedReader, name)(self, *args)
+        except OSError as exc:
+            raise DataError(f"{self._name}: not readable as {self._codec}-compressed text ({exc}); expected a "
+                            f"whole {self._codec} file (a download cut short ends early)") from exc
+    method.__name__ = name
+    return method
+
+
 class _Unpacked(io.BufferedReader):
-    """A compressed CSV file's text as a binary stream; a stream that does not decompress raises DataError."""
+    """A compressed CSV file's text as a binary stream; a stream that does not decompress raises DataError, from
+    whichever call reads it."""
 
     def __init__(self, path: Path, codec: str):
         self._name, self._codec = path, codec
         super().__init__(pa.input_stream(str(path), compression=codec))
 
-    def _refused(self, exc: OSError) -> DataError:
-        return DataError(f"{self._name}: not readable as {self._codec}-compressed text ({exc}); expected a whole "
-                         f"{self._codec} file (a download cut short ends early)")
-
-    def read(self, *args):
-        try:
-            return super().read(*args)
-        except OSError as exc:
-            raise self._refused(exc) from exc
-
-    def readline(self, *args):
-        try:
-            return super().readline(*args)
-        except OSError as exc:
-            raise self._refused(exc) from exc
+    read, read1, readline, readlines, readinto, readinto1, peek = map(
+        _refusing, ("read", "read1", "readline", "readlines", "readinto", "readinto1", "peek"))
 
     def __next__(self):
         line = self.readline()

@@ -121,6 +121,23 @@ def test_a_compressed_csv_cut_short_or_not_compressed_is_refused_naming_it(tmp_p
         GenericInteractions(str(path))
 
 
+@pytest.mark.parametrize("ending", [".csv.gz", ".csv.bz2", ".csv.zst"])
+def test_a_compressed_csv_cut_short_is_refused_by_every_way_of_reading_it(tmp_path, ending):
+    from scaleout.data.generic import _unpacked
+
+    path = tmp_path / f"events{ending}"
+    _compressed(path, b"user_id,item_id\n" + b"".join(b"u%d,i%d\n" % (n, n % 7) for n in range(20000)))
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) * 2 // 3])
+    ways = {"read": lambda f: f.read(4096), "read1": lambda f: f.read1(4096), "readline": lambda f: f.readline(),
+            "readinto": lambda f: f.readinto(bytearray(4096)), "readinto1": lambda f: f.readinto1(bytearray(4096)),
+            "peek": lambda f: f.read(len(f.peek(4096)) or 1), "iteration": lambda f: next(f, b""),
+            "readlines": lambda f: f.readlines()}
+    for way, call in ways.items():
+        with _unpacked(path) as f, pytest.raises(DataError, match=f"events{re.escape(ending)}: not readable"):
+            while call(f):
+                pass
+
+
 @pytest.mark.parametrize("content, message", [
     ("user_id,item_id,rating\nu1,i1,5\nu2,i2,nan\n", "line 3: field 'rating' is empty or NaN; expected a finite number"),
     ("user_id,item_id,rating\nu1,i1,5\n\nu2,i2,-inf\n", "line 4: field 'rating' is -inf; expected a finite number"),
