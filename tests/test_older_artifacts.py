@@ -61,7 +61,8 @@ def test_a_checkpoint_written_before_a_setting_existed_resumes_at_its_default(ru
     checkpoint = storage / RUN_NAME / "checkpoint_2026-01-01_00-00-00.000000"
     checkpoint.mkdir(parents=True)
     (checkpoint / STATE).write_text(json.dumps({"epoch": 2, "identity": older, "history": [], "resumed_at": []}))
-    assert preflight(run, dataset, ModelConfig(), resumed, cluster_cpus=2)[0] == str(storage)
+    location, _, identity = preflight(run, dataset, ModelConfig(), resumed, cluster_cpus=2)
+    assert location == str(storage) and identity == resume_identity(ModelConfig(), resumed, dataset)  # the workers'
     with pytest.raises(ConfigError, match="other settings \\(model.popularity_prior: checkpoint 0.0, now 0.5\\)"):
         preflight(run, dataset, ModelConfig(popularity_prior=0.5), resumed, cluster_cpus=2)
     with pytest.raises(ConfigError, match="train.shuffle_buffer: checkpoint 100000, now 77"):

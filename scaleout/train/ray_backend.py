@@ -239,8 +239,9 @@ def profile_location(location: str) -> str:
 
 
 def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
-              cluster_cpus: float) -> tuple[str, int]:
-    """Every check that can fail before training; returns the checkpoint location and the steps of an epoch."""
+              cluster_cpus: float) -> tuple[str, int, dict]:
+    """Every check that can fail before training; returns the checkpoint location, the steps of an epoch and what
+    a checkpoint must match to be continued (``resume_identity``)."""
     needed = train_cfg.workers * train_cfg.cpus_per_worker
     if needed > cluster_cpus:
         raise ConfigError(f"{train_cfg.workers} workers x {train_cfg.cpus_per_worker} CPU need {needed} CPUs; "
@@ -249,8 +250,9 @@ def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: 
                             train_cfg.batch_size // train_cfg.workers)
     location = storage_location(run, train_cfg)
     check_storage(location)
-    check_resume(location, resume_identity(model_cfg, train_cfg, dataset), train_cfg.resume)
-    return location, steps
+    identity = resume_identity(model_cfg, train_cfg, dataset)
+    check_resume(location, identity, train_cfg.resume)
+    return location, steps, identity
 
 
 def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -264,7 +266,7 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     from ray.train.tensorflow import TensorflowTrainer
 
     dataset = Dataset(run.data)
-    location, steps = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
+    location, steps, identity = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
     run.sync()  # a remote run's dataset, committed before the workers fetch it
     # Side-feature codes, timestamp buckets and user histories come from the whole train split, built here once:
     # a worker that fetches only its own shards from a store would otherwise build tables of its own.
@@ -275,7 +277,7 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
         train_loop_config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
                            # workers on other nodes read the store, never the driver's disk
                            "dataset": run.remote_uri("data") or str(dataset.path.resolve()), "steps": steps,
-                           "storage": location, "identity": resume_identity(model_cfg, train_cfg, dataset),
+                           "storage": location, "identity": identity,
                            "tables": ray.put(tables)},
         # SPREAD: one worker per node where the cluster allows (each node's cores and network to itself)
         scaling_config=ScalingConfig(num_workers=train_cfg.workers, placement_strategy="SPREAD",

@@ -67,7 +67,7 @@ def test_checkpoints_of_another_run_need_resume_and_matching_settings(run, tmp_p
     with pytest.raises(ArtifactError, match="holds checkpoints of an earlier run \\(epoch 2\\); pass --resume"):
         preflight(run, dataset, ModelConfig(), cfg, cluster_cpus=2)
     resumed = ray_cfg(storage=str(storage), resume=True, epochs=5)  # more epochs is fine
-    assert preflight(run, dataset, ModelConfig(), resumed, cluster_cpus=2) == (str(storage), 2000 // 256)
+    assert preflight(run, dataset, ModelConfig(), resumed, cluster_cpus=2)[:2] == (str(storage), 2000 // 256)
     with pytest.raises(ConfigError, match="trained with other settings \\(model.embedding_dim: checkpoint 32, now 64\\)"):
         preflight(run, dataset, ModelConfig(embedding_dim=64), resumed, cluster_cpus=2)
     with pytest.raises(ConfigError, match="train.batch_size: checkpoint 512, now 1024"):
