@@ -81,6 +81,9 @@ CASES = [
      "events.csv, line 3: field 'timestamp' is '978300760.25'; expected a whole number of seconds"),
     ("csv-timestamp-word", csv("user_id,item_id,timestamp\nu1,i1,yesterday\n"), GENERIC, 1,
      "events.csv, line 2: field 'timestamp' is 'yesterday'; expected a whole number of seconds"),
+    ("csv-timestamp-no-such-date", csv("user_id,item_id,timestamp\nu1,i1,2020-02-28 10:00\nu2,i2,2020-02-30 10:00\n"),
+     GENERIC, 1, "events.csv, line 3: field 'timestamp' is '2020-02-30 10:00'; expected a whole number of seconds or "
+     "an ISO 8601 date and time"),
     ("csv-too-few-fields", csv("user_id,item_id\nu1,i1\nu2\n"), GENERIC, 1,
      "events.csv, line 3: expected 2 fields separated by ',', found 1"),
     ("csv-too-many-fields", csv("user_id,item_id\nu1,i1,x\n"), GENERIC, 1,

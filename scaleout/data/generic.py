@@ -2,8 +2,10 @@
 
 Optional columns: ``timestamp`` (integer seconds, written as a whole number or,
 as pandas writes an integer column with a gap, with a point and zeros after it,
-``978300760.0``; in Parquet also a float column of whole numbers, or a
-timestamp or date column, read as seconds since the epoch, UTC), ``rating``
+``978300760.0``; or as ISO 8601 text, ``2020-01-31 12:30:00`` with a zone or in
+UTC, a date alone at midnight; in Parquet also a float column of whole numbers,
+or a timestamp or date column; read as seconds since the epoch, below a second
+dropped), ``rating``
 and an item title (``item_title`` or ``title``; the item id stands in where
 there is none). Other columns are ignored. ``path`` is one file or a directory of
 ``*.csv`` / ``*.parquet`` files read in name order; a CSV file may start with
@@ -12,7 +14,8 @@ a UTF-8 byte-order mark, and may be compressed (``.csv.gz``, ``.csv.bz2``,
 a file that does not decompress, or ends early, is refused naming it).
 
 Refused, naming the file and line (CSV) or row (Parquet): an empty or
-whitespace-only id, an empty timestamp or one that is not a whole number, a
+whitespace-only id, an empty timestamp or one that is not a whole number (or,
+in a column whose first value is ISO 8601 text, a date and time that is not), a
 rating that is empty, NaN, infinite or not a number, a float id that is not
 a whole number below 2^53 in size (2^24 in a float32 column: beyond it a
 float holds ids only approximately). Repeated (user, item) pairs:
@@ -165,6 +168,10 @@ def merge_items(parts: list[pa.Table]) -> pa.Table:
 _FILE_NAMES = {"user_id": "user_id", "movie_id": "item_id", "user_rating": "rating", "timestamp": "timestamp"}
 # schema column -> (the type it is read as, what a value must be)
 _VALUES = {"timestamp": (pa.int64(), "a whole number of seconds"), "user_rating": (pa.float32(), "a finite number")}
+# what a timestamp column written as text must hold (_text_seconds)
+_TEXT_TIMESTAMPS = ("a whole number of seconds or an ISO 8601 date and time (2020-01-31 12:30:00, with a zone or in "
+                    "UTC), one way in every row")
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
 # a float of each width holds every whole number below 2^bits exactly; 2^bits itself may be 2^bits + 1 rounded
 EXACT_FLOAT_BITS = {16: 11, 32: 24, 64: 53}
 
@@ -204,7 +211,10 @@ def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> No
         if name == "timestamp" and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
             column = column.cast(pa.timestamp("s"), safe=False)
         text = name == "timestamp" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
-        cast = _whole_seconds if text else functools.partial(pa.Array.cast, target_type=to)
+        if text:
+            cast, expected = _text_seconds(column), _TEXT_TIMESTAMPS
+        else:
+            cast = functools.partial(pa.Array.cast, target_type=to)
         try:
             columns[name] = cast(column)
             continue
@@ -215,6 +225,28 @@ def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> No
             i = _first_uncast(column, cast)
             raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is "
                             f"{column[i].as_py()!r}; expected {expected}") from exc
+
+
+def _text_seconds(text: pa.Array):
+    """The cast of a timestamp column written as text: ``_iso_seconds`` where its first value that is not blank
+    starts as an ISO 8601 date does (2020-01-31), ``_whole_seconds`` otherwise; a row written the other way is then
+    refused by line."""
+    values = pc.utf8_trim_whitespace(pc.drop_null(text))
+    values = values.filter(pc.not_equal(values, ""))
+    iso = len(values) and pc.match_substring_regex(values[:1], _ISO_DATE)[0].as_py()
+    return _iso_seconds if iso else _whole_seconds
+
+
+def _iso_seconds(text: pa.Array) -> pa.Array:
+    """ISO 8601 dates and times as int64 seconds since the epoch: a value with a zone (Z, +02:00, -0500) in it, one
+    without it in UTC, a date alone at midnight, below a second dropped (as a Parquet timestamp column is read); an
+    empty value null. ArrowInvalid for anything else (a date that does not exist, a year outside 1677-2262)."""
+    text = pc.utf8_trim_whitespace(text)
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2})$", r"\1T00:00:00")
+    zoned = pc.if_else(pc.match_substring_regex(text, r"(Z|[+-]\d{2}(:?\d{2})?)$"), text,
+                       pc.binary_join_element_wise(text, "Z", ""))
+    return zoned.cast(pa.timestamp("ns", "UTC")).cast(pa.timestamp("s", "UTC"), safe=False).cast(pa.int64())
 
 
 def _whole_seconds(text: pa.Array) -> pa.Array:

@@ -291,6 +291,46 @@ def test_timestamps_written_as_whole_floats_read_as_whole_seconds_and_fractions_
         read_all(GenericInteractions(str(f)))
 
 
+def test_timestamps_written_as_iso_8601_text_read_as_a_parquet_timestamp_column_reads_them(tmp_path):
+    import calendar
+    import datetime
+
+    def utc(*fields):
+        return calendar.timegm(datetime.datetime(*fields).timetuple())
+
+    half_past = utc(2020, 1, 31, 12, 30)
+    written = {"2020-01-31 12:30:00": half_past, " 2020-01-31T12:30:00Z ": half_past,
+               "2020-01-31T14:30:00+02:00": half_past, "2020-01-31T07:30:00-0500": half_past,
+               "2020-01-31T12:30:59.75": half_past + 59, "2020-01-31": utc(2020, 1, 31), "2020-01-31T12:30": half_past,
+               "1969-07-20 20:17:40": utc(1969, 7, 20, 20, 17, 40)}
+    f = tmp_path / "events.csv"
+    f.write_text("user_id,item_id,timestamp\n" + "".join(f"u{n},i{n},{w}\n" for n, w in enumerate(written)))
+    assert [r["timestamp"] for r in read_all(GenericInteractions(str(f)))] == list(written.values())
+    # the same as a Parquet timestamp column of those instants, and as a Parquet string column of that text
+    instants = [datetime.datetime.fromtimestamp(v, datetime.timezone.utc) for v in written.values()]
+    for column in (pa.array(instants, pa.timestamp("s", tz="UTC")), pa.array(list(written))):
+        pq.write_table(pa.table({"user_id": [f"u{n}" for n in range(len(written))],
+                                 "item_id": [f"i{n}" for n in range(len(written))], "timestamp": column}),
+                       tmp_path / "t.parquet")
+        assert [r["timestamp"] for r in read_all(GenericInteractions(str(tmp_path / "t.parquet")))] == list(
+            written.values()), column.type
+    # refused by line: a date that does not exist, a number among dates, a date among numbers, words, a year
+    # outside what a nanosecond clock holds; each named with both ways a column may be written
+    for rows, line, value in ((["2020-01-31", "2020-02-30 00:00:00"], 4, "2020-02-30 00:00:00"),
+                              (["2020-01-31", "1580472000"], 4, "1580472000"),
+                              (["1580472000", "2020-01-31"], 4, "2020-01-31"),
+                              (["2020-01-31", "2020-01-31 noon"], 4, "2020-01-31 noon"),
+                              (["2020-01-31", "2300-01-01"], 4, "2300-01-01")):
+        f.write_text("user_id,item_id,timestamp\nu1,i1," + rows[0] + "\n\nu2,i2," + rows[1] + "\n")
+        with pytest.raises(DataError, match=re.escape(
+                f"events.csv, line {line}: field 'timestamp' is {value!r}; expected a whole number of seconds or an "
+                "ISO 8601 date and time (2020-01-31 12:30:00, with a zone or in UTC), one way in every row")):
+            read_all(GenericInteractions(str(f)))
+    f.write_text("user_id,item_id,timestamp\nu1,i1,2020-01-31\nu2,i2, \n")  # blank: empty, as in a column of numbers
+    with pytest.raises(DataError, match="events.csv, line 3: field 'timestamp' is empty"):
+        read_all(GenericInteractions(str(f)))
+
+
 def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
     for n in (1, 2, 3, 7, 64, 1000):
         for bad in {0, n // 3, n // 2, n - 1}:
