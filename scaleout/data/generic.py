@@ -231,19 +231,22 @@ def _text_seconds(text: pa.Array):
     """The cast of a timestamp column written as text: ``_iso_seconds`` where its first value that is not blank
     starts as an ISO 8601 date does (2020-01-31), ``_whole_seconds`` otherwise; a row written the other way is then
     refused by line."""
-    values = pc.utf8_trim_whitespace(pc.drop_null(text))
-    values = values.filter(pc.not_equal(values, ""))
+    values = pc.drop_null(_trimmed(text))
     iso = len(values) and pc.match_substring_regex(values[:1], _ISO_DATE)[0].as_py()
     return _iso_seconds if iso else _whole_seconds
+
+
+def _trimmed(text: pa.Array) -> pa.Array:
+    """Each value of ``text`` without its outer whitespace; one left empty null."""
+    text = pc.utf8_trim_whitespace(text)
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
 
 
 def _iso_seconds(text: pa.Array) -> pa.Array:
     """ISO 8601 dates and times as int64 seconds since the epoch: a value with a zone (Z, +02:00, -0500) in it, one
     without it in UTC, a date alone at midnight, below a second dropped (as a Parquet timestamp column is read); an
     empty value null. ArrowInvalid for anything else (a date that does not exist, a year outside 1677-2262)."""
-    text = pc.utf8_trim_whitespace(text)
-    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
-    text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2})$", r"\1T00:00:00")
+    text = pc.replace_substring_regex(_trimmed(text), r"^(\d{4}-\d{2}-\d{2})$", r"\1T00:00:00")
     zoned = pc.if_else(pc.match_substring_regex(text, r"(Z|[+-]\d{2}(:?\d{2})?)$"), text,
                        pc.binary_join_element_wise(text, "Z", ""))
     return zoned.cast(pa.timestamp("ns", "UTC")).cast(pa.timestamp("s", "UTC"), safe=False).cast(pa.int64())
@@ -254,8 +257,7 @@ def _whole_seconds(text: pa.Array) -> pa.Array:
     an empty one null (refused as empty by _check_values), a whole number with a point and zeros after it read as
     that number ('978300760.0', as pandas writes an integer column that has a gap). ArrowInvalid for anything else:
     a fraction of a second, as in a float column, a number out of int64's range, 'nan' or words."""
-    text = pc.utf8_trim_whitespace(text)
-    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    text = _trimmed(text)
     try:
         return text.cast(pa.int64())
     except pa.ArrowInvalid:  # exact: the zeros are cut from the text, never read through a float
