@@ -99,14 +99,14 @@ class GenericInteractions:
         schema = interaction_schema(self.columns)
         seen = _Pairs() if self.repeated_pairs == "first" else None
         for path, cols in zip(self.paths, self._columns):
-            first_row = 0
+            first_row, text_way = 0, {}  # a text timestamp column's way, fixed by the file's first value
             for batch in self._read(path, cols, chunk_rows):
                 renamed = {}
                 for c in batch.schema.names:
                     if c in KNOWN and KNOWN[c][0] not in renamed:
                         renamed[KNOWN[c][0]] = batch.column(c)
                 _whole_number_ids(renamed, path, first_row)
-                _cast_values(renamed, path, first_row)
+                _cast_values(renamed, path, first_row, text_way)
                 if "movie_title" not in renamed:
                     renamed["movie_title"] = renamed["movie_id"]
                 _check_values(renamed, path, first_row)
@@ -198,10 +198,12 @@ def _whole_number_ids(columns: dict[str, pa.Array], path: Path, first_row: int) 
         columns[name] = pa.array(values.astype(np.int64))
 
 
-def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
+def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int, text_way: dict) -> None:
     """The timestamp and the rating cast to their types, in place: a DataError names the row of the first value
     that does not cast (a string that is not a number, a fraction of a second). A Parquet timestamp or date
-    column is read as seconds since the epoch (UTC; below a second dropped), not in its own unit."""
+    column is read as seconds since the epoch (UTC; below a second dropped), not in its own unit. A timestamp
+    column written as text is read the way its file's first value is written (``_text_seconds``, kept in
+    ``text_way`` across the file's chunks)."""
     for name, (to, expected) in _VALUES.items():
         if name not in columns:
             continue
@@ -212,7 +214,10 @@ def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> No
             column = column.cast(pa.timestamp("s"), safe=False)
         text = name == "timestamp" and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
         if text:
-            cast, expected = _text_seconds(column), _TEXT_TIMESTAMPS
+            if name not in text_way:
+                text_way[name] = _text_seconds(column)
+            cast = text_way[name]
+            expected = f"{_TEXT_TIMESTAMPS}; this file's first is {_WAYS[cast]}"
         else:
             cast = functools.partial(pa.Array.cast, target_type=to)
         try:
@@ -229,8 +234,8 @@ def _cast_values(columns: dict[str, pa.Array], path: Path, first_row: int) -> No
 
 def _text_seconds(text: pa.Array):
     """The cast of a timestamp column written as text: ``_iso_seconds`` where its first value that is not blank
-    starts as an ISO 8601 date does (2020-01-31), ``_whole_seconds`` otherwise; a row written the other way is then
-    refused by line."""
+    starts as an ISO 8601 date does (2020-01-31), ``_whole_seconds`` otherwise; a row written the other way, in
+    this chunk or a later one of the same file, is then refused by line."""
     values = pc.drop_null(_trimmed(text))
     iso = len(values) and pc.match_substring_regex(values[:1], _ISO_DATE)[0].as_py()
     return _iso_seconds if iso else _whole_seconds
@@ -262,6 +267,9 @@ def _whole_seconds(text: pa.Array) -> pa.Array:
         return text.cast(pa.int64())
     except pa.ArrowInvalid:  # exact: the zeros are cut from the text, never read through a float
         return pc.replace_substring_regex(text, r"\.0*$", "").cast(pa.int64())
+
+
+_WAYS = {_iso_seconds: "a date and time", _whole_seconds: "a number of seconds"}
 
 
 def _first_uncast(column: pa.Array, cast) -> int:

@@ -334,6 +334,29 @@ def test_timestamps_written_as_iso_8601_text_read_as_a_parquet_timestamp_column_
         read_all(GenericInteractions(str(f)))
 
 
+def test_a_text_timestamp_columns_way_is_its_files_first_value_s_in_every_chunk(tmp_path):
+    def write(name, stamps):
+        pq.write_table(pa.table({"user_id": [f"u{n}" for n in range(len(stamps))],
+                                 "item_id": [f"i{n}" for n in range(len(stamps))], "timestamp": stamps}),
+                       tmp_path / name)
+
+    # chunks of 2 rows: the third row, in the second chunk, is written the other way and is refused by row
+    for first, other, way in (("2020-01-31", "1580428800", "a date and time"),
+                              ("1580428800", "2020-01-31", "a number of seconds")):
+        write("t.parquet", [first, first, other, first])
+        with pytest.raises(DataError, match=re.escape(
+                f"t.parquet, row 3: field 'timestamp' is {other!r}; expected a whole number of seconds or an ISO 8601 "
+                f"date and time (2020-01-31 12:30:00, with a zone or in UTC), one way in every row; this file's "
+                f"first is {way}")):
+            list(GenericInteractions(str(tmp_path / "t.parquet")).interactions(2))
+        (tmp_path / "t.parquet").unlink()
+    # each file of a directory has its own way: the same instant both ways
+    write("a.parquet", ["2020-01-31", "2020-01-31T00:00:00Z"])
+    write("b.parquet", ["1580428800", " 1580428800 "])
+    rows = pa.Table.from_batches(list(GenericInteractions(str(tmp_path), "all").interactions(1))).to_pylist()
+    assert [r["timestamp"] for r in rows] == [1580428800] * 4
+
+
 def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
     for n in (1, 2, 3, 7, 64, 1000):
         for bad in {0, n // 3, n // 2, n - 1}:
