@@ -76,7 +76,8 @@ def given_rows(given: list[list[int]], n_items: int):
     """[users, n_items] CSR of ones: each user's given items (item rows)."""
     import scipy.sparse as sp
 
-    return sp.csr_matrix((np.ones(sum(map(len, given)), np.float32), np.concatenate(given).astype(np.int64),
+    items = np.concatenate([np.empty(0, np.int64), *map(np.asarray, given)]).astype(np.int64)  # [] gives 0 rows
+    return sp.csr_matrix((np.ones(len(items), np.float32), items,
                           np.r_[0, np.cumsum([len(g) for g in given])]), shape=(len(given), n_items))
 
 

@@ -56,6 +56,9 @@ def test_given_rows_hold_each_users_given_items():
     rows = given_rows([[0, 2], [3], [1, 0, 3]], 4)
     assert rows.shape == (3, 4) and rows.dtype == np.float32
     assert rows.toarray().tolist() == [[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 0, 1]]
+    # a user who gives nothing is a row of zeros; no users at all, no rows
+    assert given_rows([[], [2]], 3).toarray().tolist() == [[0, 0, 0], [0, 0, 1]]
+    assert given_rows([], 3).shape == (0, 3)
 
 
 def _two_tastes(seed=0):
