@@ -18,7 +18,9 @@ whitespace-only id, an empty timestamp or one that is not a whole number (or,
 in a column whose first value is ISO 8601 text, a date and time that is not), a
 rating that is empty, NaN, infinite or not a number, a float id that is not
 a whole number below 2^53 in size (2^24 in a float32 column: beyond it a
-float holds ids only approximately). Repeated (user, item) pairs:
+float holds ids only approximately), a decimal id that is not a whole number,
+a bytes id that is not UTF-8. A Parquet id column of another type than text,
+bytes, integers, floats or decimals is refused naming its type. Repeated (user, item) pairs:
 ``repeated_pairs="first"`` (the default) keeps the first row of each pair, so
 that one pair never lands in both the train and the test split; ``"all"``
 keeps every row. Keeping the first means remembering every pair seen: 8 bytes
@@ -105,6 +107,7 @@ class GenericInteractions:
                 for c in batch.schema.names:
                     if c in KNOWN and KNOWN[c][0] not in renamed:
                         renamed[KNOWN[c][0]] = batch.column(c)
+                _text_ids(renamed, path, first_row)
                 _whole_number_ids(renamed, path, first_row)
                 _cast_values(renamed, path, first_row, text_way)
                 if "movie_title" not in renamed:
@@ -130,6 +133,8 @@ class GenericInteractions:
                 names = [c.strip().strip('"') for c in header.decode("utf-8-sig").rstrip("\r\n").split(",")]
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}, line 1: the header is not valid UTF-8") from exc
+        if _kind(path) == "parquet":
+            _check_id_types(pq.read_schema(path), path)
         repeated = sorted({c for c in names if names.count(c) > 1})
         if repeated:
             where = f"{path}, line 1" if _kind(path) == "csv" else str(path)
@@ -174,6 +179,58 @@ _TEXT_TIMESTAMPS = ("a whole number of seconds or an ISO 8601 date and time (202
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
 # a float of each width holds every whole number below 2^bits exactly; 2^bits itself may be 2^bits + 1 rounded
 EXACT_FLOAT_BITS = {16: 11, 32: 24, 64: 53}
+
+
+# what an id column may be: text (bytes are read as UTF-8 text), integers, floats holding whole numbers, decimals
+_ID_TYPES = "text (strings), integers, or floats or decimals holding whole numbers"
+
+
+def _is_id_type(t: pa.DataType) -> bool:
+    """Whether a Parquet id column of type ``t`` reads as ids (a column of nulls only is refused by row, as empty)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return any(is_(t) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+                                  pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view,
+                                  pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_null))
+
+
+def _check_id_types(schema: pa.Schema, path: Path) -> None:
+    """A DataError, before any row is read, for a Parquet id column that cannot hold ids (a list, a struct, a bool,
+    a timestamp...), where Arrow's cast to text failed with a traceback."""
+    for name in REQUIRED:
+        t = schema.field(name).type if name in schema.names else None
+        if t is not None and not _is_id_type(t):
+            raise DataError(f"{path}: column {name!r} is of type {t}; expected {_ID_TYPES}")
+
+
+def _text_ids(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
+    """Dictionary-encoded id columns decoded, byte (binary) ones read as UTF-8 text and decimal ones as the whole
+    numbers they hold (1.00 is id "1", as an integer column gives it), in place: a DataError names the row of the
+    first value that is not UTF-8, or not a whole number."""
+    for name in ("user_id", "movie_id"):
+        ids = columns[name]
+        if pa.types.is_dictionary(ids.type):
+            ids = ids.dictionary_decode()
+        if pa.types.is_decimal(ids.type) and ids.type.scale:
+            whole = {32: pa.decimal32, 64: pa.decimal64, 128: pa.decimal128, 256: pa.decimal256}[ids.type.bit_width]
+            cast = functools.partial(pa.Array.cast, target_type=whole(ids.type.precision, 0))
+            try:
+                ids = cast(ids)
+            except pa.ArrowInvalid as exc:
+                i = _first_uncast(ids, cast)
+                raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is {ids[i].as_py()} in "
+                                f"a {ids.type} column; expected whole numbers (ids written as decimals), or a string "
+                                "or integer column") from exc
+        if pa.types.is_binary(ids.type) or pa.types.is_large_binary(ids.type) or pa.types.is_binary_view(ids.type):
+            cast = functools.partial(pa.Array.cast, target_type=pa.string())
+            try:
+                ids = cast(ids)
+            except pa.ArrowInvalid as exc:
+                i = _first_uncast(ids, cast)
+                raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is the bytes "
+                                f"{ids[i].as_py()!r}, which are not UTF-8 text; expected ids written as UTF-8"
+                                ) from exc
+        columns[name] = ids
 
 
 def _whole_number_ids(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:

@@ -357,6 +357,43 @@ def test_a_text_timestamp_columns_way_is_its_files_first_value_s_in_every_chunk(
     assert [r["timestamp"] for r in rows] == [1580428800] * 4
 
 
+def test_parquet_id_columns_of_bytes_decimals_and_dictionaries_read_as_ids_and_other_types_are_refused(tmp_path):
+    import decimal
+
+    f = tmp_path / "ids.parquet"
+
+    def ids_read(users, items=("a", "b")):
+        pq.write_table(pa.table({"user_id": users, "item_id": list(items)}), f)
+        return [r["user_id"] for r in read_all(GenericInteractions(str(f), "all"))]
+
+    d = decimal.Decimal
+    # bytes as UTF-8 text, dictionary-encoded or not; decimals as the whole numbers they hold, as an integer column
+    # gives them ("1", not "1.00"), 20 digits and all
+    assert ids_read(pa.array([b"caf\xc3\xa9", b"x"], pa.large_binary())) == ["café", "x"]
+    assert ids_read(pa.array([b"caf\xc3\xa9", b"x"]).dictionary_encode()) == ["café", "x"]
+    assert ids_read(pa.array([d("1.00"), d("-3.00")], pa.decimal64(12, 2))) == ["1", "-3"]
+    assert ids_read(pa.array([d("98765432109876543210"), d("7")], pa.decimal128(38, 0))) == [
+        "98765432109876543210", "7"]
+    # refused by row: bytes that are not UTF-8, a decimal with a fraction
+    for users, message in ((pa.array([b"x", b"\xff\xfe"], pa.binary()),
+                            "row 2: field 'user_id' is the bytes b'\\xff\\xfe', which are not UTF-8 text; expected "
+                            "ids written as UTF-8"),
+                           (pa.array([b"x", b"\xff\xfe"]).dictionary_encode(),
+                            "row 2: field 'user_id' is the bytes b'\\xff\\xfe', which are not UTF-8 text"),
+                           (pa.array([d("1.00"), d("1.50")], pa.decimal128(10, 2)),
+                            "row 2: field 'user_id' is 1.50 in a decimal128(10, 2) column; expected whole numbers")):
+        with pytest.raises(DataError, match=re.escape(f"ids.parquet, {message}")):
+            ids_read(users)
+    # refused before any row is read, naming the column and its type, where Arrow's cast gave a traceback
+    for items in (pa.array([[1, 2], [3]]), pa.array([True, False]), pa.array([{"a": 1}, {"a": 2}]),
+                  pa.array([1, 2], pa.timestamp("ms"))):
+        pq.write_table(pa.table({"user_id": ["u", "v"], "item_id": items}), f)
+        with pytest.raises(DataError, match=re.escape(
+                f"ids.parquet: column 'item_id' is of type {pq.read_schema(f).field('item_id').type}; expected text (strings), integers, or floats "
+                "or decimals holding whole numbers")):
+            GenericInteractions(str(f))
+
+
 def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
     for n in (1, 2, 3, 7, 64, 1000):
         for bad in {0, n // 3, n // 2, n - 1}:
