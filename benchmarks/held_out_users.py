@@ -88,10 +88,11 @@ def baselines(run: Path, ways: dict) -> tuple[dict[str, dict[str, list[list[str]
     data = load(Dataset(run / "data"))
     train = data.matrix(data.train)
     row = {m: i for i, m in enumerate(data.item_ids)}
-    pop, fit, val, _ = bl.validation_setup(data, train)  # pop: training counts, also the tiebreak
-    lam, _ = bl.choose_ease(fit, val, pop)
+    pop, fit, val, chosen_on = bl.validation_setup(data, train)  # pop: training counts, also the tiebreak
+    lam, lam_scores = bl.choose_ease(fit, val, pop)
     weights = bl.ease(train, lam)
-    ials = bl.ials_setting(bl.choose_ials(fit, val, pop)[0])
+    point, ials_scores = bl.choose_ials(fit, val, pop)
+    ials = bl.ials_setting(point)
     model = bl.ials_fit(train, ials)
     k = max(KS)
     out = {}
@@ -101,7 +102,11 @@ def baselines(run: Path, ways: dict) -> tuple[dict[str, dict[str, list[list[str]
                     for name, scores in (("popularity", np.tile(pop, (len(users), 1))),
                                          ("EASE (folded in)", ease_folded_in(weights, rows)),
                                          ("iALS (folded in)", ials_folded_in(model, rows)))}
-    return out, {"ease": {"lambda": lam}, "ials": ials}
+    # recorded as quality.json records them: each setting tried with its validation recall@10
+    return out, {"ease": {"setting": {"lambda": lam}, "chosen_on": chosen_on, "tried": bl.tried_settings(
+                     {v: {"lambda": v} for v in sorted(lam_scores)}, lam_scores)},
+                 "ials": {"setting": ials, "chosen_on": chosen_on, "tried": bl.tried_settings(
+                     {p: bl.ials_setting(p) for p in ials_scores}, ials_scores)}}
 
 
 def main() -> None:

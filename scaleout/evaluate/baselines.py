@@ -115,13 +115,13 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
         else:
             best, scores = choose_ease(fit_m, val, pop)
             out["ease"] = {"setting": {"lambda": best},
-                           "tried": _tried({lam: {"lambda": lam} for lam in sorted(scores)}, scores),
+                           "tried": tried_settings({lam: {"lambda": lam} for lam in sorted(scores)}, scores),
                            "chosen_on": chosen_on,
                            **evaluate_scores(_ease_scorer(train, best), data, pop, n, label="quality, EASE")}
     if "ials" in which:
         here, scores = choose_ials(fit_m, val, pop)
         best = ials_setting(here)
-        out["ials"] = {"setting": best, "tried": _tried({p: ials_setting(p) for p in scores}, scores),
+        out["ials"] = {"setting": best, "tried": tried_settings({p: ials_setting(p) for p in scores}, scores),
                        "chosen_on": chosen_on,
                        **evaluate_scores(_ials_scorer(train, best), data, pop, n, label="quality, iALS")}
     return out
@@ -150,7 +150,7 @@ def choose_ials(fit: sp.csr_matrix, val: Split, tiebreak: np.ndarray) -> tuple[t
                                                  tiebreak))
 
 
-def _tried(settings: dict, scores: dict) -> list[dict]:
+def tried_settings(settings: dict, scores: dict) -> list[dict]:
     """Each setting scored on the validation cut, in ``settings``' order, with its recall@10 (None where the fit
     diverged): what the choice was made among, for the report and quality.json."""
     return [{**setting, VALIDATION_METRIC: scores[key] if np.isfinite(scores[key]) else None}

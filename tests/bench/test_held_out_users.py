@@ -35,8 +35,15 @@ def test_held_out_users_are_served_beside_the_baselines_folded_in(ml100k, tmp_pa
     anyway = result["ways"]["any items"]["methods"]
     for name in ("EASE (folded in)", "iALS (folded in)"):
         assert anyway[name]["recall@100"] > anyway["popularity"]["recall@100"] + 0.05, name
-    # their settings are chosen as the quality report chooses them: a lambda it tries, a point of iALS's lattice
+    # their settings are chosen as the quality report chooses them, on the kept users' validation cut: EASE's from
+    # the lambdas it tries, iALS's where its climb from the lattice's start stopped, each the best of those tried
     chosen = result["baselines_chosen"]
-    assert chosen["ease"]["lambda"] in bl.EASE_LAMBDAS or chosen["ease"]["lambda"] in (25.0, 2000.0)
-    assert any(chosen["ials"] == bl.ials_setting((a, r)) for a in range(-4, 5) for r in range(-4, 5))
+    settings = {name: [{k: v for k, v in t.items() if k != bl.VALIDATION_METRIC} for t in c["tried"]]
+                for name, c in chosen.items()}
+    for name, c in chosen.items():
+        best = max(range(len(c["tried"])), key=lambda i: c["tried"][i][bl.VALIDATION_METRIC] or -1)
+        assert len(c["tried"]) > 1 and c["setting"] == settings[name][best], name
+        assert 0 < c["chosen_on"]["users"] <= c["chosen_on"]["of_users"] <= 943 - 94, name
+    assert set(chosen) == {"ease", "ials"} and bl.ials_setting((0, 0)) in settings["ials"]
+    assert set(bl.EASE_LAMBDAS) <= {s["lambda"] for s in settings["ease"]}
     assert "| iALS (folded in) |" in run.stdout

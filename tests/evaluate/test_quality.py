@@ -281,7 +281,7 @@ def test_on_many_users_the_baselines_settings_are_chosen_on_a_sample_of_the_vali
 def test_the_reports_line_for_a_baseline_whose_every_fit_diverged_says_there_was_no_score_to_choose_by():
     from scaleout.evaluate.quality import chosen_line
 
-    # each score NaN, recorded as None (baselines._tried)
+    # each score NaN, recorded as None (baselines.tried_settings)
     diverged = {"setting": {"lambda": 50.0}, "chosen_on": {"users": 9, "of_users": 9},
                 "tried": [{"lambda": lam, "validation_recall@10": None} for lam in (50.0, 100.0)]}
     assert chosen_line(diverged) == ("chosen: lambda 50 (validation recall@10 none: every fit diverged, the best of 2 "
