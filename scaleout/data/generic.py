@@ -7,7 +7,8 @@ UTC, a date alone at midnight; in Parquet also a float column of whole numbers,
 or a timestamp or date column; read as seconds since the epoch, below a second
 dropped), ``rating``
 and an item title (``item_title`` or ``title``; the item id stands in where
-there is none). Other columns are ignored. ``path`` is one file or a directory of
+there is none, or on a row whose title is empty, and an item's candidate takes
+the first title any of its rows has). Other columns are ignored. ``path`` is one file or a directory of
 ``*.csv`` / ``*.parquet`` files read in name order; a CSV file may start with
 a UTF-8 byte-order mark, and may be compressed (``.csv.gz``, ``.csv.bz2``,
 ``.csv.zst``: read as a stream, line numbers those of the uncompressed text;
@@ -102,20 +103,23 @@ class GenericInteractions:
         seen = _Pairs() if self.repeated_pairs == "first" else None
         for path, cols in zip(self.paths, self._columns):
             first_row, text_way = 0, {}  # a text timestamp column's way, fixed by the file's first value
+            untitled = 0  # rows with a title column but no title in it
             for batch in self._read(path, cols, chunk_rows):
-                renamed = {}
+                renamed, title = {}, None
                 for c in batch.schema.names:
                     if c in KNOWN and KNOWN[c][0] not in renamed:
                         renamed[KNOWN[c][0]] = batch.column(c)
+                        title = c if KNOWN[c][0] == "movie_title" else title
                 _text_ids(renamed, path, first_row)
                 _whole_number_ids(renamed, path, first_row)
                 _cast_values(renamed, path, first_row, text_way)
-                if "movie_title" not in renamed:
-                    renamed["movie_title"] = renamed["movie_id"]
                 _check_values(renamed, path, first_row)
+                untitled += _titles(renamed, title, path, first_row)
                 first_row += batch.num_rows
                 out = conform(pa.RecordBatch.from_pydict(renamed), schema, str(path))
                 yield out if seen is None else seen.first_of(out)
+            if untitled:
+                log.info("%s: %s rows with an empty item title; their item id stands in", path, f"{untitled:,}")
         if seen is not None and seen.dropped:
             log.info("%s: %s repeated (user, item) rows left out, the first row of each pair kept (--repeated-pairs "
                      "all keeps them)", self.path, f"{seen.dropped:,}")
@@ -158,10 +162,15 @@ class GenericInteractions:
 
 
 def distinct_items(table: pa.Table) -> pa.Table:
-    """(movie_id, movie_title) with the first title seen for each id, sorted by id."""
-    grouped = table.select(["movie_id", "movie_title"]).group_by("movie_id", use_threads=False).aggregate(
-        [("movie_title", "first")])
-    return pa.table({"movie_id": grouped.column("movie_id"), "movie_title": grouped.column("movie_title_first")})
+    """(movie_id, movie_title) with the first title seen for each id other than the id itself (which stands in on
+    a row without a title: ``_titles``), else the id."""
+    ids = table.column("movie_id")
+    titles = pc.if_else(pc.equal(table.column("movie_title"), ids), pa.scalar(None, pa.string()),
+                        table.column("movie_title"))
+    grouped = pa.table({"movie_id": ids, "movie_title": titles}).group_by("movie_id", use_threads=False).aggregate(
+        [("movie_title", "first")])  # nulls skipped
+    return pa.table({"movie_id": grouped.column("movie_id"),
+                     "movie_title": pc.coalesce(grouped.column("movie_title_first"), grouped.column("movie_id"))})
 
 
 def merge_items(parts: list[pa.Table]) -> pa.Table:
@@ -231,6 +240,31 @@ def _text_ids(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
                                 f"{ids[i].as_py()!r}, which are not UTF-8 text; expected ids written as UTF-8"
                                 ) from exc
         columns[name] = ids
+
+
+def _titles(columns: dict[str, pa.Array], title: str | None, path: Path, first_row: int) -> int:
+    """The item title column (file column ``title``; None: there is none) as text, in place: bytes read as UTF-8 (a
+    DataError names the row of the first that is not), numbers as written, and an empty or blank title, or none,
+    the item id. Another type (a list, a struct) is refused naming the column. How many rows had a title column but
+    no title in it."""
+    ids = columns["movie_id"].cast(pa.string())
+    if title is None:
+        columns["movie_title"] = ids
+        return 0
+    titles = columns["movie_title"]
+    if pa.types.is_dictionary(titles.type):
+        titles = titles.dictionary_decode()
+    try:
+        titles = titles.cast(pa.string())
+    except pa.ArrowNotImplementedError as exc:
+        raise DataError(f"{path}: column {title!r} is of type {titles.type}; expected text (an item's title)") from exc
+    except pa.ArrowInvalid as exc:
+        i = _first_uncast(titles, functools.partial(pa.Array.cast, target_type=pa.string()))
+        raise DataError(f"{_where(path, first_row + i)}: field {title!r} is the bytes {titles[i].as_py()!r}, which are "
+                        "not UTF-8 text; expected a title written as UTF-8") from exc
+    empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(titles)), 0), True)
+    columns["movie_title"] = pc.if_else(empty, ids, titles)
+    return int(pc.sum(empty).as_py() or 0)
 
 
 def _whole_number_ids(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:

@@ -52,6 +52,35 @@ def test_candidates_are_the_distinct_items_with_first_titles(tmp_path):
     assert sum(c["train_count"] for c in cand) == ds.counts["train"] == 40
 
 
+def test_a_row_without_a_title_gets_its_item_id_and_the_candidate_its_first_real_title(tmp_path, caplog):
+    import logging
+
+    f = tmp_path / "events.parquet"
+    # i1's first rows have no title (null, empty, blank), a later chunk's has; i2 never has one
+    pq.write_table(pa.table({"user_id": [f"u{n}" for n in range(8)],
+                             "item_id": ["i1", "i1", "i2", "i1", "i3", "i1", "i2", "i1"],
+                             "title": [None, "", "  ", None, "Three", "Film", None, "Later"]}), f)
+    with caplog.at_level(logging.INFO, logger="scaleout.data.generic"):
+        rows = read_all(GenericInteractions(str(f), "all"))
+    assert [r["movie_title"] for r in rows] == ["i1", "i1", "i2", "i1", "Three", "Film", "i2", "Later"]
+    assert "events.parquet: 5 rows with an empty item title; their item id stands in" in caplog.text
+    ds = prepare(DataConfig(source="generic", path=str(f), chunk_rows=2, repeated_pairs="all", test_fraction=0.25),
+                 tmp_path / "data")
+    assert {c["movie_id"]: c["movie_title"] for c in ds.candidates.to_pylist()} == {
+        "i1": "Film", "i2": "i2", "i3": "Three"}
+    # numbers as titles read as written
+    pq.write_table(pa.table({"user_id": ["u", "v"], "item_id": ["a", "b"], "title": [1.5, 2.0]}), f)
+    assert [r["movie_title"] for r in read_all(GenericInteractions(str(f)))] == ["1.5", "2"]
+    # refused: a title column of lists, naming it; bytes that are not UTF-8, by row
+    for titles, message in ((pa.array([[1], [2]]), "events.parquet: column 'title' is of type list<element: int64>; "
+                                                   "expected text (an item's title)"),
+                            (pa.array([b"ok", b"\xff"]), "events.parquet, row 2: field 'title' is the bytes b'\\xff', "
+                                                         "which are not UTF-8 text; expected a title written as UTF-8")):
+        pq.write_table(pa.table({"user_id": ["u", "v"], "item_id": ["a", "b"], "title": titles}), f)
+        with pytest.raises(DataError, match=re.escape(message)):
+            read_all(GenericInteractions(str(f)))
+
+
 def test_missing_columns_and_bad_rows_are_named(tmp_path):
     f = tmp_path / "events.csv"
     f.write_text("user,item_id\nu1,i1\n")
