@@ -324,10 +324,18 @@ def prepare(cfg: DataConfig, out: str | Path, force: bool = False) -> Dataset:
         train.close()
         test.close()
         n_train, n_test = total - n_test_before, n_test_before
+        at_cut = "" if cut is None else (
+            f"; every interaction is at or after the cut, timestamp {cut:,} (the {1 - cfg.test_fraction:g} quantile): "
+            "the timestamps tie there, and a temporal split needs times that differ")
         for split, rows in (("train", n_train), ("test", n_test)):
             if rows == 0:
                 raise DataError(f"the {split} split is empty ({total:,} interactions, {cfg.split} split, "
-                                f"test_fraction {cfg.test_fraction}); expected rows in both splits")
+                                f"test_fraction {cfg.test_fraction}){at_cut if split == 'train' else ''}; expected "
+                                "rows in both splits")
+        if cut is not None and n_test / total > cfg.test_fraction + 0.05:
+            log.warning("prepare: the temporal split's test holds %.1f%% of the interactions, not %g%%: the "
+                        "interactions at the cut, timestamp %s, tie, and all of them are test", 100 * n_test / total,
+                        100 * cfg.test_fraction, f"{cut:,}")
         if items is None:
             items = merge_items(seen_items)
         candidates = _candidates(items, train_items.result("movie_id"))

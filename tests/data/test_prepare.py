@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -90,6 +91,28 @@ def test_temporal_split_puts_the_latest_interactions_in_test(ml100k, tmp_path):
     train, test = split_table(ds, "train"), split_table(ds, "test")
     assert pc.max(train.column("timestamp")).as_py() < pc.min(test.column("timestamp")).as_py()
     assert abs(test.num_rows - 20_000) < 100
+
+
+def test_a_temporal_split_says_when_ties_at_the_cut_take_more_than_its_share_or_every_row(tmp_path, caplog):
+    import logging
+
+    f = tmp_path / "events.csv"
+    # half the rows at one time, the latest: the cut lands in them and all of them are test
+    f.write_text("user_id,item_id,timestamp\n" + "".join(f"u{n % 9},i{n % 7},{1000 if n % 2 else n}\n"
+                                                         for n in range(200)))
+    with caplog.at_level(logging.WARNING, logger="scaleout.data.prepare"):
+        ds = prepare(DataConfig(source="generic", path=str(f), split="temporal", repeated_pairs="all"),
+                     tmp_path / "data")
+    assert ds.counts["test"] == 100
+    assert ("the temporal split's test holds 50.0% of the interactions, not 20%: the interactions at the cut, "
+            "timestamp 1,000, tie, and all of them are test") in caplog.text
+    # every row at one time: all of them test, and the error says why
+    f.write_text("user_id,item_id,timestamp\n" + "".join(f"u{n % 9},i{n % 7},1000\n" for n in range(50)))
+    with pytest.raises(DataError, match=re.escape(
+            "the train split is empty (50 interactions, temporal split, test_fraction 0.2); every interaction is at "
+            "or after the cut, timestamp 1,000 (the 0.8 quantile): the timestamps tie there")):
+        prepare(DataConfig(source="generic", path=str(f), split="temporal", repeated_pairs="all"), tmp_path / "d2")
+    assert not (tmp_path / "d2").exists()
 
 
 def test_rechunk_gives_fixed_boundaries():
