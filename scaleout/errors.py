@@ -26,6 +26,12 @@ class ConfigError(ScaleoutError, ValueError):
     """A setting is out of range or names something unknown."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only: TensorFlow's errors run on with the op's graph, where the
+    command line gives one line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class TrainingDiverged(ScaleoutError):
     """The training loss became NaN or infinite; nothing was saved."""
 

@@ -194,3 +194,14 @@ def checksums(root: str | Path) -> dict[str, dict[str, Any]]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def first_changed(root: str | Path, recorded: dict[str, dict[str, Any]]) -> str | None:
+    """The first of the files ``recorded`` ({relative path: {bytes, sha256}}, as ``checksums`` gives them) that is
+    missing under ``root`` or differs from its record; None when every one is as recorded."""
+    root = Path(root)
+    for name, entry in recorded.items():
+        path = root / name
+        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
+            return name
+    return None

@@ -45,7 +45,7 @@ from scaleout.embed.output import EMBED_BATCH, PLAN_JSON, check_ids, complete_se
 from scaleout.embed.parts import (PART_COLUMN, Part, candidate_files, file_label, file_sha256, plan_parts,
                                   read_part)
 from scaleout.config import EmbedConfig
-from scaleout.errors import ArtifactError, DataError, ScaleoutError
+from scaleout.errors import ArtifactError, DataError, ScaleoutError, first_line
 from scaleout.fsutil import sha256, tree_fingerprint, write_json
 from scaleout.names import part_name
 from scaleout.scratch import scratch
@@ -70,16 +70,20 @@ def embed(tower, ids: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
 
 def load_candidate_tower(model_dir: str | Path):
     from scaleout.tfenv import tf
+    from scaleout.train.saved import MODEL_JSON, check_tower_files
 
     path = Path(model_dir) / "candidate_tower"
     if not path.is_dir():
         raise ArtifactError(f"{model_dir}: no trained candidate tower (no candidate_tower/); run `scaleout train`")
+    if (Path(model_dir) / MODEL_JSON).is_file():
+        check_tower_files(model_dir, "candidate_tower")
     try:
         # The SavedModel's own call function, without rebuilding Keras layers: at 10M ids this loads in
         # 11 s instead of 40 s (one thread), the vocabulary going straight into the lookup table.
         return tf.saved_model.load(str(path))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: cannot load the saved tower ({exc})") from exc
+    except (OSError, ValueError, tf.errors.OpError) as exc:  # OpError: TensorFlow's checksums (DataLossError)
+        raise ArtifactError(f"{path}: cannot load the saved tower ({first_line(exc)}); its files "
+                            "are damaged or incomplete: train again (`scaleout train`), or restore them") from exc
 
 
 class PartEmbedder:
@@ -206,9 +210,15 @@ def embed_candidates(model_dir: str | Path, candidates: str | Path, out_dir: str
 
 
 def load_candidate_tower_check(model_dir: Path) -> None:
+    """ArtifactError, before the job plans anything, for a missing candidate tower or one whose files differ from
+    their checksums in model.json."""
+    from scaleout.train.saved import MODEL_JSON, check_tower_files
+
     if not (model_dir / "candidate_tower" / "saved_model.pb").is_file():
         raise ArtifactError(f"{model_dir}: no trained candidate tower (candidate_tower/saved_model.pb); "
                             "run `scaleout train` first")
+    if (model_dir / MODEL_JSON).is_file():
+        check_tower_files(model_dir, "candidate_tower")
 
 
 class _Progress:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleout.errors import ArtifactError, ScaleoutError
-from scaleout.fsutil import checksums, sha256, write_json
+from scaleout.fsutil import checksums, first_changed, write_json
 
 INDEX_JSON = "index.json"
 
@@ -88,11 +88,10 @@ def read_meta(directory: Path, kind: str | None) -> dict:
         raise ArtifactError(f"{directory}: not a saved index ({INDEX_JSON}: {exc})") from exc
     if kind is not None and meta.get("kind") != kind:
         raise ArtifactError(f"{directory}: holds a {meta.get('kind')!r} index; expected {kind!r}")
-    for name, entry in meta.get("files", {}).items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
-            raise ArtifactError(f"{directory}: corrupt or truncated index: {name} differs from its checksum in "
-                                f"{INDEX_JSON}; rebuild it with `scaleout index`")
+    changed = first_changed(directory, meta.get("files", {}))
+    if changed is not None:
+        raise ArtifactError(f"{directory}: corrupt or truncated index: {changed} differs from its checksum in "
+                            f"{INDEX_JSON}; rebuild it with `scaleout index`")
     return meta
 
 

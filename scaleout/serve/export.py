@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from scaleout import __version__, artifacts
-from scaleout.errors import ArtifactError, ScaleoutError
-from scaleout.fsutil import atomic_dir, write_json
+from scaleout.errors import ArtifactError, ScaleoutError, first_line
+from scaleout.fsutil import atomic_dir, checksums, first_changed, write_json
 from scaleout.index.scann import Scann
 from scaleout.names import INDEX_KINDS, MOVIE_ID, MOVIE_TITLE, SCANN, USER_ID
 from scaleout.serve.catalogue import Catalogue, Recommendation
@@ -173,6 +173,7 @@ def export_retrieval(catalogue: Catalogue, kind: str, directory: str | Path, k: 
             "needs": ["tensorflow", "scann (import scann before loading)"] if kind == SCANN else ["tensorflow"],
             "signature": described["serving_default"], "signatures": described,
             "embeddings": catalogue.embeddings.fingerprint if catalogue.embeddings else None,
+            "files": checksums(tmp / "saved_model"),  # checked on loading; absent: exported before 2026-12-06
             **info,
         })
     if catalogue.embeddings is not None and Path(directory).resolve() == catalogue.run.export(kind).resolve():
@@ -193,6 +194,10 @@ def export_info(directory: str | Path) -> dict:
 def load_saved_model(directory: str | Path, signature: str = "serving_default"):
     """The ``signature`` function of an export; registers ScaNN's ops first when it needs them."""
     info = export_info(directory)
+    changed = first_changed(Path(directory) / "saved_model", info.get("files", {}))
+    if changed is not None:
+        raise ArtifactError(f"{directory}: saved_model/{changed} differs from its checksum in {EXPORT_JSON}: the "
+                            "export is damaged or was changed; export it again (`scaleout export`)")
     missing = None
     if info.get("kind") == SCANN:
         try:
@@ -201,11 +206,11 @@ def load_saved_model(directory: str | Path, signature: str = "serving_default"):
             missing = exc
     try:
         signatures = tf.saved_model.load(str(Path(directory) / "saved_model")).signatures
-    except (tf.errors.NotFoundError, RuntimeError, OSError) as exc:  # the type depends on where loading fails
+    except (tf.errors.OpError, RuntimeError, OSError) as exc:  # the type depends on where loading fails
         if "Op type not registered" in str(exc) and "Scann" in str(exc):
             why = f"ScaNN is not importable here ({missing})" if missing else "ScaNN's ops are not registered"
             raise ScannOpsMissing(f"{directory}: this SavedModel holds ScaNN ops but {why}; {SCANN_FIX}") from exc
-        raise ArtifactError(f"{directory}: cannot load the SavedModel ({exc})") from exc
+        raise ArtifactError(f"{directory}: cannot load the SavedModel ({first_line(exc)})") from exc
     if signature not in signatures:
         why = " (the model has no history input: train with --history to serve from items)" \
             if signature == ITEMS_SIGNATURE else ""

@@ -9,8 +9,8 @@ from pathlib import Path
 from scaleout import __version__
 from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import Dataset
-from scaleout.errors import ArtifactError
-from scaleout.fsutil import atomic_dir, write_json
+from scaleout.errors import ArtifactError, first_line
+from scaleout.fsutil import atomic_dir, checksums, first_changed, write_json
 from scaleout.tfenv import quiet_saving, tf
 from scaleout.train.model import candidate_counts, from_towers
 from scaleout.train.towers import CANDIDATE_FEATURE, QUERY_FEATURE
@@ -39,6 +39,7 @@ def save_model(model, model_dir: Path, model_cfg: ModelConfig, train_cfg: TrainC
             "unknown_user": unknown_user,  # absent or None: a model saved before 2026-12-05
             "vocab_sizes": {QUERY_FEATURE: len(user_counts),
                             CANDIDATE_FEATURE: len(dataset.vocabulary(CANDIDATE_FEATURE))},
+            "files": checksums(tmp),  # both towers' (check_tower_files); absent: a model saved before 2026-12-06
         })
 
 
@@ -61,16 +62,30 @@ class Towers:
             check_trained_on(model_dir, dataset, info)
         towers = []
         for name in ("query_tower", "candidate_tower"):
+            check_tower_files(model_dir, name, info)
             try:
                 towers.append(tf.keras.models.load_model(model_dir / name, compile=False))
-            except (OSError, ValueError) as exc:
-                raise ArtifactError(f"{model_dir / name}: cannot load the saved tower ({exc})") from exc
+            except (OSError, ValueError, tf.errors.OpError) as exc:  # OpError: TensorFlow's checksums (DataLossError)
+                raise ArtifactError(f"{model_dir / name}: cannot load the saved tower ({first_line(exc)}); its files "
+                                    "are damaged or incomplete: train again (`scaleout train`), or restore them") from exc
         return cls(towers[0], towers[1], from_dict(ModelConfig, info["model"]), info)
 
     def as_model(self, dataset: Dataset):
         """A TFRS model around the towers, with ``dataset``'s candidates (check it with ``load`` first)."""
         return from_towers(self.model_cfg, self.query, self.candidate, dataset.vocabulary(CANDIDATE_FEATURE),
                            candidate_counts(dataset))
+
+
+def check_tower_files(model_dir: str | Path, tower: str, info: dict | None = None) -> None:
+    """ArtifactError unless the files of ``tower`` (query_tower, candidate_tower) of ``model_dir`` are those
+    model.json recorded when it was saved: TensorFlow checks the variables' own checksums, but a changed graph
+    (saved_model.pb) may load and answer wrongly. Models saved before 2026-12-06 record none."""
+    info = info if info is not None else model_info(model_dir)
+    changed = first_changed(model_dir, {name: entry for name, entry in info.get("files", {}).items()
+                                        if name.startswith(f"{tower}/")})
+    if changed is not None:
+        raise ArtifactError(f"{model_dir}: {changed} differs from its checksum in {MODEL_JSON}: the saved towers are "
+                            "damaged or were changed since training; train again (`scaleout train`), or restore them")
 
 
 def model_info(model_dir: str | Path) -> dict:
