@@ -71,3 +71,25 @@ def test_training_and_exporting_print_progress_not_library_noise(tmp_path):
         assert noise not in printed, noise
     if not has_nvidia_device():
         assert "cuInit" not in printed
+
+
+def test_a_full_disk_error_says_how_much_room_the_runs_disk_and_the_temporary_ones_have(tmp_path):
+    import os
+    import re
+    import shutil
+    import tempfile
+
+    from scaleout.cli.commands import disks_free
+
+    # a run not written yet is on the disk of its nearest existing folder; the temporary directory's disk is named
+    # too, unless it is the same disk
+    run = tmp_path / "runs" / "r"
+    said = disks_free(str(run))
+    free = shutil.disk_usage(tmp_path).free / 2**20
+    match = re.fullmatch(r"free space: the run's \((.+?)\) ([\d,.]+) MiB of ([\d,.]+) MiB(.*)", said)
+    assert match and match.group(1) == str(tmp_path.resolve()), said
+    assert abs(float(match.group(2).replace(",", "")) - free) < 64, said  # other processes write meanwhile
+    same = os.stat(tmp_path).st_dev == os.stat(tempfile.gettempdir()).st_dev
+    assert (match.group(4) == "") == same, said
+    # a run in the object store has no local disk: the temporary directory's alone
+    assert disks_free("s3://bucket/runs/r").startswith(f"free space: the temporary directory's ({tempfile.gettempdir()})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import sys
@@ -334,9 +335,30 @@ def main(argv: list[str] | None = None) -> int:
                     opened(args.run, f"scaleout {args.command}" if args.command in WRITERS else None))
             args.fn(args)
     except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
-        print(f"scaleout {args.command}: error: {exc}", file=sys.stderr)
+        full = f"; {disks_free(getattr(args, 'run', None) or getattr(args, 'out', None))}" \
+            if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left" in str(exc)) else ""
+        print(f"scaleout {args.command}: error: {exc}{full}", file=sys.stderr)
         return 1
     return 0
+
+
+def disks_free(run: str | None) -> str:
+    """Where a full disk may be, for an error that does not say (Arrow's): the free space of the disk holding
+    ``run`` (a local run) and of the temporary directory's, each named once."""
+    import shutil
+    import tempfile
+
+    places, seen = [], set()
+    for what, path in (("the run's", None if run is None or is_remote(run) else Path(run).resolve()),
+                       ("the temporary directory's", Path(tempfile.gettempdir()))):
+        while path is not None and not path.exists():  # a run not written yet: the disk it would be written to
+            path = path.parent
+        if path is None or path.stat().st_dev in seen:
+            continue
+        seen.add(path.stat().st_dev)
+        usage = shutil.disk_usage(path)
+        places.append(f"{what} ({path}) {usage.free / 2**20:,.1f} MiB of {usage.total / 2**20:,.1f} MiB")
+    return "free space: " + ", ".join(places)
 
 
 if __name__ == "__main__":
