@@ -14,8 +14,9 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
+from scaleout.cli.commands import error_line
 from scaleout.cli.options import index_args, index_job_config
-from scaleout.errors import ScaleoutError, stop_on_sigterm
+from scaleout.errors import stop_on_sigterm
 from scaleout.pipeline import connect_ray, index_job
 from scaleout.rundir import opened
 
@@ -31,8 +32,11 @@ def main() -> int:
         connect_ray(args.address)
         with stop_on_sigterm("jobs/embed_index.py"), opened(args.run, "jobs/embed_index.py") as run:
             summary = index_job(run, cfg)
-    except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
-        print(f"jobs/embed_index.py: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # ours, an OSError or a full disk: one line (error_line); anything else, a bug
+        line = error_line("jobs/embed_index.py", exc, args.run)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

@@ -11,8 +11,9 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
+from scaleout.cli.commands import error_line
 from scaleout.cli.options import add_train_args, configs_from_args, no_evaluate_arg
-from scaleout.errors import ScaleoutError, stop_on_sigterm
+from scaleout.errors import stop_on_sigterm
 from scaleout.pipeline import connect_ray
 from scaleout.rundir import opened
 from scaleout.train.run import train_run
@@ -29,8 +30,11 @@ def main() -> int:
         connect_ray(args.address)
         with stop_on_sigterm("jobs/train.py"), opened(args.run, "jobs/train.py") as run:
             metrics = train_run(run, model_cfg, train_cfg, evaluate_test=not args.no_evaluate)
-    except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
-        print(f"jobs/train.py: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # ours, an OSError or a full disk: one line (error_line); anything else, a bug
+        line = error_line("jobs/train.py", exc, args.run)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 1
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import json
 import logging
+import re
 import sys
 
 from pathlib import Path
@@ -23,7 +24,7 @@ from scaleout.cli.options import (add_train_args, baseline_args, configs_from_ar
                                   positive)
 from scaleout.bench.cost import Prices
 from scaleout.config import BACKENDS, TrainConfig
-from scaleout.errors import ConfigError, ScaleoutError, stop_on_sigterm
+from scaleout.errors import ConfigError, ScaleoutError, first_line, stop_on_sigterm
 from scaleout.names import BRUTE_FORCE, INDEX_KINDS
 from scaleout.pipeline import connect_ray
 from scaleout.rundir import opened
@@ -334,12 +335,32 @@ def main(argv: list[str] | None = None) -> int:
                 args.rundir = stack.enter_context(
                     opened(args.run, f"scaleout {args.command}" if args.command in WRITERS else None))
             args.fn(args)
-    except (ScaleoutError, OSError) as exc:  # OSError: disk full, permission denied, ... (it names the file)
-        full = f"; {disks_free(getattr(args, 'run', None) or getattr(args, 'out', None))}" \
-            if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left" in str(exc)) else ""
-        print(f"scaleout {args.command}: error: {exc}{full}", file=sys.stderr)
+    except Exception as exc:  # ours, an OSError, or a full disk in any library: one line; anything else, a bug
+        line = error_line(f"scaleout {args.command}", exc, getattr(args, "run", None) or getattr(args, "out", None))
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 1
     return 0
+
+
+def error_line(prog: str, exc: Exception, run: str | None) -> str | None:
+    """The one line ``prog`` ends with for ``exc``: scaleout's own errors and OSErrors (disk full, permission
+    denied, ...: they name the file) as they say, a full disk in any library (TensorFlow's ResourceExhaustedError
+    while saving) by its first line; with a full disk, the free space where the run is written (``disks_free``).
+    None for anything else: a bug, whose traceback is wanted."""
+    full = _no_space(exc)
+    if not (isinstance(exc, (ScaleoutError, OSError)) or full):
+        return None
+    said = str(exc) if isinstance(exc, (ScaleoutError, OSError)) else first_line(exc)
+    said = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", said)  # TensorFlow's op prefix
+    return f"{prog}: error: {said}" + (f"; {disks_free(run)}" if full else "")
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk: an OSError with ENOSPC, or any library's error saying so (TensorFlow's
+    ResourceExhaustedError while saving a checkpoint, Arrow's)."""
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
 
 
 def disks_free(run: str | None) -> str:

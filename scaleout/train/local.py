@@ -133,8 +133,12 @@ class EpochCheckpoints(tf.keras.callbacks.Callback):
         else:  # written in place (no copy of what may be gigabytes), state.json last
             target = Path(into)
             shutil.rmtree(target, ignore_errors=True)  # this backend's, left incomplete by a crash
-            self.saver.write(str(target / WEIGHTS))
-            write_json(target / STATE, {**state, "files": {p.name: p.stat().st_size for p in target.iterdir()}})
+            try:
+                self.saver.write(str(target / WEIGHTS))
+                write_json(target / STATE, {**state, "files": {p.name: p.stat().st_size for p in target.iterdir()}})
+            except BaseException:  # a full disk, an interrupt: not left half-written (the newer ones stay)
+                shutil.rmtree(target, ignore_errors=True)
+                raise
         self._prune()
         self.last_kept = time.monotonic()
         self.history[-1]["checkpoint_stall_seconds"] = round(self.last_kept - start, 3)

@@ -1,0 +1,51 @@
+"""A full disk, for real: each command runs in its own mount namespace with a small tmpfs over the run's folder
+(as tests/raycluster.py gives the second node its own disk), so the writes fail with ENOSPC as on a full volume."""
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+
+def on_a_small_disk(tmp_path: Path, mib: int, *commands: tuple) -> tuple[list[int], str, list[str]]:
+    """Runs ``commands`` (scaleout's arguments, RUN for the run) one after the other on a ``mib`` MiB tmpfs mounted
+    over tmp_path/disk: (each exit status, the last one's stderr, every path under RUN after them, relative)."""
+    disk, scaleout = tmp_path / "disk", Path(sys.executable).parent / "scaleout"
+    disk.mkdir()
+    steps = [f"{shlex.quote(str(scaleout))} {' '.join(shlex.quote(str(a).replace('RUN', str(disk / 'r'))) for a in c)}"
+             f" 2>{tmp_path / 'stderr.txt'}; echo status $?" for c in commands]
+    script = f"mount -t tmpfs -o size={mib}m tmpfs {disk} && " + " && ".join(
+        f"{{ {s}; }}" for s in steps) + f" && {{ cd {disk}/r 2>/dev/null && find . | sort || true; }}"
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=600)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr[-3000:]
+    statuses = [int(line.split()[1]) for line in lines if line.startswith("status ")]
+    return statuses, (tmp_path / "stderr.txt").read_text(), [p for p in lines if p.startswith(".")]
+
+
+def error_line(stderr: str, command: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith(f"scaleout {command}: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+def test_prepare_on_a_full_disk_says_where_room_is_short_and_leaves_nothing(tmp_path):
+    statuses, stderr, left = on_a_small_disk(tmp_path, 1, ("prepare", "--run", "RUN", "--source", "synthetic",
+                                                           "--synthetic-interactions", 300_000))
+    line = error_line(stderr, "prepare")
+    assert statuses == [1] and "No space left on device" in line
+    assert f"free space: the run's ({tmp_path / 'disk'}) " in line and "the temporary directory's" in line
+    assert left == []  # no run folder at all: prepare writes beside it, then renames
+
+
+def test_a_checkpoint_the_disk_cannot_hold_ends_training_in_one_line_and_is_not_left_half_written(tmp_path):
+    # the data fit (about 0.4 MiB); the checkpoint of the towers and their Adagrad slots, about 12 MiB, does not
+    statuses, stderr, left = on_a_small_disk(
+        tmp_path, 8, ("prepare", "--run", "RUN", "--source", "synthetic", "--synthetic-interactions", 20_000),
+        ("train", "--run", "RUN", "--epochs", 2))
+    line = error_line(stderr, "train")
+    assert statuses == [0, 1], stderr[-3000:]
+    assert "checkpoint_local-000002" in line and "No space left on device" in line and "{{function_node" not in line
+    assert f"free space: the run's ({tmp_path / 'disk' / 'r'}) " in line
+    assert not any("checkpoint_local" in p for p in left) and "./data/manifest.json" in left and "./model" not in left
