@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -205,3 +206,16 @@ def first_changed(root: str | Path, recorded: dict[str, dict[str, Any]]) -> str 
         if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
             return name
     return None
+
+
+def save_npy(path: str | Path, array) -> None:
+    """np.save, where a write cut short (numpy's OSError "N requested and M written", without an errno: a full
+    disk or a spent quota) is an OSError with ENOSPC naming the file, as other writes' are."""
+    import numpy as np
+
+    try:
+        np.save(path, array)
+    except OSError as exc:
+        if exc.errno is not None or "written" not in str(exc):
+            raise
+        raise OSError(errno.ENOSPC, f"No space left on device? A write was cut short ({exc})", str(path)) from exc

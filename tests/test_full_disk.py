@@ -7,14 +7,17 @@ import sys
 from pathlib import Path
 
 
-def on_a_small_disk(tmp_path: Path, mib: int, *commands: tuple) -> tuple[list[int], str, list[str]]:
+def on_a_small_disk(tmp_path: Path, mib: int, *commands: tuple, copy_in: Path | None = None
+                    ) -> tuple[list[int], str, list[str]]:
     """Runs ``commands`` (scaleout's arguments, RUN for the run) one after the other on a ``mib`` MiB tmpfs mounted
-    over tmp_path/disk: (each exit status, the last one's stderr, every path under RUN after them, relative)."""
+    over tmp_path/disk, the run ``copy_in`` copied there first: (each exit status, the last one's stderr, every
+    path under RUN after them, relative)."""
     disk, scaleout = tmp_path / "disk", Path(sys.executable).parent / "scaleout"
-    disk.mkdir()
+    disk.mkdir(parents=True)
     steps = [f"{shlex.quote(str(scaleout))} {' '.join(shlex.quote(str(a).replace('RUN', str(disk / 'r'))) for a in c)}"
              f" 2>{tmp_path / 'stderr.txt'}; echo status $?" for c in commands]
-    script = f"mount -t tmpfs -o size={mib}m tmpfs {disk} && " + " && ".join(
+    copy = f"cp -r {shlex.quote(str(copy_in))} {disk / 'r'} && " if copy_in else ""
+    script = f"mount -t tmpfs -o size={mib}m tmpfs {disk} && {copy}" + " && ".join(
         f"{{ {s}; }}" for s in steps) + f" && {{ cd {disk}/r 2>/dev/null && find . | sort || true; }}"
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
                           text=True, timeout=600)
@@ -49,3 +52,24 @@ def test_a_checkpoint_the_disk_cannot_hold_ends_training_in_one_line_and_is_not_
     assert "checkpoint_local-000002" in line and "No space left on device" in line and "{{function_node" not in line
     assert f"free space: the run's ({tmp_path / 'disk' / 'r'}) " in line
     assert not any("checkpoint_local" in p for p in left) and "./data/manifest.json" in left and "./model" not in left
+
+
+def test_an_index_the_disk_cannot_hold_ends_in_one_line_naming_the_file_and_leaves_the_indexes_before_it(tmp_path):
+    from conftest import run_cli
+
+    trained = tmp_path / "trained"
+    for args in (("prepare", "--run", trained, "--source", "synthetic", "--synthetic-interactions", 20_000),
+                 ("train", "--run", trained, "--epochs", 1)):
+        assert run_cli(*args).returncode == 0
+    # about 6.8 MiB of data and towers, 2.5 MiB of embeddings, then 2.5 MiB for each index: at 11 MiB BruteForce's
+    # array is cut short (numpy's "N requested and M written", no errno), at 13 MiB ScaNN's searcher ("I/O error")
+    _, stderr, left = on_a_small_disk(tmp_path, 11, ("index", "--run", "RUN"), copy_in=trained)
+    line = error_line(stderr, "index")
+    assert "[Errno 28] No space left on device? A write was cut short (" in line
+    assert "/index/.brute_force.tmp-" in line and "embeddings.npy'; free space: the run's" in line
+    assert not any(p.startswith("./index/") for p in left), left
+    _, stderr, left = on_a_small_disk(tmp_path / "again", 13, ("index", "--run", "RUN"), copy_in=trained)
+    line = error_line(stderr, "index")
+    assert "[Errno 5] ScaNN could not write its searcher (" in line and "is the disk full?" in line
+    assert f"'{tmp_path / 'again' / 'disk' / 'r' / 'index' / 'scann'}'; free space: the run's" in line
+    assert "./index/brute_force/index.json" in left and not any(p.startswith("./index/scann") for p in left), left

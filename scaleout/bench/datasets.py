@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleout.errors import ConfigError
-from scaleout.fsutil import atomic_dir, write_json
+from scaleout.fsutil import atomic_dir, save_npy, write_json
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,10 @@ def make_dataset(name: str, path: Path, queries: int, run: str | Path | None) ->
     log.info("%s: exact top %d of %d queries over %s candidates", name, TRUE_K, len(q), f"{len(train):,}")
     neighbors, scores = exact_top_k(train, q)
     with atomic_dir(path, "dataset.json") as tmp:
-        np.save(tmp / "train.npy", train)
-        np.save(tmp / "queries.npy", q)
-        np.save(tmp / "neighbors.npy", neighbors)
-        np.save(tmp / "scores.npy", scores)
+        save_npy(tmp / "train.npy", train)
+        save_npy(tmp / "queries.npy", q)
+        save_npy(tmp / "neighbors.npy", neighbors)
+        save_npy(tmp / "scores.npy", scores)
         write_json(tmp / "dataset.json", {**meta, "name": name, "n": int(len(train)), "dim": int(train.shape[1]),
                                           "queries": int(len(q)), "true_k": int(neighbors.shape[1]),
                                           "seconds_to_make": round(time.monotonic() - start, 1)})

@@ -358,9 +358,11 @@ def error_line(prog: str, exc: Exception, run: str | None) -> str | None:
 
 
 def _no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` is a full disk: an OSError with ENOSPC, or any library's error saying so (TensorFlow's
-    ResourceExhaustedError while saving a checkpoint, Arrow's)."""
-    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+    """Whether ``exc`` may be a full disk: an OSError with ENOSPC, EDQUOT or EIO (ScaNN's "I/O error" writing its
+    searcher: ``ScannIndex.save``), or any library's error saying so (TensorFlow's ResourceExhaustedError while
+    saving a checkpoint, Arrow's)."""
+    return (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO)) or \
+        "No space left on device" in str(exc)
 
 
 def disks_free(run: str | None) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from scaleout.errors import ArtifactError
-from scaleout.fsutil import atomic_dir
+from scaleout.fsutil import atomic_dir, save_npy
 from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta, write_meta
 from scaleout.names import BRUTE_FORCE
 
@@ -51,8 +51,8 @@ class BruteForce(Index):
 
     def save(self, directory, source=None):
         with atomic_dir(directory, INDEX_JSON) as tmp:
-            np.save(tmp / "embeddings.npy", self.embeddings)
-            np.save(tmp / "ids.npy", self.ids)
+            save_npy(tmp / "embeddings.npy", self.embeddings)
+            save_npy(tmp / "ids.npy", self.ids)
             write_meta(tmp, {"kind": self.kind, "candidates": len(self.ids), "dim": int(self.embeddings.shape[1]),
                              "source": source or {}})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import numpy as np
 
 from scaleout.config import IndexConfig, from_dict
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError
-from scaleout.fsutil import atomic_dir
+from scaleout.fsutil import atomic_dir, save_npy
 from scaleout.index.base import INDEX_JSON, Index, check_embeddings, read_meta, write_meta
 from scaleout.names import SCANN
 
@@ -177,8 +178,12 @@ class Scann(Index):
         with atomic_dir(directory, INDEX_JSON) as tmp:
             (tmp / "scann").mkdir()
             # Relative asset paths: the directory is renamed into place after writing.
-            self.searcher.serialize(str(tmp / "scann"), relative_path=True)
-            np.save(tmp / "ids.npy", self.ids)
+            try:
+                self.searcher.serialize(str(tmp / "scann"), relative_path=True)
+            except RuntimeError as exc:  # ScaNN's C++ says only "I/O error" when a file cannot be written
+                raise OSError(errno.EIO, f"ScaNN could not write its searcher ({exc}); is the disk full?",
+                              str(Path(directory))) from exc
+            save_npy(tmp / "ids.npy", self.ids)
             write_meta(tmp, {"kind": self.kind, "mode": self.mode, "candidates": len(self.ids), "dim": int(self.dim),
                              "num_leaves": self.num_leaves, "config": dataclasses.asdict(self.cfg),
                              "source": source or {}})
