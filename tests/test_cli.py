@@ -93,3 +93,32 @@ def test_a_full_disk_error_says_how_much_room_the_runs_disk_and_the_temporary_on
     assert (match.group(4) == "") == same, said
     # a run in the object store has no local disk: the temporary directory's alone
     assert disks_free("s3://bucket/runs/r").startswith(f"free space: the temporary directory's ({tempfile.gettempdir()})")
+
+
+def test_ctrl_c_ends_training_in_one_line_with_status_130_and_keeps_its_checkpoints(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    assert run_cli("prepare", "--run", run, "--source", "synthetic", "--synthetic-interactions", 50_000).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    train = subprocess.Popen([str(Path(sys.executable).parent / "scaleout"), "train", "--run", str(run), "--epochs",
+                              "10000", "--checkpoint-min-interval", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    said = []
+    for line in train.stderr:  # Ctrl-C once the first checkpoint is written
+        said.append(line)
+        if "checkpoint of epoch 1 written" in line:
+            train.send_signal(signal.SIGINT)
+            break
+    rest, status = train.stderr.read(), train.wait(timeout=120)
+    ours = [line for line in rest.splitlines() if line.startswith("scaleout train:")]
+    assert status == 130 and "Traceback" not in rest, "".join(said)[-2000:] + rest[-3000:]
+    assert ours == ["scaleout train: interrupted; what it finished stays, and the next command on the run removes "
+                    "any output it left unfinished; `scaleout train --resume` (or `jobs/train.py --resume`) continues "
+                    "from the newest checkpoint"]
+    kept = sorted(p.name for p in (run / "checkpoints" / "train").iterdir())
+    assert kept and all((run / "checkpoints" / "train" / k / "state.json").is_file() for k in kept), kept
+    assert not (run / "model").exists()

@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.rundir = stack.enter_context(
                     opened(args.run, f"scaleout {args.command}" if args.command in WRITERS else None))
             args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: the blocks above have removed their scratch and released the lock
+        print(interrupted(f"scaleout {args.command}", resumable=args.command in ("train", "pipeline")),
+              file=sys.stderr)
+        return 130
     except Exception as exc:  # ours, an OSError, or a full disk in any library: one line; anything else, a bug
         line = error_line(f"scaleout {args.command}", exc, getattr(args, "run", None) or getattr(args, "out", None))
         if line is None:
@@ -342,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr)
         return 1
     return 0
+
+
+def interrupted(prog: str, resumable: bool) -> str:
+    """The line ``prog`` ends with on Ctrl-C (status 130, as a shell gives)."""
+    return (f"{prog}: interrupted; what it finished stays, and the next command on the run removes any output it "
+            "left unfinished" + ("; `scaleout train --resume` (or `jobs/train.py --resume`) continues from the newest "
+                                 "checkpoint" if resumable else ""))
 
 
 def error_line(prog: str, exc: Exception, run: str | None) -> str | None:
