@@ -188,3 +188,40 @@ def test_the_readme_jobs_train_then_embed_and_index_resuming_from_parts_in_the_s
     assert "4 copied within the store" in out  # the actors' parts, not uploaded a second time by the driver
     assert storage.read_commit(f"{run}/export/scann") is not None
     assert not storage.list_files(f"{run}/.embeddings.partial")
+
+
+def test_a_local_run_the_other_node_cannot_see_is_refused_before_any_work_and_a_shared_one_trains(two_nodes,
+                                                                                                  tmp_path):
+    """A run on the head's disk alone (under its temp directory, which the second node's tmpfs hides): both jobs
+    refuse it naming what the other node cannot see, before starting a worker, where training failed inside Ray
+    Train with a worker's "not a prepared dataset ... run `scaleout prepare` first". A run in a directory both
+    nodes see trains on both."""
+    cluster, hidden = two_nodes
+
+    def job(script, run, *args):
+        return cluster.ray("job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--",
+                           "python", script, "--run", run, "--workers", 2, *args)
+
+    alone = hidden / "tmp" / "local-run"
+    for args in (("prepare", "--run", alone, "--source", "synthetic", "--synthetic-interactions", 3000),
+                 ("train", "--run", alone, "--epochs", 1)):  # in this process: one node's disk
+        done = run_cli(*args)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for script, what, path in (
+            ("jobs/train.py", "the training data (or checkpoint directory)", alone / "data" / "manifest.json"),
+            ("jobs/embed_index.py", "the model, candidates (or embeddings' folder)",
+             alone / "model" / "candidate_tower" / "saved_model.pb")):
+        refused = job(script, alone, *(("--epochs", 1) if script == "jobs/train.py" else ()))
+        out = refused.stdout + refused.stderr
+        assert refused.returncode != 0, out[-4000:]
+        assert f"{script}: error: {what} {path} is on this machine's disk, and the Ray node " in out, out[-4000:]
+        assert "cannot see it: workers placed there would not find it; on a cluster, give --run s3://" in out
+        assert "RayTrainWorker" not in out and "PartEmbedder" not in out, out[-4000:]
+    assert not list(alone.glob(".scaleout-node-check-*")) and not list(alone.rglob(".scaleout-node-check-*"))
+    shared = tmp_path / "shared-run"  # outside the hidden directory: both nodes see it
+    assert run_cli("prepare", "--run", shared, "--source", "synthetic", "--synthetic-interactions", 3000).returncode == 0
+    trained = job("jobs/train.py", shared, "--epochs", 1)
+    out = trained.stdout + trained.stderr
+    assert trained.returncode == 0, out[-4000:]
+    assert f"every one of the 2 Ray nodes sees {shared / 'data' / 'manifest.json'}, {shared / 'checkpoints'}" in out
+    assert not list(shared.rglob(".scaleout-node-check-*"))

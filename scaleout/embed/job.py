@@ -171,6 +171,12 @@ def embed_candidates(model_dir: str | Path, candidates: str | Path, out_dir: str
     if stored is not None:
         parts = [dataclasses.replace(p, file=stored.candidates.get(p.file, p.file)) for p in parts]
     load_candidate_tower_check(model_dir)
+    if backend == "ray" and stored is None:  # a local run: the actors, wherever Ray places them, read and write here
+        from scaleout.nodes import check_nodes_share
+
+        check_nodes_share([model_dir / "candidate_tower" / "saved_model.pb", out_dir.parent,
+                           *(Path(f) for f in files if not storage.is_remote(str(f)))],
+                          "the model, candidates (or embeddings' folder)")
     plan = {
         "format": FORMAT,
         "model": {"path": stored.model if stored else str(model_dir),

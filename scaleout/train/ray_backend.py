@@ -35,6 +35,7 @@ from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingDiverged
 from scaleout import storage
+from scaleout.nodes import check_nodes_share
 from scaleout.rundir import RunDir
 from scaleout.scratch import scratch
 from scaleout.storage import forwarded_env
@@ -267,6 +268,10 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
 
     dataset = Dataset(run.data)
     location, steps, identity = preflight(run, dataset, model_cfg, train_cfg, ray.cluster_resources().get("CPU", 0))
+    local = ([dataset.path / MANIFEST] if run.remote_uri("data") is None else []) + \
+        ([Path(storage.filesystem(location)[1])] if not storage.is_remote(location) else [])
+    if local:  # the workers read the data and write the checkpoints there, wherever Ray places them
+        check_nodes_share(local, "the training data (or checkpoint directory)")
     run.sync()  # a remote run's dataset, committed before the workers fetch it
     # Side-feature codes, timestamp buckets and user histories come from the whole train split, built here once:
     # a worker that fetches only its own shards from a store would otherwise build tables of its own.
