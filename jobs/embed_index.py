@@ -14,7 +14,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli.commands import error_line, interrupted
+from scaleout.cli.commands import reported
 from scaleout.cli.options import index_args, index_job_config
 from scaleout.errors import stop_on_sigterm
 from scaleout.pipeline import connect_ray, index_job
@@ -27,22 +27,15 @@ def main() -> int:
     parser.add_argument("--address", default=None, help="Ray cluster address (default: the job's cluster)")
     index_args(parser)
     args = parser.parse_args()
-    try:
+
+    def work() -> None:
         cfg = index_job_config(args, "ray")
         connect_ray(args.address)
         with stop_on_sigterm("jobs/embed_index.py"), opened(args.run, "jobs/embed_index.py") as run:
             summary = index_job(run, cfg)
-    except KeyboardInterrupt:
-        print(interrupted("jobs/embed_index.py", resumable=False), file=sys.stderr)
-        return 130
-    except Exception as exc:  # ours, an OSError or a full disk: one line (error_line); anything else, a bug
-        line = error_line("jobs/embed_index.py", exc, args.run)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 1
-    print(json.dumps(summary, indent=2, sort_keys=True))
-    return 0
+        print(json.dumps(summary, indent=2, sort_keys=True))
+
+    return reported("jobs/embed_index.py", work, args.run)
 
 
 if __name__ == "__main__":

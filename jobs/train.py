@@ -11,7 +11,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli.commands import error_line, interrupted
+from scaleout.cli.commands import reported
 from scaleout.cli.options import add_train_args, configs_from_args, no_evaluate_arg
 from scaleout.errors import stop_on_sigterm
 from scaleout.pipeline import connect_ray
@@ -25,22 +25,15 @@ def main() -> int:
     add_train_args(parser, backend=False)
     no_evaluate_arg(parser)
     args = parser.parse_args()
-    try:
+
+    def work() -> None:
         model_cfg, train_cfg = configs_from_args(args, backend="ray")
         connect_ray(args.address)
         with stop_on_sigterm("jobs/train.py"), opened(args.run, "jobs/train.py") as run:
             metrics = train_run(run, model_cfg, train_cfg, evaluate_test=not args.no_evaluate)
-    except KeyboardInterrupt:
-        print(interrupted("jobs/train.py", resumable=True), file=sys.stderr)
-        return 130
-    except Exception as exc:  # ours, an OSError or a full disk: one line (error_line); anything else, a bug
-        line = error_line("jobs/train.py", exc, args.run)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 1
-    print(json.dumps(metrics, indent=2, sort_keys=True))
-    return 0
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+
+    return reported("jobs/train.py", work, args.run, resumable=True)
 
 
 if __name__ == "__main__":

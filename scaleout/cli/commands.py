@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("recommend needs --user USER, --items ITEMS (or --item ID), or both")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
+
+    def work() -> None:
         with contextlib.ExitStack() as stack:
             stack.enter_context(stop_on_sigterm(f"scaleout {args.command}"))
             fetch = stack.enter_context(local_inputs())
@@ -335,12 +336,23 @@ def main(argv: list[str] | None = None) -> int:
                 args.rundir = stack.enter_context(
                     opened(args.run, f"scaleout {args.command}" if args.command in WRITERS else None))
             args.fn(args)
-    except KeyboardInterrupt:  # Ctrl-C: the blocks above have removed their scratch and released the lock
-        print(interrupted(f"scaleout {args.command}", resumable=args.command in ("train", "pipeline")),
-              file=sys.stderr)
+
+    return reported(f"scaleout {args.command}", work, getattr(args, "run", None) or getattr(args, "out", None),
+                    resumable=args.command in ("train", "pipeline"))
+
+
+def reported(prog: str, work, run: str | None, resumable: bool = False) -> int:
+    """Runs ``work`` (a command's or job's whole work) and returns its exit status: 0; 1 with one line on stderr for
+    scaleout's own errors, OSErrors and a full disk in any library (``error_line``); 130 with one line on Ctrl-C
+    (``interrupted``: what ``work``'s blocks opened is closed by then: scratch removed, lock released). Anything
+    else is a bug: raised, with its traceback."""
+    try:
+        work()
+    except KeyboardInterrupt:
+        print(interrupted(prog, resumable), file=sys.stderr)
         return 130
-    except Exception as exc:  # ours, an OSError, or a full disk in any library: one line; anything else, a bug
-        line = error_line(f"scaleout {args.command}", exc, getattr(args, "run", None) or getattr(args, "out", None))
+    except Exception as exc:  # noqa: BLE001  (sorted by error_line: None is a bug)
+        line = error_line(prog, exc, run)
         if line is None:
             raise
         print(line, file=sys.stderr)

@@ -220,26 +220,37 @@ def _text_ids(columns: dict[str, pa.Array], path: Path, first_row: int) -> None:
         ids = columns[name]
         if pa.types.is_dictionary(ids.type):
             ids = ids.dictionary_decode()
+        field = _FILE_NAMES[name]
         if pa.types.is_decimal(ids.type) and ids.type.scale:
             whole = {32: pa.decimal32, 64: pa.decimal64, 128: pa.decimal128, 256: pa.decimal256}[ids.type.bit_width]
-            cast = functools.partial(pa.Array.cast, target_type=whole(ids.type.precision, 0))
-            try:
-                ids = cast(ids)
-            except pa.ArrowInvalid as exc:
-                i = _first_uncast(ids, cast)
-                raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is {ids[i].as_py()} in "
-                                f"a {ids.type} column; expected whole numbers (ids written as decimals), or a string "
-                                "or integer column") from exc
-        if pa.types.is_binary(ids.type) or pa.types.is_large_binary(ids.type) or pa.types.is_binary_view(ids.type):
-            cast = functools.partial(pa.Array.cast, target_type=pa.string())
-            try:
-                ids = cast(ids)
-            except pa.ArrowInvalid as exc:
-                i = _first_uncast(ids, cast)
-                raise DataError(f"{_where(path, first_row + i)}: field {_FILE_NAMES[name]!r} is the bytes "
-                                f"{ids[i].as_py()!r}, which are not UTF-8 text; expected ids written as UTF-8"
-                                ) from exc
+            ids = _cast_by_row(ids, whole(ids.type.precision, 0), path, first_row, lambda v: (
+                f"field {field!r} is {v.as_py()} in a {ids.type} column; expected whole numbers (ids written as "
+                "decimals), or a string or integer column"))
+        if _is_bytes(ids.type):
+            ids = _utf8(ids, path, first_row, field, "ids written as UTF-8")
         columns[name] = ids
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+
+
+def _utf8(values: pa.Array, path: Path, first_row: int, field: str, expected: str) -> pa.Array:
+    """``values`` (bytes) as UTF-8 text; a DataError names the row of the first that is not."""
+    return _cast_by_row(values, pa.string(), path, first_row,
+                        lambda v: f"field {field!r} is the bytes {v.as_py()!r}, which are not UTF-8 text; expected "
+                                  f"{expected}")
+
+
+def _cast_by_row(values: pa.Array, to: pa.DataType, path: Path, first_row: int, said) -> pa.Array:
+    """``values`` cast to ``to``; where one does not cast, a DataError naming its row (of the file ``path``, whose
+    chunk starts at ``first_row``) with ``said(value)``."""
+    cast = functools.partial(pa.Array.cast, target_type=to)
+    try:
+        return cast(values)
+    except pa.ArrowInvalid as exc:
+        i = _first_uncast(values, cast)
+        raise DataError(f"{_where(path, first_row + i)}: {said(values[i])}") from exc
 
 
 def _titles(columns: dict[str, pa.Array], title: str | None, path: Path, first_row: int) -> int:
@@ -254,14 +265,12 @@ def _titles(columns: dict[str, pa.Array], title: str | None, path: Path, first_r
     titles = columns["movie_title"]
     if pa.types.is_dictionary(titles.type):
         titles = titles.dictionary_decode()
+    if _is_bytes(titles.type):
+        titles = _utf8(titles, path, first_row, title, "a title written as UTF-8")
     try:
         titles = titles.cast(pa.string())
     except pa.ArrowNotImplementedError as exc:
         raise DataError(f"{path}: column {title!r} is of type {titles.type}; expected text (an item's title)") from exc
-    except pa.ArrowInvalid as exc:
-        i = _first_uncast(titles, functools.partial(pa.Array.cast, target_type=pa.string()))
-        raise DataError(f"{_where(path, first_row + i)}: field {title!r} is the bytes {titles[i].as_py()!r}, which are "
-                        "not UTF-8 text; expected a title written as UTF-8") from exc
     empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(titles)), 0), True)
     columns["movie_title"] = pc.if_else(empty, ids, titles)
     return int(pc.sum(empty).as_py() or 0)
