@@ -178,6 +178,10 @@ CASES = [
     # the model
     ("model-json-missing", lambda run, inp: (run / "model" / "model.json").unlink(),
      ("evaluate", "--run", "RUN"), 1, "model: no trained model here (no model.json)"),
+    # index without a model: refused before it records the missing towers in artifacts.json (it recorded them as
+    # empty, then failed)
+    ("model-missing-for-index", lambda run, inp: shutil.rmtree(run / "model"),
+     ("index", "--run", "RUN", "--indexes", "brute_force"), 1, "model: no trained model here (no model.json)"),
     ("model-json-not-json", lambda run, inp: truncate(run / "model" / "model.json"),
      ("evaluate", "--run", "RUN"), 1, "model.json: unreadable"),
     ("query-tower-truncated", lambda run, inp: truncate(run / "model" / "query_tower" / "saved_model.pb"),

@@ -31,7 +31,7 @@ from scaleout.index.load import load_index
 from scaleout.index.scann import Scann
 from scaleout.names import BRUTE_FORCE, SCANN
 from scaleout.rundir import PARTIAL, RunDir
-from scaleout.train.saved import MODEL_JSON, Towers, check_tower_files, check_trained_on
+from scaleout.train.saved import MODEL_JSON, Towers, check_tower_files, check_trained_on, model_info
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,16 @@ def index_run(run: RunDir, cfg: IndexJobConfig = IndexJobConfig()) -> dict:
     started = time.monotonic()
     source = cfg.candidates or run.data / "candidates.parquet"  # a path, or a URI the embedding job reads
     dataset = Dataset(run.data) if (run.data / MANIFEST).is_file() else None
-    if dataset is not None and (run.model / MODEL_JSON).is_file():
+    trained = (run.model / MODEL_JSON).is_file()
+    if not trained and not cfg.embeddings:
+        model_info(run.model)  # "no trained model here": before anything is recorded
+    if dataset is not None and trained:
         check_trained_on(run.model, dataset)  # embeddings of a model over other data would serve the wrong items
-    if (run.model / MODEL_JSON).is_file():
-        for tower in ("query_tower", "candidate_tower"):  # before they are recorded, or anything is written
+    if trained:
+        for tower in ("query_tower", "candidate_tower"):  # checked before they are recorded, or anything is written
             check_tower_files(run.model, tower)
-    for tower in ("query_tower", "candidate_tower"):
-        artifacts.record(run, tower, inputs=("vocabularies",), path=f"model/{tower}")
+        for tower in ("query_tower", "candidate_tower"):
+            artifacts.record(run, tower, inputs=("vocabularies",), path=f"model/{tower}")
     if cfg.embeddings:
         table = _candidate_ids(source)
         dim = query_dim(Towers.load(run.model, dataset).query) if (run.model / MODEL_JSON).is_file() else None
