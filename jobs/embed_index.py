@@ -14,7 +14,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli.commands import reported
+from scaleout.cli.ending import reported
 from scaleout.cli.options import index_args, index_job_config
 from scaleout.errors import stop_on_sigterm
 from scaleout.pipeline import connect_ray, index_job

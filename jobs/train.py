@@ -11,7 +11,7 @@ import json
 import sys
 
 import scaleout  # noqa: F401  (Keras 2 before TensorFlow)
-from scaleout.cli.commands import reported
+from scaleout.cli.ending import reported
 from scaleout.cli.options import add_train_args, configs_from_args, no_evaluate_arg
 from scaleout.errors import stop_on_sigterm
 from scaleout.pipeline import connect_ray

@@ -79,7 +79,7 @@ def test_a_full_disk_error_says_how_much_room_the_runs_disk_and_the_temporary_on
     import shutil
     import tempfile
 
-    from scaleout.cli.commands import disks_free
+    from scaleout.cli.ending import disks_free
 
     # a run not written yet is on the disk of its nearest existing folder; the temporary directory's disk is named
     # too, unless it is the same disk
