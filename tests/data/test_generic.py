@@ -8,6 +8,7 @@ import pytest
 import scaleout.data.generic as generic
 from scaleout.config import DataConfig
 from scaleout.data.generic import GenericInteractions
+from scaleout.data.generic_values import first_uncast
 from scaleout.data.prepare import prepare
 from scaleout.errors import DataError
 
@@ -430,7 +431,7 @@ def test_the_first_value_that_does_not_cast_is_found_wherever_it_is():
             values[bad] = "x"
             if bad + 1 < n:
                 values[-1] = "y"  # a later failure does not hide the first
-            assert generic._first_uncast(pa.array(values), lambda c: c.cast(pa.int64())) == bad, (n, bad)
+            assert first_uncast(pa.array(values), lambda c: c.cast(pa.int64())) == bad, (n, bad)
 
 
 def test_more_distinct_ids_than_a_pair_key_numbers_are_refused_naming_the_way_out(tmp_path, monkeypatch):
