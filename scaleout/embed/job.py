@@ -69,14 +69,13 @@ def embed(tower, ids: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
 
 
 def load_candidate_tower(model_dir: str | Path):
+    """The candidate tower of ``model_dir``, its files checked against model.json by the job's driver first
+    (``load_candidate_tower_check``), not again in each actor."""
     from scaleout.tfenv import tf
-    from scaleout.train.saved import MODEL_JSON, check_tower_files
 
     path = Path(model_dir) / "candidate_tower"
     if not path.is_dir():
         raise ArtifactError(f"{model_dir}: no trained candidate tower (no candidate_tower/); run `scaleout train`")
-    if (Path(model_dir) / MODEL_JSON).is_file():
-        check_tower_files(model_dir, "candidate_tower")
     try:
         # The SavedModel's own call function, without rebuilding Keras layers: at 10M ids this loads in
         # 11 s instead of 40 s (one thread), the vocabulary going straight into the lookup table.
