@@ -111,10 +111,10 @@ class GenericInteractions:
                         renamed[KNOWN[c][0]] = batch.column(c)
                         title = c if KNOWN[c][0] == "movie_title" else title
                 where = functools.partial(_row_of_chunk, path, first_row)
-                text_ids(renamed, path, where)
-                whole_number_ids(renamed, path, where)
+                text_ids(renamed, where)
+                whole_number_ids(renamed, where)
                 cast_values(renamed, path, where, text_way)
-                check_values(renamed, path, where)
+                check_values(renamed, where)
                 untitled += titles_as_text(renamed, title, path, where)
                 first_row += batch.num_rows
                 out = conform(pa.RecordBatch.from_pydict(renamed), schema, str(path))

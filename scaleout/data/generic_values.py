@@ -1,4 +1,4 @@
-"""A generic file's columns read as the schema's types, each value that cannot be refused by its line or row.
+"""A generic file's columns read as the schema's types; a value that does not read is refused by its line or row.
 
 Ids: text, integers, whole-number floats and decimals, bytes as UTF-8 (another column type refused before any
 row is read); timestamps: whole seconds or ISO 8601 text, one way in a file, or a Parquet timestamp or date
@@ -56,7 +56,7 @@ def check_id_types(schema: pa.Schema, path: Path) -> None:
             raise DataError(f"{path}: column {name!r} is of type {t}; expected {_ID_TYPES}")
 
 
-def text_ids(columns: dict[str, pa.Array], path: Path, where: Where) -> None:
+def text_ids(columns: dict[str, pa.Array], where: Where) -> None:
     """Dictionary-encoded id columns decoded, byte (binary) ones read as UTF-8 text and decimal ones as the whole
     numbers they hold (1.00 is id "1", as an integer column gives it), in place: a DataError names the row of the
     first value that is not UTF-8, or not a whole number."""
@@ -67,11 +67,11 @@ def text_ids(columns: dict[str, pa.Array], path: Path, where: Where) -> None:
         field = _FILE_NAMES[name]
         if pa.types.is_decimal(ids.type) and ids.type.scale:
             whole = {32: pa.decimal32, 64: pa.decimal64, 128: pa.decimal128, 256: pa.decimal256}[ids.type.bit_width]
-            ids = _cast_by_row(ids, whole(ids.type.precision, 0), path, where, lambda v: (
+            ids = _cast_by_row(ids, whole(ids.type.precision, 0), where, lambda v: (
                 f"field {field!r} is {v.as_py()} in a {ids.type} column; expected whole numbers (ids written as "
                 "decimals), or a string or integer column"))
         if _is_bytes(ids.type):
-            ids = _utf8(ids, path, where, field, "ids written as UTF-8")
+            ids = _utf8(ids, where, field, "ids written as UTF-8")
         columns[name] = ids
 
 
@@ -79,14 +79,14 @@ def _is_bytes(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
 
 
-def _utf8(values: pa.Array, path: Path, where: Where, field: str, expected: str) -> pa.Array:
+def _utf8(values: pa.Array, where: Where, field: str, expected: str) -> pa.Array:
     """``values`` (bytes) as UTF-8 text; a DataError names the row of the first that is not."""
-    return _cast_by_row(values, pa.string(), path, where,
+    return _cast_by_row(values, pa.string(), where,
                         lambda v: f"field {field!r} is the bytes {v.as_py()!r}, which are not UTF-8 text; expected "
                                   f"{expected}")
 
 
-def _cast_by_row(values: pa.Array, to: pa.DataType, path: Path, where: Where, said) -> pa.Array:
+def _cast_by_row(values: pa.Array, to: pa.DataType, where: Where, said) -> pa.Array:
     """``values`` cast to ``to``; where one does not cast, a DataError naming its row (``where``) with
     ``said(value)``."""
     cast = functools.partial(pa.Array.cast, target_type=to)
@@ -110,7 +110,7 @@ def titles_as_text(columns: dict[str, pa.Array], title: str | None, path: Path, 
     if pa.types.is_dictionary(titles.type):
         titles = titles.dictionary_decode()
     if _is_bytes(titles.type):
-        titles = _utf8(titles, path, where, title, "a title written as UTF-8")
+        titles = _utf8(titles, where, title, "a title written as UTF-8")
     try:
         titles = titles.cast(pa.string())
     except pa.ArrowNotImplementedError as exc:
@@ -120,7 +120,7 @@ def titles_as_text(columns: dict[str, pa.Array], title: str | None, path: Path, 
     return int(pc.sum(empty).as_py() or 0)
 
 
-def whole_number_ids(columns: dict[str, pa.Array], path: Path, where: Where) -> None:
+def whole_number_ids(columns: dict[str, pa.Array], where: Where) -> None:
     """Float id columns (pandas writes an integer column as float64 once it held a missing value) read as the
     whole numbers they hold, so 2.0 is user "2", as an int64 column gives it, not "2.0"; in place. A DataError
     names the row of the first value that is not a whole number below 2^53 (2^24 in float32), beyond which a float
@@ -232,7 +232,7 @@ def first_uncast(column: pa.Array, cast) -> int:
     return lo
 
 
-def check_values(columns: dict[str, pa.Array], path: Path, where: Where) -> None:
+def check_values(columns: dict[str, pa.Array], where: Where) -> None:
     """DataError naming the line (CSV) or row (Parquet) of the first empty id or timestamp, or non-finite
     rating."""
     for name in ("user_id", "movie_id"):
