@@ -100,6 +100,7 @@ def test_ctrl_c_ends_training_in_one_line_with_status_130_and_keeps_its_checkpoi
     import signal
     import subprocess
     import sys
+    import threading
     from pathlib import Path
 
     run = tmp_path / "run"
@@ -108,12 +109,20 @@ def test_ctrl_c_ends_training_in_one_line_with_status_130_and_keeps_its_checkpoi
     train = subprocess.Popen([str(Path(sys.executable).parent / "scaleout"), "train", "--run", str(run), "--epochs",
                               "10000", "--checkpoint-min-interval", "0"], stderr=subprocess.PIPE, text=True, env=env)
     said = []
-    for line in train.stderr:  # Ctrl-C once the first checkpoint is written
-        said.append(line)
-        if "checkpoint of epoch 1 written" in line:
-            train.send_signal(signal.SIGINT)
-            break
-    rest, status = train.stderr.read(), train.wait(timeout=120)
+    watchdog = threading.Timer(300, train.kill)  # no checkpoint line in 5 minutes: end it, and fail below
+    watchdog.start()
+    try:
+        for line in train.stderr:  # Ctrl-C once the first checkpoint is written
+            said.append(line)
+            if "checkpoint of epoch 1 written" in line:
+                train.send_signal(signal.SIGINT)
+                break
+        rest, status = train.stderr.read(), train.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        if train.poll() is None:
+            train.kill()
+    assert any("checkpoint of epoch 1 written" in line for line in said), "".join(said)[-3000:]
     ours = [line for line in rest.splitlines() if line.startswith("scaleout train:")]
     assert status == 130 and "Traceback" not in rest, "".join(said)[-2000:] + rest[-3000:]
     assert ours == ["scaleout train: interrupted; what it finished stays, and the next command on the run removes "
