@@ -2,6 +2,7 @@
 (as tests/raycluster.py gives the second node its own disk), so the writes fail with ENOSPC as on a full volume."""
 
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ def on_a_small_disk(tmp_path: Path, mib: int, *commands: tuple, copy_in: Path | 
     return statuses, (tmp_path / "stderr.txt").read_text(), [p for p in lines if p.startswith(".")]
 
 
+def on_tmpfs_mib(root: Path) -> float:
+    """What the files under ``root`` take on a tmpfs, in MiB: each file's size rounded up to whole 4 KiB pages."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in root.rglob("*") if p.is_file()) / 2**20
+
+
 def error_line(stderr: str, command: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith(f"scaleout {command}: error:")]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
@@ -43,9 +49,19 @@ def test_prepare_on_a_full_disk_says_where_room_is_short_and_leaves_nothing(tmp_
 
 
 def test_a_checkpoint_the_disk_cannot_hold_ends_training_in_one_line_and_is_not_left_half_written(tmp_path):
-    # the data fit (about 0.4 MiB); the checkpoint of the towers and their Adagrad slots, about 12 MiB, does not
+    from conftest import run_cli
+
+    # the disk holds the data and about half a checkpoint: the towers' variables (the checkpoint holds them and an
+    # Adagrad slot for each), measured by training on this disk first
+    measured = tmp_path / "measured"
+    for args in (("prepare", "--run", measured, "--source", "synthetic", "--synthetic-interactions", 20_000),
+                 ("train", "--run", measured, "--epochs", 1)):
+        assert run_cli(*args).returncode == 0
+    variables = sum(on_tmpfs_mib(measured / "model" / f"{side}_tower" / "variables") for side in ("query", "candidate"))
+    assert variables > 2, variables  # room to fall inside the checkpoint's writes
+    size = round(on_tmpfs_mib(measured / "data") + variables + 0.5)
     statuses, stderr, left = on_a_small_disk(
-        tmp_path, 8, ("prepare", "--run", "RUN", "--source", "synthetic", "--synthetic-interactions", 20_000),
+        tmp_path, size, ("prepare", "--run", "RUN", "--source", "synthetic", "--synthetic-interactions", 20_000),
         ("train", "--run", "RUN", "--epochs", 2))
     line = error_line(stderr, "train")
     assert statuses == [0, 1], stderr[-3000:]
@@ -61,14 +77,22 @@ def test_an_index_the_disk_cannot_hold_ends_in_one_line_naming_the_file_and_leav
     for args in (("prepare", "--run", trained, "--source", "synthetic", "--synthetic-interactions", 20_000),
                  ("train", "--run", trained, "--epochs", 1)):
         assert run_cli(*args).returncode == 0
-    # about 6.8 MiB of data and towers, 2.5 MiB of embeddings, then 2.5 MiB for each index: at 11 MiB BruteForce's
-    # array is cut short (numpy's "N requested and M written", no errno), at 13 MiB ScaNN's searcher ("I/O error")
-    _, stderr, left = on_a_small_disk(tmp_path, 11, ("index", "--run", "RUN"), copy_in=trained)
+    # the disk sizes come from an index built on this disk: the trained run and the embeddings, then half of
+    # BruteForce's array (numpy's "N requested and M written", no errno), or all of it and half of ScaNN's searcher
+    measured = tmp_path / "measured" / "run"
+    shutil.copytree(trained, measured)
+    assert run_cli("index", "--run", measured).returncode == 0
+    before = on_tmpfs_mib(trained) + on_tmpfs_mib(measured / "embeddings")
+    brute, scann = on_tmpfs_mib(measured / "index" / "brute_force"), on_tmpfs_mib(measured / "index" / "scann")
+    assert brute > 2 and scann > 2, (brute, scann)  # room to fall inside each index's writes
+    _, stderr, left = on_a_small_disk(tmp_path, round(before + brute / 2 + 0.5), ("index", "--run", "RUN"),
+                                      copy_in=trained)
     line = error_line(stderr, "index")
     assert "[Errno 28] No space left on device? A write was cut short (" in line
     assert "/index/.brute_force.tmp-" in line and "embeddings.npy'; free space: the run's" in line
     assert not any(p.startswith("./index/") for p in left), left
-    _, stderr, left = on_a_small_disk(tmp_path / "again", 13, ("index", "--run", "RUN"), copy_in=trained)
+    _, stderr, left = on_a_small_disk(tmp_path / "again", round(before + brute + scann / 2 + 0.5),
+                                      ("index", "--run", "RUN"), copy_in=trained)
     line = error_line(stderr, "index")
     assert "[Errno 5] ScaNN could not write its searcher (" in line and "is the disk full?" in line
     assert f"'{tmp_path / 'again' / 'disk' / 'r' / 'index' / 'scann'}'; free space: the run's" in line
