@@ -101,4 +101,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from scaleout.cli.ending import ended
+
+    ended(main)

@@ -226,9 +226,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from scaleout.cli.ending import ended
+
     if len(sys.argv) > 1 and sys.argv[1] == "--load-worker":
         load_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--one-process-worker":
         one_process_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     else:
-        main()
+        ended(main)

@@ -106,4 +106,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from scaleout.cli.ending import ended
+
+    ended(main)

@@ -133,4 +133,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from scaleout.cli.ending import ended
+
+    ended(main)

@@ -143,4 +143,6 @@ def plot(scores: dict, climbs: dict, best, path: Path, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from scaleout.cli.ending import ended
+
+    ended(main)

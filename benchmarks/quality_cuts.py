@@ -281,4 +281,6 @@ def point_line(point: dict | None, base: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from scaleout.cli.ending import ended
+
+    ended(main)

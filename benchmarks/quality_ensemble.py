@@ -111,4 +111,6 @@ def standardised(scores: np.ndarray) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main()
+    from scaleout.cli.ending import ended
+
+    ended(main)

@@ -230,7 +230,9 @@ def print_spread(spread: dict, base: dict) -> None:
 
 
 if __name__ == "__main__":
+    from scaleout.cli.ending import ended
+
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    main()
+    ended(main)

@@ -279,4 +279,6 @@ def finish(search: dict, out: Path, report_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from scaleout.cli.ending import ended
+
+    ended(main)

@@ -99,4 +99,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from scaleout.cli.ending import ended
+
+    ended(main)

@@ -183,4 +183,6 @@ def whole_table_l2(on: bool):
 
 
 if __name__ == "__main__":
-    main()
+    from scaleout.cli.ending import ended
+
+    ended(main)

@@ -7,6 +7,7 @@ import errno
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from scaleout.errors import ScaleoutError, first_line
 from scaleout.storage import is_remote
@@ -29,6 +30,15 @@ def reported(prog: str, work, run: str | None, resumable: bool = False) -> int:
         print(line, file=sys.stderr)
         return 1
     return 0
+
+
+def ended(main) -> NoReturn:
+    """A script's ending (benchmarks/*.py): ``main()`` run through ``reported`` under the name it was started by,
+    so that bad input ends it in one line and status 1, Ctrl-C in one line and 130; the status is ``main``'s own
+    where it returns one."""
+    said = []
+    status = reported(sys.argv[0], lambda: said.append(main()), None)
+    sys.exit(status or (said[0] if said and isinstance(said[0], int) else 0))
 
 
 def interrupted(prog: str, resumable: bool) -> str:
