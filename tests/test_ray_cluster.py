@@ -183,6 +183,26 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(
     assert not [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-*") if f"-{victim}-" in p.name]
 
 
+def test_a_killed_worker_past_max_failures_ends_the_job_in_one_line_naming_its_process(cluster, tmp_path):
+    root = small_run(tmp_path)
+    job = started_job(cluster, "--run", root, "--epochs", 30, *SMALL, "--max-failures", 0)
+    try:
+        wait_for_checkpoint(root, job)
+        victim, out = kill_a_worker(cluster, job)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0, out[-4000:]
+    errors = [line for line in out.splitlines() if "jobs/train.py: error:" in line]
+    assert len(errors) == 1, out[-4000:]
+    said = errors[0][errors[0].index("jobs/train.py: error:"):]
+    # one clause a failed worker (the other may fail too, its collective cut), not Ray's pages of tracebacks
+    assert said.startswith("jobs/train.py: error: Ray training failed (--max-failures 0): worker "), said
+    assert f"its process (pid {victim} on " in said and ") ended (" in said and "Error Snippet" not in said, said
+    assert "Ray Train's whole error:" in out and "[Rank " in out  # the whole of it logged before
+    assert not (root / "model").exists()
+
+
 def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_never_stopped(cluster, tmp_path):
     """A checkpoint 8 steps into each epoch (``--checkpoint-every-steps``): a worker killed mid-run is replaced,
     the group resumes at the step of the newest checkpoint, each worker's input where it left it, and every

@@ -37,6 +37,7 @@ from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingD
 from scaleout import storage
 from scaleout.nodes import check_nodes_share
 from scaleout.rundir import RunDir
+from scaleout.train.ray_failures import summary
 from scaleout.scratch import scratch
 from scaleout.storage import forwarded_env
 from scaleout.tfenv import RUNTIME_ENV_VARS
@@ -300,7 +301,9 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     try:
         trainer.fit()
     except Exception as exc:  # Ray raises its own error types for a failed run
-        raise ScaleoutError(f"Ray training failed: {exc}") from exc
+        log.error("Ray Train's whole error:\n%s", exc)  # every worker's traceback; the error line gives one clause each
+        raise ScaleoutError(f"Ray training failed (--max-failures {train_cfg.max_failures}): {summary(exc)}; each "
+                            "worker's whole error is in the log above") from exc
     if fs.get_file_info(diverged).type == pafs.FileType.File:
         with fs.open_input_stream(diverged) as f:
             raise TrainingDiverged(f.read().decode())
