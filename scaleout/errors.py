@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,9 +28,10 @@ class ConfigError(ScaleoutError, ValueError):
 
 
 def first_line(exc: BaseException) -> str:
-    """An exception's message, its first line only: TensorFlow's errors run on with the op's graph, where the
-    command line gives one line."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """An exception's message, its first line only, less TensorFlow's op prefix ("{{function_node ...}} "):
+    TensorFlow's errors run on with the op's graph, where the command line gives one line."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line) or type(exc).__name__
 
 
 class TrainingDiverged(ScaleoutError):

@@ -4,7 +4,6 @@ in any library, 130 on Ctrl-C), never a traceback but for a bug."""
 from __future__ import annotations
 
 import errno
-import re
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -56,8 +55,7 @@ def error_line(prog: str, exc: Exception, run: str | None) -> str | None:
     full = _no_space(exc)
     if not (isinstance(exc, (ScaleoutError, OSError)) or full):
         return None
-    said = str(exc) if isinstance(exc, (ScaleoutError, OSError)) else first_line(exc)
-    said = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", said)  # TensorFlow's op prefix
+    said = str(exc) if isinstance(exc, (ScaleoutError, OSError)) else first_line(exc)  # TensorFlow's: one line
     return f"{prog}: error: {said}" + (f"; {disks_free(run)}" if full else "")
 
 

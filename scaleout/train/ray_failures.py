@@ -14,7 +14,6 @@ from scaleout.errors import ScaleoutError, first_line
 
 _EXIT_DETAIL = re.compile(r"Worker exit detail: (.*?)(?:\s+Some common causes|$)", re.S)
 _WHERE = re.compile(r"^\s*pid: (\d+)\s*\n\s*(?:namespace: \S*\s*\n\s*)?ip: (\S+)", re.M)
-_TF_OP = re.compile(r"\{\{function_node [^}]*\}\}\s*")
 
 
 def summary(exc: BaseException) -> str:
@@ -46,4 +45,4 @@ def cause(exc: BaseException) -> str:
         process = f"its process (pid {where.group(1)} on {where.group(2)})" if where else "its process"
         return (f"{process} ended ({detail}): killed, out of memory, or crashed; that node's Ray logs (`ray logs "
                 "cluster`) say which")
-    return f"{type(exc).__name__}: {_TF_OP.sub('', first_line(exc)).strip()}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
