@@ -72,6 +72,31 @@ def run_cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([str(command), *map(str, args)], capture_output=True, text=True, env=full_env, cwd=cwd)
 
 
+def ctrl_c_at(process: subprocess.Popen, marker: str, deadline: float = 300) -> tuple[str, str, int]:
+    """Sends SIGINT (Ctrl-C) to ``process`` (its stderr a text pipe) once a line of its stderr holds ``marker``:
+    (what it said before, what it said after, its exit status). A process that says no such line within
+    ``deadline`` seconds is killed and the test fails, naming what it said."""
+    import signal
+    import threading
+
+    said = []
+    watchdog = threading.Timer(deadline, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stderr:
+            said.append(line)
+            if marker in line:
+                process.send_signal(signal.SIGINT)
+                break
+        rest, status = process.stderr.read(), process.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+    assert any(marker in line for line in said), f"no {marker!r} in {deadline} s: " + "".join(said)[-3000:]
+    return "".join(said), rest, status
+
+
 @pytest.fixture(scope="session")
 def tree_run(pipeline_run, tmp_path_factory):
     """The pipeline's model, indexed again with ScaNN forced into a tree (1,682 candidates would get exact scoring)."""

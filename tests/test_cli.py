@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import run_cli
+from conftest import ctrl_c_at, run_cli
 
 
 def test_unknown_source_is_refused_by_the_parser(tmp_path):
@@ -97,10 +97,8 @@ def test_a_full_disk_error_says_how_much_room_the_runs_disk_and_the_temporary_on
 
 def test_ctrl_c_ends_training_in_one_line_with_status_130_and_keeps_its_checkpoints(tmp_path):
     import os
-    import signal
     import subprocess
     import sys
-    import threading
     from pathlib import Path
 
     run = tmp_path / "run"
@@ -108,23 +106,9 @@ def test_ctrl_c_ends_training_in_one_line_with_status_130_and_keeps_its_checkpoi
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     train = subprocess.Popen([str(Path(sys.executable).parent / "scaleout"), "train", "--run", str(run), "--epochs",
                               "10000", "--checkpoint-min-interval", "0"], stderr=subprocess.PIPE, text=True, env=env)
-    said = []
-    watchdog = threading.Timer(300, train.kill)  # no checkpoint line in 5 minutes: end it, and fail below
-    watchdog.start()
-    try:
-        for line in train.stderr:  # Ctrl-C once the first checkpoint is written
-            said.append(line)
-            if "checkpoint of epoch 1 written" in line:
-                train.send_signal(signal.SIGINT)
-                break
-        rest, status = train.stderr.read(), train.wait(timeout=120)
-    finally:
-        watchdog.cancel()
-        if train.poll() is None:
-            train.kill()
-    assert any("checkpoint of epoch 1 written" in line for line in said), "".join(said)[-3000:]
+    said, rest, status = ctrl_c_at(train, "checkpoint of epoch 1 written")  # Ctrl-C once the first one is written
     ours = [line for line in rest.splitlines() if line.startswith("scaleout train:")]
-    assert status == 130 and "Traceback" not in rest, "".join(said)[-2000:] + rest[-3000:]
+    assert status == 130 and "Traceback" not in rest, said[-2000:] + rest[-3000:]
     assert ours == ["scaleout train: interrupted; what it finished stays, and the next command on the run removes "
                     "any output it left unfinished; `scaleout train --resume` (or `jobs/train.py --resume`) continues "
                     "from the newest checkpoint"]

@@ -2,14 +2,13 @@
 command and the jobs end (scaleout.cli.ending.ended), not a traceback."""
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from benchscripts import BENCHMARKS
+from conftest import ctrl_c_at
 
 
 def bench(*args, tmp_path):
@@ -35,22 +34,8 @@ def test_ctrl_c_ends_a_benchmark_in_one_line_with_status_130(tmp_path):
     done = subprocess.Popen([sys.executable, "benchmarks/quality_preset.py", "--out", str(tmp_path)],
                             stderr=subprocess.PIPE, text=True, cwd=BENCHMARKS.parent,
                             env={**os.environ, "TMPDIR": str(tmp_path)})
-    said = []
-    watchdog = threading.Timer(300, done.kill)  # no epoch's line in 5 minutes: end it, and fail below
-    watchdog.start()
-    try:
-        for line in done.stderr:
-            said.append(line)
-            if "epoch 1/" in line:
-                done.send_signal(signal.SIGINT)
-                break
-        rest, status = done.stderr.read(), done.wait(timeout=120)
-    finally:
-        watchdog.cancel()
-        if done.poll() is None:
-            done.kill()
-    assert any("epoch 1/" in line for line in said), "".join(said)[-3000:]
-    assert status == 130 and "Traceback" not in rest, "".join(said)[-2000:] + rest[-3000:]
+    said, rest, status = ctrl_c_at(done, "epoch 1/")
+    assert status == 130 and "Traceback" not in rest, said[-2000:] + rest[-3000:]
     assert rest.splitlines()[-1].startswith("benchmarks/quality_preset.py: interrupted;"), rest[-3000:]
     assert not list(tmp_path.glob("*.json"))  # no results written
     assert not list(tmp_path.glob("tmp*"))  # its temporary directory (the prepared data, the run) removed
