@@ -86,13 +86,15 @@ def test_a_full_disk_error_says_how_much_room_the_runs_disk_and_the_temporary_on
     run = tmp_path / "runs" / "r"
     said = disks_free(str(run))
     free = shutil.disk_usage(tmp_path).free / 2**20
-    match = re.fullmatch(r"free space: the run's \((.+?)\) ([\d,.]+) MiB of ([\d,.]+) MiB(.*)", said)
+    match = re.fullmatch(r"free space, its unfinished output removed: the run's \((.+?)\) ([\d,.]+) MiB of "
+                         r"([\d,.]+) MiB(.*)", said)
     assert match and match.group(1) == str(tmp_path.resolve()), said
     assert abs(float(match.group(2).replace(",", "")) - free) < 64, said  # other processes write meanwhile
     same = os.stat(tmp_path).st_dev == os.stat(tempfile.gettempdir()).st_dev
     assert (match.group(4) == "") == same, said
     # a run in the object store has no local disk: the temporary directory's alone
-    assert disks_free("s3://bucket/runs/r").startswith(f"free space: the temporary directory's ({tempfile.gettempdir()})")
+    assert disks_free("s3://bucket/runs/r").startswith(
+        f"free space, its unfinished output removed: the temporary directory's ({tempfile.gettempdir()})")
 
 
 def test_ctrl_c_ends_training_in_one_line_with_status_130_and_keeps_its_checkpoints(tmp_path):

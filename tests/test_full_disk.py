@@ -44,7 +44,8 @@ def test_prepare_on_a_full_disk_says_where_room_is_short_and_leaves_nothing(tmp_
                                                            "--synthetic-interactions", 300_000))
     line = error_line(stderr, "prepare")
     assert statuses == [1] and "No space left on device" in line
-    assert f"free space: the run's ({tmp_path / 'disk'}) " in line and "the temporary directory's" in line
+    assert f"free space, its unfinished output removed: the run's ({tmp_path / 'disk'}) " in line
+    assert "the temporary directory's" in line
     assert left == []  # no run folder at all: prepare writes beside it, then renames
 
 
@@ -66,7 +67,7 @@ def test_a_checkpoint_the_disk_cannot_hold_ends_training_in_one_line_and_is_not_
     line = error_line(stderr, "train")
     assert statuses == [0, 1], stderr[-3000:]
     assert "checkpoint_local-000002" in line and "No space left on device" in line and "{{function_node" not in line
-    assert f"free space: the run's ({tmp_path / 'disk' / 'r'}) " in line
+    assert f"free space, its unfinished output removed: the run's ({tmp_path / 'disk' / 'r'}) " in line
     assert not any("checkpoint_local" in p for p in left) and "./data/manifest.json" in left and "./model" not in left
 
 
@@ -89,11 +90,13 @@ def test_an_index_the_disk_cannot_hold_ends_in_one_line_naming_the_file_and_leav
                                       copy_in=trained)
     line = error_line(stderr, "index")
     assert "[Errno 28] No space left on device? A write was cut short (" in line
-    assert "/index/.brute_force.tmp-" in line and "embeddings.npy'; free space: the run's" in line
+    assert "/index/.brute_force.tmp-" in line
+    assert "embeddings.npy'; free space, its unfinished output removed: the run's" in line
     assert not any(p.startswith("./index/") for p in left), left
     _, stderr, left = on_a_small_disk(tmp_path / "again", round(before + brute + scann / 2 + 0.5),
                                       ("index", "--run", "RUN"), copy_in=trained)
     line = error_line(stderr, "index")
     assert "[Errno 5] ScaNN could not write its searcher (" in line and "is the disk full?" in line
-    assert f"'{tmp_path / 'again' / 'disk' / 'r' / 'index' / 'scann'}'; free space: the run's" in line
+    assert f"'{tmp_path / 'again' / 'disk' / 'r' / 'index' / 'scann'}'; free space, its unfinished output removed: " \
+        "the run's" in line
     assert "./index/brute_force/index.json" in left and not any(p.startswith("./index/scann") for p in left), left

@@ -83,4 +83,4 @@ def disks_free(run: str | None) -> str:
         seen.add(path.stat().st_dev)
         usage = shutil.disk_usage(path)
         places.append(f"{what} ({path}) {usage.free / 2**20:,.1f} MiB of {usage.total / 2**20:,.1f} MiB")
-    return "free space: " + ", ".join(places)
+    return "free space, its unfinished output removed: " + ", ".join(places)  # not what the failed write met
