@@ -1,4 +1,9 @@
-"""Whether every node of the connected Ray cluster sees a local path as this process does.
+"""What the connected Ray cluster offers the work placed on it: CPUs for every worker, and a local path every node
+sees as this process does.
+
+Ray waits for CPUs the cluster does not have (Ray Train's workers for ever, Ray
+Data's actor pool ten minutes) instead of failing: ``check_cpus`` refuses such a
+request before any work.
 
 A run on one machine's disk works with the Ray backend on that machine, or on a
 cluster whose nodes all mount the same directory; on nodes that share no disk,
@@ -24,6 +29,15 @@ HEAD_BYTES = 1 << 20  # of a file, hashed on each node: enough to tell two files
 MARKER = ".scaleout-node-check-"  # then a random id: written into a directory for the check, removed after it
 ON_A_CLUSTER = ("on a cluster, give --run s3://BUCKET/PREFIX (or gs://), or a directory every node mounts at the "
                 "same path")
+
+
+def check_cpus(workers: int, cpus_per_worker: float, cluster_cpus: float, what: str = "workers") -> None:
+    """ConfigError where ``workers`` x ``cpus_per_worker`` CPUs are more than ``cluster_cpus``, the connected
+    cluster's (``ray.cluster_resources()``)."""
+    needed = workers * cpus_per_worker
+    if needed > cluster_cpus:
+        raise ConfigError(f"{workers} {what} x {cpus_per_worker:g} CPU need {needed:g} CPUs; the Ray cluster has "
+                          f"{cluster_cpus:g}")
 
 
 def look(path: str) -> tuple[int, str] | None:

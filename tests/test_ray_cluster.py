@@ -325,6 +325,20 @@ def test_a_diverging_run_on_two_workers_stops_once_with_one_line_and_saves_nothi
     assert not (root / "model").exists()
 
 
+def test_more_embedding_workers_than_the_cluster_has_cpus_for_are_refused_before_any_work(cluster, pipeline_run,
+                                                                                           tmp_path):
+    # Ray Data's actor pool would wait ten minutes for a third CPU (wait_for_min_actors_s), then fail
+    root = tmp_path / "run"
+    for part in ("data", "model"):
+        shutil.copytree(pipeline_run[0] / part, root / part)
+    result = run_cli("index", "--run", root, "--backend", "ray", "--address", cluster.address, "--workers", 3,
+                     env=cluster.env)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == ("scaleout index: error: 3 embedding workers x 1 CPU need 3 CPUs; the "
+                                              "Ray cluster has 2")
+    assert sorted(p.name for p in root.iterdir()) == ["data", "model"]  # no plan, parts or embeddings begun
+
+
 FRESH_QUERY = """
 import sys, json
 import scann  # registers ScaNN's ops for the ScaNN export; TensorFlow alone serves the BruteForce one

@@ -170,6 +170,12 @@ def embed_candidates(model_dir: str | Path, candidates: str | Path, out_dir: str
     if stored is not None:
         parts = [dataclasses.replace(p, file=stored.candidates.get(p.file, p.file)) for p in parts]
     load_candidate_tower_check(model_dir)
+    if backend == "ray":  # every actor up before parts are handed out (_run_ray): the CPUs must be there
+        import ray
+
+        from scaleout.nodes import check_cpus
+
+        check_cpus(workers, cpus_per_worker, ray.cluster_resources().get("CPU", 0), "embedding workers")
     if backend == "ray" and stored is None:  # a local run: the actors, wherever Ray places them, read and write here
         from scaleout.nodes import check_nodes_share
 

@@ -35,7 +35,7 @@ from scaleout.config import ModelConfig, TrainConfig, from_dict
 from scaleout.data.dataset import MANIFEST, Dataset
 from scaleout.errors import ArtifactError, ConfigError, ScaleoutError, TrainingDiverged
 from scaleout import storage
-from scaleout.nodes import check_nodes_share
+from scaleout.nodes import check_cpus, check_nodes_share
 from scaleout.rundir import RunDir
 from scaleout.train.ray_failures import summary
 from scaleout.scratch import scratch
@@ -244,10 +244,7 @@ def preflight(run: RunDir, dataset: Dataset, model_cfg: ModelConfig, train_cfg: 
               cluster_cpus: float) -> tuple[str, int, dict]:
     """Every check that can fail before training; returns the checkpoint location, the steps of an epoch and what
     a checkpoint must match to be continued (``resume_identity``)."""
-    needed = train_cfg.workers * train_cfg.cpus_per_worker
-    if needed > cluster_cpus:
-        raise ConfigError(f"{train_cfg.workers} workers x {train_cfg.cpus_per_worker} CPU need {needed} CPUs; "
-                          f"the Ray cluster has {cluster_cpus:g}")
+    check_cpus(train_cfg.workers, train_cfg.cpus_per_worker, cluster_cpus)
     steps = steps_per_epoch(assign_files(dataset.files("train"), train_cfg.workers),
                             train_cfg.batch_size // train_cfg.workers)
     location = storage_location(run, train_cfg)
