@@ -69,6 +69,7 @@ def replace_dir(complete: Path, final: Path, marker: str, force: bool = False) -
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, old)
     os.rename(complete, final)
+    moved(complete, final)
     if old is not None:
         if old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
@@ -159,6 +160,24 @@ class ChecksumCache:
                 return None
         return row[0] if row else None
 
+    def moved(self, old: Path, new: Path) -> None:
+        """The entries of the file or directory tree at ``old``, renamed to ``new``, under their new paths: a
+        writer hashes its files under a temporary name, and a rename keeps each file's size, mtime and inode."""
+        old, new = str(old.parent.resolve() / old.name), str(new.parent.resolve() / new.name)
+        with self._lock:
+            db = self._open()
+            if not db:
+                return
+            try:
+                # a path or any path under it: "/" is followed by "0" in byte order (the primary key's index)
+                under = "path=? OR (path>? AND path<?)"
+                # whatever was recorded under the new paths went with the rename
+                db.execute(f"DELETE FROM sha256 WHERE {under}", (new, new + "/", new + "0"))
+                db.execute(f"UPDATE sha256 SET path=? || substr(path, ?) WHERE {under}",
+                           (new, len(old) + 1, old, old + "/", old + "0"))
+            except sqlite3.Error:
+                pass  # a busy or read-only cache: the files are hashed again under their new paths
+
     def put(self, key, digest):
         with self._lock:
             db = self._open()
@@ -172,6 +191,12 @@ class ChecksumCache:
 
 
 _CACHE = ChecksumCache()
+
+
+def moved(old: str | Path, new: str | Path) -> None:
+    """Tells the checksum cache that the file or directory ``old`` was renamed to ``new`` (``os.replace``), so
+    that its files, hashed by their writer, are not read again under their new names."""
+    _CACHE.moved(Path(old), Path(new))
 
 
 def tree_fingerprint(root: str | Path) -> str:

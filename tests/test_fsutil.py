@@ -78,3 +78,30 @@ def test_one_writer_per_run_and_leftovers_of_killed_writers_are_removed(tmp_path
     assert after.returncode == 1 and "not a prepared dataset" in after.stderr  # the lock was free: it ran
     assert "removing what an interrupted command left" in after.stderr and ".model.tmp-0badc0de" in after.stderr
     assert sorted(p.name for p in run.root.rglob("*")) == [".embeddings.partial", "metrics"]
+
+
+def test_files_hashed_by_their_writer_are_not_read_again_once_renamed(tmp_path, monkeypatch):
+    import hashlib
+
+    from scaleout import fsutil
+
+    with fsutil.atomic_dir(tmp_path / "set", "manifest.json") as tmp:  # a directory renamed into place
+        (tmp / "a").mkdir()
+        (tmp / "a" / "x.bin").write_bytes(os.urandom(100_000))
+        (tmp / "manifest.json").write_text("{}")
+        recorded = fsutil.checksums(tmp)
+    part = tmp_path / ".part.tmp-1"  # a file renamed into place, as an embedding part is
+    part.write_bytes(os.urandom(1000))
+    digest = fsutil.sha256(part)
+    os.replace(part, tmp_path / "part")
+    fsutil.moved(part, tmp_path / "part")
+
+    def read(*args, **kwargs):
+        raise AssertionError(f"read again: {args}")
+
+    monkeypatch.setattr(fsutil, "open", read, raising=False)  # fsutil.sha256 reads with open()
+    assert fsutil.checksums(tmp_path / "set") == recorded and fsutil.sha256(tmp_path / "part") == digest
+    monkeypatch.undo()
+    # written again under its new name, a file is read again: its state (size, mtime, inode) is another
+    (tmp_path / "set" / "a" / "x.bin").write_bytes(b"other")
+    assert fsutil.checksums(tmp_path / "set")["a/x.bin"]["sha256"] == hashlib.sha256(b"other").hexdigest()

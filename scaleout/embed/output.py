@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from scaleout import __version__, storage
 from scaleout.embed.embedding_set import EMBEDDINGS_JSON, FORMAT, ID, TITLE, VECTOR, EmbeddingSet
 from scaleout.errors import ArtifactError, DataError
-from scaleout.fsutil import json_fingerprint, replace_dir, sha256, utc_now, write_json
+from scaleout.fsutil import json_fingerprint, moved, replace_dir, sha256, utc_now, write_json
 from scaleout.names import part_name
 from scaleout.scratch import scratch
 
@@ -58,6 +58,7 @@ def write_part(out_dir: Path, number: int, ids: pa.Array, titles: pa.Array, vect
             storage.upload_file(tmp, storage.join(str(out_dir), name))
         else:
             os.replace(tmp, out_dir / name)
+            moved(tmp, out_dir / name)
     summary = {"part": number, "rows": out.num_rows, "dim": dim, "bytes": size, "sha256": digest,
                "start": started, "end": time.time(), "tower_seconds": tower_seconds, "worker": worker}
     if remote:  # the sidecar last: a part counts as done only once it is there
