@@ -336,7 +336,8 @@ def test_more_embedding_workers_than_the_cluster_has_cpus_for_are_refused_before
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1] == ("scaleout index: error: 3 embedding workers x 1 CPU need 3 CPUs; the "
                                               "Ray cluster has 2")
-    assert sorted(p.name for p in root.iterdir()) == ["data", "model"]  # no plan, parts or embeddings begun
+    # the towers are recorded in artifacts.json as checked; no plan, part, embeddings or index begun
+    assert sorted(p.name for p in root.iterdir()) == ["artifacts.json", "data", "model"]
 
 
 FRESH_QUERY = """
