@@ -1,9 +1,9 @@
 """What the connected Ray cluster offers the work placed on it: CPUs for every worker, and a local path every node
 sees as this process does.
 
-Ray waits for CPUs the cluster does not have (Ray Train's workers for ever, Ray
-Data's actor pool ten minutes) instead of failing: ``check_cpus`` refuses such a
-request before any work.
+Ray waits for CPUs the cluster does not have instead of failing (the embedding
+job's actor pool up to the ten minutes it is given): ``check_cpus`` refuses
+such a request before any work.
 
 A run on one machine's disk works with the Ray backend on that machine, or on a
 cluster whose nodes all mount the same directory; on nodes that share no disk,
