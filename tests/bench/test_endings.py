@@ -18,7 +18,8 @@ def bench(*args, tmp_path):
 
 @pytest.mark.parametrize("args, said", [
     (("quality_preset.py", "--movielens", "{tmp}/nowhere"), "{tmp}/nowhere: no such file or directory"),
-    (("quality_preset.py", "--preset", "nosuch"), "unknown preset 'nosuch'; expected one of tutorial, quality, history"),
+    (("quality_preset.py", "--preset", "nosuch"),
+     "unknown preset 'nosuch'; expected one of tutorial, quality, history"),
     (("quality_preset.py", "--l2", "-1"), "l2 must be 0 or more, got -1.0"),
     (("held_out_users.py", "--movielens", "{tmp}"), "{tmp}/u.data not found."),
 ])
