@@ -43,6 +43,7 @@ from scaleout.errors import ConfigError
 from scaleout.names import MOVIE_ID, TIMESTAMP, USER_ID
 from scaleout.tfenv import tf
 from scaleout.train.features import FeatureTables, Timestamps
+from scaleout.train.initializers import TableInitializer
 
 QUERY_FEATURE = USER_ID
 CANDIDATE_FEATURE = MOVIE_ID
@@ -205,10 +206,10 @@ def log_popularity(counts: np.ndarray) -> np.ndarray:
     return np.log1p(np.concatenate([[0.0], np.asarray(counts, np.float64)]))[:, None].astype(np.float32)
 
 
-def initializer(stddev: float):
+def initializer(stddev: float) -> TableInitializer:
     """An embedding table's initial values (``ModelConfig.init_stddev``): 0, Keras' default (uniform in
-    [-0.05, 0.05]); above 0, normal with that standard deviation."""
-    return tf.keras.initializers.RandomNormal(stddev=stddev) if stddev > 0 else "uniform"
+    [-0.05, 0.05]); above 0, normal with that standard deviation. Drawn without full-size temporaries."""
+    return TableInitializer(stddev)
 
 
 def _embedding(rows: int, cfg: ModelConfig, name: str):
@@ -321,7 +322,7 @@ def id_tower(vocabulary: Sequence[str], dim: int, name: str) -> tf.keras.Model:
         [
             tf.keras.Input(shape=(), dtype=tf.string, name=f"{name}_id"),
             tf.keras.layers.StringLookup(vocabulary=np.asarray(vocabulary, dtype=object), mask_token=None),
-            tf.keras.layers.Embedding(len(vocabulary) + 1, dim),
+            tf.keras.layers.Embedding(len(vocabulary) + 1, dim, embeddings_initializer=TableInitializer()),
         ],
         name=name,
     )
