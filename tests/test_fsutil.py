@@ -80,11 +80,19 @@ def test_one_writer_per_run_and_leftovers_of_killed_writers_are_removed(tmp_path
     assert sorted(p.name for p in run.root.rglob("*")) == [".embeddings.partial", "metrics"]
 
 
+def _own_cache(monkeypatch, root):
+    """fsutil's checksum cache opened afresh under ``root`` (the tests' home may be anything)."""
+    from scaleout import fsutil
+
+    monkeypatch.setenv("SCALEOUT_CACHE_DIR", str(root))
+    monkeypatch.setattr(fsutil, "_CACHE", fsutil.ChecksumCache())
+    return fsutil
+
+
 def test_files_hashed_by_their_writer_are_not_read_again_once_renamed(tmp_path, monkeypatch):
     import hashlib
 
-    from scaleout import fsutil
-
+    fsutil = _own_cache(monkeypatch, tmp_path / "cache")
     with fsutil.atomic_dir(tmp_path / "set", "manifest.json") as tmp:  # a directory renamed into place
         (tmp / "a").mkdir()
         (tmp / "a" / "x.bin").write_bytes(os.urandom(100_000))
@@ -105,3 +113,22 @@ def test_files_hashed_by_their_writer_are_not_read_again_once_renamed(tmp_path, 
     # written again under its new name, a file is read again: its state (size, mtime, inode) is another
     (tmp_path / "set" / "a" / "x.bin").write_bytes(b"other")
     assert fsutil.checksums(tmp_path / "set")["a/x.bin"]["sha256"] == hashlib.sha256(b"other").hexdigest()
+
+
+def test_a_cache_that_cannot_be_opened_leaves_every_file_hashed_each_time(tmp_path, monkeypatch):
+    import hashlib
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache's folder would be")
+    fsutil = _own_cache(monkeypatch, blocked / "scaleout")
+    part = tmp_path / ".part.tmp-1"
+    part.write_bytes(b"rows")
+    assert fsutil.sha256(part) == hashlib.sha256(b"rows").hexdigest()
+    os.replace(part, tmp_path / "part")
+    fsutil.moved(part, tmp_path / "part")  # nothing to carry, and no error
+    reads = []
+    real_open = open
+    monkeypatch.setattr(fsutil, "open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k), raising=False)
+    assert fsutil.sha256(tmp_path / "part") == hashlib.sha256(b"rows").hexdigest()
+    assert reads == [tmp_path / "part"]  # read again: no cache remembered it
+    assert fsutil._CACHE._db is False

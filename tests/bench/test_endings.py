@@ -31,7 +31,7 @@ def test_bad_input_ends_a_benchmark_in_one_line_with_status_1(args, said, tmp_pa
 
 
 def test_ctrl_c_ends_a_benchmark_in_one_line_with_status_130(tmp_path):
-    # quality_preset prepares MovieLens 100K, then trains for about a minute: Ctrl-C once training has begun
+    # quality_preset prepares MovieLens 100K, then trains (about 10 s here): Ctrl-C once training has begun
     done = subprocess.Popen([sys.executable, "benchmarks/quality_preset.py", "--out", str(tmp_path)],
                             stderr=subprocess.PIPE, text=True, cwd=BENCHMARKS.parent,
                             env={**os.environ, "TMPDIR": str(tmp_path)})
