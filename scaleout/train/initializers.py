@@ -3,7 +3,8 @@
 Keras' random initializers draw a table eagerly, one operation at a time: the raw draw, then its scaling and
 shift, each a new tensor the size of the table. The allocator scaleout runs TensorFlow with keeps freed memory for
 TensorFlow's own later tensors (``scaleout.tfenv``), so a table of N bytes leaves its process about 3N larger,
-memory that numpy and ScaNN cannot have: at 100M interactions (10M users, 128 dimensions) that is about 10 GB.
+memory that numpy and ScaNN cannot have: at 100M interactions (10M users and 1M items, 128 dimensions: 5.6 GB
+of tables) about 11 GB more before the first step.
 ``TableInitializer`` draws the same values, bit for bit (the same stateless draw from the same seed, so the same
 ``tf.keras.utils.set_random_seed`` gives the same model as before), inside one ``tf.function`` whose seed is an
 argument: TensorFlow then scales and shifts the draw in place and the table costs its own size
