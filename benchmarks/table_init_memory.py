@@ -39,9 +39,11 @@ from scaleout.data.dataset import Dataset
 from scaleout.train.model import build_for_dataset
 from scaleout.train.presets import configs
 
+from scaleout.bench.measure import rss
+from scaleout.stages import peak_rss_bytes
+
 def memory():
-    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return {k: int(status[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
+    return {"VmRSS": rss(), "VmHWM": peak_rss_bytes()}
 
 path, way, what, dim, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 if way == "keras":  # the initializers scaleout used before TableInitializer

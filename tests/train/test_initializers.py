@@ -49,11 +49,9 @@ def test_its_config_round_trips_through_a_saved_layer():
 MEMORY = r"""
 import json, sys
 import scaleout
+from scaleout.bench.measure import rss
 from scaleout.tfenv import tf
 from scaleout.train.initializers import TableInitializer
-
-def rss():
-    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
 
 rows, dim = 500_000, 128  # 256 MB
 init = TableInitializer(float(sys.argv[2])) if sys.argv[1] == "scaleout" else "uniform"
