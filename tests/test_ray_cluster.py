@@ -1,14 +1,17 @@
 """The Ray backend on a real local cluster (`ray start --head`, token authentication), driven the
 way users drive it: `ray job submit ... -- python jobs/train.py` and `scaleout train --backend ray`."""
 
+import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +85,12 @@ def train_json(root):
 def checkpoint_cadence(epochs: list[dict], interval: float, slack: float = 0.25) -> list[dict]:
     """The epochs checkpointed (a stall recorded, and the last), after checking that each epoch after the first
     checkpoint was kept exactly when ``interval`` seconds had passed since the one before it ended (rank 0's
-    clock; ``slack`` for the moments between the epoch's end, its record and the decision)."""
+    clock; ``slack`` for the moments between the epoch's end, its record and the decision). ``epochs``: those
+    of one attempt of the workers (a resumed one's start at the first it trained)."""
     kept = [e for e in epochs[:-1] if "checkpoint_stall_seconds" in e] + [epochs[-1]]
     assert kept[0]["epoch"] < epochs[-1]["epoch"], "no checkpoint before the last epoch's"
     previous = kept[0]
-    for epoch in epochs[kept[0]["epoch"]:-1]:  # the epochs after the first checkpoint, but the last
+    for epoch in epochs[epochs.index(kept[0]) + 1:-1]:  # the epochs after the first checkpoint, but the last
         waited = epoch["ended_at"] - (previous["ended_at"] + previous["checkpoint_stall_seconds"])
         if "checkpoint_stall_seconds" in epoch:
             assert waited >= interval - slack, (epoch["epoch"], waited, interval)
@@ -94,6 +98,19 @@ def checkpoint_cadence(epochs: list[dict], interval: float, slack: float = 0.25)
         else:
             assert waited < interval + slack, (epoch["epoch"], waited, interval)
     return kept
+
+
+def failure_policy(out: str) -> list[str]:
+    """Ray Train's account of each replacement of the workers in a job's output (its controller logs a
+    "[FailurePolicy] RETRY" block: where the error came from and what it was), a line each."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in out.splitlines()]
+    found = []
+    for i, line in enumerate(lines):
+        if "[FailurePolicy] RETRY" in line:
+            prefix = line[:line.index("[FailurePolicy]")]  # the controller's "(TrainController pid=N) "
+            block = itertools.takewhile(lambda l: l.startswith(prefix), lines[i:i + 40])
+            found.append(" | ".join(t for t in (l[len(prefix):].strip() for l in block) if t)[:2000])
+    return found
 
 
 def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_run, tmp_path):
@@ -111,8 +128,18 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     # stood still for each is in the history (the last checkpoint's state.json was written before its own).
     assert trained["train"]["checkpoint_upload"] == "async"
     out = result.stdout + result.stderr
-    kept = checkpoint_cadence(trained["epochs"], trained["train"]["checkpoint_min_interval"])
-    assert out.count("and its upload started in") == len(kept) - 1, out[-3000:]
+    # Ray Train replaces a worker group that fails, from the last checkpoint (FailureConfig: CI saw it once,
+    # after epoch 1, its cause not in the part of the log kept). The run must still match one process; the
+    # checkpoints are counted on the epochs of the last attempt, and the replacement is reported with its cause.
+    # (One replaced before its first checkpoint starts afresh: no resume is recorded.)
+    resumed, retries = trained["resumed_at_epochs"], failure_policy(out)
+    assert len(retries) >= len(resumed), (resumed, out[-3000:])
+    if retries:
+        warnings.warn(f"Ray Train replaced the worker group (resumed at epochs {resumed}): {retries}")
+    kept = checkpoint_cadence(trained["epochs"][resumed[-1] if resumed else 0:],
+                              trained["train"]["checkpoint_min_interval"])
+    uploads = out.count("and its upload started in")  # a failed attempt's too, the one resumed from at least
+    assert uploads == len(kept) - 1 if not retries else uploads >= len(kept) - 1 + len(resumed), out[-3000:]
     assert out.count("written and stored in") == 1, out[-3000:]
     assert all(e["checkpoint_stall_seconds"] >= e["checkpoint_write_seconds"] > 0 for e in kept[:-1])
     # The workers (on this host) removed their scratch directories, shards, checkpoints and traces, before Ray
@@ -178,6 +205,8 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(
     # Every epoch trained and recorded once; the restart is in the record.
     assert [e["epoch"] for e in trained["epochs"]] == list(range(1, 31))
     assert len(trained["resumed_at_epochs"]) == 1 and trained["resumed_at_epochs"][0] >= state["epoch"]
+    [retry] = failure_policy(out)  # Ray Train's account of it, with its cause
+    assert "Source: worker group" in retry and f"pid={victim}" in retry, retry
     # The killed worker could not remove its scratch directory (its checkpoint of the epoch, perhaps); the
     # worker that replaced it on this host swept it.
     assert not [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-*") if f"-{victim}-" in p.name]
