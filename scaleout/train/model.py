@@ -26,6 +26,7 @@ from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.logits import in_batch_softmax, model_scores, softmax_loss
 from scaleout.train.ranking import RankTopK
+from scaleout.train.rows import RowAdagrad, read_rows
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, allreduce_dtype, global_batch,
                                      gradient_form, own_first, replicas_in_sync, rows_from_floats, slot_rows,
                                      traced_collectives)
@@ -342,7 +343,7 @@ class TwoTowerModel(tfrs.Model):
                 rows, where = tf.unique(g.indices)
                 summed = tf.math.unsorted_segment_sum(g.values, where, tf.size(rows))
                 touched = tf.cast(tf.reduce_any(tf.not_equal(summed, 0.0), axis=1, keepdims=True), v.dtype)
-                weights = tf.gather(v, rows) * touched
+                weights = read_rows(v, rows) * touched
                 out[i] = tf.IndexedSlices(summed + 2.0 * self.cfg.l2 * weights, rows, g.dense_shape)
             else:
                 touched = tf.cast(tf.reduce_any(tf.not_equal(g, 0.0), axis=1, keepdims=True), v.dtype)
@@ -353,7 +354,7 @@ class TwoTowerModel(tfrs.Model):
 
 
 def make_optimizer(cfg: ModelConfig) -> tf.keras.optimizers.Optimizer:
-    cls = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam,
+    cls = {"adagrad": RowAdagrad, "adam": tf.keras.optimizers.Adam,
            "sgd": tf.keras.optimizers.SGD}[cfg.optimizer]
     return cls(learning_rate=cfg.learning_rate)
 

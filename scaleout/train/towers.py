@@ -44,6 +44,7 @@ from scaleout.names import MOVIE_ID, TIMESTAMP, USER_ID
 from scaleout.tfenv import tf
 from scaleout.train.features import FeatureTables, Timestamps
 from scaleout.train.initializers import TableInitializer
+from scaleout.train.rows import RowEmbedding, read_rows
 
 QUERY_FEATURE = USER_ID
 CANDIDATE_FEATURE = MOVIE_ID
@@ -69,7 +70,7 @@ class CodeTable(tf.keras.layers.Layer):
                                      initializer="zeros", trainable=False)
 
     def call(self, rows):
-        return tf.gather(self.table, rows)
+        return read_rows(self.table, rows)
 
     def get_config(self):
         return {**super().get_config(), "rows": self.rows, "width": self.width, "table_dtype": self.table_dtype}
@@ -89,7 +90,7 @@ class PooledEmbedding(tf.keras.layers.Layer):
 
     def call(self, codes):
         present = tf.cast(codes > 0, self.compute_dtype)
-        summed = tf.reduce_sum(tf.gather(self.embeddings, codes) * present[..., None], axis=1)
+        summed = tf.reduce_sum(read_rows(self.embeddings, codes) * present[..., None], axis=1)
         return summed / tf.maximum(tf.reduce_sum(present, axis=1, keepdims=True), 1.0)
 
     def get_config(self):
@@ -113,7 +114,7 @@ class TimestampFeature(tf.keras.layers.Layer):
 
     def call(self, inputs):
         timestamp, row = inputs
-        value = tf.where(timestamp < 0, tf.gather(self.user_last, row), tf.cast(timestamp, tf.float32))
+        value = tf.where(timestamp < 0, read_rows(self.user_last, row), tf.cast(timestamp, tf.float32))
         bucket = tf.raw_ops.Bucketize(input=value, boundaries=self.boundaries)
         return bucket, ((value - self.mean) / self.std)[:, None]
 
@@ -140,12 +141,12 @@ class ItemEmbedding(tf.keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)):
-            return tf.gather(self.embeddings, inputs)
+            return read_rows(self.embeddings, inputs)
         rows, keep = inputs
         at = tf.where(keep)  # [nnz, 2]: (batch row, position)
         segment = tf.cast(at[:, 0], tf.int32)
         b = tf.shape(rows)[0]
-        summed = tf.math.unsorted_segment_sum(tf.gather(self.embeddings, tf.gather_nd(rows, at)), segment, b)
+        summed = tf.math.unsorted_segment_sum(read_rows(self.embeddings, tf.gather_nd(rows, at)), segment, b)
         count = tf.math.unsorted_segment_sum(tf.ones_like(segment, self.compute_dtype), segment, b)
         pooled = summed / tf.maximum(count, 1.0)[:, None]
         if training:
@@ -213,8 +214,7 @@ def initializer(stddev: float) -> TableInitializer:
 
 
 def _embedding(rows: int, cfg: ModelConfig, name: str):
-    return tf.keras.layers.Embedding(rows, cfg.embedding_dim, name=name,
-                                     embeddings_initializer=initializer(cfg.init_stddev))
+    return RowEmbedding(rows, cfg.embedding_dim, name=name, embeddings_initializer=initializer(cfg.init_stddev))
 
 
 def _coded(codes: np.ndarray, rows, name: str):
@@ -322,7 +322,7 @@ def id_tower(vocabulary: Sequence[str], dim: int, name: str) -> tf.keras.Model:
         [
             tf.keras.Input(shape=(), dtype=tf.string, name=f"{name}_id"),
             tf.keras.layers.StringLookup(vocabulary=np.asarray(vocabulary, dtype=object), mask_token=None),
-            tf.keras.layers.Embedding(len(vocabulary) + 1, dim, embeddings_initializer=TableInitializer()),
+            RowEmbedding(len(vocabulary) + 1, dim, embeddings_initializer=TableInitializer()),
         ],
         name=name,
     )
