@@ -26,10 +26,10 @@ from scaleout.tfenv import cpu_allocator, tf, tfrs
 from scaleout.train.features import FeatureTables, build_tables
 from scaleout.train.logits import in_batch_softmax, model_scores, softmax_loss
 from scaleout.train.ranking import RankTopK
-from scaleout.train.rows import RowAdagrad, read_rows
 from scaleout.train.replicas import (DENSE_GRADIENT_BYTES, all_reduce_step, allreduce_dtype, global_batch,
                                      gradient_form, own_first, replicas_in_sync, rows_from_floats, slot_rows,
                                      traced_collectives)
+from scaleout.train.rows import RowAdagrad, read_rows
 from scaleout.train.towers import (CANDIDATE_FEATURE, QUERY_FEATURE, TIMESTAMP_FEATURE, ItemEmbedding,
                                    candidate_tower, item_embedding, query_embeddings, query_tower, uses_history,
                                    uses_timestamp)

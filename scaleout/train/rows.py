@@ -31,12 +31,12 @@ def local_variable(variable):
     return variable
 
 
-def read_rows(table, rows, name: str | None = None) -> tf.Tensor:
+def read_rows(table, rows) -> tf.Tensor:
     """``tf.gather(table, rows)`` as a sparse read of the replica's copy of ``table`` (a variable)."""
     local = local_variable(table)
     if not hasattr(local, "sparse_read"):
-        return tf.gather(table, rows, name=name)
-    return local.sparse_read(rows, name=name)
+        return tf.gather(table, rows)
+    return local.sparse_read(rows)
 
 
 @tf.keras.utils.register_keras_serializable("scaleout")
