@@ -8,7 +8,7 @@ A Ray worker of a 2-worker run has one core of its own (scaleout.train.cpus), an
 on that core beside the training step: what a batch of input costs is taken from the step. This script pins
 itself to one CPU (``--cpu``), prepares the data (MovieLens 100K by default; ``--synthetic N``: N interactions
 at the 100M run's 10M users and 1M items, most ids of a buffer distinct), and times batches read inside a
-``tf.function`` of 8 steps, as training read them (``--steps-per-execution``'s default until 2026-12-06), at the default
+``tf.function`` of 8 steps, as training reads them (``--steps-per-execution``'s default), at the default
 preset's batch of 1,024 and a 2-worker share of 512, with the next batch's candidate ids (the lookahead a
 2-worker step sends ahead). The two pipelines alternate, ``--rounds`` times; prints the medians (ms a batch)
 and their ratio. The earlier pipeline is rebuilt here from ``iter_batches`` (str objects, a batch a call) with

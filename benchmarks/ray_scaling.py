@@ -81,9 +81,7 @@ RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
 BF16 = "2 Ray workers, bfloat16 all-reduce"
-EARLIER_STEPS = 8  # steps a call by default until 2026-12-06: the 2 workers run so too, every round, beside the default
-EARLIER = f"2 Ray workers, {EARLIER_STEPS} steps a call"
-EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned", BF16, EARLIER)  # the rest: round 1's
+EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned", BF16)  # the rest: the first round's
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
@@ -183,8 +181,6 @@ def main() -> None:
                              ("2 Ray workers, 1 step a call", "ray", 2, {"steps_per_execution": 1})]
             if label == "default preset":  # every round, beside the pinned workers (scaleout.train.cpus)
                 variants += [("2 Ray workers, not pinned", "ray", 2, {"pin_cpus": False})]
-                if train_cfg.steps_per_execution != EARLIER_STEPS:
-                    variants += [(EARLIER, "ray", 2, {"steps_per_execution": EARLIER_STEPS})]
             if train_cfg.allreduce_dtype != "bfloat16":  # every round: half the bytes in the step's all-reduce
                 variants += [(BF16, "ray", 2, {"allreduce_dtype": "bfloat16"})]
             plans[label] = (model_cfg, train_cfg, variants)
@@ -286,14 +282,6 @@ def main() -> None:
                                                         "median": round(statistics.median(against), 3)}
                     ratios["median_round_ratio_not_pinned"] = round(statistics.median(
                         u / statistics.mean(ones[r:r + 2]) for r, u in enumerate(unpinned["per_run"])), 3)
-                earlier = runs.get(EARLIER + WHERE[nodes])
-                if earlier:  # the same rounds at the earlier default's steps a call
-                    against = [t / e for t, e in zip(two["per_run"], earlier["per_run"])]
-                    ratios["over_earlier_steps_a_call"] = {"steps_a_call": EARLIER_STEPS,
-                                                           "rounds": [round(r, 3) for r in against],
-                                                           "median": round(statistics.median(against), 3)}
-                    ratios["median_round_ratio_earlier_steps_a_call"] = round(statistics.median(
-                        e / statistics.mean(ones[r:r + 2]) for r, e in enumerate(earlier["per_run"])), 3)
                 half = runs.get(BF16 + WHERE[nodes])
                 if half:  # the same rounds with a bfloat16 all-reduce: against one process, and 2 x 1 worker
                     ratios["bfloat16"] = {
@@ -341,12 +329,6 @@ def main() -> None:
                 print(f"2 workers{where} as above / not pinned, each round: "
                       + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
                       f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
-            if "over_earlier_steps_a_call" in ratios:
-                earlier = ratios["over_earlier_steps_a_call"]
-                print(f"2 workers{where} as above / {earlier['steps_a_call']} steps a call, each round: "
-                      + ", ".join(f"{r:.2f}" for r in earlier["rounds"]) + f"; median {earlier['median']:.2f} "
-                      f"({earlier['steps_a_call']} steps a call / one process, median of rounds: "
-                      f"{ratios['median_round_ratio_earlier_steps_a_call']:.2f})")
             if "bfloat16" in ratios:
                 half = ratios["bfloat16"]
                 print(f"2 workers{where}, bfloat16 all-reduce, each round / one process: "

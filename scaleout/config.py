@@ -223,10 +223,8 @@ class TrainConfig:
     seed: int = 42
     # Training steps per tf.function call: each call costs a round trip to Python and a wait for its
     # result; callbacks (the epoch's loss, the divergence check) then see every Nth step. 8 measured
-    # faster than 1 in one process and on 2 Ray workers; 32 as fast as 8 in one process and faster on
-    # 2 Ray workers, where every call's end is a barrier that waits for the slower worker's Python
-    # (benchmarks/ray_scaling.py, its "8 steps a call" row).
-    steps_per_execution: int = 32
+    # faster than 1 in one process and on 2 Ray workers (benchmarks/ray_scaling.py).
+    steps_per_execution: int = 8
     profile_epoch: int = 0  # trace this epoch (1..epochs) in every process that trains: RUN/metrics/profile
     backend: str = "local"
     # backend "ray" only
