@@ -402,7 +402,8 @@ class IndexJobConfig:
             object.__setattr__(self, name, values)
             unknown = [v for v in values if v not in INDEX_KINDS]
             if unknown:
-                raise ConfigError(f"unknown index kind(s) {unknown} in {name}; expected some of {', '.join(INDEX_KINDS)}")
+                raise ConfigError(f"unknown index kind(s) {unknown} in {name}; "
+                                  f"expected some of {', '.join(INDEX_KINDS)}")
         if not self.kinds:
             raise ConfigError(f"kinds is empty; expected some of {', '.join(INDEX_KINDS)}")
         _at_least(self, 1, "export_k")
