@@ -74,7 +74,12 @@ def kill_a_worker(cluster, job: subprocess.Popen) -> tuple[int, str]:
     assert [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-worker-*") if f"-{victim}-" in p.name]
     workers[-1].kill()
     psutil.wait_procs([workers[-1]], timeout=30)
-    out, _ = job.communicate(timeout=600)
+    try:
+        out, _ = job.communicate(timeout=600)
+    except subprocess.TimeoutExpired:  # fail with what the job said, not the bare timeout
+        job.kill()
+        out, _ = job.communicate()
+        pytest.fail(f"the job did not end within 600 s of worker {victim}'s kill; its output's end:\n{out[-6000:]}")
     return victim, out
 
 
