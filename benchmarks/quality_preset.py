@@ -23,9 +23,9 @@ machine's memory. Writes preset_<preset>_synthetic-<N>.json.
 --popularity-prior BETA trains the preset with that prior served
 (``ModelConfig.popularity_prior``: score + BETA x log(1 + the candidate's
 training count) at evaluation and serving, not in training); the file's name
-gets _prior-BETA after the preset's. --allreduce-dtype bfloat16 trains the
-2 workers with a bfloat16 all-reduce (``TrainConfig.allreduce_dtype``); the
-file's name gets _allreduce-bfloat16. --l2 L2 trains the preset with that L2
+gets _prior-BETA after the preset's. --allreduce-dtype DTYPE trains the 2
+workers with that all-reduce (``TrainConfig.allreduce_dtype``; the quality
+preset's is bfloat16); the file's name gets _allreduce-DTYPE. --l2 L2 trains the preset with that L2
 (``ModelConfig.l2``); the file's name gets _l2-L2. --init-stddev S draws the
 embedding tables from a normal with that deviation (``ModelConfig.init_stddev``);
 the file's name gets _init-S.

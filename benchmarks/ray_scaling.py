@@ -27,8 +27,9 @@ time goes:
 
 Ratios: 2 workers / one process (the goal is at least 0.8 at the default
 preset) and 2 workers / (2 x 1 worker) (scaling efficiency), each also for
-2 workers whose all-reduce is bfloat16 (--allreduce-dtype: half the bytes,
-the gradients rounded to 8 significant bits). This machine's
+2 workers whose all-reduce is in the other dtype than the preset's (the
+quality preset's is bfloat16: half the bytes of float32, the gradients
+rounded to 8 significant bits; --allreduce-dtype). This machine's
 speed drifts between minutes (by half within one run), so the runs go in
 --rounds: one process (without Ray's processes beside it, as a user's
 `scaleout train` runs), then Ray (each round starting its Ray runs one setting
@@ -80,8 +81,9 @@ from scaleout.train.presets import configs
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
-BF16 = "2 Ray workers, bfloat16 all-reduce"
-EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned", BF16)  # the rest: the first round's
+OTHER_DTYPE = {"float32": "bfloat16", "bfloat16": "float32"}  # the all-reduce's dtype set beside the preset's
+EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned",
+               *(f"2 Ray workers, {d} all-reduce" for d in OTHER_DTYPE))  # the rest: the first round's
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
@@ -181,8 +183,8 @@ def main() -> None:
                              ("2 Ray workers, 1 step a call", "ray", 2, {"steps_per_execution": 1})]
             if label == "default preset":  # every round, beside the pinned workers (scaleout.train.cpus)
                 variants += [("2 Ray workers, not pinned", "ray", 2, {"pin_cpus": False})]
-            if train_cfg.allreduce_dtype != "bfloat16":  # every round: half the bytes in the step's all-reduce
-                variants += [(BF16, "ray", 2, {"allreduce_dtype": "bfloat16"})]
+            other = OTHER_DTYPE[train_cfg.allreduce_dtype]  # every round: the step's all-reduce in the other dtype
+            variants += [(f"2 Ray workers, {other} all-reduce", "ray", 2, {"allreduce_dtype": other})]
             plans[label] = (model_cfg, train_cfg, variants)
             results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg), "runs": {}}
 
@@ -205,6 +207,7 @@ def main() -> None:
             rate = steady_examples_per_second(history)
             runs[name] = {"history": history, "per_run": previous.get("per_run", []) + [round(alone, 1)],
                 "workers": workers, "steps_per_execution": cfg.steps_per_execution,
+                "allreduce_dtype": cfg.allreduce_dtype,
                 "wall_seconds": round(time.monotonic() - start, 1), "epoch_seconds": [e["seconds"] for e in history],
                 "examples_per_second": round(rate, 1), "step_ms": round(1000 * cfg.batch_size / rate, 2),
                 "checkpoint_write_seconds": [e.get("checkpoint_write_seconds") for e in history],
@@ -282,16 +285,17 @@ def main() -> None:
                                                         "median": round(statistics.median(against), 3)}
                     ratios["median_round_ratio_not_pinned"] = round(statistics.median(
                         u / statistics.mean(ones[r:r + 2]) for r, u in enumerate(unpinned["per_run"])), 3)
-                half = runs.get(BF16 + WHERE[nodes])
-                if half:  # the same rounds with a bfloat16 all-reduce: against one process, and 2 x 1 worker
-                    ratios["bfloat16"] = {
+                other = OTHER_DTYPE[two["allreduce_dtype"]]
+                half = runs.get(f"2 Ray workers, {other} all-reduce" + WHERE[nodes])
+                if half:  # the same rounds with the other dtype's all-reduce: against one process, 2 x 1 worker
+                    ratios[other] = {
                         "round_ratios": [round(h / statistics.mean(ones[r:r + 2]), 3)
                                          for r, h in enumerate(half["per_run"])],
                         "scaling_efficiency_rounds": [round(h / (2 * w), 3)
                                                       for h, w in zip(half["per_run"], one_worker["per_run"])]}
                     for key, of in (("median_round_ratio", "round_ratios"),
                                     ("median_round_scaling_efficiency", "scaling_efficiency_rounds")):
-                        ratios["bfloat16"][key] = round(statistics.median(ratios["bfloat16"][of]), 3)
+                        ratios[other][key] = round(statistics.median(ratios[other][of]), 3)
                 result.setdefault("by_nodes", {})[str(nodes)] = ratios
                 if nodes == args.nodes[0]:  # the top-level figures: the first placement's (one node by default)
                     result.update(ratios)
@@ -322,24 +326,26 @@ def main() -> None:
             print(f"each round's 2 workers{where} / the one-process runs just before and after it: "
                   + ", ".join(f"{r['two_ray_workers']:,.0f} / ({r['one_process_before']:,.0f}, "
                               f"{r['one_process_after']:,.0f}) = {r['ratio']:.2f}" for r in ratios["rounds"])
-                  + f"; median {ratios['median_round_ratio']:.2f}")
+                  + f"; median {ratios['median_round_ratio']:.3f}")
             print(f"2 workers{where}: {two['cpu_pinning']}")
             if "pinned_over_not_pinned" in ratios:
                 pinned = ratios["pinned_over_not_pinned"]
                 print(f"2 workers{where} as above / not pinned, each round: "
                       + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
                       f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
-            if "bfloat16" in ratios:
-                half = ratios["bfloat16"]
-                print(f"2 workers{where}, bfloat16 all-reduce, each round / one process: "
+            other = OTHER_DTYPE[two["allreduce_dtype"]]
+            if other in ratios:
+                half = ratios[other]
+                print(f"2 workers{where} with a {other} all-reduce (the preset's: {two['allreduce_dtype']}), "
+                      "each round / one process: "
                       + ", ".join(f"{r:.2f}" for r in half["round_ratios"])
-                      + f"; median {half['median_round_ratio']:.2f}; scaling efficiency by round "
+                      + f"; median {half['median_round_ratio']:.3f}; scaling efficiency by round "
                       + ", ".join(f"{e:.2f}" for e in half["scaling_efficiency_rounds"])
-                      + f": median {half['median_round_scaling_efficiency']:.2f}")
+                      + f": median {half['median_round_scaling_efficiency']:.3f}")
             print(f"2 workers{where} / one process (pooled epochs): {ratios['two_workers_over_one_process']:.2f}   "
                   f"scaling efficiency 2 / (2 x 1 worker): {ratios['scaling_efficiency']:.2f} pooled; by round "
                   + ", ".join(f"{e:.2f}" for e in ratios["scaling_efficiency_rounds"])
-                  + f": median {ratios['median_round_scaling_efficiency']:.2f}")
+                  + f": median {ratios['median_round_scaling_efficiency']:.3f}")
     for result in results.values():  # each epoch's examples/s (pooled runs: both), not every logged value
         for run in result["runs"].values():
             run["examples_per_second_by_epoch"] = [e["examples_per_second"] for e in run.pop("history")]

@@ -232,7 +232,8 @@ class TrainConfig:
     cpus_per_worker: int = 1
     pin_cpus: bool = True  # each worker on CPUs of its own where that is safe (scaleout.train.cpus)
     # The step's packed all-reduce: "float32", or "bfloat16" for half the bytes, its gradients rounded to 8
-    # significant bits (row ids and logged values still exact; scaleout.train.replicas).
+    # significant bits (row ids and logged values still exact; scaleout.train.replicas). The quality preset's is
+    # bfloat16 (scaleout.train.presets).
     allreduce_dtype: str = "float32"
     # Checkpoints, both backends (the local backend's removed once its model is saved; scaleout.train.local)
     checkpoint_every: int = 1

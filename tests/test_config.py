@@ -83,7 +83,10 @@ def test_the_all_reduce_is_float32_unless_asked_for_bfloat16():
 
     parser = argparse.ArgumentParser()
     add_train_args(parser)
-    assert configs_from_args(parser.parse_args(["--backend", "ray"]))[1].allreduce_dtype == "float32"
+    # The quality preset (the default) all-reduces in bfloat16; the tutorial's keeps float32; the flag wins.
+    assert configs_from_args(parser.parse_args(["--backend", "ray"]))[1].allreduce_dtype == "bfloat16"
+    assert configs_from_args(parser.parse_args(["--preset", "tutorial"]))[1].allreduce_dtype == "float32"
+    assert configs_from_args(parser.parse_args(["--allreduce-dtype", "float32"]))[1].allreduce_dtype == "float32"
     assert configs_from_args(parser.parse_args(["--allreduce-dtype", "bfloat16"]))[1].allreduce_dtype == "bfloat16"
     with pytest.raises(SystemExit):
         parser.parse_args(["--allreduce-dtype", "float16"])

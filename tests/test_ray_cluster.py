@@ -165,9 +165,10 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     # batch's candidate rows (global negatives: 2 x 1,024 floats), in one packed all-reduce. Nothing else
     # (Keras would add one all-reduce per logged value, the optimizer one per sparse gradient, the input one
     # for its end; the rows of each step's own batch were sent by the step before).
+    # bfloat16, the quality preset's (its row ids as four 8-bit parts: 4 x 1,024 of them).
     [packed] = trained["collectives_per_step"]
-    assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "float32")
-    assert packed["elements"] is None or packed["elements"] > 2 * 1024
+    assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "bfloat16")
+    assert packed["elements"] is None or packed["elements"] > 4 * 1024
     local = json.loads((local_root / "metrics" / "train.json").read_text())
     assert local["collectives_per_step"] == []
     # TensorFlow's BFC allocator in the workers as in one process (scaleout.tfenv: the runtime environment)
@@ -311,9 +312,10 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
                              "--epochs", 8, *SMALL, env=cluster.env)
     assert without_resume.returncode == 1 and "pass --resume to continue it" in without_resume.stderr
 
-    # Resumed with a bfloat16 all-reduce: how the workers exchange gradients is not the model's identity.
+    # Resumed with a float32 all-reduce (the preset's is bfloat16): how the workers exchange gradients is not
+    # the model's identity.
     resumed = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, "--resume",
-                                       "--allreduce-dtype", "bfloat16"))
+                                       "--allreduce-dtype", "float32"))
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-4000:]
     assert f"resuming from the checkpoint of epoch {interrupted_at}/8" in out
@@ -322,8 +324,8 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     assert trained["resumed_at_epochs"] == [interrupted_at]
     assert "and its upload started in" in out and trained["train"]["checkpoint_upload"] == "async"
     [packed] = trained["collectives_per_step"]  # as the resumed workers traced their step
-    assert (packed["op"], packed["dtype"], trained["train"]["allreduce_dtype"]) == ("CollectiveReduceV2", "bfloat16",
-                                                                                    "bfloat16")
+    assert (packed["op"], packed["dtype"], trained["train"]["allreduce_dtype"]) == ("CollectiveReduceV2", "float32",
+                                                                                    "float32")
 
     # Continued in one process from the Ray run's last checkpoint (a cluster gone, say): two more epochs, Ray
     # Train's checkpoints left as they are, the local backend's own removed once the model is saved.
