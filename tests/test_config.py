@@ -76,7 +76,7 @@ def test_checkpoints_within_epochs_are_off_unless_asked_for():
         TrainConfig(checkpoint_every_steps=-1)
 
 
-def test_the_all_reduce_is_float32_unless_asked_for_bfloat16():
+def test_the_all_reduce_dtype_is_the_presets_unless_given():
     import argparse
 
     from scaleout.cli.options import add_train_args, configs_from_args

@@ -162,10 +162,10 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     assert [e.get("profiled", False) for e in trained["epochs"]] == [e["epoch"] == 2 for e in trained["epochs"]]
     assert trained["model"] == json.loads(json.dumps(configs("quality")[0].__dict__))
     # What a step sends between the workers, as they traced it: every gradient and logged value, and the next
-    # batch's candidate rows (global negatives: 2 x 1,024 floats), in one packed all-reduce. Nothing else
-    # (Keras would add one all-reduce per logged value, the optimizer one per sparse gradient, the input one
-    # for its end; the rows of each step's own batch were sent by the step before).
-    # bfloat16, the quality preset's (its row ids as four 8-bit parts: 4 x 1,024 of them).
+    # batch's candidate rows (global negatives: 1,024 ids, each as four 8-bit parts in bfloat16, the quality
+    # preset's dtype), in one packed all-reduce. Nothing else (Keras would add one all-reduce per logged value,
+    # the optimizer one per sparse gradient, the input one for its end; the rows of each step's own batch were
+    # sent by the step before).
     [packed] = trained["collectives_per_step"]
     assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "bfloat16")
     assert packed["elements"] is None or packed["elements"] > 4 * 1024

@@ -24,7 +24,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "model": {"logq_correction": True, "remove_accidental_hits": True, "l2": 0.1, "embedding_dim": 128},
         # The 2 workers' all-reduce in bfloat16: half the bytes of the step's one collective, the gradients
         # rounded to 8 significant bits. benchmarks/quality_preset.py measured the same recall@10 / @100 on 2
-        # Ray workers as with float32 (0.1801 / 0.6447 against 0.1801 / 0.6446), and benchmarks/ray_scaling.py
+        # Ray workers as with float32 (0.18005 / 0.64465 against 0.1801 / 0.64455), and benchmarks/ray_scaling.py
         # the faster step in five runs of six (README, "A bfloat16 all-reduce"). One process has no
         # all-reduce: nothing changes there.
         "train": {"batch_size": 1024, "epochs": 14, "allreduce_dtype": "bfloat16"},
