@@ -73,6 +73,7 @@ import scaleout
 from scale import training_data  # MovieLens 100K or synthetic at MovieLens 20M's shape (benchmarks/scale.py)
 from scaleout.bench.collectives import time_all_reduce
 from scaleout.bench.measure import steady_examples_per_second
+from scaleout.config import ALLREDUCE_DTYPES
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
 from scaleout.tfenv import RUNTIME_ENV_VARS
@@ -81,10 +82,15 @@ from scaleout.train.presets import configs
 RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
-OTHER_DTYPE = {"float32": "bfloat16", "bfloat16": "float32"}  # the all-reduce's dtype set beside the preset's
 EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned",
-               *(f"2 Ray workers, {d} all-reduce" for d in OTHER_DTYPE))  # the rest: the first round's
+               *(f"2 Ray workers, {d} all-reduce" for d in ALLREDUCE_DTYPES))  # the rest: the first round's
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
+
+
+def other_dtype(dtype: str) -> str:
+    """The all-reduce dtype run beside the preset's every round: the one of ALLREDUCE_DTYPES it is not."""
+    (other,) = (d for d in ALLREDUCE_DTYPES if d != dtype)
+    return other
 
 
 def input_seconds_per_batch(dataset, columns, batch: int, batches: int = 200) -> float:
@@ -183,10 +189,11 @@ def main() -> None:
                              ("2 Ray workers, 1 step a call", "ray", 2, {"steps_per_execution": 1})]
             if label == "default preset":  # every round, beside the pinned workers (scaleout.train.cpus)
                 variants += [("2 Ray workers, not pinned", "ray", 2, {"pin_cpus": False})]
-            other = OTHER_DTYPE[train_cfg.allreduce_dtype]  # every round: the step's all-reduce in the other dtype
+            other = other_dtype(train_cfg.allreduce_dtype)  # every round: the step's all-reduce in the other dtype
             variants += [(f"2 Ray workers, {other} all-reduce", "ray", 2, {"allreduce_dtype": other})]
             plans[label] = (model_cfg, train_cfg, variants)
-            results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg), "runs": {}}
+            results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg),
+                              "other_allreduce_dtype": other, "runs": {}}
 
         counter = itertools.count()  # every run checkpoints to a new place (a run refuses an earlier one's)
 
@@ -285,7 +292,7 @@ def main() -> None:
                                                         "median": round(statistics.median(against), 3)}
                     ratios["median_round_ratio_not_pinned"] = round(statistics.median(
                         u / statistics.mean(ones[r:r + 2]) for r, u in enumerate(unpinned["per_run"])), 3)
-                other = OTHER_DTYPE[two["allreduce_dtype"]]
+                other = result["other_allreduce_dtype"]
                 half = runs.get(f"2 Ray workers, {other} all-reduce" + WHERE[nodes])
                 if half:  # the same rounds with the other dtype's all-reduce: against one process, 2 x 1 worker
                     ratios[other] = {
@@ -333,7 +340,7 @@ def main() -> None:
                 print(f"2 workers{where} as above / not pinned, each round: "
                       + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
                       f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
-            other = OTHER_DTYPE[two["allreduce_dtype"]]
+            other = result["other_allreduce_dtype"]
             if other in ratios:
                 half = ratios[other]
                 print(f"2 workers{where} with a {other} all-reduce (the preset's: {two['allreduce_dtype']}), "

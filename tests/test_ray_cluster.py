@@ -168,7 +168,13 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     # sent by the step before).
     [packed] = trained["collectives_per_step"]
     assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "bfloat16")
-    assert packed["elements"] is None or packed["elements"] > 4 * 1024
+    # Counted: the candidate table's gradient over the global batch's rows, the user table's made dense (its
+    # vocabulary and the one unknown row), the next batch's rows in 4 parts, and the 2 logged values (the loss
+    # and the regularization loss), each as 3 parts in each of the 2 workers' slots.
+    model_cfg, train_cfg = configs("quality")
+    users = json.loads((root / "model" / "model.json").read_text())["vocab_sizes"]["user_id"] + 1
+    batch, dim = train_cfg.batch_size, model_cfg.embedding_dim
+    assert packed["elements"] == batch * dim + users * dim + 4 * batch + 3 * 2 * 2, (packed, users)
     local = json.loads((local_root / "metrics" / "train.json").read_text())
     assert local["collectives_per_step"] == []
     # TensorFlow's BFC allocator in the workers as in one process (scaleout.tfenv: the runtime environment)
@@ -302,6 +308,8 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     interrupted_at = interrupted["epoch"]
     assert interrupted_at < 8
     assert all("checkpoint_stall_seconds" in e for e in interrupted["history"][:-1])  # every epoch's kept
+    # The interrupted workers all-reduced in the preset's bfloat16, as they traced their step.
+    assert [(c["op"], c["dtype"]) for c in interrupted["collectives_per_step"]] == [("CollectiveReduceV2", "bfloat16")]
 
     refused = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address, "--resume",
                       "--epochs", 8, *SMALL, "--embedding-dim", 64, env=cluster.env)
