@@ -5,8 +5,9 @@
 
 1. **The all-reduce, measured**: Ray Train workers (1 CPU each; a local Ray
    instance advertising as many logical CPUs as the most workers) time one
-   all-reduce of each size alone in their MultiWorkerMirroredStrategy, at 2, 3
-   and 4 workers.
+   all-reduce of each size alone, over the transport the ray_scaling.py run's
+   2 workers used (the socket ring by default, or TensorFlow's collective in
+   their MultiWorkerMirroredStrategy), at 2, 3 and 4 workers.
 2. **The ring model, fitted** (scaleout.bench.collectives): seconds = 2 (N - 1)
    alpha + 2 (N - 1) / N x bytes / beta, alpha the cost of one message and beta
    the bytes a second of one; its largest error against the timings is printed.
@@ -40,8 +41,9 @@ from scaleout.tfenv import RUNTIME_ENV_VARS
 RESULTS = Path(__file__).parent / "results"
 
 
-def measure(workers: list[int], elements: list[int], repeats: int) -> list[tuple[int, float, float]]:
-    """(workers, bytes, seconds) of one float32 all-reduce of each size at each worker count."""
+def measure(workers: list[int], elements: list[int], repeats: int, op: str) -> list[tuple[int, float, float]]:
+    """(workers, bytes, seconds) of one float32 all-reduce of each size at each worker count, over the transport
+    of ``op`` (as the ray_scaling.py run's 2 workers traced it: TensorFlow's collective, or the socket ring's)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
@@ -54,7 +56,8 @@ def measure(workers: list[int], elements: list[int], repeats: int) -> list[tuple
                 out = Path(tmp) / f"all-reduce-{n}.json"
                 TensorflowTrainer(
                     time_all_reduce,
-                    train_loop_config={"collectives": [{"dtype": "float32", "elements": e} for e in elements],
+                    train_loop_config={"collectives": [{"op": op, "dtype": "float32", "elements": e}
+                                                       for e in elements],
                                        "repeats": repeats, "out": str(out), "pin": True},
                     scaling_config=ScalingConfig(num_workers=n, resources_per_worker={"CPU": 1}),
                     run_config=RunConfig(name=f"all-reduce-{n}", storage_path=str(Path(tmp) / "runs")),
@@ -81,10 +84,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "ray_projection.json")
     args = parser.parse_args()
     scaling = json.loads(args.scaling.read_text())
-    points = measure(args.measure_workers, args.elements, args.repeats)
+    first = next(iter(scaling["settings"].values()))["runs"]["2 Ray workers"]
+    op = first["collectives_per_step"][0]["op"]  # the step's all-reduce as that run's workers traced it
+    points = measure(args.measure_workers, args.elements, args.repeats, op)
     ring = fit_ring(points)
     alpha, beta = ring["alpha_s"], ring["beta_bytes_per_s"]
-    print(f"\nring all-reduce: alpha {1000 * alpha:.2f} ms a message, beta {beta / 1e6:,.0f} MB/s; largest error of "
+    print(f"\nring all-reduce ({op}): alpha {1000 * alpha:.2f} ms a message, beta {beta / 1e6:,.0f} MB/s; largest error of "
           f"the fit {100 * ring['max_relative_error']:.0f}% ({len(points)} timings, {args.measure_workers} workers)")
     settings = {}
     for label, setting in scaling["settings"].items():
@@ -109,6 +114,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "scaleout_version": scaleout.__version__, "cpus": os.cpu_count(), "scaling_source": str(args.scaling.name),
+        "all_reduce_op": op,
         "timings": [{"workers": n, "bytes": b, "seconds": s} for n, b, s in points], "ring": ring,
         "network_latency_us_assumed": args.network_latency_us, "settings": settings}, indent=2) + "\n")
     print(f"\nwritten to {args.out}")

@@ -29,7 +29,10 @@ Ratios: 2 workers / one process (the goal is at least 0.8 at the default
 preset) and 2 workers / (2 x 1 worker) (scaling efficiency), each also for
 2 workers whose all-reduce is in the other dtype than the preset's (the
 quality preset's is bfloat16: half the bytes of float32, the gradients
-rounded to 8 significant bits; --allreduce-dtype). This machine's
+rounded to 8 significant bits; --allreduce-dtype), and for 2 workers whose
+all-reduce travels over the other transport (the default is scaleout's
+socket ring, the other TensorFlow's collective; --allreduce-transport), the
+latter two also against the round's 2 workers as the preset runs them. This machine's
 speed drifts between minutes (by half within one run), so the runs go in
 --rounds: one process (without Ray's processes beside it, as a user's
 `scaleout train` runs), then Ray (each round starting its Ray runs one setting
@@ -73,7 +76,7 @@ import scaleout
 from scale import training_data  # MovieLens 100K or synthetic at MovieLens 20M's shape (benchmarks/scale.py)
 from scaleout.bench.collectives import time_all_reduce
 from scaleout.bench.measure import steady_examples_per_second
-from scaleout.config import ALLREDUCE_DTYPES
+from scaleout.config import ALLREDUCE_DTYPES, ALLREDUCE_TRANSPORTS
 from scaleout.data.prepare import prepare
 from scaleout.rundir import RunDir
 from scaleout.tfenv import RUNTIME_ENV_VARS
@@ -83,14 +86,29 @@ RESULTS = Path(__file__).parent / "results" / "ray_scaling.json"
 TESTS = Path(__file__).parent.parent / "tests"  # tests/raycluster.py: real local Ray clusters
 WHERE = {1: "", 2: " on 2 nodes"}  # after a Ray run's name: where its workers ran
 EVERY_ROUND = ("1 Ray worker", "2 Ray workers", "2 Ray workers, not pinned",
-               *(f"2 Ray workers, {d} all-reduce" for d in ALLREDUCE_DTYPES))  # the rest: the first round's
+               *(f"2 Ray workers, {d} all-reduce" for d in ALLREDUCE_DTYPES),
+               *(f"2 Ray workers, {t} transport" for t in ALLREDUCE_TRANSPORTS))  # the rest: the first round's
 SETTINGS = {"default preset": ("quality", {}), "tutorial batch": ("quality", {"batch_size": 8192})}
 
 
-def other_dtype(dtype: str) -> str:
-    """The all-reduce dtype run beside the preset's every round: the one of ALLREDUCE_DTYPES it is not."""
-    (other,) = (d for d in ALLREDUCE_DTYPES if d != dtype)
+def the_other(of: tuple[str, str], this: str) -> str:
+    """The setting run beside the preset's every round: the one of two (``of``: the all-reduce's dtypes, or its
+    transports) that ``this`` is not."""
+    (other,) = (d for d in of if d != this)
     return other
+
+
+def variant_ratios(variant: list[float], ones: list[float], one_worker: list[float], two: list[float]) -> dict:
+    """A 2-worker variant's examples/s by round against the one-process runs before and after it, against twice
+    the round's 1 worker (scaling efficiency) and against the round's 2 workers as the preset runs them."""
+    out = {"round_ratios": [round(v / statistics.mean(ones[r:r + 2]), 3) for r, v in enumerate(variant)],
+           "scaling_efficiency_rounds": [round(v / (2 * w), 3) for v, w in zip(variant, one_worker)],
+           "over_two_workers_rounds": [round(v / t, 3) for v, t in zip(variant, two)]}
+    for key, of in (("median_round_ratio", "round_ratios"),
+                    ("median_round_scaling_efficiency", "scaling_efficiency_rounds"),
+                    ("median_over_two_workers", "over_two_workers_rounds")):
+        out[key] = round(statistics.median(out[of]), 3)
+    return out
 
 
 def input_seconds_per_batch(dataset, columns, batch: int, batches: int = 200) -> float:
@@ -189,11 +207,14 @@ def main() -> None:
                              ("2 Ray workers, 1 step a call", "ray", 2, {"steps_per_execution": 1})]
             if label == "default preset":  # every round, beside the pinned workers (scaleout.train.cpus)
                 variants += [("2 Ray workers, not pinned", "ray", 2, {"pin_cpus": False})]
-            other = other_dtype(train_cfg.allreduce_dtype)  # every round: the step's all-reduce in the other dtype
-            variants += [(f"2 Ray workers, {other} all-reduce", "ray", 2, {"allreduce_dtype": other})]
+            # every round: the step's all-reduce in the other dtype, and over the other transport
+            other = the_other(ALLREDUCE_DTYPES, train_cfg.allreduce_dtype)
+            transport = the_other(ALLREDUCE_TRANSPORTS, train_cfg.allreduce_transport)
+            variants += [(f"2 Ray workers, {other} all-reduce", "ray", 2, {"allreduce_dtype": other}),
+                         (f"2 Ray workers, {transport} transport", "ray", 2, {"allreduce_transport": transport})]
             plans[label] = (model_cfg, train_cfg, variants)
             results[label] = {"batch_size": train_cfg.batch_size, "model": dataclasses.asdict(model_cfg),
-                              "other_allreduce_dtype": other, "runs": {}}
+                              "other_allreduce_dtype": other, "other_allreduce_transport": transport, "runs": {}}
 
         counter = itertools.count()  # every run checkpoints to a new place (a run refuses an earlier one's)
 
@@ -214,7 +235,7 @@ def main() -> None:
             rate = steady_examples_per_second(history)
             runs[name] = {"history": history, "per_run": previous.get("per_run", []) + [round(alone, 1)],
                 "workers": workers, "steps_per_execution": cfg.steps_per_execution,
-                "allreduce_dtype": cfg.allreduce_dtype,
+                "allreduce_dtype": cfg.allreduce_dtype, "allreduce_transport": cfg.allreduce_transport,
                 "wall_seconds": round(time.monotonic() - start, 1), "epoch_seconds": [e["seconds"] for e in history],
                 "examples_per_second": round(rate, 1), "step_ms": round(1000 * cfg.batch_size / rate, 2),
                 "checkpoint_write_seconds": [e.get("checkpoint_write_seconds") for e in history],
@@ -292,17 +313,14 @@ def main() -> None:
                                                         "median": round(statistics.median(against), 3)}
                     ratios["median_round_ratio_not_pinned"] = round(statistics.median(
                         u / statistics.mean(ones[r:r + 2]) for r, u in enumerate(unpinned["per_run"])), 3)
-                other = result["other_allreduce_dtype"]
-                half = runs.get(f"2 Ray workers, {other} all-reduce" + WHERE[nodes])
-                if half:  # the same rounds with the other dtype's all-reduce: against one process, 2 x 1 worker
-                    ratios[other] = {
-                        "round_ratios": [round(h / statistics.mean(ones[r:r + 2]), 3)
-                                         for r, h in enumerate(half["per_run"])],
-                        "scaling_efficiency_rounds": [round(h / (2 * w), 3)
-                                                      for h, w in zip(half["per_run"], one_worker["per_run"])]}
-                    for key, of in (("median_round_ratio", "round_ratios"),
-                                    ("median_round_scaling_efficiency", "scaling_efficiency_rounds")):
-                        ratios[other][key] = round(statistics.median(ratios[other][of]), 3)
+                other, transport = result["other_allreduce_dtype"], result["other_allreduce_transport"]
+                # The same rounds with the other dtype's all-reduce, and over the other transport: each against
+                # one process and 2 x 1 worker, and against the 2 workers as above
+                for key, name in ((other, f"2 Ray workers, {other} all-reduce"),
+                                  (f"{transport} transport", f"2 Ray workers, {transport} transport")):
+                    variant = runs.get(name + WHERE[nodes])
+                    if variant:
+                        ratios[key] = variant_ratios(variant["per_run"], ones, one_worker["per_run"], two["per_run"])
                 result.setdefault("by_nodes", {})[str(nodes)] = ratios
                 if nodes == args.nodes[0]:  # the top-level figures: the first placement's (one node by default)
                     result.update(ratios)
@@ -340,15 +358,19 @@ def main() -> None:
                 print(f"2 workers{where} as above / not pinned, each round: "
                       + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
                       f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
-            other = result["other_allreduce_dtype"]
-            if other in ratios:
-                half = ratios[other]
-                print(f"2 workers{where} with a {other} all-reduce (the preset's: {two['allreduce_dtype']}), "
-                      "each round / one process: "
-                      + ", ".join(f"{r:.2f}" for r in half["round_ratios"])
-                      + f"; median {half['median_round_ratio']:.3f}; scaling efficiency by round "
-                      + ", ".join(f"{e:.2f}" for e in half["scaling_efficiency_rounds"])
-                      + f": median {half['median_round_scaling_efficiency']:.3f}")
+            other, transport = result["other_allreduce_dtype"], result["other_allreduce_transport"]
+            for key, what in ((other, f"with a {other} all-reduce (the preset's: {two['allreduce_dtype']})"),
+                              (f"{transport} transport", f"with the all-reduce over the {transport} transport (the "
+                                                         f"preset's: {two['allreduce_transport']})")):
+                if key in ratios:
+                    half = ratios[key]
+                    print(f"2 workers{where} {what}, each round / one process: "
+                          + ", ".join(f"{r:.2f}" for r in half["round_ratios"])
+                          + f"; median {half['median_round_ratio']:.3f}; scaling efficiency by round "
+                          + ", ".join(f"{e:.2f}" for e in half["scaling_efficiency_rounds"])
+                          + f": median {half['median_round_scaling_efficiency']:.3f}; / the 2 workers above, by "
+                          "round " + ", ".join(f"{e:.2f}" for e in half["over_two_workers_rounds"])
+                          + f": median {half['median_over_two_workers']:.3f}")
             print(f"2 workers{where} / one process (pooled epochs): {ratios['two_workers_over_one_process']:.2f}   "
                   f"scaling efficiency 2 / (2 x 1 worker): {ratios['scaling_efficiency']:.2f} pooled; by round "
                   + ", ".join(f"{e:.2f}" for e in ratios["scaling_efficiency_rounds"])

@@ -94,6 +94,23 @@ def test_the_all_reduce_dtype_is_the_presets_unless_given():
         TrainConfig(allreduce_dtype="float16")
 
 
+def test_the_all_reduce_travels_over_the_socket_ring_unless_tensorflow_is_asked():
+    import argparse
+
+    from scaleout.cli.options import add_train_args, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    for preset in ("quality", "tutorial", "history"):  # every preset: the transport does not change the sums
+        assert configs_from_args(parser.parse_args(["--preset", preset]))[1].allreduce_transport == "sockets"
+    given = parser.parse_args(["--allreduce-transport", "tensorflow"])
+    assert configs_from_args(given)[1].allreduce_transport == "tensorflow"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--allreduce-transport", "gloo"])
+    with pytest.raises(ConfigError, match="unknown allreduce_transport 'gloo'; expected one of tensorflow, sockets"):
+        TrainConfig(allreduce_transport="gloo")
+
+
 def test_cosine_scores_are_off_unless_the_command_line_turns_them_on():
     import argparse
 

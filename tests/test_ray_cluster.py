@@ -152,12 +152,13 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     left = [p.name for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-*")]
     assert not [n for n in left if n.startswith("scaleout-scratch-worker-") or scratch.owner_alive(n) is False], left
     # Epoch 2 traced by each worker, uploaded to the run's storage and gathered by the driver: the packed
-    # all-reduce is among each worker's kernels (its time includes the wait for the other worker).
+    # all-reduce, over the socket ring by default (a PyFunc kernel), is among each worker's kernels (its time
+    # includes the wait for the other worker).
     profile = json.loads((root / "metrics" / "profile" / "profile.json").read_text())
     assert (profile["backend"], profile["epoch"]) == ("ray", 2)
     assert [w["worker"] for w in profile["workers"]] == [0, 1]
     for rank, worker in enumerate(profile["workers"]):
-        assert "CollectiveReduceV2" in {t["type"] for t in worker["by_type"]}, worker["by_type"]
+        assert "PyFunc" in {t["type"] for t in worker["by_type"]}, worker["by_type"]
         assert list((root / "metrics" / "profile" / f"worker-{rank}").rglob("*.xplane.pb"))
     assert [e.get("profiled", False) for e in trained["epochs"]] == [e["epoch"] == 2 for e in trained["epochs"]]
     assert trained["model"] == json.loads(json.dumps(configs("quality")[0].__dict__))
@@ -167,7 +168,7 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
     # the optimizer one per sparse gradient, the input one for its end; the rows of each step's own batch were
     # sent by the step before).
     [packed] = trained["collectives_per_step"]
-    assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "bfloat16")
+    assert (packed["op"], packed["dtype"]) == ("ring_all_reduce", "bfloat16")
     # Counted: the candidate table's gradient over the global batch's rows, the user table's made dense (its
     # vocabulary and the one unknown row), the next batch's rows in 4 parts, and the 2 logged values (the loss
     # and the regularization loss), each as 3 parts in each of the 2 workers' slots.
@@ -249,7 +250,10 @@ def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_ne
     the group resumes at the step of the newest checkpoint, each worker's input where it left it, and every
     epoch's loss is the uninterrupted run's (one thread a worker: the same arithmetic in the same order). Three
     shards for two workers: worker 0 holds two (about 31 batches a pass), worker 1 one (15), and an epoch is 15
-    steps, so worker 0's epochs begin within its passes, where a resume must find them."""
+    steps, so worker 0's epochs begin within its passes, where a resume must find them. The interrupted run's
+    all-reduce travels over the socket ring (the default), the uninterrupted one's as TensorFlow's collective
+    (``--allreduce-transport tensorflow``): the killed worker's peer fails its step on the closed socket, the new
+    group builds a new ring, and the two transports sum the same bits."""
     root = small_run(tmp_path, shards=3)
     again = tmp_path / "again"
     shutil.copytree(root / "data", again / "data")
@@ -274,11 +278,14 @@ def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_ne
     assert f"resuming from the checkpoint at step {resumed['resumed_at_step']} of " in out
     assert interrupted["resumed_at_epochs"] == [resumed["epoch"] - 1]
     assert all(e["checkpoints_within"] == 1 for e in interrupted["epochs"] if e["epoch"] > resumed["epoch"])
+    assert [c["op"] for c in interrupted["collectives_per_step"]] == ["ring_all_reduce"]
+    assert out.count("the step's all-reduce over a socket ring: worker 0 sends to worker 1 at ") >= 2, out[-4000:]
 
     result = run_cli("train", "--run", again, "--backend", "ray", "--address", cluster.address, *common,
-                     env=cluster.env)
+                     "--allreduce-transport", "tensorflow", env=cluster.env)
     assert result.returncode == 0, result.stderr[-4000:]
     uninterrupted = train_json(again)
+    assert [c["op"] for c in uninterrupted["collectives_per_step"]] == ["CollectiveReduceV2"]
     assert [e["epoch"] for e in interrupted["epochs"]] == [e["epoch"] for e in uninterrupted["epochs"]] == [1, 2, 3,
                                                                                                            4, 5]
     np.testing.assert_allclose([e["loss_per_example"] for e in interrupted["epochs"]],
@@ -308,8 +315,8 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     interrupted_at = interrupted["epoch"]
     assert interrupted_at < 8
     assert all("checkpoint_stall_seconds" in e for e in interrupted["history"][:-1])  # every epoch's kept
-    # The interrupted workers all-reduced in the preset's bfloat16, as they traced their step.
-    assert [(c["op"], c["dtype"]) for c in interrupted["collectives_per_step"]] == [("CollectiveReduceV2", "bfloat16")]
+    # The interrupted workers all-reduced in the preset's bfloat16 over the socket ring, as they traced their step.
+    assert [(c["op"], c["dtype"]) for c in interrupted["collectives_per_step"]] == [("ring_all_reduce", "bfloat16")]
 
     refused = run_cli("train", "--run", root, "--backend", "ray", "--address", cluster.address, "--resume",
                       "--epochs", 8, *SMALL, "--embedding-dim", 64, env=cluster.env)
@@ -320,10 +327,10 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
                              "--epochs", 8, *SMALL, env=cluster.env)
     assert without_resume.returncode == 1 and "pass --resume to continue it" in without_resume.stderr
 
-    # Resumed with a float32 all-reduce (the preset's is bfloat16): how the workers exchange gradients is not
-    # the model's identity.
+    # Resumed with a float32 all-reduce (the preset's is bfloat16) as TensorFlow's collective (the default is the
+    # socket ring): how the workers exchange gradients is not the model's identity.
     resumed = cluster.ray(*submit_args(cluster, "--run", root, "--epochs", 8, *SMALL, "--resume",
-                                       "--allreduce-dtype", "float32"))
+                                       "--allreduce-dtype", "float32", "--allreduce-transport", "tensorflow"))
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-4000:]
     assert f"resuming from the checkpoint of epoch {interrupted_at}/8" in out
@@ -332,8 +339,8 @@ def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster,
     assert trained["resumed_at_epochs"] == [interrupted_at]
     assert "and its upload started in" in out and trained["train"]["checkpoint_upload"] == "async"
     [packed] = trained["collectives_per_step"]  # as the resumed workers traced their step
-    assert (packed["op"], packed["dtype"], trained["train"]["allreduce_dtype"]) == ("CollectiveReduceV2", "float32",
-                                                                                    "float32")
+    assert (packed["op"], packed["dtype"]) == ("CollectiveReduceV2", "float32")
+    assert (trained["train"]["allreduce_dtype"], trained["train"]["allreduce_transport"]) == ("float32", "tensorflow")
 
     # Continued in one process from the Ray run's last checkpoint (a cluster gone, say): two more epochs, Ray
     # Train's checkpoints left as they are, the local backend's own removed once the model is saved.

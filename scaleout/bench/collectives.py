@@ -25,9 +25,10 @@ import numpy as np
 
 
 def time_all_reduce(config: dict) -> None:
-    """Ray Train worker loop: per worker, the seconds of each collective of ``config["collectives"]`` (dtype,
-    elements), run alone ``config["repeats"]`` times after a warm-up, on one thread; rank 0 writes
-    ``{"seconds": [...], "pinning": ...}`` to ``config["out"]``.
+    """Ray Train worker loop: per worker, the seconds of each collective of ``config["collectives"]`` (op, dtype,
+    elements: TensorFlow's all-reduce, or the socket ring's where op is ``RING_OP``), run alone
+    ``config["repeats"]`` times after a warm-up, on one thread; rank 0 writes ``{"seconds": [...], "pinning":
+    ...}`` to ``config["out"]``.
 
     ``config["pin"]``: each worker on a CPU of its own where that is safe, as training's workers are
     (``TrainConfig.pin_cpus``). The placement must be training's: on this 2-core host, 2 workers left to the
@@ -37,6 +38,8 @@ def time_all_reduce(config: dict) -> None:
     import scaleout  # noqa: F401  (TensorFlow's environment first)
     from scaleout.tfenv import import_tensorflow
     from scaleout.train.cpus import pin_ray_worker
+    from scaleout.train.replicas import RING_OP
+    from scaleout.train.ring import join_ring
 
     context = ray.train.get_context()
     pinning = "not pinned: pin is off"
@@ -46,15 +49,21 @@ def time_all_reduce(config: dict) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    ring = None
+    if any(c.get("op") == RING_OP for c in config["collectives"]):  # the step's all-reduce over the socket ring
+        ring = join_ring(strategy, context.get_world_rank(), context.get_world_size(), ray.util.get_node_ip_address())
     seconds = []
     for collective in config["collectives"]:
         dtype, elements = getattr(tf, collective["dtype"]), collective["elements"]
+        over_ring = collective.get("op") == RING_OP
 
         @tf.function
         def step():
             def on_replica():
-                context = tf.distribute.get_replica_context()
-                return tf.reduce_sum(context.all_reduce("sum", tf.ones([elements], dtype)))
+                ones = tf.ones([elements], dtype)
+                if over_ring:  # as scaleout.train.replicas.all_reduce_step calls it
+                    return tf.reduce_sum(tf.numpy_function(ring.all_reduce, [ones], dtype, stateful=True))
+                return tf.reduce_sum(tf.distribute.get_replica_context().all_reduce("sum", ones))
             return strategy.run(on_replica)
 
         for _ in range(5):  # trace, resolve the group, warm up
@@ -63,6 +72,8 @@ def time_all_reduce(config: dict) -> None:
         for _ in range(config["repeats"]):
             step()
         seconds.append((time.perf_counter() - start) / config["repeats"])
+    if ring is not None:
+        ring.close()
     if context.get_world_rank() == 0:
         Path(config["out"]).write_text(json.dumps({"seconds": seconds, "pinning": pinning}))
 

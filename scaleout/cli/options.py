@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from scaleout.config import (ALLREDUCE_DTYPES, BACKENDS, CHECKPOINT_UPLOADS, FEATURES, HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS, SOURCES,
-                             SKIPPABLE_STAGES, SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
+from scaleout.config import (ALLREDUCE_DTYPES, ALLREDUCE_TRANSPORTS, BACKENDS, CHECKPOINT_UPLOADS, FEATURES,
+                             HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS,
+                             SOURCES, SKIPPABLE_STAGES, SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig,
+                             ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
 from scaleout.train.presets import PRESETS
@@ -159,6 +161,9 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     r.add_argument("--allreduce-dtype", choices=ALLREDUCE_DTYPES,
                    help="the step's one all-reduce: float32, or bfloat16 for half the bytes, the gradients rounded "
                         f"to 8 significant bits (default: the preset's, else {t.allreduce_dtype})")
+    r.add_argument("--allreduce-transport", choices=ALLREDUCE_TRANSPORTS,
+                   help="how the step's all-reduce travels: tensorflow (its collective) or sockets (a ring of TCP "
+                        f"sockets between the workers) (default: the preset's, else {t.allreduce_transport})")
     r.add_argument("--checkpoint-every-steps", type=int, default=t.checkpoint_every_steps, metavar="STEPS",
                    help="also a checkpoint within an epoch every STEPS steps, resumed at its step after a failure "
                         "(0: at epochs' ends only; default %(default)s)")
@@ -182,7 +187,8 @@ _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "lea
                 "popularity_prior": "popularity_prior"}
 _TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
                 "model_seed": "seed", "steps_per_execution": "steps_per_execution",
-                "profile_epoch": "profile_epoch", "allreduce_dtype": "allreduce_dtype"}
+                "profile_epoch": "profile_epoch", "allreduce_dtype": "allreduce_dtype",
+                "allreduce_transport": "allreduce_transport"}
 
 
 def configs_from_args(a: argparse.Namespace, backend: str | None = None) -> tuple[ModelConfig, TrainConfig]:

@@ -89,6 +89,7 @@ class TwoTowerModel(tfrs.Model):
         self.dense_gradient_bytes = DENSE_GRADIENT_BYTES
         self.slot_sparse_gradients = True  # see replicas.all_reduce_step (tests turn it off to test the rest)
         self.allreduce_dtype = "float32"  # of the packed all-reduce (TrainConfig.allreduce_dtype; set before fit)
+        self.ring = None  # a connected scaleout.train.ring.Ring: the packed all-reduce over its sockets
         self.gradient_forms: dict = {}
         self.fitting = False
         # What one training step sends between replicas, as JSON (a list attribute would be tracked by Keras).
@@ -250,7 +251,7 @@ class TwoTowerModel(tfrs.Model):
             gradients, shown, carried = all_reduce_step(gradients, variables, shown, self.dense_gradient_bytes,
                                                         averaged=frozenset(m.name for m in metrics), carry=carry,
                                                         slots=self.slot_sparse_gradients, same_rows=same_rows,
-                                                        dtype=dtype)
+                                                        dtype=dtype, ring=self.ring)
             if ahead:
                 self.sent_rows.assign(rows_from_floats(carried, dtype))
         if self.cfg.l2:

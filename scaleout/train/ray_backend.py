@@ -209,6 +209,10 @@ def _train_worker(config: dict, work: Path) -> None:
                                                    "collectives_per_step": model.step_collectives,
                                                    "cpu_allocator": model.trained_allocator, "cpu_pinning": pinning})
     position = stream_position(found[1], steps, per_pass, world) if found is not None else (0, 0)
+    if train_cfg.allreduce_transport == "sockets" and world > 1:  # the step's all-reduce over a ring of sockets
+        from scaleout.train.ring import join_ring
+
+        model.ring = join_ring(strategy, rank, world, ray.util.get_node_ip_address())
     try:
         if start_step:  # the rest of the epoch the checkpoint was taken in, as a fit of its own
             model.fit(dataset_fn(position), epochs=start_epoch + 1, initial_epoch=start_epoch,
@@ -226,6 +230,9 @@ def _train_worker(config: dict, work: Path) -> None:
             fs, base = storage.filesystem(config["storage"])
             with fs.open_output_stream(f"{base}/{RUN_NAME}/{DIVERGED}") as f:
                 f.write(str(exc).encode())
+    finally:
+        if model.ring is not None:
+            model.ring.close()
 
 
 # -- the driver ---------------------------------------------------------------------

@@ -7,7 +7,9 @@ runs one: every gradient (an embedding table's as the rows the replicas'
 batches looked up where that is smaller than the table: ``slot_values``),
 every logged value, and the next batch's candidate rows (``slot_rows`` /
 ``rows_from_floats``), in one packed all-reduce (``all_reduce_step``); the
-global batch's rows were sent by the step before.
+global batch's rows were sent by the step before. Under Ray the packed
+all-reduce travels over a ring of sockets of scaleout's own by default
+(``scaleout.train.ring``: the same sums, a fraction of TensorFlow's gRPC cost).
 The first step of a fit, with no step before it, gathers its own rows first
 (``global_batch``): two. ``traced_collectives`` lists what a traced step
 really sends, so a run can show it (train.json) and a test can hold it to one.
@@ -45,6 +47,13 @@ def _slot_padding(values: tf.Tensor):
     rows, replica = tf.shape(values)[0], context.replica_id_in_sync_group
     before, after = replica * rows, (context.num_replicas_in_sync - 1 - replica) * rows
     return tf.concat([[[before, after]], tf.zeros([tf.rank(values) - 1, 2], tf.int32)], axis=0), before
+
+
+RING_OP = "ring_all_reduce"  # the name of the step's all-reduce over the ring's sockets, as traced_collectives lists it
+
+
+def _is_ring(op) -> bool:
+    return op.name.rsplit("/", 1)[-1].startswith(RING_OP)
 
 
 ROW_BITS = 12  # a row travels as two float32s, row >> 12 and row & 4095: exact below 2^36 rows
@@ -164,13 +173,14 @@ def gradient_form(g, v, replicas: int, dense_bytes: int = DENSE_GRADIENT_BYTES, 
 def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor],
                     dense_bytes: int = DENSE_GRADIENT_BYTES, averaged: frozenset = frozenset(),
                     carry: tf.Tensor | None = None, slots: bool = True, same_rows: frozenset = frozenset(),
-                    dtype=tf.float32):
+                    dtype=tf.float32, ring=None):
     """(gradients, shown, carried) summed over the replicas, the ``averaged`` names of ``shown`` averaged
     instead; ``carried`` is the sum of ``carry`` (a vector of ``dtype``, e.g. ``slot_rows``; None without it),
     as float32.
 
     The packed all-reduce is of ``dtype``: float32, or bfloat16 for half the bytes (the gradients rounded
-    to it, the rows and logged values exact; see the module's docstring).
+    to it, the rows and logged values exact; see the module's docstring). With ``ring`` (a connected
+    ``scaleout.train.ring.Ring``) it travels over the ring's sockets, else as TensorFlow's collective.
 
     One all-reduce of every dense gradient, the scalars of ``shown``, ``carry``
     and the sparse gradients (an embedding table's: the rows a batch looked up)
@@ -213,7 +223,12 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
     sizes += [replicas * g.values.shape.num_elements() for _, g in slotted]
     sizes += [_ROW_PARTS[dtype.name][1] * replicas * g.values.shape[0] for _, g in slotted]
     sizes += [len(names) * (1 if exact else 3 * replicas)] + ([] if carry is None else [tf.size(carry)])
-    reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(pieces, axis=0))
+    packed_all = tf.concat(pieces, axis=0)
+    if ring is None:
+        reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, packed_all)
+    else:  # the same sum, every replica's bits the same, over the ring's sockets (scaleout.train.ring)
+        reduced = tf.ensure_shape(tf.numpy_function(ring.all_reduce, [packed_all], dtype, stateful=True,
+                                                    name=RING_OP), packed_all.shape)
     parts = tf.split(tf.cast(reduced, tf.float32), sizes)
     out = list(gradients)
     for (i, g), part in zip(packed, parts):
@@ -237,9 +252,11 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
 
 
 def traced_collectives() -> list[dict]:
-    """The collective ops of the step being traced so far (reading its next batch included): op type, dtype,
-    elements and bytes of each. Called at the end of a train step's tracing, it lists what one step sends."""
-    ops = [op for op in tf.compat.v1.get_default_graph().get_operations() if op.type.startswith("Collective")]
+    """The collective ops of the step being traced so far (reading its next batch included): op type (the
+    ring's all-reduce as ``RING_OP``), dtype, elements and bytes of each. Called at the end of a train step's
+    tracing, it lists what one step sends."""
+    ops = [op for op in tf.compat.v1.get_default_graph().get_operations()
+           if op.type.startswith("Collective") or (op.type == "PyFunc" and _is_ring(op))]
     sizes = [op.inputs[0].shape.num_elements() for op in ops]  # None where the shape is not static
-    return [{"op": op.type, "dtype": op.inputs[0].dtype.name, "elements": n,
+    return [{"op": RING_OP if op.type == "PyFunc" else op.type, "dtype": op.inputs[0].dtype.name, "elements": n,
              "bytes": None if n is None else n * op.inputs[0].dtype.size} for op, n in zip(ops, sizes)]

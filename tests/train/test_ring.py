@@ -1,0 +1,128 @@
+"""scaleout.train.ring: the step's all-reduce over a ring of TCP sockets. Each worker here is a thread with a
+Ring of its own on this machine's loopback (real sockets); tests/test_ray_cluster.py trains through it on Ray
+workers, one killed under it."""
+
+import socket
+import threading
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from scaleout.train.ring import Ring, RingError, chunks, decode_address, encode_address
+
+
+def run_ring(world: int, body, timeout: float = 60.0) -> list:
+    """``body(ring)`` on ``world`` connected rings, one thread each: each one's result (an exception if raised)."""
+    rings = [Ring(rank, world, "127.0.0.1") for rank in range(world)]
+    addresses = [r.address for r in rings]
+    results: list = [None] * world
+
+    def worker(rank):
+        try:
+            rings[rank].connect(addresses, timeout=timeout)
+            results[rank] = body(rings[rank])
+        except Exception as exc:  # noqa: BLE001  (the test reads it)
+            results[rank] = exc
+        finally:
+            rings[rank].close()
+
+    threads = [threading.Thread(target=worker, args=(rank,), daemon=True) for rank in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a ring's worker did not end"
+    return results
+
+
+def values(rank: int, size: int, dtype) -> np.ndarray:
+    return np.random.default_rng(rank).standard_normal(size).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+def test_two_workers_get_the_sum_rounded_once_as_tensorflow_sums_two(dtype):
+    size = 1001  # chunks of 500 and 501
+    results = run_ring(2, lambda ring: [ring.all_reduce(values(ring.rank, size, dtype)) for _ in range(3)])
+    expected = (values(0, size, dtype).astype(np.float32) + values(1, size, dtype).astype(np.float32)).astype(dtype)
+    for rank, got in enumerate(results):
+        assert not isinstance(got, Exception), got
+        for one in got:  # every call the same: nothing left over from the one before
+            assert one.dtype == np.dtype(dtype) and one.shape == (size,)
+            np.testing.assert_array_equal(one.view(np.uint8), expected.view(np.uint8), err_msg=f"worker {rank}")
+
+
+@pytest.mark.parametrize("world,size", [(3, 10_000), (4, 7), (3, 2)])
+def test_every_worker_gets_the_same_bits_of_the_sum(world, size):
+    """More workers than 2: the partial sums travel rounded to the dtype, so the sum is within rounding of the
+    exact one; every worker must still hold the very same bits (the replicas' weights stay equal). A chunk may be
+    empty (2 elements over 3 workers)."""
+    for dtype, tolerance in ((np.float32, 1e-6), (ml_dtypes.bfloat16, 0.05)):
+        results = run_ring(world, lambda ring: ring.all_reduce(values(ring.rank, size, dtype)))
+        assert not any(isinstance(r, Exception) for r in results), results
+        exact = sum(values(k, size, dtype).astype(np.float64) for k in range(world))
+        np.testing.assert_allclose(results[0].astype(np.float64), exact, atol=tolerance * world)
+        for got in results[1:]:
+            np.testing.assert_array_equal(got.view(np.uint8), results[0].view(np.uint8))
+
+
+def test_one_worker_is_its_own_sum():
+    ring = Ring(0, 1, "127.0.0.1")
+    try:
+        ring.connect([ring.address])
+        x = values(0, 5, np.float32)
+        assert ring.all_reduce(x) is x
+    finally:
+        ring.close()
+
+
+def test_chunks_cover_the_tensor_in_order():
+    assert chunks(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert chunks(2, 3) == [(0, 0), (0, 1), (1, 2)]
+
+
+def test_a_peer_that_ends_fails_the_step_naming_it():
+    """Worker 1 ends (its sockets closed, as a killed process's are) without taking part: worker 0's all-reduce
+    raises, naming worker 1, rather than waiting for ever."""
+    def body(ring):
+        if ring.rank == 1:
+            return "ended"
+        return ring.all_reduce(values(0, 100_000, np.float32))
+
+    results = run_ring(2, body)
+    assert results[1] == "ended"
+    assert isinstance(results[0], RingError), results[0]
+    assert "worker 0:" in str(results[0]) and "worker 1" in str(results[0]), results[0]
+
+
+def test_no_peer_listening_is_an_error_naming_the_address():
+    ring = Ring(0, 2, "127.0.0.1")
+    gone = socket.create_server(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()  # nothing listens there now
+    try:
+        with pytest.raises(RingError, match=rf"worker 0: could not connect to worker 1 at 127.0.0.1:{port} within 1 s"):
+            ring.connect([ring.address, ("127.0.0.1", port)], timeout=1.0)
+    finally:
+        ring.close()
+
+
+def test_a_connection_that_is_not_the_previous_worker_is_refused():
+    ring = Ring(1, 2, "127.0.0.1")
+    other = socket.create_server(("127.0.0.1", 0))  # stands in for worker 0's listener: ring connects to it
+    stranger = threading.Thread(target=lambda: socket.create_connection(ring.address).sendall(b"GET / HTTP/1.1\r\n"))
+    try:
+        stranger.start()
+        with pytest.raises(RingError, match="is not worker 0's"):
+            ring.connect([other.getsockname(), ring.address], timeout=10.0)
+    finally:
+        stranger.join()
+        other.close()
+        ring.close()
+
+
+def test_addresses_travel_as_byte_values():
+    for host, port in (("192.0.2.2", 43753), ("fd00::2", 1), ("10.0.0.1", 65535)):
+        assert decode_address(encode_address(host, port)) == (host, port)
+    with pytest.raises(RingError, match="longer than 64 bytes"):
+        encode_address("h" * 70, 1)
