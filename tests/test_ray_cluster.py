@@ -235,9 +235,12 @@ def test_a_killed_worker_past_max_failures_ends_the_job_in_one_line_naming_its_p
         if job.poll() is None:
             job.kill()
     assert job.returncode != 0, out[-4000:]
-    errors = [line for line in out.splitlines() if "jobs/train.py: error:" in line]
+    # One error line: `ray job submit` may print it twice, as the job's log streams and again in the failed job's
+    # "Status message", which quotes the log's last lines (Ray's job_supervisor); both copies are that one line.
+    mark = "jobs/train.py: error:"
+    errors = {line[line.index(mark):] for line in out.splitlines() if mark in line}
     assert len(errors) == 1, out[-4000:]
-    said = errors[0][errors[0].index("jobs/train.py: error:"):]
+    [said] = errors
     # one clause a failed worker (the other may fail too, its collective cut), not Ray's pages of tracebacks
     assert said.startswith("jobs/train.py: error: Ray training failed (--max-failures 0): worker "), said
     assert f"its process (pid {victim} on " in said and ") ended (" in said and "Error Snippet" not in said, said
