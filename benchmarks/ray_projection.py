@@ -89,8 +89,9 @@ def main() -> None:
     points = measure(args.measure_workers, args.elements, args.repeats, op)
     ring = fit_ring(points)
     alpha, beta = ring["alpha_s"], ring["beta_bytes_per_s"]
-    print(f"\nring all-reduce ({op}): alpha {1000 * alpha:.2f} ms a message, beta {beta / 1e6:,.0f} MB/s; largest error of "
-          f"the fit {100 * ring['max_relative_error']:.0f}% ({len(points)} timings, {args.measure_workers} workers)")
+    print(f"\nring all-reduce ({op}): alpha {1000 * alpha:.2f} ms a message, beta {beta / 1e6:,.0f} MB/s; largest "
+          f"error of the fit {100 * ring['max_relative_error']:.0f}% ({len(points)} timings, {args.measure_workers} "
+          "workers)")
     settings = {}
     for label, setting in scaling["settings"].items():
         runs = setting["runs"]

@@ -238,7 +238,7 @@ class TrainConfig:
     allreduce_dtype: str = "float32"
     # How it travels: "sockets", a ring of plain TCP sockets between the workers (scaleout.train.ring), or
     # "tensorflow", its collective over its gRPC worker service: the same sums, the sockets' cheaper a step on CPU
-    # hosts (benchmarks/ray_scaling.py: 1.10-1.18x the step's speed on 2 workers at the quality preset).
+    # hosts (benchmarks/ray_scaling.py, 2026-12-07: 2 workers' examples/s 1.13-1.23x by round at the default preset).
     allreduce_transport: str = "sockets"
     # Checkpoints, both backends (the local backend's removed once its model is saved; scaleout.train.local)
     checkpoint_every: int = 1

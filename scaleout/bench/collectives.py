@@ -38,7 +38,7 @@ def time_all_reduce(config: dict) -> None:
     import scaleout  # noqa: F401  (TensorFlow's environment first)
     from scaleout.tfenv import import_tensorflow
     from scaleout.train.cpus import pin_ray_worker
-    from scaleout.train.replicas import RING_OP
+    from scaleout.train.replicas import RING_OP, ring_all_reduce
     from scaleout.train.ring import join_ring
 
     context = ray.train.get_context()
@@ -53,27 +53,29 @@ def time_all_reduce(config: dict) -> None:
     if any(c.get("op") == RING_OP for c in config["collectives"]):  # the step's all-reduce over the socket ring
         ring = join_ring(strategy, context.get_world_rank(), context.get_world_size(), ray.util.get_node_ip_address())
     seconds = []
-    for collective in config["collectives"]:
-        dtype, elements = getattr(tf, collective["dtype"]), collective["elements"]
-        over_ring = collective.get("op") == RING_OP
+    try:
+        for collective in config["collectives"]:
+            dtype, elements = getattr(tf, collective["dtype"]), collective["elements"]
+            over_ring = collective.get("op") == RING_OP
 
-        @tf.function
-        def step():
-            def on_replica():
-                ones = tf.ones([elements], dtype)
-                if over_ring:  # as scaleout.train.replicas.all_reduce_step calls it
-                    return tf.reduce_sum(tf.numpy_function(ring.all_reduce, [ones], dtype, stateful=True))
-                return tf.reduce_sum(tf.distribute.get_replica_context().all_reduce("sum", ones))
-            return strategy.run(on_replica)
+            @tf.function
+            def step():
+                def on_replica():
+                    ones = tf.ones([elements], dtype)
+                    if over_ring:  # as scaleout.train.replicas.all_reduce_step calls it
+                        return tf.reduce_sum(ring_all_reduce(ring, ones))
+                    return tf.reduce_sum(tf.distribute.get_replica_context().all_reduce("sum", ones))
+                return strategy.run(on_replica)
 
-        for _ in range(5):  # trace, resolve the group, warm up
-            step()
-        start = time.perf_counter()
-        for _ in range(config["repeats"]):
-            step()
-        seconds.append((time.perf_counter() - start) / config["repeats"])
-    if ring is not None:
-        ring.close()
+            for _ in range(5):  # trace, resolve the group, warm up
+                step()
+            start = time.perf_counter()
+            for _ in range(config["repeats"]):
+                step()
+            seconds.append((time.perf_counter() - start) / config["repeats"])
+    finally:
+        if ring is not None:
+            ring.close()
     if context.get_world_rank() == 0:
         Path(config["out"]).write_text(json.dumps({"seconds": seconds, "pinning": pinning}))
 

@@ -52,6 +52,12 @@ def _slot_padding(values: tf.Tensor):
 RING_OP = "ring_all_reduce"  # the name of the step's all-reduce over the ring's sockets, as traced_collectives lists it
 
 
+def ring_all_reduce(ring, x):
+    """The sum of every worker's 1-D ``x`` over ``ring``'s sockets (a connected ``scaleout.train.ring.Ring``), in
+    ``x``'s dtype and shape: one stateful op named ``RING_OP`` in the graph, which ``traced_collectives`` lists."""
+    return tf.ensure_shape(tf.numpy_function(ring.all_reduce, [x], x.dtype, stateful=True, name=RING_OP), x.shape)
+
+
 def _is_ring(op) -> bool:
     return op.name.rsplit("/", 1)[-1].startswith(RING_OP)
 
@@ -227,8 +233,7 @@ def all_reduce_step(gradients: list, variables: list, shown: dict[str, tf.Tensor
     if ring is None:
         reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, packed_all)
     else:  # the same sum, every replica's bits the same, over the ring's sockets (scaleout.train.ring)
-        reduced = tf.ensure_shape(tf.numpy_function(ring.all_reduce, [packed_all], dtype, stateful=True,
-                                                    name=RING_OP), packed_all.shape)
+        reduced = ring_all_reduce(ring, packed_all)
     parts = tf.split(tf.cast(reduced, tf.float32), sizes)
     out = list(gradients)
     for (i, g), part in zip(packed, parts):

@@ -1,24 +1,31 @@
 """The step's packed all-reduce over TCP sockets of its own: a ring between the Ray workers
-(``TrainConfig.allreduce_transport`` "sockets"; "tensorflow", the default, uses TensorFlow's collective).
+(``TrainConfig.allreduce_transport`` "sockets", the default; "tensorflow" uses TensorFlow's collective).
 
 On a CPU cluster TensorFlow's collective all-reduce goes through its gRPC worker service: on the 2-vCPU
 machines this project measures on, 500 KiB between two processes pinned to the two cores took 2.5-4.8 ms,
 where the same bytes each way over a plain TCP socket take 0.2 ms (benchmarks/ray_scaling.py's "all-reduce
 alone"; docs/ray-step-costs.md). Here each worker listens on a socket of its own, the workers learn each
-other's addresses once (one TensorFlow all-reduce, ``Ring.connect``), each connects to the next in rank order,
+other's addresses once (one TensorFlow all-reduce, ``join_ring``), each connects to the next in rank order,
 and the step calls ``Ring.all_reduce`` on its one packed tensor (``tf.numpy_function``): a ring reduce-scatter
 then all-gather, the sums accumulated in float32, the chunks travelling in the tensor's dtype (bfloat16's half
 the bytes). Every worker ends with the same bits: each chunk is summed on one worker, rounded to the dtype
 there, and sent to the others as is.
 
 A worker whose peer ends (killed, crashed, out of memory) sees the connection close and fails its step with
-``RingError`` naming the peer; Ray Train then treats it as any worker failure (``--max-failures``).
+``RingError`` naming the peer; Ray Train then treats it as any worker failure (``--max-failures``). A peer whose
+host vanishes without closing anything (power, network) is found by TCP keepalive within ``KEEPALIVE`` seconds of
+silence; one that is alive but slow is waited for, as TensorFlow's collective waits.
+
+The ports are the cluster's, as TensorFlow's gRPC servers' are, so a connection must say who it is: ``b"ring"``,
+its rank and the group's secret (16 random bytes of worker 0's, which travel with the addresses). Anything else
+that connects is closed and logged, and the worker goes on waiting for its peer.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import socket
 import struct
 import threading
@@ -31,9 +38,13 @@ from scaleout.errors import ScaleoutError
 log = logging.getLogger(__name__)
 
 ADDRESS_BYTES = 64  # "host:port" of one worker, in its slot of the exchange (an IPv6 host and port fit)
+SECRET_BYTES = 16  # the group's secret, worker 0's, after its address in its slot
 CONNECT_SECONDS = 120.0  # for every worker to listen, connect and be accepted
-HELLO = struct.Struct("!4sI")  # b"ring", the sender's rank: what the first bytes of a connection must be
+HELLO_SECONDS = 10.0  # for a connection to say who it is
+HELLO = struct.Struct(f"!4sI{SECRET_BYTES}s")  # b"ring", the sender's rank, the secret: a connection's first bytes
 MAGIC = b"ring"
+# TCP keepalive on the ring's sockets: probes after 30 s of silence, every 10 s, 6 unanswered end the connection
+KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 
 
 class RingError(ScaleoutError):
@@ -54,6 +65,24 @@ def decode_address(values) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def slots(ring: "Ring") -> np.ndarray:
+    """``ring``'s contribution to the exchange, ``[world, ADDRESS_BYTES + SECRET_BYTES]`` float32 byte values: its
+    address in its own row, and, for worker 0, its secret after its address. Summed over every worker, it is
+    every worker's address and worker 0's secret (``read_slots``): each value is one worker's, so the sum is exact."""
+    out = np.zeros([ring.world, ADDRESS_BYTES + SECRET_BYTES], np.float32)
+    out[ring.rank, :ADDRESS_BYTES] = encode_address(*ring.address)
+    if ring.rank == 0:
+        out[0, ADDRESS_BYTES:] = np.frombuffer(ring.secret, np.uint8)
+    return out
+
+
+def read_slots(summed) -> tuple[list[tuple[str, int]], bytes]:
+    """Every worker's address, by rank, and the group's secret from the exchange's sum."""
+    summed = np.asarray(summed)
+    addresses = [decode_address(row[:ADDRESS_BYTES]) for row in summed]
+    return addresses, bytes(np.rint(summed[0, ADDRESS_BYTES:]).astype(np.uint8))
+
+
 def chunks(size: int, world: int) -> list[tuple[int, int]]:
     """``world`` contiguous [start, end) chunks of ``size`` elements, as even as they come."""
     edges = [size * k // world for k in range(world + 1)]
@@ -61,12 +90,13 @@ def chunks(size: int, world: int) -> list[tuple[int, int]]:
 
 
 class Ring:
-    """One worker's place in the ring: ``listen``, then ``connect`` with every worker's address, then
-    ``all_reduce`` (any number of times, every worker with a tensor of the same size and dtype, in the same
-    order), then ``close``."""
+    """One worker's place in the ring: made listening on ``host``, then ``connect`` with every worker's address
+    and the group's secret (worker 0's ``secret``), then ``all_reduce`` (any number of times, every worker with a
+    tensor of the same size and dtype, in the same order), then ``close``."""
 
     def __init__(self, rank: int, world: int, host: str):
         self.rank, self.world = rank, world
+        self.secret = secrets.token_bytes(SECRET_BYTES)  # the group's, if this is worker 0
         self.listener = socket.create_server((host, 0), family=_family(host))
         self.address = (host, self.listener.getsockname()[1])
         self.to_next: socket.socket | None = None
@@ -74,7 +104,6 @@ class Ring:
         self._sends: queue.Queue = queue.Queue()
         self._sent: queue.Queue = queue.Queue()
         self._sender: threading.Thread | None = None
-        self.steps = 0
 
     @property
     def next(self) -> int:
@@ -84,8 +113,9 @@ class Ring:
     def prev(self) -> int:
         return (self.rank - 1) % self.world
 
-    def connect(self, addresses: list[tuple[str, int]], timeout: float = CONNECT_SECONDS) -> None:
-        """Connects to the next worker and accepts the previous one (``addresses`` by rank)."""
+    def connect(self, addresses: list[tuple[str, int]], secret: bytes, timeout: float = CONNECT_SECONDS) -> None:
+        """Connects to the next worker and accepts the previous one (``addresses`` by rank; ``secret``, the group's,
+        is what each says with its rank)."""
         if self.world == 1:
             return
         deadline = time.monotonic() + timeout
@@ -99,28 +129,42 @@ class Ring:
                     raise RingError(f"worker {self.rank}: could not connect to worker {self.next} at {host}:{port} "
                                     f"within {timeout:.0f} s for the step's all-reduce ({exc})") from exc
                 time.sleep(0.2)
-        self.to_next.sendall(HELLO.pack(MAGIC, self.rank))
-        self.listener.settimeout(max(1.0, deadline - time.monotonic()))
-        try:
-            conn, peer = self.listener.accept()
-        except OSError as exc:
-            raise RingError(f"worker {self.rank}: worker {self.prev} did not connect within {timeout:.0f} s for "
-                            f"the step's all-reduce ({exc})") from exc
-        conn.settimeout(max(1.0, deadline - time.monotonic()))
-        magic, rank = HELLO.unpack(_recv_exactly(conn, HELLO.size, self.rank, self.prev))
-        if magic != MAGIC or rank != self.prev:
-            raise RingError(f"worker {self.rank}: the connection from {peer} is not worker {self.prev}'s "
-                            f"(it said {magic!r}, rank {rank})")
+        self.to_next.sendall(HELLO.pack(MAGIC, self.rank, secret))
+        conn = self._accept_prev(HELLO.pack(MAGIC, self.prev, secret), deadline, timeout)
         for s in (self.to_next, conn):
             s.settimeout(None)  # a step waits for the slowest worker; a peer's end closes its connections
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in KEEPALIVE.items():
+                if hasattr(socket, name):  # Linux's; elsewhere the system's keepalive times
+                    s.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
         self.from_prev = conn
         self.listener.close()
         self._sender = threading.Thread(target=self._send_loop, name="scaleout-ring-sender", daemon=True)
         self._sender.start()
         log.info("the step's all-reduce over a socket ring: worker %d sends to worker %d at %s:%d", self.rank,
                  self.next, host, port)
+
+    def _accept_prev(self, hello: bytes, deadline: float, timeout: float) -> socket.socket:
+        """The previous worker's connection, the first whose first bytes are ``hello``; any other connection is
+        logged and closed, and the wait goes on until ``deadline``."""
+        while True:
+            try:
+                self.listener.settimeout(max(0.001, deadline - time.monotonic()))
+                conn, peer = self.listener.accept()
+            except OSError as exc:
+                raise RingError(f"worker {self.rank}: worker {self.prev} did not connect within {timeout:.0f} s "
+                                f"to set up the step's all-reduce ({exc})") from exc
+            conn.settimeout(max(0.1, min(HELLO_SECONDS, deadline - time.monotonic())))
+            try:
+                said = _recv_exactly(conn, HELLO.size, self.rank, self.prev, where="saying who it is")
+            except RingError as exc:
+                said = f"nothing whole ({exc.__cause__ or 'it closed'})"
+            if said == hello:
+                return conn
+            log.warning("worker %d: closed a connection from %s that is not worker %d's (it said %s); still waiting "
+                        "for worker %d", self.rank, peer, self.prev, _shown(said, hello), self.prev)
+            conn.close()
 
     def _send_loop(self) -> None:
         while True:
@@ -166,7 +210,6 @@ class Ring:
             out_start, out_end = parts[(self.rank + 1 - step) % self.world]
             start, end = parts[(self.rank - step) % self.world]
             self._exchange(result[out_start:out_end], result[start:end])
-        self.steps += 1
         return result
 
     def close(self) -> None:
@@ -183,13 +226,11 @@ def join_ring(strategy, rank: int, world: int, host: str) -> Ring:
     from scaleout.tfenv import tf
 
     ring = Ring(rank, world, host)
-    slots = np.zeros([world, ADDRESS_BYTES], np.float32)
-    slots[rank] = encode_address(*ring.address)
-    mine = tf.constant(slots)
-    values = strategy.experimental_distribute_values_from_function(lambda _: mine)
-    summed = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
     try:
-        ring.connect([decode_address(row) for row in summed])
+        mine = tf.constant(slots(ring))
+        values = strategy.experimental_distribute_values_from_function(lambda _: mine)
+        summed = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+        ring.connect(*read_slots(summed))
     except BaseException:
         ring.close()
         raise
@@ -200,21 +241,32 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _recv_into(sock: socket.socket, view: memoryview, rank: int, peer: int) -> None:
+def _recv_into(sock: socket.socket, view: memoryview, rank: int, peer: int, where: str = "in the step's all-reduce"):
     got = 0
     while got < len(view):
         try:
             n = sock.recv_into(view[got:])
         except OSError as exc:
-            raise RingError(f"worker {rank}: the connection from worker {peer} failed in the step's all-reduce "
-                            f"({exc}): its process ended, or the network between them failed") from exc
+            raise RingError(f"worker {rank}: the connection from worker {peer} failed {where} ({exc}): its process "
+                            "ended, or the network between them failed") from exc
         if n == 0:
-            raise RingError(f"worker {rank}: worker {peer} closed its connection in the step's all-reduce: its "
-                            "process ended (killed, out of memory, or crashed)")
+            raise RingError(f"worker {rank}: worker {peer} closed its connection {where}: its process ended "
+                            "(killed, out of memory, or crashed)")
         got += n
 
 
-def _recv_exactly(sock: socket.socket, n: int, rank: int, peer: int) -> bytes:
+def _recv_exactly(sock: socket.socket, n: int, rank: int, peer: int, where: str = "in the step's all-reduce") -> bytes:
     buf = bytearray(n)
-    _recv_into(sock, memoryview(buf), rank, peer)
+    _recv_into(sock, memoryview(buf), rank, peer, where)
     return bytes(buf)
+
+
+def _shown(said, hello: bytes) -> str:
+    """What a refused connection said, for the log: its first bytes, or why there were none; never a secret."""
+    if isinstance(said, str):
+        return said
+    magic, rank, secret = HELLO.unpack(said)
+    if magic != MAGIC:
+        return repr(said[:8])
+    right = "the group's secret" if secret == HELLO.unpack(hello)[2] else "a secret that is not the group's"
+    return f"{magic!r}, rank {rank} and {right}"

@@ -2,25 +2,28 @@
 Ring of its own on this machine's loopback (real sockets); tests/test_ray_cluster.py trains through it on Ray
 workers, one killed under it."""
 
+import logging
 import socket
 import threading
+import time
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-from scaleout.train.ring import Ring, RingError, chunks, decode_address, encode_address
+from scaleout.train.ring import HELLO, KEEPALIVE, MAGIC, Ring, RingError, chunks, decode_address, encode_address
+from scaleout.train.ring import read_slots, slots
 
 
 def run_ring(world: int, body, timeout: float = 60.0) -> list:
     """``body(ring)`` on ``world`` connected rings, one thread each: each one's result (an exception if raised)."""
     rings = [Ring(rank, world, "127.0.0.1") for rank in range(world)]
-    addresses = [r.address for r in rings]
+    addresses, secret = read_slots(sum(slots(r) for r in rings))  # what join_ring's all-reduce gives each worker
     results: list = [None] * world
 
     def worker(rank):
         try:
-            rings[rank].connect(addresses, timeout=timeout)
+            rings[rank].connect(addresses, secret, timeout=timeout)
             results[rank] = body(rings[rank])
         except Exception as exc:  # noqa: BLE001  (the test reads it)
             results[rank] = exc
@@ -69,7 +72,7 @@ def test_every_worker_gets_the_same_bits_of_the_sum(world, size):
 def test_one_worker_is_its_own_sum():
     ring = Ring(0, 1, "127.0.0.1")
     try:
-        ring.connect([ring.address])
+        ring.connect([ring.address], ring.secret)
         x = values(0, 5, np.float32)
         assert ring.all_reduce(x) is x
     finally:
@@ -102,23 +105,92 @@ def test_no_peer_listening_is_an_error_naming_the_address():
     gone.close()  # nothing listens there now
     try:
         with pytest.raises(RingError, match=rf"worker 0: could not connect to worker 1 at 127.0.0.1:{port} within 1 s"):
-            ring.connect([ring.address, ("127.0.0.1", port)], timeout=1.0)
+            ring.connect([ring.address, ("127.0.0.1", port)], ring.secret, timeout=1.0)
     finally:
         ring.close()
 
 
-def test_a_connection_that_is_not_the_previous_worker_is_refused():
+def test_connections_that_are_not_the_previous_worker_are_closed_and_the_ring_still_forms(caplog):
+    """Before worker 0 connects, worker 1's port gets an HTTP request, a connection that closes without a word,
+    and one that says ``ring`` and rank 0 with the wrong secret: each is closed and logged, and worker 1 goes on
+    waiting for worker 0, whose all-reduce then works."""
+    worker0, worker1 = Ring(0, 2, "127.0.0.1"), Ring(1, 2, "127.0.0.1")
+    addresses, secret = read_slots(slots(worker0) + slots(worker1))
+    strangers = [b"GET / HTTP/1.1\r\nHost: ring\r\n\r\n", b"", HELLO.pack(MAGIC, 0, bytes(len(secret)))]
+    refused = []
+    sums = {}
+
+    def stranger(said):
+        with socket.create_connection(worker1.address) as s:
+            s.sendall(said)
+            if not said:
+                s.shutdown(socket.SHUT_WR)
+            s.settimeout(10)
+            try:  # closed by worker 1, not answered (reset where it closed with bytes unread)
+                refused.append(s.recv(1) == b"")
+            except ConnectionResetError:
+                refused.append(True)
+
+    def connect_then_sum(ring):
+        ring.connect(addresses, secret, timeout=30)
+        sums[ring.rank] = ring.all_reduce(np.full(4, ring.rank + 1, np.float32))
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="scaleout.train.ring"):
+            second = threading.Thread(target=connect_then_sum, args=(worker1,), daemon=True)
+            second.start()
+            for said in strangers:
+                stranger(said)
+            assert second.is_alive()  # still waiting for worker 0
+            first = threading.Thread(target=connect_then_sum, args=(worker0,), daemon=True)
+            first.start()
+            first.join(30)
+            second.join(30)
+    finally:
+        worker0.close()
+        worker1.close()
+    assert refused == [True, True, True]
+    assert [sums[rank].tolist() for rank in (0, 1)] == [[3.0] * 4, [3.0] * 4]
+    said = [r.getMessage() for r in caplog.records if "closed a connection from" in r.getMessage()]
+    assert len(said) == 3, said
+    assert "b'GET / HT'" in said[0] and "nothing whole (it closed)" in said[1], said
+    assert "b'ring', rank 0 and a secret that is not the group's" in said[2], said
+    assert all("not worker 0's" in line and "still waiting for worker 0" in line for line in said), said
+
+
+def test_no_previous_worker_within_the_time_is_an_error_naming_it():
     ring = Ring(1, 2, "127.0.0.1")
     other = socket.create_server(("127.0.0.1", 0))  # stands in for worker 0's listener: ring connects to it
-    stranger = threading.Thread(target=lambda: socket.create_connection(ring.address).sendall(b"GET / HTTP/1.1\r\n"))
     try:
-        stranger.start()
-        with pytest.raises(RingError, match="is not worker 0's"):
-            ring.connect([other.getsockname(), ring.address], timeout=10.0)
+        start = time.monotonic()
+        with pytest.raises(RingError, match="worker 1: worker 0 did not connect within 1 s to set up the step's"):
+            ring.connect([other.getsockname(), ring.address], ring.secret, timeout=1.0)
+        assert time.monotonic() - start < 10
     finally:
-        stranger.join()
         other.close()
         ring.close()
+
+
+def test_the_rings_sockets_probe_a_silent_peer():
+    """A peer whose node vanishes without closing its connections is found by TCP keepalive."""
+    def options(ring):
+        return [(s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+                 {name: s.getsockopt(socket.IPPROTO_TCP, getattr(socket, name)) for name in KEEPALIVE})
+                for s in (ring.to_next, ring.from_prev)]
+
+    for got in run_ring(2, options):
+        assert got == [(True, KEEPALIVE)] * 2, got
+
+
+def test_the_exchange_gives_every_address_and_worker_0s_secret():
+    rings = [Ring(rank, 3, "127.0.0.1") for rank in range(3)]
+    try:
+        addresses, secret = read_slots(sum(slots(r) for r in rings))
+        assert addresses == [r.address for r in rings]
+        assert secret == rings[0].secret and len(secret) == 16 and rings[1].secret != secret
+    finally:
+        for r in rings:
+            r.close()
 
 
 def test_addresses_travel_as_byte_values():
