@@ -13,8 +13,8 @@ there, and sent to the others as is.
 
 A worker whose peer ends (killed, crashed, out of memory) sees the connection close and fails its step with
 ``RingError`` naming the peer; Ray Train then treats it as any worker failure (``--max-failures``). A peer whose
-host vanishes without closing anything (power, network) is found by TCP keepalive within ``KEEPALIVE`` seconds of
-silence; one that is alive but slow is waited for, as TensorFlow's collective waits.
+host vanishes without closing anything (power, network) is found by TCP keepalive after about 90 s of silence
+(``KEEPALIVE``); one that is alive but slow is waited for, as TensorFlow's collective waits.
 
 The ports are the cluster's, as TensorFlow's gRPC servers' are, so a connection must say who it is: ``b"ring"``,
 its rank and the group's secret (16 random bytes of worker 0's, which travel with the addresses). Anything else
@@ -156,10 +156,7 @@ class Ring:
                 raise RingError(f"worker {self.rank}: worker {self.prev} did not connect within {timeout:.0f} s "
                                 f"to set up the step's all-reduce ({exc})") from exc
             conn.settimeout(max(0.1, min(HELLO_SECONDS, deadline - time.monotonic())))
-            try:
-                said = _recv_exactly(conn, HELLO.size, self.rank, self.prev, where="saying who it is")
-            except RingError as exc:
-                said = f"nothing whole ({exc.__cause__ or 'it closed'})"
+            said = _read_hello(conn)
             if said == hello:
                 return conn
             log.warning("worker %d: closed a connection from %s that is not worker %d's (it said %s); still waiting "
@@ -241,23 +238,32 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _recv_into(sock: socket.socket, view: memoryview, rank: int, peer: int, where: str = "in the step's all-reduce"):
+def _recv_into(sock: socket.socket, view: memoryview, rank: int, peer: int) -> None:
     got = 0
     while got < len(view):
         try:
             n = sock.recv_into(view[got:])
         except OSError as exc:
-            raise RingError(f"worker {rank}: the connection from worker {peer} failed {where} ({exc}): its process "
-                            "ended, or the network between them failed") from exc
+            raise RingError(f"worker {rank}: the connection from worker {peer} failed in the step's all-reduce "
+                            f"({exc}): its process ended, or the network between them failed") from exc
         if n == 0:
-            raise RingError(f"worker {rank}: worker {peer} closed its connection {where}: its process ended "
-                            "(killed, out of memory, or crashed)")
+            raise RingError(f"worker {rank}: worker {peer} closed its connection in the step's all-reduce: its "
+                            "process ended (killed, out of memory, or crashed)")
         got += n
 
 
-def _recv_exactly(sock: socket.socket, n: int, rank: int, peer: int, where: str = "in the step's all-reduce") -> bytes:
-    buf = bytearray(n)
-    _recv_into(sock, memoryview(buf), rank, peer, where)
+def _read_hello(conn: socket.socket) -> bytes | str:
+    """A new connection's first ``HELLO.size`` bytes, or why there were none."""
+    buf = bytearray(HELLO.size)
+    got = 0
+    while got < len(buf):
+        try:
+            n = conn.recv_into(memoryview(buf)[got:])
+        except OSError as exc:
+            return f"nothing whole ({exc})"
+        if n == 0:
+            return "nothing whole (it closed)"
+        got += n
     return bytes(buf)
 
 

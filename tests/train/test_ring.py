@@ -5,7 +5,6 @@ workers, one killed under it."""
 import logging
 import socket
 import threading
-import time
 
 import ml_dtypes
 import numpy as np
@@ -162,10 +161,8 @@ def test_no_previous_worker_within_the_time_is_an_error_naming_it():
     ring = Ring(1, 2, "127.0.0.1")
     other = socket.create_server(("127.0.0.1", 0))  # stands in for worker 0's listener: ring connects to it
     try:
-        start = time.monotonic()
         with pytest.raises(RingError, match="worker 1: worker 0 did not connect within 1 s to set up the step's"):
             ring.connect([other.getsockname(), ring.address], ring.secret, timeout=1.0)
-        assert time.monotonic() - start < 10
     finally:
         other.close()
         ring.close()
