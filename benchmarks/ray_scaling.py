@@ -316,7 +316,7 @@ def main() -> None:
                 other, transport = result["other_allreduce_dtype"], result["other_allreduce_transport"]
                 # The same rounds with the other dtype's all-reduce, and over the other transport: each against
                 # one process and 2 x 1 worker, and against the 2 workers as above
-                for key, name in ((other, f"2 Ray workers, {other} all-reduce"),
+                for key, name in ((f"{other} all-reduce", f"2 Ray workers, {other} all-reduce"),
                                   (f"{transport} transport", f"2 Ray workers, {transport} transport")):
                     variant = runs.get(name + WHERE[nodes])
                     if variant:
@@ -359,7 +359,7 @@ def main() -> None:
                       + ", ".join(f"{r:.2f}" for r in pinned["rounds"]) + f"; median {pinned['median']:.2f} "
                       f"(not pinned / one process, median of rounds: {ratios['median_round_ratio_not_pinned']:.2f})")
             other, transport = result["other_allreduce_dtype"], result["other_allreduce_transport"]
-            for key, what in ((other, f"with a {other} all-reduce (the preset's: {two['allreduce_dtype']})"),
+            for key, what in ((f"{other} all-reduce", f"with a {other} all-reduce (the preset's: {two['allreduce_dtype']})"),
                               (f"{transport} transport", f"with the all-reduce over the {transport} transport (the "
                                                          f"preset's: {two['allreduce_transport']})")):
                 if key in ratios:

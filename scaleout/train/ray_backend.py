@@ -209,19 +209,21 @@ def _train_worker(config: dict, work: Path) -> None:
                                                    "collectives_per_step": model.step_collectives,
                                                    "cpu_allocator": model.trained_allocator, "cpu_pinning": pinning})
     position = stream_position(found[1], steps, per_pass, world) if found is not None else (0, 0)
-    if train_cfg.allreduce_transport == "sockets" and world > 1:  # the step's all-reduce over a ring of sockets
-        from scaleout.train.ring import join_ring
+    from scaleout.train.ring import join_ring, raised_as_is
 
-        model.ring = join_ring(strategy, rank, world, ray.util.get_node_ip_address())
     try:
-        if start_step:  # the rest of the epoch the checkpoint was taken in, as a fit of its own
-            model.fit(dataset_fn(position), epochs=start_epoch + 1, initial_epoch=start_epoch,
-                      steps_per_epoch=steps - start_step, verbose=0, callbacks=[*tracer, epoch_log])
-            position = divmod(position[0] * per_pass + position[1] + steps - start_step, per_pass)
-            start_epoch += 1
-        if start_epoch < train_cfg.epochs:
-            model.fit(dataset_fn(position), epochs=train_cfg.epochs, initial_epoch=start_epoch,
-                      steps_per_epoch=steps, verbose=0, callbacks=[*tracer, epoch_log])
+        if train_cfg.allreduce_transport == "sockets" and world > 1:  # the step's all-reduce over a ring of sockets
+            model.ring = join_ring(strategy, rank, world, ray.util.get_node_ip_address())
+        # The ring's error reaches the fit as TensorFlow's own; Ray Train gets the RingError (ray_failures.cause)
+        with raised_as_is(model.ring):
+            if start_step:  # the rest of the epoch the checkpoint was taken in, as a fit of its own
+                model.fit(dataset_fn(position), epochs=start_epoch + 1, initial_epoch=start_epoch,
+                          steps_per_epoch=steps - start_step, verbose=0, callbacks=[*tracer, epoch_log])
+                position = divmod(position[0] * per_pass + position[1] + steps - start_step, per_pass)
+                start_epoch += 1
+            if start_epoch < train_cfg.epochs:
+                model.fit(dataset_fn(position), epochs=train_cfg.epochs, initial_epoch=start_epoch,
+                          steps_per_epoch=steps, verbose=0, callbacks=[*tracer, epoch_log])
     except TrainingDiverged as exc:
         # Every worker sees the same global loss and stops at the same step. Ending normally, rather than
         # raising, keeps Ray Train from restarting the group from the last checkpoint into the same

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 
 from scaleout.errors import ScaleoutError, first_line
+from scaleout.train.ring import RingError
 
 _EXIT_DETAIL = re.compile(r"Worker exit detail: (.*?)(?:\s+Some common causes|$)", re.S)
-_RING = re.compile(r"RingError: (?:worker \d+: )?([^\n]*)")  # the clause names the worker already
 _WHERE = re.compile(r"^\s*pid: (\d+)\s*\n\s*(?:namespace: \S*\s*\n\s*)?ip: (\S+)", re.M)
 
 
@@ -37,11 +37,10 @@ def cause(exc: BaseException) -> str:
         exc = health
     exc = getattr(exc, "_base_exc", exc)  # UserExceptionWithTraceback: the worker's exception and its traceback
     exc = getattr(exc, "cause", None) or exc  # RayTaskError: the task's own exception
+    if isinstance(exc, RingError):  # the socket ring's (scaleout.train.ring.raised_as_is): the clause names the
+        return f"RingError: {exc.clause}"  # worker already
     if isinstance(exc, ScaleoutError):
         return first_line(exc)
-    ring = _RING.search(str(exc))  # the socket ring's error, raised in the step's numpy_function: its own line
-    if ring:
-        return f"RingError: {ring.group(1)}"
     found = _EXIT_DETAIL.search(str(exc))
     if found:
         detail = " ".join(found.group(1).split())

@@ -23,8 +23,10 @@ that connects is closed and logged, and the worker goes on waiting for its peer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import re
 import secrets
 import socket
 import struct
@@ -33,7 +35,7 @@ import time
 
 import numpy as np
 
-from scaleout.errors import ScaleoutError
+from scaleout.errors import ScaleoutError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,12 @@ KEEPALIVE = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 
 
 class RingError(ScaleoutError):
-    """The ring's connections could not be made, or one closed under a step."""
+    """The ring's connections could not be made, or one closed under a step. Its message starts with the rank
+    of the worker that raised it ("worker 1: ..."); ``clause`` is the rest."""
+
+    @property
+    def clause(self) -> str:
+        return re.sub(r"^worker \d+: ", "", first_line(self))
 
 
 def encode_address(host: str, port: int) -> np.ndarray:
@@ -104,6 +111,7 @@ class Ring:
         self._sends: queue.Queue = queue.Queue()
         self._sent: queue.Queue = queue.Queue()
         self._sender: threading.Thread | None = None
+        self.failure: RingError | None = None  # what the step's all-reduce raised (see raised_as_is)
 
     @property
     def next(self) -> int:
@@ -191,6 +199,13 @@ class Ring:
         summed over every worker, rounded once to ``x``'s dtype; then a ring all-gather of the summed chunks."""
         if self.world == 1:
             return x
+        try:
+            return self._all_reduce(x)
+        except RingError as exc:
+            self.failure = exc
+            raise
+
+    def _all_reduce(self, x: np.ndarray) -> np.ndarray:
         wire, parts = x.dtype, chunks(x.size, self.world)
         buffer = np.empty(max(e - s for s, e in parts), wire)
         result = np.empty_like(x)
@@ -215,6 +230,20 @@ class Ring:
         for s in (self.to_next, self.from_prev, self.listener):
             if s is not None:
                 s.close()
+
+
+@contextlib.contextmanager
+def raised_as_is(ring: Ring | None):
+    """Within it, an error that TensorFlow raised where the ring's all-reduce had failed (the step calls it in a
+    ``tf.numpy_function``, whose exception TensorFlow rethrows as its own ``UnknownError``, the ring's
+    message inside its text) is raised as the ``RingError`` the ring raised, the TensorFlow error its cause;
+    anything else as it was."""
+    try:
+        yield
+    except Exception as exc:
+        if ring is not None and ring.failure is not None and exc is not ring.failure:
+            raise ring.failure from exc
+        raise
 
 
 def join_ring(strategy, rank: int, world: int, host: str) -> Ring:

@@ -6,6 +6,7 @@ from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 
 from scaleout.errors import DataError
 from scaleout.train.ray_failures import summary
+from scaleout.train.ring import RingError
 
 TRACEBACK = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    g()\n"
 
@@ -29,16 +30,13 @@ def test_the_controllers_error_and_any_other_by_its_first_line():
     assert summary(TimeoutError("the group did not start\nwithin 600 s")) == "TimeoutError: the group did not start"
 
 
-def test_the_socket_rings_error_is_its_own_line_out_of_tensorflows_wrapping():
-    """The ring's RingError is raised inside the step's numpy_function: TensorFlow wraps it in its own error,
-    the node and the Python traceback; the clause is the ring's line."""
+def test_the_socket_rings_error_is_its_clause_after_the_worker():
+    """The ring's RingError, as the worker raises it out of TensorFlow's wrapping (scaleout.train.ring.raised_as_is;
+    tests/train/test_ring.py raises it through a step): its message names its own worker, the clause does not
+    again."""
     said = ("worker 1: worker 0 closed its connection in the step's all-reduce: its process ended (killed, out of "
             "memory, or crashed)")
-    wrapped = RuntimeError("Graph execution error:\n\nDetected at node ring_all_reduce defined at (most recent call "
-                           "last):\n  File \"x.py\", line 1\n\nscaleout.train.ring.RingError: " + said +
-                           "\nTraceback (most recent call last):\n  File \"ring.py\", line 9\n\n\t "
-                           "[[{{node ring_all_reduce}}]] [Op:__inference_train_function_99]")
     error = WorkerGroupError("[Rank 1 Error Snippet]:\n" + TRACEBACK,
-                             {1: UserExceptionWithTraceback(wrapped, TRACEBACK + "RuntimeError: ...")})
+                             {1: UserExceptionWithTraceback(RingError(said), TRACEBACK + "RingError: ...")})
     assert summary(error) == "worker 1: RingError: " + said.removeprefix("worker 1: ")
 

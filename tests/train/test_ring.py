@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scaleout.train.ring import HELLO, KEEPALIVE, MAGIC, Ring, RingError, chunks, decode_address, encode_address
-from scaleout.train.ring import read_slots, slots
+from scaleout.train.ring import raised_as_is, read_slots, slots
 
 
 def run_ring(world: int, body, timeout: float = 60.0) -> list:
@@ -95,6 +95,40 @@ def test_a_peer_that_ends_fails_the_step_naming_it():
     assert results[1] == "ended"
     assert isinstance(results[0], RingError), results[0]
     assert "worker 0:" in str(results[0]) and "worker 1" in str(results[0]), results[0]
+
+
+def test_a_peer_that_ends_under_a_step_is_raised_as_the_rings_error_not_tensorflows():
+    """The step calls the ring in a tf.numpy_function, and TensorFlow rethrows what it raised as its own
+    UnknownError; within raised_as_is the worker raises the RingError itself (what Ray Train reports), with
+    TensorFlow's error as its cause."""
+    from scaleout.tfenv import tf
+    from scaleout.train.replicas import ring_all_reduce
+
+    def body(ring):
+        if ring.rank == 1:
+            return "ended"
+        step = tf.function(lambda x: ring_all_reduce(ring, x))
+        with raised_as_is(ring):
+            return step(tf.constant(values(0, 100_000, np.float32)))
+
+    results = run_ring(2, body)
+    assert results[1] == "ended"
+    assert type(results[0]) is RingError, repr(results[0])
+    assert isinstance(results[0].__cause__, tf.errors.OpError), repr(results[0].__cause__)
+    assert results[0].clause.startswith("worker 1 closed its connection in the step's all-reduce"), results[0]
+
+
+def test_errors_that_are_not_the_rings_pass_as_they_were():
+    ring = Ring(0, 2, "127.0.0.1")
+    try:
+        with pytest.raises(ValueError, match="not the ring's"):
+            with raised_as_is(ring):
+                raise ValueError("not the ring's")
+        with pytest.raises(ValueError):
+            with raised_as_is(None):
+                raise ValueError("no ring")
+    finally:
+        ring.close()
 
 
 def test_no_peer_listening_is_an_error_naming_the_address():
