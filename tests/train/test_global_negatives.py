@@ -1,24 +1,17 @@
 """Two replicas with global in-batch negatives compute the single-process loss and gradient
 over the global batch, with the plain loss and with every loss option on (logQ correction,
-accidental hits removed, temperature, hard negatives). Runs in a fresh process: the two logical
-CPU devices must be set up before TensorFlow starts."""
+accidental hits removed, temperature, hard negatives). Runs in a fresh process
+(tests/two_replicas.py)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from two_replicas import run_on_two_cpus
 
 SCRIPT = r"""
 import json
 import sys
 import numpy as np
-import scaleout
-from scaleout.tfenv import import_tensorflow
-
-tf = import_tensorflow()
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from scaleout.config import ModelConfig
 from scaleout.train.features import FeatureTables
@@ -85,9 +78,7 @@ BLOCKED = {"logq_correction": True, "remove_accidental_hits": True, "temperature
 @pytest.mark.parametrize("options", [{}, ALL_OPTIONS, HISTORY, COSINE, BLOCKED],
                          ids=["plain", "all-options", "history", "cosine", "blocked"])
 def test_two_replicas_train_the_single_process_objective(options):
-    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_on_two_cpus(SCRIPT, json.dumps(options))
     # In blocks: one process's loss and every replica's, with global negatives and without.
     assert (out.pop("blocked_calls") >= 3) == ("blocks" in options)
     with_global = out["True"]
@@ -102,10 +93,7 @@ def test_two_replicas_train_the_single_process_objective(options):
 @pytest.mark.parametrize("blocks", [False, True])
 def test_the_full_softmax_under_two_replicas_is_the_single_process_objective(blocks):
     """Every replica scores its queries against the whole catalogue: nothing to gather, the same sum either way."""
-    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps({**FULL, "blocks": blocks})],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_on_two_cpus(SCRIPT, json.dumps({**FULL, "blocks": blocks}))
     assert (out.pop("blocked_calls") >= 3) == blocks
     for run in out.values():
         assert abs(run["loss"] - run["want_loss"]) < 1e-4 * abs(run["want_loss"])

@@ -1,22 +1,13 @@
 """Embedding tables read by rows under a distribution strategy (scaleout.train.rows): the training step of the
 model under two replicas gathers no row from a whole read of a variable (a copy of the table each step, once
 the table is updated by rows), as in one process; RowEmbedding and RowAdagrad give Keras' Embedding's and
-Adagrad's values bit for bit. Runs in a fresh process: the two logical CPU devices must be set up before
-TensorFlow starts."""
+Adagrad's values bit for bit. Runs in a fresh process (tests/two_replicas.py)."""
 
-import json
-import subprocess
-import sys
+from two_replicas import run_on_two_cpus
 
 SCRIPT = r"""
 import json
 import numpy as np
-import scaleout
-from scaleout.tfenv import import_tensorflow
-
-tf = import_tensorflow()
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from scaleout.config import ModelConfig
 from scaleout.train.model import build_model
@@ -103,9 +94,7 @@ print(json.dumps(out))
 
 
 def test_tables_are_read_by_rows_under_a_strategy_with_keras_values():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_on_two_cpus(SCRIPT)
     assert out["tf_gather"] == 2  # tf.gather reads the mirrored table whole, once per replica
     assert out["read_rows"] == 0 and out["read_rows_resource_gathers"] == 2
     # The model's step: every table (towers, the row L2, Adagrad's accumulators) read by rows.

@@ -2,25 +2,17 @@
 all-reduce (sparse gradients of small tables made dense, larger ones left sparse), global negatives by
 gathering candidate rows or by sending the next batch's rows ahead in that all-reduce, several steps per
 tf.function call. After two calls (of one or two steps) the weights and the epoch's summed loss are the
-single process's over the same global batches. Runs in a fresh process: the two logical CPU devices must be set up
-before TensorFlow starts."""
+single process's over the same global batches. Runs in a fresh process (tests/two_replicas.py)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from two_replicas import run_on_two_cpus
 
 SCRIPT = r"""
 import json
 import sys
 import numpy as np
-import scaleout
-from scaleout.tfenv import import_tensorflow
-
-tf = import_tensorflow()
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from scaleout.config import ModelConfig
 from scaleout.train.model import build_model
@@ -128,7 +120,4 @@ def test_rows_sent_ahead_for_another_batch_stop_the_step():
 
 def run_script(options: dict, dense_bytes: int, steps_per_call: int, ahead: str, sparse: str,
                dtype: str = "float32") -> dict:
-    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(options), str(dense_bytes),
-                             str(steps_per_call), ahead, sparse, dtype], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_on_two_cpus(SCRIPT, json.dumps(options), str(dense_bytes), str(steps_per_call), ahead, sparse, dtype)
