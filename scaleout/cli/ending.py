@@ -3,8 +3,11 @@ in any library, 130 on Ctrl-C), never a traceback but for a bug."""
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import errno
 import sys
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,7 +21,8 @@ def reported(prog: str, work, run: str | None, resumable: bool = False) -> int:
     (``interrupted``: what ``work``'s blocks opened is closed by then: scratch removed, lock released). Anything
     else is a bug: raised, with its traceback."""
     try:
-        work()
+        with interrupts_not_lost():
+            work()
     except KeyboardInterrupt:
         print(interrupted(prog, resumable), file=sys.stderr)
         return 130
@@ -29,6 +33,35 @@ def reported(prog: str, work, run: str | None, resumable: bool = False) -> int:
         print(line, file=sys.stderr)
         return 1
     return 0
+
+
+AGAIN_SECONDS = 0.05  # after a Ctrl-C lost in a finaliser, the main thread is interrupted again this much later
+
+
+@contextlib.contextmanager
+def interrupts_not_lost():
+    """Within it, a Ctrl-C that Python raised inside a finaliser (a ``__del__``, such as TensorFlow's iterators'
+    when an epoch ends, or a weakref callback) is not lost: Python prints such an exception as "Exception ignored"
+    and goes on, so the command would train on with a traceback on its stderr. Here the main thread is interrupted
+    again instead, once the finaliser is done (``_thread.interrupt_main`` from a timer's thread
+    ``AGAIN_SECONDS`` later: the KeyboardInterrupt is raised where the main thread then runs Python, as a Ctrl-C's
+    is; called in the hook it would be raised in the hook, and lost again), and nothing is printed; any other such
+    exception goes to the hook there was."""
+    before = sys.unraisablehook
+
+    def hook(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            again = threading.Timer(AGAIN_SECONDS, _thread.interrupt_main)
+            again.daemon = True
+            again.start()
+        else:
+            before(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = before
 
 
 def ended(main) -> NoReturn:
