@@ -149,3 +149,37 @@ def test_a_ctrl_c_raised_in_a_finaliser_still_ends_the_command_in_one_line():
     assert done.returncode == 130 and "finished" not in done.stdout, done.stdout + done.stderr
     assert done.stderr.splitlines() == ["prog: interrupted; what it finished stays, and the next command on the run "
                                         "removes any output it left unfinished"], done.stderr
+
+
+LOST_WHILE_UNWINDING = r"""
+import sys, time
+from scaleout.cli.ending import reported
+
+class Finalised:
+    def __del__(self):  # a second Ctrl-C, landing in a finaliser while the first one unwinds the command
+        raise KeyboardInterrupt
+
+def work():
+    held = Finalised()
+    try:
+        raise KeyboardInterrupt  # the first Ctrl-C
+    finally:
+        del held
+
+status = reported("prog", work, None)
+time.sleep(1.0)  # the process goes on after the command's line (as tests and scripts that call reported do)
+print("went on", flush=True)
+sys.exit(status)
+"""
+
+
+def test_a_ctrl_c_lost_while_the_command_unwinds_does_not_land_after_its_line():
+    """The interruption put off from the finaliser is cancelled when the command ends: it would otherwise raise a
+    KeyboardInterrupt (with a traceback) in whatever the process does after the command's one line."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LOST_WHILE_UNWINDING], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stdout == "went on\n", done.stdout + done.stderr
+    assert done.stderr.splitlines() == ["prog: interrupted; what it finished stays, and the next command on the run "
+                                        "removes any output it left unfinished"], done.stderr

@@ -46,13 +46,16 @@ def interrupts_not_lost():
     again instead, once the finaliser is done (``_thread.interrupt_main`` from a timer's thread
     ``AGAIN_SECONDS`` later: the KeyboardInterrupt is raised where the main thread then runs Python, as a Ctrl-C's
     is; called in the hook it would be raised in the hook, and lost again), and nothing is printed; any other such
-    exception goes to the hook there was."""
+    exception goes to the hook there was. An interruption still pending when the block ends (it is already
+    unwinding, or done) is cancelled, so that it cannot land after the command's last line."""
     before = sys.unraisablehook
+    pending: list[threading.Timer] = []
 
     def hook(unraisable):
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
             again = threading.Timer(AGAIN_SECONDS, _thread.interrupt_main)
             again.daemon = True
+            pending.append(again)
             again.start()
         else:
             before(unraisable)
@@ -62,6 +65,8 @@ def interrupts_not_lost():
         yield
     finally:
         sys.unraisablehook = before
+        for again in pending:
+            again.cancel()
 
 
 def ended(main) -> NoReturn:
