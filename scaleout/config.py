@@ -19,6 +19,7 @@ SOURCES = ("movielens", "tfds", "generic", "synthetic", "prepared")
 SPLITS = ("random", "temporal")
 REPEATED_PAIRS = ("first", "all")  # generic source: keep one row per (user, item) pair, or every row
 OPTIMIZERS = ("adagrad", "adam", "sgd")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 # Side features of the towers (see scaleout.train.features).
 QUERY_FEATURES = ("age", "gender", "occupation", "zip", "timestamp")
 CANDIDATE_FEATURES = ("genres", "title")
@@ -114,6 +115,10 @@ class ModelConfig:
     embedding_dim: int = 32
     optimizer: str = "adagrad"
     learning_rate: float = 0.1
+    # "constant", or "cosine": epoch e of E (from 0) trains at learning_rate x (1 + cos(pi (e + 0.5) / E)) / 2,
+    # from nearly the full rate down to nearly 0, set as each epoch begins (scaleout.train.callbacks), so a resumed
+    # run and every Ray worker train each epoch at the rate the uninterrupted run does.
+    learning_rate_schedule: str = "constant"
     # Training-time FactorizedTopK is slow and the tutorial advises against it.
     train_metrics: bool = False
     top_ks: tuple[int, ...] = (1, 5, 10, 50, 100)
@@ -198,6 +203,9 @@ class ModelConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+            raise ConfigError(f"unknown learning_rate_schedule {self.learning_rate_schedule!r}; expected one of "
+                              f"{', '.join(LEARNING_RATE_SCHEDULES)}")
         # Lists arrive from JSON; keep the dataclass hashable and comparable.
         object.__setattr__(self, "top_ks", tuple(int(k) for k in self.top_ks))
         if not self.top_ks or min(self.top_ks) < 1:

@@ -3,6 +3,7 @@ way users drive it: `ray job submit ... -- python jobs/train.py` and `scaleout t
 
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -256,11 +257,12 @@ def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_ne
     steps, so worker 0's epochs begin within its passes, where a resume must find them. The interrupted run's
     all-reduce travels over the socket ring (the default), the uninterrupted one's as TensorFlow's collective
     (``--allreduce-transport tensorflow``): the killed worker's peer fails its step on the closed socket, the new
-    group builds a new ring, and the two transports sum the same bits."""
+    group builds a new ring, and the two transports sum the same bits. Each epoch trains at its own rate
+    (``--learning-rate-schedule cosine``), the resumed epoch's rest too."""
     root = small_run(tmp_path, shards=3)
     again = tmp_path / "again"
     shutil.copytree(root / "data", again / "data")
-    common = ["--epochs", 5, *SMALL, "--steps-per-execution", 4, "--no-evaluate"]
+    common = ["--epochs", 5, *SMALL, "--steps-per-execution", 4, "--no-evaluate", "--learning-rate-schedule", "cosine"]
     job = started_job(cluster, "--run", root, *common, "--checkpoint-every", 100, "--checkpoint-every-steps", 8,
                       "--checkpoint-min-interval", 0)
     try:
@@ -293,6 +295,10 @@ def test_a_worker_killed_within_an_epoch_resumes_at_its_step_and_trains_as_if_ne
                                                                                                            4, 5]
     np.testing.assert_allclose([e["loss_per_example"] for e in interrupted["epochs"]],
                                [e["loss_per_example"] for e in uninterrupted["epochs"]], rtol=1e-6)
+    rate = interrupted["model"]["learning_rate"]
+    for run in (interrupted, uninterrupted):
+        np.testing.assert_allclose([e["learning_rate"] for e in run["epochs"]],
+                                   [rate * (1 + math.cos(math.pi * (e - 0.5) / 5)) / 2 for e in range(1, 6)], rtol=1e-6)
 
 
 def test_resume_continues_an_interrupted_run_and_refuses_other_settings(cluster, tmp_path):

@@ -11,9 +11,9 @@ import argparse
 import os
 
 from scaleout.config import (ALLREDUCE_DTYPES, ALLREDUCE_TRANSPORTS, BACKENDS, CHECKPOINT_UPLOADS, FEATURES,
-                             HISTORY_TABLES, INDEX_MODES, NEGATIVES, OPTIMIZERS, REORDER_DTYPES, REPEATED_PAIRS,
-                             SOURCES, SKIPPABLE_STAGES, SPLITS, DataConfig, EmbedConfig, IndexConfig, IndexJobConfig,
-                             ModelConfig, PipelineConfig, TrainConfig)
+                             HISTORY_TABLES, INDEX_MODES, LEARNING_RATE_SCHEDULES, NEGATIVES, OPTIMIZERS,
+                             REORDER_DTYPES, REPEATED_PAIRS, SOURCES, SKIPPABLE_STAGES, SPLITS, DataConfig,
+                             EmbedConfig, IndexConfig, IndexJobConfig, ModelConfig, PipelineConfig, TrainConfig)
 from scaleout.names import BASELINES, INDEX_KINDS
 from scaleout.train.presets import DEFAULT as DEFAULT_PRESET
 from scaleout.train.presets import PRESETS
@@ -101,6 +101,8 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     g.add_argument("--embedding-dim", type=positive)
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--learning-rate", type=float)
+    g.add_argument("--learning-rate-schedule", choices=LEARNING_RATE_SCHEDULES,
+                   help="constant, or cosine: each epoch's rate decays from the learning rate towards 0")
     g.add_argument("--batch-size", type=positive, help="global batch")
     g.add_argument("--epochs", type=positive)
     g.add_argument("--features", nargs="*", choices=FEATURES, metavar="FEATURE",
@@ -175,6 +177,7 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
 
 
 _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "learning_rate": "learning_rate",
+                "learning_rate_schedule": "learning_rate_schedule",
                 "features": "features", "deep_layers": "deep_layers", "temperature": "temperature",
                 "cosine": "cosine",
                 "logq_correction": "logq_correction", "remove_accidental_hits": "remove_accidental_hits",

@@ -1,4 +1,5 @@
-"""The one per-epoch callback of both training backends: loss per example, time, throughput, history."""
+"""The per-epoch callbacks of both training backends: loss per example, time, throughput, history; the learning
+rate's schedule."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import math
 import time
 
+from scaleout.config import ModelConfig
 from scaleout.errors import TrainingDiverged
 from scaleout.stages import Progress
 from scaleout.tfenv import tf
@@ -86,9 +88,11 @@ class EpochLog(tf.keras.callbacks.Callback):
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                  "ended_at": round(time.time(), 3),  # Unix time (this process's clock): when, beside other records
                  "examples_per_second": round(self.examples / seconds, 1),
-                 "loss_per_example": round(self.loss_sum / self.examples, 6)}
-        # The last step's logged values (FactorizedTopK's only with training metrics on); the running sum is above.
-        entry.update({k: float(v) for k, v in (logs or {}).items() if k != "loss_sum"})
+                 "loss_per_example": round(self.loss_sum / self.examples, 6),
+                 "learning_rate": float(self.model.optimizer.learning_rate.numpy())}  # the epoch's, scheduled or not
+        # The last step's logged values (FactorizedTopK's only with training metrics on); the running sum is above,
+        # and the rate (which Keras' LearningRateScheduler logs as "lr").
+        entry.update({k: float(v) for k, v in (logs or {}).items() if k not in ("loss_sum", "lr")})
         if self.step_base:
             entry["resumed_at_step"] = self.step_base
         self.history.append(entry)
@@ -96,3 +100,15 @@ class EpochLog(tf.keras.callbacks.Callback):
             log.info("epoch %d/%d: loss %.4f per example, %.1f s, %s examples/s%s", epoch + 1, self.epochs,
                      entry["loss_per_example"], seconds, f"{entry['examples_per_second']:,.0f}",
                      f" over {self.workers} workers" if self.workers > 1 else "")
+
+
+def learning_rate_schedule(cfg: ModelConfig, epochs: int) -> list[tf.keras.callbacks.Callback]:
+    """The callbacks that set each epoch's learning rate (``ModelConfig.learning_rate_schedule``) out of ``epochs``:
+    none for a constant rate. Keras' ``LearningRateScheduler`` sets it from the epoch's number as the epoch begins,
+    which a resumed fit (``initial_epoch``) and each Ray worker share."""
+    if cfg.learning_rate_schedule == "constant":
+        return []
+
+    def cosine(epoch: int, _rate: float) -> float:
+        return cfg.learning_rate * (1.0 + math.cos(math.pi * (epoch + 0.5) / epochs)) / 2.0
+    return [tf.keras.callbacks.LearningRateScheduler(cosine)]

@@ -26,7 +26,7 @@ from scaleout.errors import ConfigError
 from scaleout.fsutil import write_json
 from scaleout.scratch import scratch
 from scaleout.tfenv import tf
-from scaleout.train.callbacks import EpochLog, EvaluationLog
+from scaleout.train.callbacks import EpochLog, EvaluationLog, learning_rate_schedule
 from scaleout.train.checkpoints import (RUN_NAME, STATE, WEIGHTS, check_resume, check_storage, checkpoint_of,
                                         complete_checkpoints, epoch_due, epochs_left, resume_identity)
 from scaleout.train.model import build_for_dataset
@@ -72,7 +72,8 @@ def fit_checkpointed(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainC
              "ids only")
     if start < train_cfg.epochs:
         model.fit(data, epochs=train_cfg.epochs, initial_epoch=start, steps_per_epoch=steps, verbose=0,
-                  callbacks=[epoch_log, *kept, *(callbacks or [])])
+                  callbacks=[*learning_rate_schedule(model_cfg, train_cfg.epochs), epoch_log, *kept,
+                             *(callbacks or [])])
     else:
         log.info("all %d epochs were done before; nothing to train", train_cfg.epochs)
     return model, epoch_log.history, resumed_at

@@ -132,6 +132,7 @@ def _train_worker(config: dict, work: Path) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     from scaleout.data.tfdata import parquet_dataset
+    from scaleout.train.callbacks import learning_rate_schedule
     from scaleout.train.checkpoint_log import CheckpointEpochLog
     from scaleout.train.model import build_for_dataset
     from scaleout.train.profile import EpochProfile, upload as upload_trace
@@ -208,6 +209,7 @@ def _train_worker(config: dict, work: Path) -> None:
                                    record=lambda: {"resumed_at": resumed_at, "identity": config["identity"],
                                                    "collectives_per_step": model.step_collectives,
                                                    "cpu_allocator": model.trained_allocator, "cpu_pinning": pinning})
+    scheduled = [*learning_rate_schedule(model_cfg, train_cfg.epochs), *tracer, epoch_log]
     position = stream_position(found[1], steps, per_pass, world) if found is not None else (0, 0)
     from scaleout.train.ring import join_ring, raised_as_is
 
@@ -218,12 +220,12 @@ def _train_worker(config: dict, work: Path) -> None:
         with raised_as_is(model.ring):
             if start_step:  # the rest of the epoch the checkpoint was taken in, as a fit of its own
                 model.fit(dataset_fn(position), epochs=start_epoch + 1, initial_epoch=start_epoch,
-                          steps_per_epoch=steps - start_step, verbose=0, callbacks=[*tracer, epoch_log])
+                          steps_per_epoch=steps - start_step, verbose=0, callbacks=scheduled)
                 position = divmod(position[0] * per_pass + position[1] + steps - start_step, per_pass)
                 start_epoch += 1
             if start_epoch < train_cfg.epochs:
                 model.fit(dataset_fn(position), epochs=train_cfg.epochs, initial_epoch=start_epoch,
-                          steps_per_epoch=steps, verbose=0, callbacks=[*tracer, epoch_log])
+                          steps_per_epoch=steps, verbose=0, callbacks=scheduled)
     except TrainingDiverged as exc:
         # Every worker sees the same global loss and stops at the same step. Ending normally, rather than
         # raising, keeps Ray Train from restarting the group from the last checkpoint into the same

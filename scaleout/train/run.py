@@ -112,8 +112,8 @@ def _name_finished_model(run: RunDir, error: NothingToResume) -> None:
 
 
 def write_scalars(directory: Path, history: list[dict]) -> None:
-    """Each epoch's loss per example, examples/s and seconds as TensorBoard scalars (``tensorboard --logdir
-    RUN/metrics/tensorboard``), written by this process from the history, whichever backend trained, so that
+    """Each epoch's loss per example, examples/s, seconds and learning rate as TensorBoard scalars (``tensorboard
+    --logdir RUN/metrics/tensorboard``), written by this process from the history, whichever backend trained, so that
     nothing depends on a worker's disk; replaced whole, as train.json is (``scalars.json``, the same figures,
     marks the directory as scaleout's)."""
     with atomic_dir(directory, SCALARS) as tmp:
@@ -121,7 +121,7 @@ def write_scalars(directory: Path, history: list[dict]) -> None:
         writer = tf.summary.create_file_writer(str(tmp / "train"))
         with writer.as_default():
             for entry in history:
-                for name in ("loss_per_example", "examples_per_second", "seconds"):
+                for name in ("loss_per_example", "examples_per_second", "seconds", "learning_rate"):
                     if name in entry:
                         tf.summary.scalar(name, entry[name], step=entry["epoch"])
         writer.close()
