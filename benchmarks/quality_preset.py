@@ -28,7 +28,9 @@ workers with that all-reduce (``TrainConfig.allreduce_dtype``; the quality
 preset's is bfloat16); the file's name gets _allreduce-DTYPE. --l2 L2 trains the preset with that L2
 (``ModelConfig.l2``); the file's name gets _l2-L2. --init-stddev S draws the
 embedding tables from a normal with that deviation (``ModelConfig.init_stddev``);
-the file's name gets _init-S.
+the file's name gets _init-S. --learning-rate-schedule cosine decays each
+epoch's rate (``ModelConfig.learning_rate_schedule``); the file's name gets
+_lr-cosine.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import time
 from pathlib import Path
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from scaleout.config import DataConfig
+from scaleout.config import LEARNING_RATE_SCHEDULES, DataConfig
 from scaleout.data.dataset import Dataset
 from scaleout.data.prepare import prepare
 from scaleout.bench.measure import machine
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--init-stddev", type=float, default=None,
                         help="the preset with its embedding tables drawn from a normal of this deviation "
                              "(ModelConfig.init_stddev); the results file's name gets _init-S")
+    parser.add_argument("--learning-rate-schedule", default=None, choices=LEARNING_RATE_SCHEDULES,
+                        help="the preset with this schedule of its learning rate (ModelConfig.learning_rate_schedule); "
+                             "the results file's name gets _lr-SCHEDULE")
     parser.add_argument("--seeds", type=int, default=0, metavar="N",
                         help="train the preset in this process N more times with seeds 1..N: the spread over seeds")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -95,6 +100,7 @@ def main() -> None:
     prior += f"_allreduce-{args.allreduce_dtype}" if args.allreduce_dtype else ""
     prior += f"_l2-{args.l2:g}" if args.l2 is not None else ""
     prior += f"_init-{args.init_stddev:g}" if args.init_stddev is not None else ""
+    prior += f"_lr-{args.learning_rate_schedule}" if args.learning_rate_schedule else ""
     source = source_config(args.movielens, args.synthetic, args.synthetic_users, args.synthetic_items)
     result_file = f"preset_{args.preset}{prior}" + (f"_synthetic-{args.synthetic}" if args.synthetic else "") + ".json"
 
@@ -111,6 +117,7 @@ def main() -> None:
     over = {} if args.popularity_prior is None else {"popularity_prior": args.popularity_prior}
     over.update({} if args.l2 is None else {"l2": args.l2})
     over.update({} if args.init_stddev is None else {"init_stddev": args.init_stddev})
+    over.update({"learning_rate_schedule": args.learning_rate_schedule} if args.learning_rate_schedule else {})
     model_cfg, train_cfg = configs(args.preset, model=over,
                                    train={"allreduce_dtype": args.allreduce_dtype} if args.allreduce_dtype else {})
     results: dict = {"preset": args.preset, "data": dataclasses.asdict(source), "model": dataclasses.asdict(model_cfg),
