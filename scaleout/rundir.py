@@ -3,9 +3,9 @@
   RUN/data/                  prepared dataset (scaleout.data.prepare)
   RUN/model/                 trained towers: query_tower/, candidate_tower/ (Keras
                              SavedModels) and model.json (settings, vocab sizes)
-  RUN/metrics/train.json     per-epoch loss, seconds and examples/s of the last fit
+  RUN/metrics/train.json     per-epoch loss, seconds, examples/s and learning rate of the last fit
   RUN/metrics/eval.json      test metrics, named as TFRS names them
-  RUN/metrics/tensorboard/   TensorBoard scalars of the last fit: loss per example, examples/s, learning rate per epoch
+  RUN/metrics/tensorboard/   TensorBoard scalars of the last fit: the same figures per epoch
   RUN/metrics/profile/       a profiler trace of one epoch per worker and where its time went
                              (``--profile-epoch``; scaleout.train.profile)
   RUN/embeddings/            candidate embeddings, Parquet parts + embeddings.json
