@@ -20,17 +20,16 @@ not apply there; the model is set against each baseline. EASE is skipped with
 a note where its item x item matrices would not fit in a third of this
 machine's memory. Writes preset_<preset>_synthetic-<N>.json.
 
---popularity-prior BETA trains the preset with that prior served
+Each flag of OVERRIDES sets one of the preset's settings and adds its tag to
+the file's name (_TAG-VALUE, in the table's order): --popularity-prior BETA
 (``ModelConfig.popularity_prior``: score + BETA x log(1 + the candidate's
-training count) at evaluation and serving, not in training); the file's name
-gets _prior-BETA after the preset's. --allreduce-dtype DTYPE trains the 2
-workers with that all-reduce (``TrainConfig.allreduce_dtype``; the quality
-preset's is bfloat16); the file's name gets _allreduce-DTYPE. --l2 L2 trains the preset with that L2
-(``ModelConfig.l2``); the file's name gets _l2-L2. --init-stddev S draws the
-embedding tables from a normal with that deviation (``ModelConfig.init_stddev``);
-the file's name gets _init-S. --learning-rate-schedule cosine decays each
-epoch's rate (``ModelConfig.learning_rate_schedule``); the file's name gets
-_lr-cosine.
+training count) at evaluation and serving, not in training; _prior-BETA),
+--allreduce-dtype DTYPE (the 2 workers' all-reduce, ``TrainConfig.allreduce_dtype``;
+the quality preset's is bfloat16; _allreduce-DTYPE), --l2 L2 (``ModelConfig.l2``;
+_l2-L2), --init-stddev S (the embedding tables drawn from a normal of that
+deviation, ``ModelConfig.init_stddev``; _init-S), --learning-rate-schedule
+cosine (each epoch's rate decayed, ``ModelConfig.learning_rate_schedule``;
+_lr-cosine).
 """
 
 from __future__ import annotations
@@ -61,6 +60,48 @@ TRAIN_SECONDS = 180  # issue 16: the default preset trains on ml-100k in under 3
 ML1M = {"users": 6_040, "items": 3_706}  # MovieLens 1M's (1,000,209 interactions)
 
 
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """One of the preset's settings set from the command line: ``--FIELD`` (its dashes), the config it sets
+    (``model``: ModelConfig, ``train``: TrainConfig), and the tag the results file's name gets (_TAG-VALUE)."""
+    field: str
+    config: str
+    tag: str
+    help: str
+    options: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    def suffix(self, value) -> str:
+        return f"_{self.tag}-{value:g}" if isinstance(value, float) else f"_{self.tag}-{value}"
+
+
+OVERRIDES = (
+    Override("popularity_prior", "model", "prior", "the preset with this popularity prior served", {"type": float,
+                                                                                                   "metavar": "BETA"}),
+    Override("allreduce_dtype", "train", "allreduce", "the 2 workers' all-reduce (default the preset's)",
+             {"choices": ("float32", "bfloat16")}),
+    Override("l2", "model", "l2", "the preset with this L2", {"type": float}),
+    Override("init_stddev", "model", "init", "the preset with its embedding tables drawn from a normal of this "
+             "deviation", {"type": float, "metavar": "S"}),
+    Override("learning_rate_schedule", "model", "lr", "the preset with this schedule of its learning rate",
+             {"choices": LEARNING_RATE_SCHEDULES}),
+)
+
+
+def overridden(args: argparse.Namespace) -> tuple[str, dict, dict]:
+    """The results file's suffix, and the model's and training's settings that ``args`` sets (OVERRIDES')."""
+    suffix, chosen = "", {"model": {}, "train": {}}
+    for o in OVERRIDES:
+        value = getattr(args, o.field)
+        if value is not None:
+            suffix += o.suffix(value)
+            chosen[o.config][o.field] = value
+    return suffix, chosen["model"], chosen["train"]
+
+
 def source_config(movielens: str, synthetic: int, users: int, items: int) -> DataConfig:
     """The data this benchmark judges on: MovieLens from ``movielens``, or the synthetic source with ``synthetic``
     interactions of ``users`` and ``items``; the tutorial's random 80/20 split, seed 42."""
@@ -70,7 +111,7 @@ def source_config(movielens: str, synthetic: int, users: int, items: int) -> Dat
     return DataConfig(source="movielens", path=movielens, split="random", seed=42, train_shards=4)
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
     parser.add_argument("--preset", default="quality")
@@ -78,31 +119,21 @@ def main() -> None:
                         help="the synthetic source with this many interactions instead of MovieLens")
     parser.add_argument("--synthetic-users", type=int, default=ML1M["users"])
     parser.add_argument("--synthetic-items", type=int, default=ML1M["items"])
-    parser.add_argument("--popularity-prior", type=float, default=None, metavar="BETA",
-                        help="the preset with this popularity prior served (ModelConfig.popularity_prior); the "
-                             "results file's name gets _prior-BETA")
-    parser.add_argument("--allreduce-dtype", default=None, choices=("float32", "bfloat16"),
-                        help="the 2 workers' all-reduce (TrainConfig.allreduce_dtype; default the preset's); the "
-                             "results file's name gets _allreduce-DTYPE")
-    parser.add_argument("--l2", type=float, default=None,
-                        help="the preset with this L2 (ModelConfig.l2); the results file's name gets _l2-L2")
-    parser.add_argument("--init-stddev", type=float, default=None,
-                        help="the preset with its embedding tables drawn from a normal of this deviation "
-                             "(ModelConfig.init_stddev); the results file's name gets _init-S")
-    parser.add_argument("--learning-rate-schedule", default=None, choices=LEARNING_RATE_SCHEDULES,
-                        help="the preset with this schedule of its learning rate (ModelConfig.learning_rate_schedule); "
-                             "the results file's name gets _lr-SCHEDULE")
+    for o in OVERRIDES:
+        config, value = "ModelConfig" if o.config == "model" else "TrainConfig", o.options.get("metavar", "VALUE")
+        parser.add_argument(o.flag, default=None, **o.options,
+                            help=f"{o.help} ({config}.{o.field}); the results file's name gets _{o.tag}-{value}")
     parser.add_argument("--seeds", type=int, default=0, metavar="N",
                         help="train the preset in this process N more times with seeds 1..N: the spread over seeds")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    prior = f"_prior-{args.popularity_prior:g}" if args.popularity_prior is not None else ""
-    prior += f"_allreduce-{args.allreduce_dtype}" if args.allreduce_dtype else ""
-    prior += f"_l2-{args.l2:g}" if args.l2 is not None else ""
-    prior += f"_init-{args.init_stddev:g}" if args.init_stddev is not None else ""
-    prior += f"_lr-{args.learning_rate_schedule}" if args.learning_rate_schedule else ""
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
+    suffix, model_over, train_over = overridden(args)
     source = source_config(args.movielens, args.synthetic, args.synthetic_users, args.synthetic_items)
-    result_file = f"preset_{args.preset}{prior}" + (f"_synthetic-{args.synthetic}" if args.synthetic else "") + ".json"
+    result_file = f"preset_{args.preset}{suffix}" + (f"_synthetic-{args.synthetic}" if args.synthetic else "") + ".json"
 
     import ray
 
@@ -114,12 +145,7 @@ def main() -> None:
     from scaleout.train.run import train_run
     from scaleout.train.saved import Towers
 
-    over = {} if args.popularity_prior is None else {"popularity_prior": args.popularity_prior}
-    over.update({} if args.l2 is None else {"l2": args.l2})
-    over.update({} if args.init_stddev is None else {"init_stddev": args.init_stddev})
-    over.update({"learning_rate_schedule": args.learning_rate_schedule} if args.learning_rate_schedule else {})
-    model_cfg, train_cfg = configs(args.preset, model=over,
-                                   train={"allreduce_dtype": args.allreduce_dtype} if args.allreduce_dtype else {})
+    model_cfg, train_cfg = configs(args.preset, model=model_over, train=train_over)
     results: dict = {"preset": args.preset, "data": dataclasses.asdict(source), "model": dataclasses.asdict(model_cfg),
                      "train": dataclasses.asdict(train_cfg),
                      "machine": f"{machine()['cpu']}, {os.cpu_count()} cores"}

@@ -1,0 +1,42 @@
+"""quality_preset.py's override flags: each sets its one setting of the preset and tags the results file's name."""
+
+import dataclasses
+
+import pytest
+
+from benchscripts import load
+
+from scaleout.config import ModelConfig, TrainConfig
+from scaleout.train.presets import configs
+
+
+def test_each_override_names_a_setting_of_the_config_it_sets():
+    preset = load("quality_preset")
+    fields = {"model": {f.name for f in dataclasses.fields(ModelConfig)},
+              "train": {f.name for f in dataclasses.fields(TrainConfig)}}
+    assert preset.OVERRIDES and len({o.tag for o in preset.OVERRIDES}) == len(preset.OVERRIDES)
+    for o in preset.OVERRIDES:
+        assert o.field in fields[o.config], o
+
+
+def test_the_flags_set_the_preset_and_tag_the_file_in_the_tables_order():
+    preset = load("quality_preset")
+    args = preset.arguments().parse_args(["--learning-rate-schedule", "cosine", "--l2", "0.12",
+                                          "--allreduce-dtype", "float32", "--popularity-prior", "0.2"])
+    suffix, model_over, train_over = preset.overridden(args)
+    # the names the committed results files carry (preset_quality_l2-0.12.json, ..._lr-cosine.json)
+    assert suffix == "_prior-0.2_allreduce-float32_l2-0.12_lr-cosine"
+    model_cfg, train_cfg = configs("quality", model=model_over, train=train_over)
+    default_model, default_train = configs("quality")
+    assert (model_cfg.l2, model_cfg.learning_rate_schedule, model_cfg.popularity_prior) == (0.12, "cosine", 0.2)
+    assert train_cfg.allreduce_dtype == "float32" != default_train.allreduce_dtype
+    assert model_cfg.init_stddev == default_model.init_stddev  # not given: the preset's
+    assert preset.overridden(preset.arguments().parse_args([])) == ("", {}, {})
+
+
+@pytest.mark.parametrize("flag", ["--learning-rate-schedule", "--allreduce-dtype"])
+def test_a_choice_outside_the_settings_is_refused(flag, capsys):
+    preset = load("quality_preset")
+    with pytest.raises(SystemExit) as exit_:
+        preset.arguments().parse_args([flag, "nosuch"])
+    assert exit_.value.code == 2 and "invalid choice: 'nosuch'" in capsys.readouterr().err
