@@ -119,6 +119,20 @@ def test_ctrl_c_ends_training_in_one_line_with_status_130_and_keeps_its_checkpoi
     assert not (run / "model").exists()
 
 
+INTERRUPTED_LINE = ("prog: interrupted; what it finished stays, and the next command on the run removes any output it "
+                    "left unfinished")
+
+
+def interrupted_child(script: str):
+    """``script`` run in a fresh Python: it ended with status 130 and the one interrupted line on its stderr."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr.splitlines() == [INTERRUPTED_LINE], done.stdout + done.stderr
+    return done
+
+
 LOST_IN_A_FINALISER = r"""
 import os, signal, sys, time
 from scaleout.cli.ending import reported
@@ -142,13 +156,7 @@ sys.exit(reported("prog", work, None))
 def test_a_ctrl_c_raised_in_a_finaliser_still_ends_the_command_in_one_line():
     """Python ignores an exception raised in a __del__, a Ctrl-C's KeyboardInterrupt too (CI once saw a benchmark
     train on past its Ctrl-C): reported interrupts the main thread again."""
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", LOST_IN_A_FINALISER], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 130 and "finished" not in done.stdout, done.stdout + done.stderr
-    assert done.stderr.splitlines() == ["prog: interrupted; what it finished stays, and the next command on the run "
-                                        "removes any output it left unfinished"], done.stderr
+    assert "finished" not in interrupted_child(LOST_IN_A_FINALISER).stdout
 
 
 LOST_WHILE_UNWINDING = r"""
@@ -176,10 +184,4 @@ sys.exit(status)
 def test_a_ctrl_c_lost_while_the_command_unwinds_does_not_land_after_its_line():
     """The interruption put off from the finaliser is cancelled when the command ends: it would otherwise raise a
     KeyboardInterrupt (with a traceback) in whatever the process does after the command's one line."""
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", LOST_WHILE_UNWINDING], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 130 and done.stdout == "went on\n", done.stdout + done.stderr
-    assert done.stderr.splitlines() == ["prog: interrupted; what it finished stays, and the next command on the run "
-                                        "removes any output it left unfinished"], done.stderr
+    assert interrupted_child(LOST_WHILE_UNWINDING).stdout == "went on\n"
