@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from scaleout.config import LEARNING_RATE_SCHEDULES, DataConfig
+from scaleout.config import ALLREDUCE_DTYPES, LEARNING_RATE_SCHEDULES, DataConfig
 from scaleout.data.dataset import Dataset
 from scaleout.data.prepare import prepare
 from scaleout.bench.measure import machine
@@ -82,7 +82,7 @@ OVERRIDES = (
     Override("popularity_prior", "model", "prior", "the preset with this popularity prior served", {"type": float,
                                                                                                    "metavar": "BETA"}),
     Override("allreduce_dtype", "train", "allreduce", "the 2 workers' all-reduce (default the preset's)",
-             {"choices": ("float32", "bfloat16")}),
+             {"choices": ALLREDUCE_DTYPES}),
     Override("l2", "model", "l2", "the preset with this L2", {"type": float}),
     Override("init_stddev", "model", "init", "the preset with its embedding tables drawn from a normal of this "
              "deviation", {"type": float, "metavar": "S"}),
