@@ -9,7 +9,9 @@ Ray Train workers (1 CPU each, global in-batch negatives) of a local Ray
 instance with 2 CPUs. Each model is scored by scaleout.evaluate on the test
 split (hit rate @1..100 and NDCG, tutorial protocol and seen items excluded);
 popularity, EASE and iALS are computed once on the same split. Prints the
-table, the issue's targets checked, and the training times; writes
+table (with each model over each baseline on the same test users, a 95%
+interval paired over the users: scaleout.evaluate.paired), the issue's targets
+checked (the ratios to EASE with those intervals), and the training times; writes
 benchmarks/results/quality/preset_<preset>.json.
 
 With --synthetic N the data is the synthetic source instead (power-law
@@ -139,6 +141,7 @@ def main() -> None:
 
     from scaleout.train.presets import configs
     from scaleout.evaluate.baselines import baselines
+    from scaleout.evaluate.paired import paired_comparison
     from scaleout.evaluate.protocols import evaluate_scores, load
     from scaleout.evaluate.quality import format_report, model_scorer
     from scaleout.tfenv import RUNTIME_ENV_VARS
@@ -166,15 +169,21 @@ def main() -> None:
                 ray.shutdown()
             fit = json.loads(run.train_metrics.read_text())["fit_seconds"]
             runs[name] = {"fit_seconds": fit, "train_and_evaluate_seconds": round(seconds, 1),
-                          **evaluate_scores(model_scorer(Towers.load(run.model, Dataset(run.data)), data), data)}
+                          **evaluate_scores(model_scorer(Towers.load(run.model, Dataset(run.data)), data), data,
+                                            per_user=True)}
         spread = seed_spread(local, model_cfg, train_cfg, args.seeds, data, runs["one process"]) if args.seeds else None
-        base = baselines(data)
+        base = baselines(data, per_user=True)
+    # each run over each baseline on the same test users, with its interval paired over them
+    ours = {name: r.pop("per_user") for name, r in runs.items()}
+    theirs = {name: b.pop("per_user") for name, b in base.items() if "per_user" in b}
+    paired = {name: {b: paired_comparison(ours[name], sums) for b, sums in theirs.items()} for name in runs}
     results["runs"] = runs
+    results["paired"] = paired
     if spread:
         results["seeds"] = spread
     results["baselines"] = base
     report = {"ks": [1, 5, 10, 50, 100], "ndcg_ks": [10, 100], "model": runs["one process"],
-              "baselines": {"model (2 Ray workers)": runs["2 Ray workers"], **base}}
+              "baselines": {"model (2 Ray workers)": runs["2 Ray workers"], **base}, "paired": paired["one process"]}
     print(format_report(report))
     checks = {}
     movielens = not args.synthetic
@@ -193,7 +202,8 @@ def main() -> None:
             if "ease" in base and "skipped" not in base["ease"]:
                 ease = base["ease"]["exclude_seen"][metric]
                 checks[f"{name}: exclude_seen {metric} >= {AHEAD_OF_EASE} x EASE ({ease:.4f})"] = {
-                    "value": round(value, 4), "ratio": round(value / ease, 4), "met": value >= AHEAD_OF_EASE * ease}
+                    "value": round(value, 4), "ratio": round(value / ease, 4), "met": value >= AHEAD_OF_EASE * ease,
+                    "ratio_ci95": rounded(paired[name]["ease"]["exclude_seen"][metric]["ci95"])}
             for b in ("ials", "popularity"):
                 other = base[b]["exclude_seen"][metric]
                 checks[f"{name}: exclude_seen {metric} > {b} ({other:.4f})"] = {
@@ -211,8 +221,14 @@ def main() -> None:
         print("EASE skipped:", base["ease"]["skipped"])
     results["checks"] = checks
     for check, v in checks.items():
-        print(f"{'met   ' if v['met'] else 'MISSED'} {check}: {v['value']}")
+        interval = (f" (x{v['ratio']:.3f}, paired 95% over the test users {v['ratio_ci95'][0]:.3f}-"
+                    f"{v['ratio_ci95'][1]:.3f})") if v.get("ratio_ci95") else ""
+        print(f"{'met   ' if v['met'] else 'MISSED'} {check}: {v['value']}{interval}")
     write_json(args.out / result_file, results)
+
+
+def rounded(interval: list | None) -> list | None:
+    return None if interval is None else [round(x, 4) for x in interval]
 
 
 SPREAD_METRICS = (("exclude_seen", "recall@10"), ("exclude_seen", "recall@100"), ("tutorial", "recall@100"))

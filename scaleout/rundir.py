@@ -12,7 +12,7 @@
                              (scaleout.embed)
   RUN/index/scann/           ScaNN index (scaleout.index.scann); RUN/index/brute_force/ too
   RUN/metrics/index_eval.json  FactorizedTopK through each index, side by side
-  RUN/metrics/quality.json   hit rate and NDCG with and without seen items, beside the baselines
+  RUN/metrics/quality.json   hit rate and NDCG with and without seen items, and the model over each baseline
   RUN/export/scann/          retrieval SavedModels (TFRS ScaNN / BruteForce layers):
   RUN/export/brute_force/    raw user id in; scores, movie ids, titles out
   RUN/artifacts.json         fingerprints and links of all of the above

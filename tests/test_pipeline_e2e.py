@@ -70,6 +70,21 @@ def test_the_pipeline_trains_the_quality_preset_and_reports_it_beside_the_baseli
         assert {key: best[key] for key in setting} == setting and len(tried) > 3, name
         assert chosen[name]["chosen_on"]["users"] == chosen[name]["chosen_on"]["of_users"] > 900  # ranked whole
     assert log.count("chosen: ") >= 2 and "chosen: factors 128, alpha" in log
+    # the model over each baseline on the same test users, with its interval paired over them (the per-user sums
+    # it is computed from are not kept in the file)
+    report = json.loads((root / "metrics" / "quality.json").read_text())
+    assert set(report["paired"]) == {"popularity", "ease", "ials"} and "per_user" not in report["model"]
+    for name, protocols in report["paired"].items():
+        assert "per_user" not in report["baselines"][name] and set(protocols) == {"tutorial", "exclude_seen"}
+        for protocol, metrics in protocols.items():
+            for metric, paired in metrics.items():
+                ours, theirs = report["model"][protocol][metric], report["baselines"][name][protocol][metric]
+                assert paired["ratio"] == pytest.approx(ours / theirs, rel=1e-9), (name, protocol, metric)
+                low, high = paired["ci95"]
+                assert low < paired["ratio"] < high and high / low < 1.3, (name, protocol, metric)
+    assert "model / baseline on the same test users, 95% interval paired over the users" in log
+    best = max(report["baselines"], key=lambda name: report["baselines"][name]["exclude_seen"]["recall@10"])
+    assert f"best baseline {best}: " in log and f"(model / {best}, paired 95%: recall@10 " in log
 
 
 def test_every_stage_reports_its_time_and_memory_and_training_writes_tensorboard_scalars(run):

@@ -90,10 +90,11 @@ def memory_limit(max_gib: float = 0.0) -> int:
 
 
 def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: int = 0,
-              ease_max_gib: float = 0.0) -> dict[str, dict]:
+              ease_max_gib: float = 0.0, per_user: bool = False) -> dict[str, dict]:
     """Each baseline's metrics under both protocols, with the setting chosen on validation (and 95% intervals
-    when the test split is a sample of ``population_users`` users). A baseline that cannot fit in memory is
-    skipped with a note saying what it would need (EASE: three item x item matrices; see ``ease_bytes``)."""
+    when the test split is a sample of ``population_users`` users; with ``per_user``, each user's sums as
+    ``evaluate_scores`` keeps them). A baseline that cannot fit in memory is skipped with a note saying what it
+    would need (EASE: three item x item matrices; see ``ease_bytes``)."""
     train = data.matrix(data.train)
     pop, fit_m, val, chosen_on = validation_setup(data, train)
     if chosen_on["users"] < chosen_on["of_users"]:
@@ -104,7 +105,7 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
     if "popularity" in which:
         out["popularity"] = {"setting": "training counts",
                              **evaluate_scores(lambda u: np.tile(pop, (len(u), 1)), data, pop, n,
-                                               label="quality, popularity")}
+                                               label="quality, popularity", per_user=per_user)}
     if "ease" in which:
         need, limit = ease_bytes(data.shape[1]), memory_limit(ease_max_gib)
         if need > limit:
@@ -117,13 +118,15 @@ def baselines(data: Data, which: tuple[str, ...] = BASELINES, population_users: 
             out["ease"] = {"setting": {"lambda": best},
                            "tried": tried_settings({lam: {"lambda": lam} for lam in sorted(scores)}, scores),
                            "chosen_on": chosen_on,
-                           **evaluate_scores(_ease_scorer(train, best), data, pop, n, label="quality, EASE")}
+                           **evaluate_scores(_ease_scorer(train, best), data, pop, n, label="quality, EASE",
+                                              per_user=per_user)}
     if "ials" in which:
         here, scores = choose_ials(fit_m, val, pop)
         best = ials_setting(here)
         out["ials"] = {"setting": best, "tried": tried_settings({p: ials_setting(p) for p in scores}, scores),
                        "chosen_on": chosen_on,
-                       **evaluate_scores(_ials_scorer(train, best), data, pop, n, label="quality, iALS")}
+                       **evaluate_scores(_ials_scorer(train, best), data, pop, n, label="quality, iALS",
+                                          per_user=per_user)}
     return out
 
 

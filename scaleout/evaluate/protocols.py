@@ -207,15 +207,18 @@ def _ranks(scores: np.ndarray, true: np.ndarray, which: np.ndarray, items: np.nd
 
 
 def evaluate_scores(score_users, data: Data, tiebreak: np.ndarray | None = None,
-                    population_users: int = 0, label: str = "scores") -> dict[str, dict[str, float]]:
+                    population_users: int = 0, label: str = "scores", per_user: bool = False) -> dict:
     """Both protocols for one scorer, each test user scored once. With ``population_users`` (the test users a
-    sample was drawn from), each protocol also gets ``ci95``: a 95% interval per metric."""
+    sample was drawn from), each protocol also gets ``ci95``: a 95% interval per metric. With ``per_user``,
+    ``out["per_user"]`` keeps each test user's sums (``rank_protocols``; for scaleout.evaluate.paired)."""
     batch = max(1, min(USERS_PER_BATCH, SCORES_PER_BATCH // max(1, data.shape[1])))
     out = rank_protocols(score_users, data.test, {"tutorial": None, "exclude_seen": data.matrix(data.train)},
-                         batch=batch, tiebreak=tiebreak, per_user=bool(population_users), label=label)
+                         batch=batch, tiebreak=tiebreak, per_user=per_user or bool(population_users), label=label)
     if population_users:
-        for name, ci in confidence_intervals(out.pop("per_user"), population_users).items():
+        for name, ci in confidence_intervals(out["per_user"], population_users).items():
             out[name]["ci95"] = ci
+    if not per_user:
+        out.pop("per_user", None)
     return out
 
 

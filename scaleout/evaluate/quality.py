@@ -13,6 +13,7 @@ import numpy as np
 
 from scaleout.data.dataset import Dataset
 from scaleout.evaluate.baselines import VALIDATION_METRIC, baselines
+from scaleout.evaluate.paired import paired_comparison, ratio_text
 from scaleout.evaluate.protocols import KS, NDCG_KS, PROTOCOLS, Data, evaluate_scores, load, sample_users
 from scaleout.fsutil import write_json
 from scaleout.names import BASELINES
@@ -67,12 +68,22 @@ def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES, sample: int 
     # baselines with popularity).
     report["test_rows_of_unknown_users"] = int((data.test.users < 0).sum())
     report["model"] = evaluate_scores(model_scorer(towers, data), data, population_users=population,
-                                      label="quality, model")
-    report["baselines"] = baselines(data, which, population, ease_max_gib)
+                                      label="quality, model", per_user=True)
+    report["baselines"] = baselines(data, which, population, ease_max_gib, per_user=True)
+    report["paired"] = model_over_baselines(report, population)
     report["seconds"] = round(time.monotonic() - start, 1)
     report["made_from"] = towers_made_from(run)
     write_json(run.quality_metrics, report)
     return report
+
+
+def model_over_baselines(report: dict, population_users: int = 0) -> dict:
+    """The model's recall@10 and @100 over each baseline's that ran, under both protocols, each with its paired
+    95% interval over the test users (scaleout.evaluate.paired); takes the per-user sums out of the report's
+    methods (``evaluate_scores(..., per_user=True)``), which the JSON does not keep."""
+    ours = report["model"].pop("per_user")
+    theirs = {name: b.pop("per_user") for name, b in report["baselines"].items() if "per_user" in b}
+    return {name: paired_comparison(ours, sums, population_users) for name, sums in theirs.items()}
 
 
 def headline(report: dict) -> dict:
@@ -94,6 +105,10 @@ def quality_sentence(report: dict) -> str:
     if _ran(report):
         name, b = max(_ran(report).items(), key=lambda kv: kv[1]["exclude_seen"]["recall@10"])
         text += f"; best baseline {name}: {b['exclude_seen']['recall@10']:.4f}, {b['exclude_seen']['recall@100']:.4f}"
+        paired = report.get("paired", {}).get(name, {}).get("exclude_seen")
+        if paired:
+            text += (f" (model / {name}, paired 95%: recall@10 {ratio_text(paired['recall@10'])}, "
+                     f"@100 {ratio_text(paired['recall@100'])})")
     return text
 
 
@@ -127,6 +142,12 @@ def format_report(report: dict) -> str:
                     f"{(m[protocol]['ci95'][c][1] - m[protocol]['ci95'][c][0]) / 2:>10.4f}" for c in cols))
         if "tried" in m:
             lines.append(f"{'':<{width}} {chosen_line(m)}")
+    if report.get("paired"):
+        lines.append("model / baseline on the same test users, 95% interval paired over the users:")
+        for name, protocols in report["paired"].items():
+            for protocol, metrics in protocols.items():
+                lines.append(f"  {name:<{width - 2}} {protocol:<13} " + "  ".join(
+                    f"{metric} {ratio_text(paired)}" for metric, paired in metrics.items()))
     unknown = report.get("test_rows_of_unknown_users", 0)
     if unknown:
         rows = report.get("sample", {}).get("rows", report["test_interactions"])

@@ -329,6 +329,17 @@ def test_quality_on_a_sample_of_users_states_its_size_and_intervals_and_skips_wh
             assert lo < m[protocol]["recall@100"] < hi and hi - lo < 0.2
             assert lo - 0.02 <= whole[protocol]["recall@100"] <= hi + 0.02, (name, protocol, lo, hi)
     assert "skipped" in report["baselines"]["ease"] and "1,682 x 1,682" in report["baselines"]["ease"]["skipped"]
+    # the model over popularity on the sample's users, its paired interval with the sample's correction: it
+    # holds the whole split's ratio, and is narrower than the two intervals' ends would allow
+    assert set(report["paired"]) == {"popularity"}
+    for protocol in ("tutorial", "exclude_seen"):
+        paired = report["paired"]["popularity"][protocol]["recall@100"]
+        whole = full["paired"]["popularity"][protocol]["recall@100"]["ratio"]
+        low, high = paired["ci95"]
+        assert low / 1.03 <= whole <= high * 1.03, (protocol, low, whole, high)
+        ours, theirs = report["model"][protocol]["ci95"]["recall@100"], report["baselines"]["popularity"][protocol][
+            "ci95"]["recall@100"]
+        assert high - low < ours[1] / theirs[0] - ours[0] / theirs[1], protocol
 
 
 def test_large_catalogues_are_scored_in_smaller_user_batches_with_the_same_figures(monkeypatch):
