@@ -1,6 +1,7 @@
 """Ensembles of whole models (seeds of a preset, or several presets) against one model, on quality_cuts.py's cuts.
 
     python benchmarks/quality_ensemble.py [--cuts 3] [--models 4] [--presets quality history] [--with-ease W ...]
+    python benchmarks/quality_ensemble.py --models 1 --with-ials 1 2 4 8 [--init-stddev 0.005]
 
 Trains --models models on each cut (model and shuffle seeds 100, 101, ...: different initial weights and batch
 orders; model i from the i-th of --presets, cycling), scores each model after its last epoch with seen items
@@ -9,8 +10,16 @@ its training temperature: the product of their softmax distributions), which one
 concatenated towers' outputs serves (the query side divided by the temperature). EASE (lambda 500) on the same
 cuts beside them. With --with-ease, the first model's scores mixed with EASE's, per weight W: each user's row of
 either standardised (mean 0, deviation 1), then model + W x EASE. No dot product serves that mixture; it bounds
-what a two-tower taught by EASE (distilled from its scores) could reach. Prints each cut's figures and the means
-over cuts; writes benchmarks/results/quality/ensemble.json. The test split is not used.
+what a two-tower taught by EASE (distilled from its scores) could reach.
+
+With --with-ials, the first model's scores + W x iALS's (user factors . item factors, iALS chosen on each cut
+as the quality report's baseline is, by its climb on a validation cut of the cut's training rows), per W: the
+raw scores, so one dot product of the towers' outputs with iALS's factors beside them ([q; W u] . [c; v]) serves
+it; scored under both protocols (the tutorial's top-100 too, issue 16's floor). --init-stddev S trains the
+models with their tables drawn from a normal of that deviation (``ModelConfig.init_stddev``).
+
+Prints each cut's figures and the means over cuts; writes benchmarks/results/quality/ensemble.json. The test
+split is not used.
 """
 
 from __future__ import annotations
@@ -24,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from quality_cuts import EASE_LAMBDA, METRICS, ease_metrics
+from quality_cuts import EASE_LAMBDA, METRICS, TUTORIAL, ease_metrics
 from quality_search import validation_cuts
 from scaleout.bench.measure import machine
-from scaleout.evaluate.baselines import ease
+from scaleout.evaluate.baselines import choose_ials, ease, ials_fit, ials_setting, validation_setup
 from scaleout.fsutil import write_json
 
 RESULTS = Path(__file__).parent / "results" / "quality" / "ensemble.json"
@@ -41,11 +50,16 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["quality"])
     parser.add_argument("--with-ease", type=float, nargs="*", default=[], metavar="W",
                         help="also score the first model's standardised scores + W x EASE's, per W")
+    parser.add_argument("--with-ials", type=float, nargs="*", default=[], metavar="W",
+                        help="also score the first model's scores + W x iALS's (raw: a dot product), per W, under "
+                             "both protocols")
+    parser.add_argument("--init-stddev", type=float, default=None, metavar="S",
+                        help="the models' tables drawn from a normal of deviation S (default the preset's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from scaleout.evaluate.protocols import rank_metrics
+    from scaleout.evaluate.protocols import rank_metrics, rank_protocols
     from scaleout.evaluate.quality import tower_scorer
     from scaleout.train.local import fit
     from scaleout.train.presets import configs
@@ -65,7 +79,8 @@ def main() -> None:
             scores = []
             for i in range(args.models):
                 preset = args.presets[i % len(args.presets)]
-                model_cfg, train_cfg = configs(preset, {"seed": 100 + i}, {"seed": 100 + i})
+                over = {} if args.init_stddev is None else {"init_stddev": args.init_stddev}
+                model_cfg, train_cfg = configs(preset, {"seed": 100 + i, **over}, {"seed": 100 + i})
                 model, _ = fit(dataset, model_cfg, train_cfg)
                 score = tower_scorer(model.query_tower, model.candidate_tower, data)
                 scores.append(np.asarray(score(np.append(np.arange(users), -1)), np.float32) / model_cfg.temperature)
@@ -83,6 +98,17 @@ def main() -> None:
                 for w, r in row["with_ease"].items():
                     print(f"cut {cut}, model 0 + {w} x EASE: recall@10 {r['recall@10']:.4f}, "
                           f"@100 {r['recall@100']:.4f}", flush=True)
+            if args.with_ials:
+                row["ials_setting"], factors = ials_factors(data, seen, users)
+
+                def both(mixed):  # recall@10 and @100 seen excluded, and the tutorial protocol's top-100
+                    m = rank_protocols(lambda u: mixed[np.where(u >= 0, u, users)], data.test,
+                                       {"x": seen, "t": None}, ks=(10, 100), ndcg_ks=())
+                    return {**{k: m["x"][k] for k in METRICS}, TUTORIAL: m["t"]["recall@100"]}
+                row["with_ials"] = {str(w): both(scores[0] + w * factors) for w in [0.0, *args.with_ials]}
+                for w, r in row["with_ials"].items():
+                    print(f"cut {cut}, model 0 + {w} x iALS: recall@10 {r['recall@10']:.4f}, @100 "
+                          f"{r['recall@100']:.4f}, tutorial top-100 {r[TUTORIAL]:.4f}", flush=True)
             per_cut.append(row)
     mean = {"ease": {k: float(np.mean([c["ease"][k] for c in per_cut])) for k in METRICS}}
     mean.update({f"one {p}": {k: float(np.mean([m[k] for c in per_cut for m in c["models"] if m["preset"] == p]))
@@ -91,16 +117,31 @@ def main() -> None:
                  for m in sizes})
     mean.update({f"+ {w} x EASE": {k: float(np.mean([c["with_ease"][str(w)][k] for c in per_cut])) for k in METRICS}
                  for w in args.with_ease})
+    ials_weights = [0.0, *args.with_ials] if args.with_ials else []  # 0: the model alone, scored as the mixes are
+    mean.update({f"+ {w} x iALS": {k: float(np.mean([c["with_ials"][str(w)][k] for c in per_cut]))
+                                   for k in (*METRICS, TUTORIAL)} for w in ials_weights})
     print(f"means over {args.cuts} cuts (one model of a preset: over its models of every cut):")
     for name, r in mean.items():
         label = ("EASE" if name == "ease" else name if name.startswith("one ") else
                  f"model 0 {name}" if name.startswith("+") else f"ensemble of {name}")
         print(f"  {label:22} recall@10 {r['recall@10']:.4f} ({r['recall@10'] / mean['ease']['recall@10']:.3f}x EASE), "
-              f"@100 {r['recall@100']:.4f} ({r['recall@100'] / mean['ease']['recall@100']:.3f}x)")
+              f"@100 {r['recall@100']:.4f} ({r['recall@100'] / mean['ease']['recall@100']:.3f}x)"
+              + (f", tutorial top-100 {r[TUTORIAL]:.4f}" if TUTORIAL in r else ""))
     write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts,
                           "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA,
-                          "with_ease": args.with_ease, "mean": mean,
+                          "with_ease": args.with_ease, "with_ials": args.with_ials,
+                          "init_stddev": args.init_stddev, "mean": mean,
                           "per_cut": per_cut})
+
+
+def ials_factors(data, seen, users: int) -> tuple[dict, np.ndarray]:
+    """(iALS's setting, its scores [users + 1, items], the last row a user outside the vocabulary's: zeros),
+    iALS chosen and fitted on ``seen`` as the quality report's baseline is (scaleout.evaluate.baselines)."""
+    pop, fit_m, val, _ = validation_setup(data, seen)
+    setting = ials_setting(choose_ials(fit_m, val, pop)[0])
+    model = ials_fit(seen, setting)
+    user_factors, item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    return setting, np.vstack([user_factors @ item_factors.T, np.zeros((1, seen.shape[1]))]).astype(np.float32)
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""quality_ensemble.py's mixture of a model's scores with EASE's (--with-ease): each user's row standardised."""
+"""quality_ensemble.py's mixtures of a model's scores with EASE's (--with-ease: each user's row standardised) and
+with iALS's (--with-ials: raw, a dot product)."""
 
 import json
 import subprocess
@@ -36,10 +37,11 @@ def test_the_weight_moves_the_ranking_from_the_model_to_ease():
 
 
 @pytest.mark.slow  # trains the quality preset twice on one validation cut of ml-100k
-def test_the_script_scores_the_models_their_ensemble_and_the_mixtures_with_ease(ml100k, tmp_path):
+def test_the_script_scores_the_models_their_ensemble_and_the_mixtures_with_ease_and_ials(ml100k, tmp_path):
     out = tmp_path / "ensemble.json"
     run = subprocess.run([sys.executable, str(BENCHMARKS / "quality_ensemble.py"), "--movielens", str(ml100k),
-                          "--cuts", "1", "--models", "2", "--with-ease", "0", "1000", "--out", str(out)],
+                          "--cuts", "1", "--models", "2", "--with-ease", "0", "1000", "--with-ials", "1e6",
+                          "--out", str(out)],
                          capture_output=True, text=True, timeout=900, cwd=BENCHMARKS)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -54,3 +56,12 @@ def test_the_script_scores_the_models_their_ensemble_and_the_mixtures_with_ease(
     assert cut["with_ease"]["1000.0"] == pytest.approx(ease, abs=0.002)
     assert result["mean"]["ease"] == ease and result["mean"]["+ 1000.0 x EASE"] == cut["with_ease"]["1000.0"]
     assert "model 0 + 1000.0 x EASE" in run.stdout
+    # iALS chosen on the cut by the baseline's climb; weight 0 is the model alone, under both protocols (the
+    # user's training items left in can only push a held-out item down: the tutorial's top-100 is the lower)
+    assert cut["ials_setting"]["factors"] == 128 and set(cut["with_ials"]) == {"0.0", "1000000.0"}
+    alone, ials = cut["with_ials"]["0.0"], cut["with_ials"]["1000000.0"]
+    assert {k: alone[k] for k in ("recall@10", "recall@100")} == {k: first[k] for k in ("recall@10", "recall@100")}
+    for scores in (alone, ials):
+        assert 0 < scores["tutorial@100"] < scores["recall@100"] and 0 < scores["recall@10"] < scores["recall@100"]
+    assert ials != alone and result["mean"]["+ 1000000.0 x iALS"] == ials
+    assert "model 0 + 1000000.0 x iALS" in run.stdout and "tutorial top-100" in run.stdout
