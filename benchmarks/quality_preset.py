@@ -141,7 +141,7 @@ def main() -> None:
 
     from scaleout.train.presets import configs
     from scaleout.evaluate.baselines import baselines
-    from scaleout.evaluate.paired import paired_comparison
+    from scaleout.evaluate.paired import over_each, take_per_user
     from scaleout.evaluate.protocols import evaluate_scores, load
     from scaleout.evaluate.quality import format_report, model_scorer
     from scaleout.tfenv import RUNTIME_ENV_VARS
@@ -174,9 +174,8 @@ def main() -> None:
         spread = seed_spread(local, model_cfg, train_cfg, args.seeds, data, runs["one process"]) if args.seeds else None
         base = baselines(data, per_user=True)
     # each run over each baseline on the same test users, with its interval paired over them
-    ours = {name: r.pop("per_user") for name, r in runs.items()}
-    theirs = {name: b.pop("per_user") for name, b in base.items() if "per_user" in b}
-    paired = {name: {b: paired_comparison(ours[name], sums) for b, sums in theirs.items()} for name in runs}
+    ours, theirs = take_per_user(runs), take_per_user(base)
+    paired = {name: over_each(sums, theirs) for name, sums in ours.items()}
     results["runs"] = runs
     results["paired"] = paired
     if spread:

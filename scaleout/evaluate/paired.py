@@ -61,6 +61,17 @@ def paired_comparison(ours: dict, theirs: dict, population_users: int = 0,
             for protocol, sums in ours.items() if protocol != "rows" and protocol in theirs}
 
 
+def take_per_user(methods: dict[str, dict]) -> dict[str, dict]:
+    """Each method's per-user sums (``evaluate_scores(..., per_user=True)``), taken out of its metrics, which
+    a report's JSON keeps without them; a method without them (one skipped) is left out."""
+    return {name: m.pop("per_user") for name, m in methods.items() if "per_user" in m}
+
+
+def over_each(ours: dict, theirs: dict[str, dict], population_users: int = 0) -> dict[str, dict]:
+    """``{name: paired_comparison(ours, theirs[name])}``: one method over each of the others."""
+    return {name: paired_comparison(ours, sums, population_users) for name, sums in theirs.items()}
+
+
 def ratio_text(paired: dict) -> str:
     """``1.020 (0.981-1.061)``; ``n/a`` where the baseline has no hits."""
     if paired["ratio"] is None:

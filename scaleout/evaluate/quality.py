@@ -13,7 +13,7 @@ import numpy as np
 
 from scaleout.data.dataset import Dataset
 from scaleout.evaluate.baselines import VALIDATION_METRIC, baselines
-from scaleout.evaluate.paired import paired_comparison, ratio_text
+from scaleout.evaluate.paired import over_each, ratio_text, take_per_user
 from scaleout.evaluate.protocols import KS, NDCG_KS, PROTOCOLS, Data, evaluate_scores, load, sample_users
 from scaleout.fsutil import write_json
 from scaleout.names import BASELINES
@@ -70,20 +70,13 @@ def quality_report(run: RunDir, which: tuple[str, ...] = BASELINES, sample: int 
     report["model"] = evaluate_scores(model_scorer(towers, data), data, population_users=population,
                                       label="quality, model", per_user=True)
     report["baselines"] = baselines(data, which, population, ease_max_gib, per_user=True)
-    report["paired"] = model_over_baselines(report, population)
+    # the model over each baseline, paired over the test users; the per-user sums are not kept in the JSON
+    theirs = take_per_user(report["baselines"])
+    report["paired"] = over_each(report["model"].pop("per_user"), theirs, population)
     report["seconds"] = round(time.monotonic() - start, 1)
     report["made_from"] = towers_made_from(run)
     write_json(run.quality_metrics, report)
     return report
-
-
-def model_over_baselines(report: dict, population_users: int = 0) -> dict:
-    """The model's recall@10 and @100 over each baseline's that ran, under both protocols, each with its paired
-    95% interval over the test users (scaleout.evaluate.paired); takes the per-user sums out of the report's
-    methods (``evaluate_scores(..., per_user=True)``), which the JSON does not keep."""
-    ours = report["model"].pop("per_user")
-    theirs = {name: b.pop("per_user") for name, b in report["baselines"].items() if "per_user" in b}
-    return {name: paired_comparison(ours, sums, population_users) for name, sums in theirs.items()}
 
 
 def headline(report: dict) -> dict:

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from scaleout.evaluate.paired import Z95, paired_comparison, paired_ratio, ratio_text
+from scaleout.evaluate.paired import Z95, over_each, paired_comparison, paired_ratio, ratio_text, take_per_user
 
 
 def test_the_ratio_and_its_interval_by_hand_narrowing_with_the_sample_and_none_for_the_whole_population():
@@ -53,3 +53,8 @@ def test_no_hits_give_no_ratio_or_no_interval_and_different_users_are_refused():
     assert set(out) == {"t"} and out["t"]["recall@10"]["ratio"] == 1.5 and out["t"]["recall@100"]["ratio"] == 1.25
     with pytest.raises(ValueError, match="different test splits"):
         paired_comparison(sums, {**other, "rows": np.array([3, 2])})
+    # a report's methods give up their sums (its JSON keeps none); a skipped one has none to give
+    methods = {"ease": {"t": {"recall@10": 0.5}, "per_user": other}, "big": {"skipped": "too large"}}
+    taken = take_per_user(methods)
+    assert set(taken) == {"ease"} and taken["ease"] is other and "per_user" not in methods["ease"]
+    assert over_each(sums, taken)["ease"] == out
