@@ -157,10 +157,25 @@ class ModelConfig:
     # count)`` at evaluation and serving, one more dimension of each tower's output (0: none). Training's scores
     # are the towers' dot product alone (logQ correction takes popularity out of the loss; this puts it back).
     popularity_prior: float = 0.0
+    # iALS's factors beside the towers' (see scaleout.train.towers): ``q . c + ials_weight x u . v`` at evaluation
+    # and serving, where u and v are the user's and the candidate's factors of implicit's ALS fitted once on the
+    # training split (``ials_factors`` dimensions, weight ``ials_alpha`` on the observed entries, L2 ``ials_l2``,
+    # 15 iterations), ``ials_factors`` more dimensions of each tower's output (0: none). Training's scores are the
+    # towers' dot product alone; the factors are constants of the towers, saved with them.
+    ials_weight: float = 0.0
+    ials_factors: int = 128
+    ials_alpha: float = 3.0
+    ials_l2: float = 30.0
     # The embedding tables' initial values: 0 draws them from Keras' default, uniform in [-0.05, 0.05] (a
     # standard deviation of 0.029; every model before 2026-12-05); above 0, from a normal distribution with this
     # standard deviation. Smaller starts fit each user's training items later (benchmarks/quality_cuts.py).
     init_stddev: float = 0.0
+
+    @property
+    def ials(self) -> dict | None:
+        """iALS's setting (scaleout.train.ials), or None without ``ials_weight``."""
+        return ({"factors": self.ials_factors, "alpha": self.ials_alpha, "regularization": self.ials_l2}
+                if self.ials_weight else None)
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "embedding_dim")
@@ -169,6 +184,14 @@ class ModelConfig:
         _at_least(self, 1, "full_softmax_max")
         _at_least(self, 0, "popularity_prior", note="0 (none) or more")
         _at_least(self, 0, "init_stddev", note="0 (Keras' uniform in [-0.05, 0.05]) or more")
+        _at_least(self, 0, "ials_weight", note="0 (none) or more")
+        _at_least(self, 1, "ials_factors")
+        if not self.ials_alpha > 0 or self.ials_l2 < 0:
+            raise ConfigError(f"ials_alpha must be positive and ials_l2 0 or more, got {self.ials_alpha} and "
+                              f"{self.ials_l2}")
+        if self.ials_weight and not self.user_embedding:
+            raise ConfigError("ials_weight needs the user embedding: iALS's user factors are fitted per training "
+                              "user, and a tower without user ids serves users from their items alone")
         if self.history_table not in HISTORY_TABLES:
             raise ConfigError(f"unknown history_table {self.history_table!r}; expected one of "
                               f"{', '.join(HISTORY_TABLES)}")

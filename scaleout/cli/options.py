@@ -134,6 +134,12 @@ def add_train_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     g.add_argument("--popularity-prior", type=float, metavar="BETA",
                    help="served scores add BETA x log(1 + the candidate's training count); training's do not "
                         "(0: none)")
+    g.add_argument("--ials-weight", type=float, metavar="W",
+                   help="served scores add W x the dot product of the user's and the candidate's iALS factors, "
+                        "fitted on the training split; training's do not (0: none)")
+    g.add_argument("--ials-factors", type=positive, help="iALS's dimensions under --ials-weight")
+    g.add_argument("--ials-alpha", type=float, help="iALS's weight on the observed entries under --ials-weight")
+    g.add_argument("--ials-l2", type=float, help="iALS's L2 under --ials-weight")
     g.add_argument("--shuffle-buffer", type=non_negative, help=f"rows (default {t.shuffle_buffer})")
     g.add_argument("--steps-per-execution", type=positive,
                    help=f"training steps per tf.function call (default {t.steps_per_execution})")
@@ -187,7 +193,8 @@ _MODEL_FLAGS = {"embedding_dim": "embedding_dim", "optimizer": "optimizer", "lea
                 "history_table": "history_table", "history_dropout": "history_dropout",
                 "user_embedding": "user_embedding", "negatives": "negatives",
                 "sampled_negatives": "sampled_negatives", "full_softmax_max": "full_softmax_max",
-                "popularity_prior": "popularity_prior"}
+                "popularity_prior": "popularity_prior", "ials_weight": "ials_weight",
+                "ials_factors": "ials_factors", "ials_alpha": "ials_alpha", "ials_l2": "ials_l2"}
 _TRAIN_FLAGS = {"batch_size": "batch_size", "epochs": "epochs", "shuffle_buffer": "shuffle_buffer",
                 "model_seed": "seed", "steps_per_execution": "steps_per_execution",
                 "profile_epoch": "profile_epoch", "allreduce_dtype": "allreduce_dtype",

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from scaleout.evaluate.protocols import Data, Split, evaluate_scores, rank_metrics, sample_users
 from scaleout.names import BASELINES
+from scaleout.train.ials import ials_fit
 
 log = logging.getLogger(__name__)
 
@@ -229,22 +230,6 @@ def _ease_scorer(train: sp.csr_matrix, lam: float):
         rows[users < 0] = 0.0
         return rows
     return score
-
-
-def ials_fit(train: sp.csr_matrix, setting: dict):
-    """implicit's ALS fitted on ``train`` [users, items] with ``setting`` (``ials_setting``'s keys)."""
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
-    # implicit's advice (it warns otherwise, and runs up to 10x slower): BLAS on one thread while it fits; its own
-    # loop over users and items on every core (num_threads 0), which gives the same factors to the bit as one thread
-    # (each row's solve is its own): a cluster's head has 16 cores
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=setting["factors"], regularization=setting["regularization"],
-                                        alpha=setting.get("alpha", 1.0), iterations=setting.get("iterations", 15),
-                                        random_state=42, num_threads=0)
-        model.fit(train.tocsr(), show_progress=False)
-    return model
 
 
 def _ials_scorer(train: sp.csr_matrix, setting: dict):

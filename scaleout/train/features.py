@@ -12,6 +12,9 @@ Candidate tower (per candidate, from candidates.parquet):
   genres      movie_genres, a list pooled by mean
   title       the words of movie_title (lower-cased, split on non-alphanumerics,
               words of at least two titles), pooled by mean
+Both towers, with ``ModelConfig.ials_weight``:
+  iALS factors  implicit's ALS fitted once on the training split: each user's and
+              each candidate's factors (scaleout.train.ials.factor_tables)
 
 Every coded table has one row per vocabulary entry plus row 0 for ids outside
 the vocabulary, and code 0 for "missing" (and list padding). A feature the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +36,7 @@ import pyarrow.parquet as pq
 
 from scaleout.config import QUERY_FEATURES
 from scaleout.names import MOVIE_ID, MOVIE_TITLE, USER_ID
+from scaleout.train.ials import factor_tables
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +81,17 @@ class FeatureTables:
     # [users + 1, length] int32: each user's most recent training items as candidate rows + 1 (the rows of the
     # candidate tower's StringLookup), oldest first, 0 padding; row 0 (unknown users) empty
     history: np.ndarray | None = None
+    # [users + 1, factors] and [candidates + 1, factors] float32: iALS's user and item factors by StringLookup row
+    # (scaleout.train.ials.factor_tables; row 0: the users' mean, and zeros)
+    ials_users: np.ndarray | None = None
+    ials_items: np.ndarray | None = None
 
     @property
     def used(self) -> list[str]:
         timestamp = ["timestamp"] if self.timestamp else []
         history = [f"history ({self.history.shape[1]} items)"] if self.history is not None else []
-        return [f.name for f in self.query] + timestamp + history + [f.name for f in self.candidate]
+        ials = [f"iALS factors ({self.ials_items.shape[1]})"] if self.ials_items is not None else []
+        return [f.name for f in self.query] + timestamp + history + [f.name for f in self.candidate] + ials
 
 
 def _code(values: list) -> tuple[np.ndarray, int]:
@@ -126,10 +136,9 @@ def timestamp_table(train_files, users: pa.Table) -> Timestamps:
                       np.concatenate([[sample.max()], last]))
 
 
-def history_table(dataset, length: int) -> np.ndarray:
-    """Every user's ``length`` most recent distinct training items (by timestamp where the data has one, else
-    in file order), coded as candidate rows + 1, oldest first and padded with 0 on the right. Row 0 is the
-    unknown user's: empty. Items outside the candidates are left out."""
+def training_rows(dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every training interaction whose user is in the vocabulary and item among the candidates: (user rows + 1
+    int64, candidate rows + 1 int32, timestamps int64, 0 where the data has none), in file order."""
     users = dataset.vocabulary(USER_ID)
     candidates = dataset.candidates.column(MOVIE_ID)
     columns = [USER_ID, MOVIE_ID] + (["timestamp"] if "timestamp" in dataset.columns else [])
@@ -141,25 +150,36 @@ def history_table(dataset, length: int) -> np.ndarray:
     i = pc.filter(item_row, keep).to_numpy(zero_copy_only=False).astype(np.int32) + 1
     when = (pc.filter(table.column("timestamp"), keep).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
             if "timestamp" in columns else np.zeros(len(u), np.int64))
+    return u, i, when
+
+
+def history_table(dataset, length: int, rows: tuple | None = None) -> np.ndarray:
+    """Every user's ``length`` most recent distinct training items (by timestamp where the data has one, else
+    in file order), coded as candidate rows + 1, oldest first and padded with 0 on the right. Row 0 is the
+    unknown user's: empty. Items outside the candidates are left out. ``rows``: ``training_rows``, read already."""
+    n_users, n_candidates = len(dataset.vocabulary(USER_ID)), dataset.candidates.num_rows
+    u, i, when = rows if rows is not None else training_rows(dataset)
     order = np.lexsort((np.arange(len(u)), when, u))  # by user, then time, then file order
     u, i = u[order], i[order]
     # one row per (user, item): its latest interaction
-    _, latest = np.unique((u * (len(candidates) + 1) + i)[::-1], return_index=True)
+    _, latest = np.unique((u * (n_candidates + 1) + i)[::-1], return_index=True)
     last = np.zeros(len(u), bool)
     last[len(u) - 1 - latest] = True
     u, i = u[last], i[last]
-    counts = np.bincount(u, minlength=len(users) + 1)
+    counts = np.bincount(u, minlength=n_users + 1)
     end = np.cumsum(counts)
     position = np.arange(len(u)) - (end - counts)[u]  # place among the user's items, oldest first
     keep_from = np.maximum(counts - length, 0)[u]
     recent = position >= keep_from
-    codes = np.zeros((len(users) + 1, length), np.int32)
+    codes = np.zeros((n_users + 1, length), np.int32)
     codes[u[recent], (position - keep_from)[recent]] = i[recent]
     return codes
 
 
-def build_tables(dataset, wanted: tuple[str, ...], history: int = 0) -> FeatureTables:
-    """The coded tables of the ``wanted`` features that ``dataset`` has; notes for the others."""
+def build_tables(dataset, wanted: tuple[str, ...], history: int = 0, ials: dict | None = None) -> FeatureTables:
+    """The coded tables of the ``wanted`` features that ``dataset`` has; notes for the others. ``history``: each
+    user's most recent items (``history_table``); ``ials``: iALS's setting, whose factors are fitted on the
+    training split (``ModelConfig.ials``)."""
     tables = FeatureTables()
     users = dataset.users
     user_vocab = dataset.vocabulary(USER_ID)
@@ -204,8 +224,15 @@ def build_tables(dataset, wanted: tuple[str, ...], history: int = 0) -> FeatureT
         else:
             codes, size = _code_lists(words, TITLE_WORDS, keep)
             tables.candidate.append(CodedFeature("title", codes, size))
+    rows = training_rows(dataset) if history or ials else None
     if history:
-        tables.history = history_table(dataset, history)
+        tables.history = history_table(dataset, history, rows)
+    if ials:
+        start = time.monotonic()
+        tables.ials_users, tables.ials_items = factor_tables(rows[0] - 1, rows[1] - 1, len(user_vocab),
+                                                             candidates.num_rows, ials)
+        log.info("iALS %s fitted on %s training interactions in %.1f s", ials, f"{len(rows[0]):,}",
+                 time.monotonic() - start)
     for name, why in tables.left_out.items():
         log.warning("feature %r left out: %s", name, why)
     return tables

@@ -64,6 +64,8 @@ class TwoTowerModel(tfrs.Model):
         self.features = {"used": [], "left_out": {}}
         self.sampling_q = None if candidate_counts is None else tf.constant(sampling_probabilities(candidate_counts))
         self.reads_history = uses_history(query_tower)
+        # iALS's columns (ModelConfig.ials_weight) are the query's zeros in training: the loss leaves them out
+        self.served_only = cfg.ials_factors if cfg.ials_weight else 0
         # Candidate id by StringLookup row (row 0, ids outside the candidates: "", outside them too).
         self.row_ids = tf.constant(np.asarray([""] + list(candidate_ids), dtype=object))
         self.n_candidates = len(candidate_ids)
@@ -122,14 +124,15 @@ class TwoTowerModel(tfrs.Model):
         global_rows = None
         # In training a history-aware tower leaves the example's own item out of the user's history.
         exclude = features[CANDIDATE_FEATURE] if self.reads_history and training else None
-        query = query_embeddings(self.query_tower, features[QUERY_FEATURE], features.get(TIMESTAMP_FEATURE),
-                                 training=training, exclude=exclude)
-        own = self.candidate_tower(features[CANDIDATE_FEATURE])
+        whole_query = query_embeddings(self.query_tower, features[QUERY_FEATURE], features.get(TIMESTAMP_FEATURE),
+                                       training=training, exclude=exclude)
+        whole_own = self.candidate_tower(features[CANDIDATE_FEATURE])
+        query, own = self.trained(whole_query, training), self.trained(whole_own, training)
         compute_metrics = self.cfg.train_metrics or not training
         if self.cfg.negatives == "full":
-            loss = self.full_softmax(query, features[CANDIDATE_FEATURE])
+            loss = self.full_softmax(query, features[CANDIDATE_FEATURE], training)
             if compute_metrics:
-                self.task(query, own, candidate_ids=self.own_rows(features), compute_metrics=True)
+                self.task(whole_query, whole_own, candidate_ids=self.own_rows(features), compute_metrics=True)
             return loss, global_rows
         candidate, rows = own, self.candidate_row(features[CANDIDATE_FEATURE])
         if self.exchanges_rows and replicas_in_sync() > 1:
@@ -143,34 +146,40 @@ class TwoTowerModel(tfrs.Model):
             rows = own_first(self.sent_rows.read_value(), rows) if sent else global_batch(rows)
             self.global_rows_by = "sent ahead" if sent else "gathered"  # by the step traced last (tests read it)
             global_rows = rows  # train_step sends the candidate table's gradient by them (candidate_rows_in_common)
-            candidate = self.candidate_tower(tf.gather(self.row_ids, rows))
+            candidate = self.trained(self.candidate_tower(tf.gather(self.row_ids, rows)), training)
         extra = {}
         if self.cfg.logq_correction:
             # Retrieval subtracts log(p) from each candidate's logit.
             extra["candidate_sampling_probability"] = tf.gather(self.sampling_q, rows)
         if self.cfg.negatives == "mixed":
-            candidate, rows, extra = self.with_sampled(candidate, rows, extra)
+            candidate, rows, extra = self.with_sampled(candidate, rows, extra, training)
         if self.cfg.remove_accidental_hits:
             extra["candidate_ids"] = rows
         if self.cfg.hard_negatives:
-            if self.hits_task is None:  # the metric's positives: the first rows, this replica's own
+            if self.hits_task is None and not (training and self.served_only):  # the metric's positives: the
+                # first rows, this replica's own (with iALS's columns left out, below from the whole outputs)
                 return self.task(query, candidate, compute_metrics=compute_metrics,
                                  candidate_ids=tf.cast(rows, tf.int32) - 1, **extra), global_rows
-            loss = self.hits_task(query, candidate, compute_metrics=False, **extra)
+            loss = (self.hits_task or self.task)(query, candidate, compute_metrics=False, **extra)
         else:
             loss = in_batch_softmax(query, candidate, self.cfg.temperature, **extra)
         if compute_metrics:  # FactorizedTopK of the own candidates (the task's loss, computed again, unused)
-            self.task(query, own, candidate_ids=self.own_rows(features), compute_metrics=True)
+            self.task(whole_query, whole_own, candidate_ids=self.own_rows(features), compute_metrics=True)
         return loss, global_rows
+
+    def trained(self, embeddings: tf.Tensor, training: bool) -> tf.Tensor:
+        """A tower's output as training scores it: without iALS's columns, which are the query's zeros there
+        (``ServingFactors``), so the loss costs what the towers' own dimensions do."""
+        return embeddings[:, :-self.served_only] if training and self.served_only else embeddings
 
     def own_rows(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """Each example's candidate row, -1 outside the candidates (RankTopK leaves it out of its rank)."""
         return tf.cast(self.candidate_row(features[CANDIDATE_FEATURE]), tf.int32) - 1
 
-    def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor) -> tf.Tensor:
+    def full_softmax(self, query: tf.Tensor, positive_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Softmax cross-entropy of each query over every candidate (summed over the batch, as Retrieval's loss
         is), the candidates embedded by the tower each step."""
-        everything = self.candidate_tower(self.row_ids[1:])  # [n_candidates, dim], candidate order
+        everything = self.trained(self.candidate_tower(self.row_ids[1:]), training)  # [n_candidates, dim]
         labels = tf.cast(self.candidate_row(positive_ids), tf.int32) - 1  # StringLookup row 0 is the unknown id
 
         def one_piece():
@@ -182,14 +191,14 @@ class TwoTowerModel(tfrs.Model):
         # A block of queries at a time (scaleout.train.logits)
         return softmax_loss(query, everything, labels, one_piece, self.cfg.temperature)
 
-    def with_sampled(self, candidate: tf.Tensor, rows: tf.Tensor, extra: dict):
+    def with_sampled(self, candidate: tf.Tensor, rows: tf.Tensor, extra: dict, training: bool = False):
         """The in-batch candidates followed by ``sampled_negatives`` drawn uniformly from the catalogue (this
         replica's own draw). With logQ correction each part's logits are corrected by its own expected count
         of the candidate: in-batch, (batch rows) x its training frequency; sampled, draws / candidates.
         (Correcting every column by its item's expected count under the mixture, the sum of the two, measured
         worse on ml-100k's validation cut: recall@10 0.098 against 0.121 at epoch 23.)"""
         drawn = tf.random.uniform([self.cfg.sampled_negatives], 0, self.n_candidates, dtype=tf.int32)
-        sampled = self.candidate_tower(tf.gather(self.row_ids, drawn + 1))
+        sampled = self.trained(self.candidate_tower(tf.gather(self.row_ids, drawn + 1)), training)
         if "candidate_sampling_probability" in extra:
             in_batch = extra["candidate_sampling_probability"] * tf.cast(tf.shape(rows)[0], tf.float32)
             uniform = tf.fill([self.cfg.sampled_negatives], self.cfg.sampled_negatives / self.n_candidates)
@@ -382,7 +391,7 @@ def build_for_dataset(cfg: ModelConfig, dataset, tables: FeatureTables | None = 
     """``build_model`` with the dataset's vocabularies, the features ``cfg`` asks for and the candidates' counts.
     ``tables``: the coded features and history, built once by the caller (a Ray worker that holds only its own
     train shards must not build them from those)."""
-    tables = tables if tables is not None else build_tables(dataset, cfg.features, cfg.history)
+    tables = tables if tables is not None else build_tables(dataset, cfg.features, cfg.history, cfg.ials)
     model = build_model(cfg, dataset.vocabulary(QUERY_FEATURE), dataset.vocabulary(CANDIDATE_FEATURE), tables,
                         candidate_counts(dataset), steps_per_execution)
     model.features = {"used": tables.used, "left_out": tables.left_out}

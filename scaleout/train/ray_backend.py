@@ -282,9 +282,9 @@ def fit_ray(run: RunDir, model_cfg: ModelConfig, train_cfg: TrainConfig):
     if local:  # the workers read the data and write the checkpoints there, wherever Ray places them
         check_nodes_share(local, "the training data (or checkpoint directory)")
     run.sync()  # a remote run's dataset, committed before the workers fetch it
-    # Side-feature codes, timestamp buckets and user histories come from the whole train split, built here once:
-    # a worker that fetches only its own shards from a store would otherwise build tables of its own.
-    tables = build_tables(dataset, model_cfg.features, model_cfg.history)
+    # Side-feature codes, timestamp buckets, user histories and iALS's factors come from the whole train split,
+    # built here once: a worker that fetches only its own shards from a store would otherwise build its own.
+    tables = build_tables(dataset, model_cfg.features, model_cfg.history, model_cfg.ials)
     fs, storage_path = storage.filesystem(location)
     trainer = TensorflowTrainer(
         train_func,

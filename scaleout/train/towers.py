@@ -30,6 +30,11 @@ query's beta at evaluation and serving and 0 in training. The dot product the
 exports, the embedding job and the indexes already compute then adds beta x
 log(1 + count) to every served score, while training's scores stay the towers'
 own.
+
+With iALS's factors (``ModelConfig.ials_weight``, W), each tower's output has ``ials_factors`` more columns:
+the candidate's iALS item factors, and the user's iALS user factors times W at evaluation and serving (0 in
+training), both constant tables fitted on the training split (scaleout.train.features). The dot product then
+serves ``q . c + W x u . v``, the towers' score plus iALS's, while training's scores stay the towers' own.
 """
 
 from __future__ import annotations
@@ -201,6 +206,25 @@ class ServingPrior(tf.keras.layers.Layer):
         return {**super().get_config(), "beta": self.beta}
 
 
+@tf.keras.utils.register_keras_serializable("scaleout")
+class ServingFactors(tf.keras.layers.Layer):
+    """The query's side of iALS's factors (``ModelConfig.ials_weight``): (``[b, dim]``, the user's factors ``[b,
+    f]``) -> ``[b, dim + f]``, the factors times ``weight`` at evaluation and serving and zeros in training. Against
+    the candidate tower's last ``f`` columns, the candidate's factors, a dot product scores ``q . c + weight x u .
+    v`` served and ``q . c`` exactly in training."""
+
+    def __init__(self, weight: float, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+
+    def call(self, inputs, training=None):
+        x, factors = inputs
+        return tf.concat([x, tf.cast(factors, x.dtype) * (0.0 if training else self.weight)], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
 def log_popularity(counts: np.ndarray) -> np.ndarray:
     """``[candidates + 1, 1]`` float32: log(1 + each candidate's training count) by StringLookup row (row 0, an
     id outside the candidates: 0), the candidate tower's last column under a popularity prior."""
@@ -284,7 +308,20 @@ def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTabl
     out = _combine(parts, cfg, "query")
     if cfg.popularity_prior:
         out = ServingPrior(cfg.popularity_prior, name="popularity_prior")(out)
+    if cfg.ials_weight:
+        out = ServingFactors(cfg.ials_weight, name="ials_user")([out, _factors(tables.ials_users, rows, "user")])
     return tf.keras.Model(inputs, out, name="query_tower")
+
+
+def _factors(table: np.ndarray | None, rows, name: str):
+    """iALS's factors by vocabulary row, from a constant table held by the tower."""
+    if table is None:
+        raise ConfigError("ials_weight needs iALS's factors, fitted on the training split (build_tables with "
+                          "ModelConfig.ials)")
+    layer = CodeTable(table.shape[0], table.shape[1], table_dtype="float32", name=f"ials_{name}_factors")
+    out = layer(rows)
+    layer.table.assign(table)
+    return out
 
 
 def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:
@@ -299,7 +336,7 @@ def candidate_tower(cfg: ModelConfig, candidate_ids: Sequence[str], tables: Feat
                     id_embedding=None, counts: np.ndarray | None = None):
     """``[b]`` movie ids -> ``[b, dim]`` (see module doc); ``id_embedding``: a layer shared with the query tower.
     Under a popularity prior, ``[b, dim + 1]``: the last column log(1 + the candidate's training count, from
-    ``counts`` in candidate order)."""
+    ``counts`` in candidate order); with iALS's factors, those ``f`` columns after it."""
     tables = tables or FeatureTables()
     movie_id = tf.keras.Input(shape=(), dtype=tf.string, name=CANDIDATE_FEATURE)
     rows, parts = _id_and_coded_parts(movie_id, candidate_ids, tables.candidate, cfg, "candidate", id_embedding)
@@ -313,6 +350,9 @@ def candidate_tower(cfg: ModelConfig, candidate_ids: Sequence[str], tables: Feat
         column = layer(rows)
         layer.table.assign(table)
         out = tf.keras.layers.Concatenate(name="candidate_with_popularity")([out, column])
+    if cfg.ials_weight:
+        out = tf.keras.layers.Concatenate(name="candidate_with_ials")([out, _factors(tables.ials_items, rows,
+                                                                                      "item")])
     return tf.keras.Model(movie_id, out, name="candidate_tower")
 
 

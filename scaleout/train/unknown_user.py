@@ -23,6 +23,8 @@ UNKNOWN_USER_DEEP = ("the mean of the user id embedding's rows, each weighted by
                      "towers' ReLU layers keep the users' side features out of it: an unknown user's are missing)")
 UNKNOWN_HISTORY = ("a query with no history items (an unknown user who gives none) pools the history table's row 0: "
                    "the mean of the users' pooled histories, each user weighted by their training interactions")
+UNKNOWN_IALS = ("iALS's user factors for users outside the vocabulary are the users' mean factors, each user "
+                "weighted by their training interactions (set when they were fitted)")
 SETTLE_VALUES = 1 << 27  # values read at a time (512 MiB of float32; 2^20 rows of 128 dimensions)
 
 
@@ -105,4 +107,4 @@ def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str:
     if not held:
         raise ArtifactError("the query tower has neither a user id embedding nor a history; expected at least one "
                             f"(its layers: {', '.join(sorted(names))})")
-    return "; ".join(held)
+    return "; ".join(held + ([UNKNOWN_IALS] if "ials_user_factors" in names else []))
