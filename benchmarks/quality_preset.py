@@ -22,16 +22,9 @@ not apply there; the model is set against each baseline. EASE is skipped with
 a note where its item x item matrices would not fit in a third of this
 machine's memory. Writes preset_<preset>_synthetic-<N>.json.
 
-Each flag of OVERRIDES sets one of the preset's settings and adds its tag to
-the file's name (_TAG-VALUE, in the table's order): --popularity-prior BETA
-(``ModelConfig.popularity_prior``: score + BETA x log(1 + the candidate's
-training count) at evaluation and serving, not in training; _prior-BETA),
---allreduce-dtype DTYPE (the 2 workers' all-reduce, ``TrainConfig.allreduce_dtype``;
-the quality preset's is bfloat16; _allreduce-DTYPE), --l2 L2 (``ModelConfig.l2``;
-_l2-L2), --init-stddev S (the embedding tables drawn from a normal of that
-deviation, ``ModelConfig.init_stddev``; _init-S), --learning-rate-schedule
-cosine (each epoch's rate decayed, ``ModelConfig.learning_rate_schedule``;
-_lr-cosine).
+Each flag of OVERRIDES (``--help`` lists them with the setting each sets)
+sets one of the preset's settings and adds its tag to the file's name
+(_TAG-VALUE, in the table's order).
 """
 
 from __future__ import annotations
@@ -90,6 +83,8 @@ OVERRIDES = (
              "deviation", {"type": float, "metavar": "S"}),
     Override("learning_rate_schedule", "model", "lr", "the preset with this schedule of its learning rate",
              {"choices": LEARNING_RATE_SCHEDULES}),
+    Override("ials_weight", "model", "ials", "the preset with iALS's factors served beside the towers', this weight",
+             {"type": float, "metavar": "W"}),
 )
 
 
