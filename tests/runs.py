@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -76,3 +77,22 @@ def read_scalars(directory):
     events.Reload()
     return {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
             for tag in events.Tags()["tensors"]}
+
+
+def trained_and_indexed(pipeline_run, root, train_args):
+    """The main job's prepared data copied to ``root``, trained with ``train_args``, embedded, indexed (ScaNN
+    forced into a tree) and exported (ScaNN and brute force)."""
+    from conftest import run_cli  # (conftest imports this module)
+
+    shutil.copytree(pipeline_run[0] / "data", root / "data")
+    for args in (("train", *train_args),
+                 ("index", "--scann-mode", "tree", "--num-leaves", 40, "--leaves-fraction", 0.5, "--no-eval",
+                  "--export", "scann", "brute_force")):
+        result = run_cli(args[0], "--run", root, *args[1:])
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def top10(ids, scores):
+    """Each row's 10 best ids by ``scores``, ties in id order."""
+    return [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in scores]

@@ -2,13 +2,11 @@
 serve q . c + W x u . v, the factors fitted on the run's training split, in a fresh process."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
-from runs import USERS, fresh_query, in_process_answers
+from runs import USERS, fresh_query, in_process_answers, top10, trained_and_indexed
 
 WEIGHT, FACTORS = 2.0, 16
 
@@ -16,18 +14,8 @@ WEIGHT, FACTORS = 2.0, 16
 @pytest.fixture(scope="module")
 def ials_run(pipeline_run, tmp_path_factory):
     """The main job's prepared data, trained 2 epochs with iALS's factors, embedded, indexed and exported."""
-    root = tmp_path_factory.mktemp("ials") / "run"
-    shutil.copytree(pipeline_run[0] / "data", root / "data")
-    for args in (("train", "--ials-weight", WEIGHT, "--ials-factors", FACTORS, "--epochs", 2),
-                 ("index", "--scann-mode", "tree", "--num-leaves", 40, "--leaves-fraction", 0.5, "--no-eval",
-                  "--export", "scann", "brute_force")):
-        result = run_cli(args[0], "--run", root, *args[1:])
-        assert result.returncode == 0, result.stderr[-3000:]
-    return root
-
-
-def top10(ids, scores):
-    return [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in scores]
+    return trained_and_indexed(pipeline_run, tmp_path_factory.mktemp("ials") / "run",
+                               ("--ials-weight", WEIGHT, "--ials-factors", FACTORS, "--epochs", 2))
 
 
 @pytest.mark.slow

@@ -2,14 +2,12 @@
 q . c + beta x log(1 + the candidate's training count) from the towers' own embeddings, in a fresh process."""
 
 import json
-import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
-from runs import USERS, fresh_query, in_process_answers
+from runs import USERS, fresh_query, in_process_answers, top10, trained_and_indexed
 
 BETA = 0.5
 
@@ -18,18 +16,8 @@ BETA = 0.5
 def prior_run(pipeline_run, tmp_path_factory):
     """The main job's prepared data, trained 2 epochs with the prior, embedded, indexed (ScaNN forced into a
     tree) and exported."""
-    root = tmp_path_factory.mktemp("prior") / "run"
-    shutil.copytree(pipeline_run[0] / "data", root / "data")
-    for args in (("train", "--popularity-prior", BETA, "--epochs", 2),
-                 ("index", "--scann-mode", "tree", "--num-leaves", 40, "--leaves-fraction", 0.5, "--no-eval",
-                  "--export", "scann", "brute_force")):
-        result = run_cli(args[0], "--run", root, *args[1:])
-        assert result.returncode == 0, result.stderr[-3000:]
-    return root
-
-
-def top10(ids, scores):
-    return [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in scores]
+    return trained_and_indexed(pipeline_run, tmp_path_factory.mktemp("prior") / "run",
+                               ("--popularity-prior", BETA, "--epochs", 2))
 
 
 @pytest.mark.slow

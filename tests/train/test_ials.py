@@ -3,7 +3,7 @@ constants, served as q . c + W x u . v while training scores q . c alone."""
 
 import numpy as np
 import pytest
-from test_model import BATCH_ITEMS, BATCH_USERS, C, ITEMS, Q, USERS, batch_loss
+from test_model import BATCH_ITEMS, BATCH_USERS, C, ITEMS, Q, USERS, batch_loss, reloaded_scores
 
 from scaleout.config import ModelConfig
 from scaleout.errors import ConfigError
@@ -46,12 +46,7 @@ def test_served_scores_add_w_times_ials_and_training_scores_are_the_towers_own(t
     assert model.evaluate(data, return_dict=True, verbose=0)[top1] == 1.0
     assert hybrid(weight=0.0).evaluate(data, return_dict=True, verbose=0)[top1] == 0.0
     # Saved and loaded, the towers keep the factors and the weight.
-    model.query_tower.save(tmp_path / "query")
-    model.candidate_tower.save(tmp_path / "candidate")
-    query = tf.keras.models.load_model(tmp_path / "query", compile=False)
-    candidate = tf.keras.models.load_model(tmp_path / "candidate", compile=False)
-    np.testing.assert_allclose(query(query_inputs(["a", "b", "nobody"])).numpy() @
-                               candidate(tf.constant(ITEMS + ["unknown"])).numpy().T, expected, rtol=1e-6)
+    np.testing.assert_allclose(reloaded_scores(model, tmp_path), expected, rtol=1e-6)
     # Training moves the towers' tables, never the factors (not trainable, no L2 on them).
     assert not any("ials" in v.name for v in model.trainable_variables)
 

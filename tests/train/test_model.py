@@ -260,12 +260,17 @@ def test_the_popularity_prior_is_served_with_the_scores_and_training_scores_with
     assert model.evaluate(data, return_dict=True, verbose=0)[top1] == 1.0
     assert tiny_model(counts=counts).evaluate(data, return_dict=True, verbose=0)[top1] == 0.0
     # Saved and loaded, the towers keep it.
+    np.testing.assert_allclose(reloaded_scores(model, tmp_path), expected, rtol=1e-6)
+
+
+def reloaded_scores(model, tmp_path):
+    """The served scores of users a, b and one unknown against x, y, z and one unknown, from the model's towers
+    saved and loaded again."""
     model.query_tower.save(tmp_path / "query")
     model.candidate_tower.save(tmp_path / "candidate")
     query = tf.keras.models.load_model(tmp_path / "query", compile=False)
     candidate = tf.keras.models.load_model(tmp_path / "candidate", compile=False)
-    np.testing.assert_allclose(query(query_inputs(["a", "b", "nobody"])).numpy() @
-                               candidate(tf.constant(ITEMS + ["unknown"])).numpy().T, expected, rtol=1e-6)
+    return query(query_inputs(["a", "b", "nobody"])).numpy() @ candidate(tf.constant(ITEMS + ["unknown"])).numpy().T
 
 
 def test_a_popularity_prior_without_counts_or_below_zero_is_refused():
