@@ -5,7 +5,7 @@
 
 `--popularity-prior BETA` (``ModelConfig.popularity_prior``) serves q . c +
 BETA x log(1 + the candidate's training count) as one more column of each
-tower (scaleout.train.towers: ``ServingPrior`` and ``log_popularity``), so the
+tower (scaleout.train.served_columns: ``ServingPrior`` and ``log_popularity``), so the
 index that `scaleout index` builds holds dim + 1 columns, the last on a scale of
 its own. ScaNN's anisotropic hashing quantizes the columns in blocks
 (``IndexConfig.dims_per_block``) and its tree partitions by the whole vector;
