@@ -99,13 +99,13 @@ def main() -> None:
                     print(f"cut {cut}, model 0 + {w} x EASE: recall@10 {r['recall@10']:.4f}, "
                           f"@100 {r['recall@100']:.4f}", flush=True)
             if args.with_ials:
-                row["ials_setting"], factors = ials_factors(data, seen, users)
+                row["ials_setting"], ials = ials_scores(data, seen)
 
                 def both(mixed):  # recall@10 and @100 seen excluded, and the tutorial protocol's top-100
                     m = rank_protocols(lambda u: mixed[np.where(u >= 0, u, users)], data.test,
                                        {"x": seen, "t": None}, ks=(10, 100), ndcg_ks=())
                     return {**{k: m["x"][k] for k in METRICS}, TUTORIAL: m["t"]["recall@100"]}
-                row["with_ials"] = {str(w): both(scores[0] + w * factors) for w in [0.0, *args.with_ials]}
+                row["with_ials"] = {str(w): both(scores[0] + w * ials) for w in [0.0, *args.with_ials]}
                 for w, r in row["with_ials"].items():
                     print(f"cut {cut}, model 0 + {w} x iALS: recall@10 {r['recall@10']:.4f}, @100 "
                           f"{r['recall@100']:.4f}, tutorial top-100 {r[TUTORIAL]:.4f}", flush=True)
@@ -134,7 +134,7 @@ def main() -> None:
                           "per_cut": per_cut})
 
 
-def ials_factors(data, seen, users: int) -> tuple[dict, np.ndarray]:
+def ials_scores(data, seen) -> tuple[dict, np.ndarray]:
     """(iALS's setting, its scores [users + 1, items], the last row a user outside the vocabulary's: zeros),
     iALS chosen and fitted on ``seen`` as the quality report's baseline is (scaleout.evaluate.baselines)."""
     pop, fit_m, val, _ = validation_setup(data, seen)
