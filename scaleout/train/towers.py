@@ -57,6 +57,8 @@ CANDIDATE_FEATURE = MOVIE_ID
 TIMESTAMP_FEATURE = TIMESTAMP
 HISTORY_FEATURE = "history"  # [b, n] candidate ids given with the request ("" pads); added to the stored history
 EXCLUDE_FEATURE = "exclude_item"  # [b] a candidate id kept out of the history (training: the example's own)
+IALS_USER_FACTORS = "ials_user_factors"  # the constant tables of iALS's factors (ModelConfig.ials_weight)
+IALS_ITEM_FACTORS = "ials_item_factors"
 
 
 @tf.keras.utils.register_keras_serializable("scaleout")
@@ -198,11 +200,17 @@ def _embedding(rows: int, cfg: ModelConfig, name: str):
     return RowEmbedding(rows, cfg.embedding_dim, name=name, embeddings_initializer=initializer(cfg.init_stddev))
 
 
-def _coded(codes: np.ndarray, rows, name: str):
-    layer = CodeTable(codes.shape[0], codes.shape[1], name=f"{name}_codes")
+def _constant(table: np.ndarray, rows, name: str, dtype: str = "int32"):
+    """``table``'s rows read by vocabulary row, from a constant table the tower holds (a ``CodeTable`` named
+    ``name``)."""
+    layer = CodeTable(table.shape[0], table.shape[1], table_dtype=dtype, name=name)
     out = layer(rows)
-    layer.table.assign(codes)
+    layer.table.assign(table)
     return out
+
+
+def _coded(codes: np.ndarray, rows, name: str):
+    return _constant(codes, rows, f"{name}_codes")
 
 
 def _feature_part(f, rows, cfg: ModelConfig):
@@ -266,7 +274,8 @@ def query_tower(cfg: ModelConfig, vocabulary: Sequence[str], tables: FeatureTabl
     if cfg.popularity_prior:
         out = ServingPrior(cfg.popularity_prior, name="popularity_prior")(out)
     if cfg.ials_weight:
-        out = ServingFactors(cfg.ials_weight, name="ials_user")([out, _factors(tables.ials_users, rows, "user")])
+        factors = _factors(tables.ials_users, rows, IALS_USER_FACTORS)
+        out = ServingFactors(cfg.ials_weight, name="ials_user")([out, factors])
     return tf.keras.Model(inputs, out, name="query_tower")
 
 
@@ -275,10 +284,7 @@ def _factors(table: np.ndarray | None, rows, name: str):
     if table is None:
         raise ConfigError("ials_weight needs iALS's factors, fitted on the training split (build_tables with "
                           "ModelConfig.ials)")
-    layer = CodeTable(table.shape[0], table.shape[1], table_dtype="float32", name=f"ials_{name}_factors")
-    out = layer(rows)
-    layer.table.assign(table)
-    return out
+    return _constant(table, rows, name, "float32")
 
 
 def _timestamp_parts(ts: Timestamps, timestamp, rows, cfg: ModelConfig) -> list:
@@ -302,14 +308,11 @@ def candidate_tower(cfg: ModelConfig, candidate_ids: Sequence[str], tables: Feat
         if counts is None:
             raise ConfigError("popularity_prior needs the candidates' training counts (train_count in "
                               "candidates.parquet; prepare the data again with this version)")
-        table = log_popularity(counts)
-        layer = CodeTable(table.shape[0], 1, table_dtype="float32", name="popularity_log_count")
-        column = layer(rows)
-        layer.table.assign(table)
+        column = _constant(log_popularity(counts), rows, "popularity_log_count", "float32")
         out = tf.keras.layers.Concatenate(name="candidate_with_popularity")([out, column])
     if cfg.ials_weight:
-        out = tf.keras.layers.Concatenate(name="candidate_with_ials")([out, _factors(tables.ials_items, rows,
-                                                                                      "item")])
+        factors = _factors(tables.ials_items, rows, IALS_ITEM_FACTORS)
+        out = tf.keras.layers.Concatenate(name="candidate_with_ials")([out, factors])
     return tf.keras.Model(movie_id, out, name="candidate_tower")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from scaleout.errors import ArtifactError
 from scaleout.tfenv import tf
-from scaleout.train.towers import CodeTable, ItemEmbedding, PooledEmbedding
+from scaleout.train.towers import IALS_USER_FACTORS, CodeTable, ItemEmbedding, PooledEmbedding
 
 UNKNOWN_USER = ("the query of the average training interaction's user: the user id embedding's row for users outside "
                 "the vocabulary holds the mean of the users' id rows and side-feature embeddings, each user weighted "
@@ -107,4 +107,4 @@ def settle_unknown_user(query: tf.keras.Model, counts: np.ndarray) -> str:
     if not held:
         raise ArtifactError("the query tower has neither a user id embedding nor a history; expected at least one "
                             f"(its layers: {', '.join(sorted(names))})")
-    return "; ".join(held + ([UNKNOWN_IALS] if "ials_user_factors" in names else []))
+    return "; ".join(held + ([UNKNOWN_IALS] if IALS_USER_FACTORS in names else []))
