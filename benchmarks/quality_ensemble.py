@@ -2,6 +2,7 @@
 
     python benchmarks/quality_ensemble.py [--cuts 3] [--models 4] [--presets quality history] [--with-ease W ...]
     python benchmarks/quality_ensemble.py --models 1 --with-ials 1 2 4 8 [--init-stddev 0.005]
+    python benchmarks/quality_ensemble.py --models 1 --with-ials 1 2 4 --ials-settings 128:3:30 256:3:30 512:6:60
 
 Trains --models models on each cut (model and shuffle seeds 100, 101, ...: different initial weights and batch
 orders; model i from the i-th of --presets, cycling), scores each model after its last epoch with seen items
@@ -16,7 +17,9 @@ With --with-ials, the first model's scores + W x iALS's (user factors . item fac
 as the quality report's baseline is, by its climb on a validation cut of the cut's training rows), per W: the
 raw scores, so one dot product of the towers' outputs with iALS's factors beside them ([q; W u] . [c; v]) serves
 it; scored under both protocols (the tutorial's top-100 too, issue 16's floor). --init-stddev S trains the
-models with their tables drawn from a normal of that deviation (``ModelConfig.init_stddev``).
+models with their tables drawn from a normal of that deviation (``ModelConfig.init_stddev``). --ials-settings
+F:ALPHA:L2 ... scores each of these iALS settings (factors, alpha, regularization) too, alone and mixed at every
+--with-ials weight, beside the climb's choice: the model is trained once a cut, so a grid costs iALS's fits.
 
 Prints each cut's figures and the means over cuts; writes benchmarks/results/quality/ensemble.json. The test
 split is not used.
@@ -53,10 +56,15 @@ def main() -> None:
     parser.add_argument("--with-ials", type=float, nargs="*", default=[], metavar="W",
                         help="also score the first model's scores + W x iALS's (raw: a dot product), per W, under "
                              "both protocols")
+    parser.add_argument("--ials-settings", nargs="*", default=[], type=ials_option, metavar="F:ALPHA:L2",
+                        help="with --with-ials, also these iALS settings (factors:alpha:regularization), each alone "
+                             "and mixed at every weight")
     parser.add_argument("--init-stddev", type=float, default=None, metavar="S",
                         help="the models' tables drawn from a normal of deviation S (default the preset's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.ials_settings and not args.with_ials:
+        parser.error("--ials-settings scores iALS mixtures: give the weights with --with-ials")
     logging.basicConfig(level=logging.WARNING)
 
     from scaleout.evaluate.protocols import rank_metrics, rank_protocols
@@ -109,6 +117,14 @@ def main() -> None:
                 for w, r in row["with_ials"].items():
                     print(f"cut {cut}, model 0 + {w} x iALS: recall@10 {r['recall@10']:.4f}, @100 "
                           f"{r['recall@100']:.4f}, tutorial top-100 {r[TUTORIAL]:.4f}", flush=True)
+                row["ials_settings"] = {}
+                for setting in args.ials_settings:
+                    ials = fitted_scores(seen, setting)
+                    row["ials_settings"][setting_name(setting)] = {
+                        "alone": both(ials), **{str(w): both(scores[0] + w * ials) for w in args.with_ials}}
+                    print(f"cut {cut}, iALS {setting_name(setting)}: " + "; ".join(
+                        f"{w}: {r['recall@10']:.4f} / {r['recall@100']:.4f} / {r[TUTORIAL]:.4f}"
+                        for w, r in row["ials_settings"][setting_name(setting)].items()), flush=True)
             per_cut.append(row)
     mean = {"ease": {k: float(np.mean([c["ease"][k] for c in per_cut])) for k in METRICS}}
     mean.update({f"one {p}": {k: float(np.mean([m[k] for c in per_cut for m in c["models"] if m["preset"] == p]))
@@ -120,16 +136,23 @@ def main() -> None:
     ials_weights = [0.0, *args.with_ials] if args.with_ials else []  # 0: the model alone, scored as the mixes are
     mean.update({f"+ {w} x iALS": {k: float(np.mean([c["with_ials"][str(w)][k] for c in per_cut]))
                                    for k in (*METRICS, TUTORIAL)} for w in ials_weights})
+    mean.update({f"{w} x iALS {setting_name(setting)}" if w != "alone" else f"iALS {setting_name(setting)} alone":
+                 {k: float(np.mean([c["ials_settings"][setting_name(setting)][w][k] for c in per_cut]))
+                  for k in (*METRICS, TUTORIAL)}
+                 for setting in args.ials_settings for w in ["alone", *map(str, args.with_ials)]})
     print(f"means over {args.cuts} cuts (one model of a preset: over its models of every cut):")
     for name, r in mean.items():
-        label = ("EASE" if name == "ease" else name if name.startswith("one ") else
-                 f"model 0 {name}" if name.startswith("+") else f"ensemble of {name}")
+        label = ("EASE" if name == "ease" else name if name.startswith(("one ", "iALS ")) else
+                 f"model 0 {name}" if name.startswith("+") else f"model 0 + {name}" if " x iALS " in name else
+                 f"ensemble of {name}")
         print(f"  {label:22} recall@10 {r['recall@10']:.4f} ({r['recall@10'] / mean['ease']['recall@10']:.3f}x EASE), "
               f"@100 {r['recall@100']:.4f} ({r['recall@100'] / mean['ease']['recall@100']:.3f}x)"
               + (f", tutorial top-100 {r[TUTORIAL]:.4f}" if TUTORIAL in r else ""))
     write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts,
                           "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA,
                           "with_ease": args.with_ease, "with_ials": args.with_ials,
+                          "ials_settings": [dict(zip(("factors", "alpha", "regularization"), setting))
+                                            for setting in args.ials_settings],
                           "init_stddev": args.init_stddev, "mean": mean,
                           "per_cut": per_cut})
 
@@ -139,9 +162,34 @@ def ials_scores(data, seen) -> tuple[dict, np.ndarray]:
     iALS chosen and fitted on ``seen`` as the quality report's baseline is (scaleout.evaluate.baselines)."""
     pop, fit_m, val, _ = validation_setup(data, seen)
     setting = ials_setting(choose_ials(fit_m, val, pop)[0])
-    model = ials_fit(seen, setting)
+    return setting, fitted_scores(seen, (setting["factors"], setting["alpha"], setting["regularization"]))
+
+
+def fitted_scores(seen, setting: tuple[int, float, float]) -> np.ndarray:
+    """iALS's scores [users + 1, items] fitted on ``seen`` with (factors, alpha, regularization); the last row, a
+    user outside the vocabulary's, zeros."""
+    factors, alpha, l2 = setting
+    model = ials_fit(seen, {"factors": factors, "alpha": alpha, "regularization": l2})
     user_factors, item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
-    return setting, np.vstack([user_factors @ item_factors.T, np.zeros((1, seen.shape[1]))]).astype(np.float32)
+    return np.vstack([user_factors @ item_factors.T, np.zeros((1, seen.shape[1]))]).astype(np.float32)
+
+
+def ials_option(text: str) -> tuple[int, float, float]:
+    """``F:ALPHA:L2`` -> (factors, alpha, regularization), checked."""
+    parts = text.split(":")
+    try:
+        factors, alpha, l2 = int(parts[0]), float(parts[1]), float(parts[2])
+        if len(parts) != 3:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"iALS setting {text!r}: expected FACTORS:ALPHA:L2, e.g. 128:3:30")
+    if factors < 1 or alpha <= 0 or l2 < 0:
+        raise argparse.ArgumentTypeError(f"iALS setting {text!r}: expected factors >= 1, alpha > 0 and L2 >= 0")
+    return factors, alpha, l2
+
+
+def setting_name(setting: tuple[int, float, float]) -> str:
+    return f"{setting[0]}:{setting[1]:g}:{setting[2]:g}"
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """quality_ensemble.py's mixtures of a model's scores with EASE's (--with-ease: each user's row standardised) and
 with iALS's (--with-ials: raw, a dot product)."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_the_script_scores_the_models_their_ensemble_and_the_mixtures_with_ease_
     out = tmp_path / "ensemble.json"
     run = subprocess.run([sys.executable, str(BENCHMARKS / "quality_ensemble.py"), "--movielens", str(ml100k),
                           "--cuts", "1", "--models", "2", "--with-ease", "0", "1000", "--with-ials", "1e6",
-                          "--out", str(out)],
+                          "--ials-settings", "16:3:30", "--out", str(out)],
                          capture_output=True, text=True, timeout=900, cwd=BENCHMARKS)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -65,3 +66,19 @@ def test_the_script_scores_the_models_their_ensemble_and_the_mixtures_with_ease_
         assert 0 < scores["tutorial@100"] < scores["recall@100"] and 0 < scores["recall@10"] < scores["recall@100"]
     assert ials != alone and result["mean"]["+ 1000000.0 x iALS"] == ials
     assert "model 0 + 1000000.0 x iALS" in run.stdout and "tutorial top-100" in run.stdout
+    # A setting of its own (16 factors): alone, and weighed a million times the model it ranks as alone does
+    assert result["ials_settings"] == [{"factors": 16, "alpha": 3.0, "regularization": 30.0}]
+    own = cut["ials_settings"]["16:3:30"]
+    assert set(own) == {"alone", "1000000.0"} and own["alone"] != ials
+    assert own["1000000.0"] == pytest.approx(own["alone"], abs=0.002)
+    assert result["mean"]["iALS 16:3:30 alone"] == own["alone"]
+    assert result["mean"]["1000000.0 x iALS 16:3:30"] == own["1000000.0"]
+    assert "iALS 16:3:30 alone" in run.stdout and "model 0 + 1000000.0 x iALS 16:3:30" in run.stdout
+
+
+def test_ials_settings_are_read_and_checked():
+    parse = load("quality_ensemble").ials_option
+    assert parse("256:0.5:60") == (256, 0.5, 60.0)
+    for bad in ("128:3", "128:3:30:1", "x:3:30", "0:3:30", "128:0:30", "128:3:-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="iALS setting"):
+            parse(bad)
