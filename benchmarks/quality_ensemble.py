@@ -3,6 +3,12 @@
     python benchmarks/quality_ensemble.py [--cuts 3] [--models 4] [--presets quality history] [--with-ease W ...]
     python benchmarks/quality_ensemble.py --models 1 --with-ials 1 2 4 8 [--init-stddev 0.005]
     python benchmarks/quality_ensemble.py --models 1 --with-ials 1 2 4 --ials-settings 128:3:30 256:3:30 512:6:60
+    python benchmarks/quality_ensemble.py --prepared DIR --models 1 --with-ials 0.5 1 2 4
+
+--prepared DIR: the cuts from a dataset `scaleout prepare` wrote (your own data; its test split never read) in
+place of ml-100k's. With --with-ials, W is chosen by --popularity-prior's rule (of the weights that keep the
+model's mean recall@100, the best mean recall@10; 0 when none): ``ials_weight_chosen``, what to train
+``--ials-weight`` with.
 
 Trains --models models on each cut (model and shuffle seeds 100, 101, ...: different initial weights and batch
 orders; model i from the i-th of --presets, cycling), scores each model after its last epoch with seen items
@@ -36,10 +42,10 @@ from pathlib import Path
 import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from quality_cuts import EASE_LAMBDA, METRICS, TUTORIAL, ease_metrics
-from quality_search import validation_cuts
+from quality_cuts import EASE_LAMBDA, METRICS, TUTORIAL, ease_metrics, ease_weights
+from quality_search import add_data_options, validation_cuts
 from scaleout.bench.measure import machine
-from scaleout.evaluate.baselines import choose_ials, ease, ials_fit, ials_setting, validation_setup
+from scaleout.evaluate.baselines import choose_ials, ials_fit, ials_setting, validation_setup
 from scaleout.fsutil import write_json
 
 RESULTS = Path(__file__).parent / "results" / "quality" / "ensemble.json"
@@ -47,7 +53,7 @@ RESULTS = Path(__file__).parent / "results" / "quality" / "ensemble.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
+    add_data_options(parser)
     parser.add_argument("--cuts", type=int, default=3)
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--presets", nargs="+", default=["quality"])
@@ -75,14 +81,15 @@ def main() -> None:
     sizes = [m for m in (2, 4, 8, 16) if m <= args.models]  # the ensembles scored
     per_cut = []
     with tempfile.TemporaryDirectory() as tmp:
-        for cut, (dataset, data) in enumerate(validation_cuts(args.movielens, Path(tmp), range(args.cuts))):
+        for cut, (dataset, data) in enumerate(validation_cuts(args.movielens, Path(tmp), range(args.cuts),
+                                                                     args.prepared)):
             seen, users = data.matrix(data.train), len(data.user_ids)
 
             def metrics(scores):  # scores [users + 1, items]: the last row a user outside the vocabulary's
                 m = rank_metrics(lambda u: scores[np.where(u >= 0, u, users)], data.test, seen, ks=(10, 100),
                                  ndcg_ks=())
                 return {k: m[k] for k in METRICS}
-            weights = ease(seen, EASE_LAMBDA)
+            weights = ease_weights(seen)
             row = {"cut": cut, "ease": ease_metrics(data, weights), "models": []}
             scores = []
             for i in range(args.models):
@@ -148,12 +155,17 @@ def main() -> None:
         print(f"  {label:22} recall@10 {r['recall@10']:.4f} ({r['recall@10'] / mean['ease']['recall@10']:.3f}x EASE), "
               f"@100 {r['recall@100']:.4f} ({r['recall@100'] / mean['ease']['recall@100']:.3f}x)"
               + (f", tutorial top-100 {r[TUTORIAL]:.4f}" if TUTORIAL in r else ""))
+    chosen = choose_weight(mean, args.with_ials)
+    if args.with_ials:
+        print(f"W by the rule (the best mean recall@10 of the weights that keep the model's mean recall@100): {chosen:g}"
+              + (" (none lifts recall@10 and keeps recall@100)" if chosen == 0 else ""), flush=True)
     write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts,
                           "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA,
                           "with_ease": args.with_ease, "with_ials": args.with_ials,
                           "ials_settings": [dict(zip(("factors", "alpha", "regularization"), setting))
                                             for setting in args.ials_settings],
                           "init_stddev": args.init_stddev, "mean": mean,
+                          **({"ials_weight_chosen": chosen} if args.with_ials else {}),
                           "per_cut": per_cut})
 
 
@@ -190,6 +202,21 @@ def ials_option(text: str) -> tuple[int, float, float]:
 
 def setting_name(setting: tuple[int, float, float]) -> str:
     return f"{setting[0]}:{setting[1]:g}:{setting[2]:g}"
+
+
+def choose_weight(mean: dict, weights: list[float]) -> float:
+    """``--ials-weight``'s W by the rule ``--popularity-prior``'s beta is chosen by (quality_cuts.choose_prior): of
+    the weights whose mean recall@100 over the cuts is no lower than the model's own (W 0), the one with the best
+    mean recall@10 (0 when none lifts it)."""
+    if not weights:
+        return 0.0
+    own = mean["+ 0.0 x iALS"]
+    best, chosen = own["recall@10"], 0.0
+    for w in sorted(weights):
+        point = mean[f"+ {w} x iALS"]
+        if point["recall@100"] >= own["recall@100"] and point["recall@10"] > best:
+            best, chosen = point["recall@10"], float(w)
+    return chosen
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:

@@ -19,7 +19,9 @@
    report with a plot to benchmarks/reports/quality/.
 The preset in scaleout/train/presets.py is that choice (tests/train/test_presets.py checks
 the two agree); the run with the preset on the test split is `scaleout pipeline
---preset quality`, which prints the baselines beside it.
+--preset quality`, which prints the baselines beside it. With --prepared DIR in place of --movielens, step 1
+cuts the validation dataset from the training split of a dataset `scaleout prepare` wrote (your own data, any
+source; its test split never read).
 """
 
 from __future__ import annotations
@@ -51,19 +53,34 @@ TRAIN_KEYS = ("batch_size", "epochs")
 log = logging.getLogger("quality_search")
 
 
-def validation_cuts(movielens: str, tmp: Path, seeds) -> list:
+def validation_cuts(movielens: str | None, tmp: Path, seeds, prepared: str | None = None) -> list:
     """(dataset, loaded data) per seed: MovieLens 100K's tutorial split (random 80/20, seed 42) prepared under
-    ``tmp``, and its training split alone cut again 90/10 with each seed (``--source prepared``). The test split
-    is never read."""
+    ``tmp`` (or, with ``prepared``, a dataset ``scaleout prepare`` wrote: any source, a local path or a URL), and
+    its training split alone cut again 90/10 with each seed (``--source prepared``). The test split is never
+    read."""
     from scaleout.evaluate.protocols import load
 
-    prepare(DataConfig(source="movielens", path=movielens, split="random", seed=42), tmp / "data")
+    if prepared is None:
+        prepare(DataConfig(source="movielens", path=movielens, split="random", seed=42), tmp / "data")
+    base = prepared or str(tmp / "data")
     cuts = []
     for seed in seeds:
-        dataset = prepare(DataConfig(source="prepared", path=str(tmp / "data"), test_fraction=0.1, seed=seed),
+        dataset = prepare(DataConfig(source="prepared", path=base, test_fraction=0.1, seed=seed),
                           tmp / f"cut-{seed}")
         cuts.append((dataset, load(dataset)))
     return cuts
+
+
+def add_data_options(parser) -> None:
+    """--movielens DIR (MovieLens 100K's files; the default) or --prepared DIR (a prepared dataset of your own),
+    the data whose training split the validation cuts are cut from."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"),
+                       help="MovieLens 100K's directory: its tutorial split (random 80/20, seed 42) is prepared "
+                            "and its training split cut (default)")
+    group.add_argument("--prepared", default=None, metavar="DIR",
+                       help="a dataset `scaleout prepare` wrote (any source; a path or URL): its training split "
+                            "is cut, its test split never read")
 
 
 def configs(entry: dict, defaults: dict) -> tuple[ModelConfig, TrainConfig]:
@@ -215,7 +232,7 @@ def report(search: dict, out: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--movielens", default=os.environ.get("SCALEOUT_MOVIELENS_DIR", "../shared/data/ml-100k"))
+    add_data_options(parser)
     parser.add_argument("--grid", type=Path, default=GRID)
     parser.add_argument("--only", nargs="*", help="entries to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -235,7 +252,7 @@ def main(argv=None) -> None:
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        [(validation, data)] = validation_cuts(args.movielens, Path(tmp), seeds=[0])
+        [(validation, data)] = validation_cuts(args.movielens, Path(tmp), [0], args.prepared)
         for name, entry in entries.items():
             model_cfg, train_cfg = configs(entry, grid.get("defaults", {}))
             results.append(run_entry(name, model_cfg, train_cfg, validation, data))

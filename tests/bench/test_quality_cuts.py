@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchscripts import BENCHMARKS, load
@@ -101,3 +102,40 @@ def test_the_script_scores_both_protocols_each_epoch_and_chooses_above_the_floor
     assert result["defaults"] == {"batch_size": 1024, "epochs": 3}
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
     assert "the choice (best recall@10 of the epochs keeping tutorial top-100 >= 0.05): small, epoch" in run.stdout
+
+
+def raw_pairs(data, split):
+    return sorted(zip(data.user_ids[split.users], data.item_ids[split.items]))
+
+
+def test_cuts_of_a_prepared_dataset_of_ones_own_come_from_its_training_split_alone(tmp_path):
+    from scaleout.config import DataConfig
+    from scaleout.data.prepare import prepare
+    from scaleout.evaluate.protocols import load as load_data
+
+    own = prepare(DataConfig(source="synthetic", synthetic_interactions=4000, synthetic_users=200,
+                             synthetic_items=150, seed=3), tmp_path / "own")
+    whole = load_data(own)
+    cuts = load("quality_search").validation_cuts(None, tmp_path / "work", [0, 1], prepared=str(tmp_path / "own"))
+    assert len(cuts) == 2 and not (tmp_path / "work" / "data").exists()  # nothing of MovieLens prepared
+    heldout = []
+    for _, data in cuts:
+        assert (data.train.users >= 0).all() and (data.train.items >= 0).all()
+        # every row of a cut is one of the training split's, and the cut holds all of them: the test never read
+        assert sorted(raw_pairs(data, data.train) + raw_pairs(data, data.test)) == raw_pairs(whole, whole.train)
+        assert 0.05 < len(data.test.users) / len(whole.train.users) < 0.15
+        heldout.append(raw_pairs(data, data.test))
+    assert heldout[0] != heldout[1]  # each seed its own cut
+
+
+def test_a_catalogue_too_large_for_ease_is_refused_naming_its_size(monkeypatch):
+    import scipy.sparse as sp
+
+    import scaleout.evaluate.baselines as baselines
+
+    seen = sp.csr_matrix(np.eye(3000, dtype=np.float32))
+    monkeypatch.setattr(baselines, "memory_limit", lambda max_gib=0.0: 2**20)  # a machine allowing 1 MiB
+    with pytest.raises(SystemExit, match=r"catalogue of 3,000 items needs about 0\.2 GiB .* more than the 0\.0 GiB"):
+        load("quality_cuts").ease_weights(seen)
+    monkeypatch.setattr(baselines, "memory_limit", lambda max_gib=0.0: 2**30)
+    assert load("quality_cuts").ease_weights(seen).shape == (3000, 3000)

@@ -82,3 +82,39 @@ def test_ials_settings_are_read_and_checked():
     for bad in ("128:3", "128:3:30:1", "x:3:30", "0:3:30", "128:0:30", "128:3:-1"):
         with pytest.raises(argparse.ArgumentTypeError, match="iALS setting"):
             parse(bad)
+
+
+def test_the_weight_chosen_is_the_best_recall_at_10_that_keeps_recall_at_100():
+    choose = load("quality_ensemble").choose_weight
+
+    def mean(points):
+        return {f"+ {w} x iALS": {"recall@10": r10, "recall@100": r100} for w, (r10, r100) in points.items()}
+    # W 4 has the best recall@10 but loses recall@100; W 2 keeps it (equal counts as kept)
+    points = {0.0: (0.150, 0.610), 1.0: (0.152, 0.612), 2.0: (0.153, 0.610), 4.0: (0.155, 0.608)}
+    assert choose(mean(points), [1.0, 2.0, 4.0]) == 2.0
+    # none lifts recall@10 while keeping recall@100: none is served
+    assert choose(mean({0.0: (0.150, 0.610), 1.0: (0.149, 0.615), 2.0: (0.160, 0.600)}), [1.0, 2.0]) == 0.0
+    assert choose({}, []) == 0.0
+
+
+
+def test_the_script_cuts_a_prepared_dataset_of_ones_own_and_chooses_w(tmp_path):
+    from scaleout.config import DataConfig
+    from scaleout.data.prepare import prepare
+
+    prepare(DataConfig(source="synthetic", synthetic_interactions=6000, synthetic_users=300, synthetic_items=200,
+                       seed=5), tmp_path / "own")
+    out = tmp_path / "ensemble.json"
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "quality_ensemble.py"), "--prepared", str(tmp_path / "own"),
+                          "--cuts", "1", "--models", "1", "--with-ials", "0.5", "4", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900, cwd=BENCHMARKS)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (cut,) = result["per_cut"]
+    assert set(cut["with_ials"]) == {"0.0", "0.5", "4.0"}
+    assert result["ials_weight_chosen"] == load("quality_ensemble").choose_weight(result["mean"], [0.5, 4.0])
+    assert f"W by the rule (the best mean recall@10 of the weights that keep the model's mean recall@100): " \
+           f"{result['ials_weight_chosen']:g}" in run.stdout
+    both = subprocess.run([sys.executable, str(BENCHMARKS / "quality_ensemble.py"), "--prepared", str(tmp_path),
+                           "--movielens", str(tmp_path)], capture_output=True, text=True, cwd=BENCHMARKS)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
