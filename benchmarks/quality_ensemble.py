@@ -157,8 +157,8 @@ def main() -> None:
               + (f", tutorial top-100 {r[TUTORIAL]:.4f}" if TUTORIAL in r else ""))
     chosen = choose_weight(mean, args.with_ials)
     if args.with_ials:
-        print(f"W by the rule (the best mean recall@10 of the weights that keep the model's mean recall@100): {chosen:g}"
-              + (" (none lifts recall@10 and keeps recall@100)" if chosen == 0 else ""), flush=True)
+        print("W by the rule (the best mean recall@10 of the weights that keep the model's mean recall@100): "
+              f"{chosen:g}" + (" (none lifts recall@10 and keeps recall@100)" if chosen == 0 else ""), flush=True)
     write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts,
                           "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA,
                           "with_ease": args.with_ease, "with_ials": args.with_ials,
