@@ -85,11 +85,17 @@ OVERRIDES = (
              {"choices": LEARNING_RATE_SCHEDULES}),
     Override("ials_weight", "model", "ials", "the preset with iALS's factors served beside the towers', this weight",
              {"type": float, "metavar": "W"}),
+    Override("ials_alpha", "model", "ials-alpha", "with --ials-weight, iALS's alpha (default ModelConfig's, "
+             "ml-100k's choice)", {"type": float, "metavar": "A"}),
+    Override("ials_l2", "model", "ials-l2", "with --ials-weight, iALS's regularization (default ModelConfig's, "
+             "ml-100k's choice)", {"type": float, "metavar": "L2"}),
 )
 
 
 def overridden(args: argparse.Namespace) -> tuple[str, dict, dict]:
     """The results file's suffix, and the model's and training's settings that ``args`` sets (OVERRIDES')."""
+    if (args.ials_alpha is not None or args.ials_l2 is not None) and args.ials_weight is None:
+        raise SystemExit("--ials-alpha and --ials-l2 set the iALS that --ials-weight serves: give --ials-weight W")
     suffix, chosen = "", {"model": {}, "train": {}}
     for o in OVERRIDES:
         value = getattr(args, o.field)

@@ -34,6 +34,19 @@ def test_the_flags_set_the_preset_and_tag_the_file_in_the_tables_order():
     assert preset.overridden(preset.arguments().parse_args([])) == ("", {}, {})
 
 
+def test_ials_own_setting_goes_with_its_weight_and_tags_the_file():
+    preset = load("quality_preset")
+    args = preset.arguments().parse_args(["--ials-weight", "2", "--ials-alpha", "2", "--ials-l2", "40"])
+    suffix, model_over, _ = preset.overridden(args)
+    assert suffix == "_ials-2_ials-alpha-2_ials-l2-40"
+    model_cfg, _ = configs("quality", model=model_over)
+    assert model_cfg.ials == {"factors": 128, "alpha": 2.0, "regularization": 40.0}
+    assert model_cfg.ials_weight == 2.0
+    for alone in (["--ials-alpha", "2"], ["--ials-l2", "40"]):  # a setting of an iALS nothing serves
+        with pytest.raises(SystemExit, match="give --ials-weight W"):
+            preset.overridden(preset.arguments().parse_args(alone))
+
+
 @pytest.mark.parametrize("flag", ["--learning-rate-schedule", "--allreduce-dtype"])
 def test_a_choice_outside_the_settings_is_refused(flag, capsys):
     preset = load("quality_preset")
