@@ -56,7 +56,7 @@ import numpy as np
 import yaml
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from quality_search import TRAIN_KEYS, add_data_options, configs, run_entry, validation_cuts
+from quality_search import TRAIN_KEYS, add_data_options, configs, data_named, run_entry, validation_cuts
 from scaleout.bench.measure import machine
 from scaleout.fsutil import write_json
 
@@ -94,7 +94,8 @@ def main(argv=None) -> None:
 
     grid = yaml.safe_load(args.grid.read_text())
     entries = {k: v for k, v in grid["entries"].items() if not args.only or k in args.only}
-    results = {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts, "fraction": 0.1,
+    results = {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "data": data_named(args),
+               "cuts": args.cuts, "fraction": 0.1,
                "ease_lambda": EASE_LAMBDA, "popularity_prior": args.popularity_prior,
                "defaults": grid.get("defaults", {}), "entries": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,7 +43,7 @@ import numpy as np
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
 from quality_cuts import EASE_LAMBDA, METRICS, TUTORIAL, ease_metrics, ease_weights
-from quality_search import add_data_options, validation_cuts
+from quality_search import add_data_options, data_named, validation_cuts
 from scaleout.bench.measure import machine
 from scaleout.evaluate.baselines import choose_ials, ials_fit, ials_setting, validation_setup
 from scaleout.fsutil import write_json
@@ -115,6 +115,8 @@ def main() -> None:
                           f"@100 {r['recall@100']:.4f}", flush=True)
             if args.with_ials:
                 row["ials_setting"], ials = ials_scores(data, seen)
+                print(f"cut {cut}, iALS by the quality report's climb: factors {row['ials_setting']['factors']}, alpha "
+                      f"{row['ials_setting']['alpha']:g}, L2 {row['ials_setting']['regularization']:g}", flush=True)
 
                 def both(mixed):  # recall@10 and @100 seen excluded, and the tutorial protocol's top-100
                     m = rank_protocols(lambda u: mixed[np.where(u >= 0, u, users)], data.test,
@@ -159,7 +161,8 @@ def main() -> None:
     if args.with_ials:
         print("W by the rule (the best mean recall@10 of the weights that keep the model's mean recall@100): "
               f"{chosen:g}" + (" (none lifts recall@10 and keeps recall@100)" if chosen == 0 else ""), flush=True)
-    write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "cuts": args.cuts,
+    write_json(args.out, {"machine": f"{machine()['cpu']}, {os.cpu_count()} cores", "data": data_named(args),
+                          "cuts": args.cuts,
                           "models": args.models, "presets": args.presets, "ease_lambda": EASE_LAMBDA,
                           "with_ease": args.with_ease, "with_ials": args.with_ials,
                           "ials_settings": [dict(zip(("factors", "alpha", "regularization"), setting))

@@ -71,6 +71,11 @@ def validation_cuts(movielens: str | None, tmp: Path, seeds, prepared: str | Non
     return cuts
 
 
+def data_named(args) -> str:
+    """What the cuts were cut from, for the results: the prepared dataset given, or MovieLens 100K's directory."""
+    return f"prepared {args.prepared}" if args.prepared else f"movielens {args.movielens}"
+
+
 def add_data_options(parser) -> None:
     """--movielens DIR (MovieLens 100K's files; the default) or --prepared DIR (a prepared dataset of your own),
     the data whose training split the validation cuts are cut from."""

@@ -89,6 +89,7 @@ def test_the_script_scores_both_protocols_each_epoch_and_chooses_above_the_floor
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["cuts"] == 2 and [e["name"] for e in result["entries"]] == ["small"]
+    assert result["data"] == f"movielens {ml100k}"
     entry = result["entries"][0]
     curve = entry["mean_curve"]
     assert [p["epoch"] for p in curve] == [1, 2, 3]

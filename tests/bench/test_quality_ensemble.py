@@ -48,6 +48,7 @@ def test_the_script_scores_the_models_their_ensemble_and_the_mixtures_with_ease_
     result = json.loads(out.read_text())
     (cut,) = result["per_cut"]
     assert [m["preset"] for m in cut["models"]] == ["quality", "quality"] and list(cut["ensembles"]) == ["2"]
+    assert result["data"] == f"movielens {ml100k}"
     first, ease = cut["models"][0], cut["ease"]
     for scores in (*cut["models"], cut["ensembles"]["2"], ease):
         assert 0 < scores["recall@10"] < scores["recall@100"] < 1
@@ -111,7 +112,10 @@ def test_the_script_cuts_a_prepared_dataset_of_ones_own_and_chooses_w(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     (cut,) = result["per_cut"]
-    assert set(cut["with_ials"]) == {"0.0", "0.5", "4.0"}
+    assert set(cut["with_ials"]) == {"0.0", "0.5", "4.0"} and result["data"] == f"prepared {tmp_path / 'own'}"
+    setting = cut["ials_setting"]  # what to train --ials-alpha and --ials-l2 with, printed
+    assert (f"cut 0, iALS by the quality report's climb: factors 128, alpha {setting['alpha']:g}, "
+            f"L2 {setting['regularization']:g}") in run.stdout
     assert result["ials_weight_chosen"] == load("quality_ensemble").choose_weight(result["mean"], [0.5, 4.0])
     assert f"W by the rule (the best mean recall@10 of the weights that keep the model's mean recall@100): " \
            f"{result['ials_weight_chosen']:g}" in run.stdout
