@@ -193,10 +193,10 @@ def ials_option(text: str) -> tuple[int, float, float]:
     """``F:ALPHA:L2`` -> (factors, alpha, regularization), checked."""
     parts = text.split(":")
     try:
-        factors, alpha, l2 = int(parts[0]), float(parts[1]), float(parts[2])
         if len(parts) != 3:
             raise ValueError
-    except (ValueError, IndexError):
+        factors, alpha, l2 = int(parts[0]), float(parts[1]), float(parts[2])
+    except ValueError:
         raise argparse.ArgumentTypeError(f"iALS setting {text!r}: expected FACTORS:ALPHA:L2, e.g. 128:3:30")
     if factors < 1 or alpha <= 0 or l2 < 0:
         raise argparse.ArgumentTypeError(f"iALS setting {text!r}: expected factors >= 1, alpha > 0 and L2 >= 0")
