@@ -51,7 +51,7 @@ from scaleout.fsutil import write_json
 RESULTS = Path(__file__).parent / "results" / "quality" / "ensemble.json"
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_data_options(parser)
     parser.add_argument("--cuts", type=int, default=3)
@@ -68,87 +68,20 @@ def main() -> None:
     parser.add_argument("--init-stddev", type=float, default=None, metavar="S",
                         help="the models' tables drawn from a normal of deviation S (default the preset's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.ials_settings and not args.with_ials:
         parser.error("--ials-settings scores iALS mixtures: give the weights with --with-ials")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-
-    from scaleout.evaluate.protocols import rank_metrics, rank_protocols
-    from scaleout.evaluate.quality import tower_scorer
-    from scaleout.train.local import fit
-    from scaleout.train.presets import configs
-
     sizes = [m for m in (2, 4, 8, 16) if m <= args.models]  # the ensembles scored
-    per_cut = []
     with tempfile.TemporaryDirectory() as tmp:
-        for cut, (dataset, data) in enumerate(validation_cuts(args.movielens, Path(tmp), range(args.cuts),
-                                                                     args.prepared)):
-            seen, users = data.matrix(data.train), len(data.user_ids)
-
-            def metrics(scores):  # scores [users + 1, items]: the last row a user outside the vocabulary's
-                m = rank_metrics(lambda u: scores[np.where(u >= 0, u, users)], data.test, seen, ks=(10, 100),
-                                 ndcg_ks=())
-                return {k: m[k] for k in METRICS}
-            weights = ease_weights(seen)
-            row = {"cut": cut, "ease": ease_metrics(data, weights), "models": []}
-            scores = []
-            for i in range(args.models):
-                preset = args.presets[i % len(args.presets)]
-                over = {} if args.init_stddev is None else {"init_stddev": args.init_stddev}
-                model_cfg, train_cfg = configs(preset, {"seed": 100 + i, **over}, {"seed": 100 + i})
-                model, _ = fit(dataset, model_cfg, train_cfg)
-                score = tower_scorer(model.query_tower, model.candidate_tower, data)
-                scores.append(np.asarray(score(np.append(np.arange(users), -1)), np.float32) / model_cfg.temperature)
-                row["models"].append({"preset": preset, **metrics(scores[-1])})
-                print(f"cut {cut}, model {i} ({preset}): recall@10 {row['models'][-1]['recall@10']:.4f}, "
-                      f"@100 {row['models'][-1]['recall@100']:.4f}", flush=True)
-            row["ensembles"] = {str(m): metrics(sum(scores[:m])) for m in sizes}
-            for m, r in row["ensembles"].items():
-                print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
-                      flush=True)
-            if args.with_ease:
-                teacher = standardised(np.vstack([np.asarray(seen @ weights, np.float32),
-                                                  np.zeros((1, seen.shape[1]), np.float32)]))
-                row["with_ease"] = {str(w): metrics(standardised(scores[0]) + w * teacher) for w in args.with_ease}
-                for w, r in row["with_ease"].items():
-                    print(f"cut {cut}, model 0 + {w} x EASE: recall@10 {r['recall@10']:.4f}, "
-                          f"@100 {r['recall@100']:.4f}", flush=True)
-            if args.with_ials:
-                row["ials_setting"], ials = ials_scores(data, seen)
-                print(f"cut {cut}, iALS by the quality report's climb: factors {row['ials_setting']['factors']}, alpha "
-                      f"{row['ials_setting']['alpha']:g}, L2 {row['ials_setting']['regularization']:g}", flush=True)
-
-                def both(mixed):  # recall@10 and @100 seen excluded, and the tutorial protocol's top-100
-                    m = rank_protocols(lambda u: mixed[np.where(u >= 0, u, users)], data.test,
-                                       {"x": seen, "t": None}, ks=(10, 100), ndcg_ks=())
-                    return {**{k: m["x"][k] for k in METRICS}, TUTORIAL: m["t"]["recall@100"]}
-                row["with_ials"] = {str(w): both(scores[0] + w * ials) for w in [0.0, *args.with_ials]}
-                for w, r in row["with_ials"].items():
-                    print(f"cut {cut}, model 0 + {w} x iALS: recall@10 {r['recall@10']:.4f}, @100 "
-                          f"{r['recall@100']:.4f}, tutorial top-100 {r[TUTORIAL]:.4f}", flush=True)
-                row["ials_settings"] = {}
-                for setting in args.ials_settings:
-                    ials = fitted_scores(seen, setting)
-                    row["ials_settings"][setting_name(setting)] = {
-                        "alone": both(ials), **{str(w): both(scores[0] + w * ials) for w in args.with_ials}}
-                    print(f"cut {cut}, iALS {setting_name(setting)}: " + "; ".join(
-                        f"{w}: {r['recall@10']:.4f} / {r['recall@100']:.4f} / {r[TUTORIAL]:.4f}"
-                        for w, r in row["ials_settings"][setting_name(setting)].items()), flush=True)
-            per_cut.append(row)
-    mean = {"ease": {k: float(np.mean([c["ease"][k] for c in per_cut])) for k in METRICS}}
-    mean.update({f"one {p}": {k: float(np.mean([m[k] for c in per_cut for m in c["models"] if m["preset"] == p]))
-                              for k in METRICS} for p in dict.fromkeys(args.presets[:args.models])})
-    mean.update({str(m): {k: float(np.mean([c["ensembles"][str(m)][k] for c in per_cut])) for k in METRICS}
-                 for m in sizes})
-    mean.update({f"+ {w} x EASE": {k: float(np.mean([c["with_ease"][str(w)][k] for c in per_cut])) for k in METRICS}
-                 for w in args.with_ease})
-    ials_weights = [0.0, *args.with_ials] if args.with_ials else []  # 0: the model alone, scored as the mixes are
-    mean.update({f"+ {w} x iALS": {k: float(np.mean([c["with_ials"][str(w)][k] for c in per_cut]))
-                                   for k in (*METRICS, TUTORIAL)} for w in ials_weights})
-    mean.update({f"{w} x iALS {setting_name(setting)}" if w != "alone" else f"iALS {setting_name(setting)} alone":
-                 {k: float(np.mean([c["ials_settings"][setting_name(setting)][w][k] for c in per_cut]))
-                  for k in (*METRICS, TUTORIAL)}
-                 for setting in args.ials_settings for w in ["alone", *map(str, args.with_ials)]})
+        per_cut = [cut_row(args, cut, dataset, data, sizes) for cut, (dataset, data) in
+                   enumerate(validation_cuts(args.movielens, Path(tmp), range(args.cuts), args.prepared))]
+    mean = means(args, per_cut, sizes)
     print(f"means over {args.cuts} cuts (one model of a preset: over its models of every cut):")
     for name, r in mean.items():
         label = ("EASE" if name == "ease" else name if name.startswith(("one ", "iALS ")) else
@@ -170,6 +103,102 @@ def main() -> None:
                           "init_stddev": args.init_stddev, "mean": mean,
                           **({"ials_weight_chosen": chosen} if args.with_ials else {}),
                           "per_cut": per_cut})
+
+
+def ranked(scores: np.ndarray, data, seen, tutorial: bool = False) -> dict:
+    """recall@10 and @100 of ``scores`` [users + 1, items] (the last row a user outside the vocabulary's) on the
+    cut's held-out rows, seen items excluded; with ``tutorial``, the tutorial protocol's top-100 too."""
+    from scaleout.evaluate.protocols import rank_metrics, rank_protocols
+
+    users = len(data.user_ids)
+
+    def score(u):
+        return scores[np.where(u >= 0, u, users)]
+    if not tutorial:
+        m = rank_metrics(score, data.test, seen, ks=(10, 100), ndcg_ks=())
+        return {k: m[k] for k in METRICS}
+    m = rank_protocols(score, data.test, {"x": seen, "t": None}, ks=(10, 100), ndcg_ks=())
+    return {**{k: m["x"][k] for k in METRICS}, TUTORIAL: m["t"]["recall@100"]}
+
+
+def cut_row(args, cut: int, dataset, data, sizes: list[int]) -> dict:
+    """One cut's figures: EASE, each model, the ensembles of ``sizes`` models, and the mixtures asked for."""
+    from scaleout.evaluate.quality import tower_scorer
+    from scaleout.train.local import fit
+    from scaleout.train.presets import configs
+
+    seen, users = data.matrix(data.train), len(data.user_ids)
+    weights = ease_weights(seen)
+    row = {"cut": cut, "ease": ease_metrics(data, weights), "models": []}
+    scores = []
+    for i in range(args.models):
+        preset = args.presets[i % len(args.presets)]
+        over = {} if args.init_stddev is None else {"init_stddev": args.init_stddev}
+        model_cfg, train_cfg = configs(preset, {"seed": 100 + i, **over}, {"seed": 100 + i})
+        model, _ = fit(dataset, model_cfg, train_cfg)
+        score = tower_scorer(model.query_tower, model.candidate_tower, data)
+        scores.append(np.asarray(score(np.append(np.arange(users), -1)), np.float32) / model_cfg.temperature)
+        row["models"].append({"preset": preset, **ranked(scores[-1], data, seen)})
+        print(f"cut {cut}, model {i} ({preset}): recall@10 {row['models'][-1]['recall@10']:.4f}, "
+              f"@100 {row['models'][-1]['recall@100']:.4f}", flush=True)
+    row["ensembles"] = {str(m): ranked(sum(scores[:m]), data, seen) for m in sizes}
+    for m, r in row["ensembles"].items():
+        print(f"cut {cut}, ensemble of {m}: recall@10 {r['recall@10']:.4f}, @100 {r['recall@100']:.4f}",
+              flush=True)
+    if args.with_ease:
+        teacher = standardised(np.vstack([np.asarray(seen @ weights, np.float32),
+                                          np.zeros((1, seen.shape[1]), np.float32)]))
+        row["with_ease"] = {str(w): ranked(standardised(scores[0]) + w * teacher, data, seen)
+                            for w in args.with_ease}
+        for w, r in row["with_ease"].items():
+            print(f"cut {cut}, model 0 + {w} x EASE: recall@10 {r['recall@10']:.4f}, "
+                  f"@100 {r['recall@100']:.4f}", flush=True)
+    if args.with_ials:
+        row.update(ials_mixtures(args, cut, data, seen, scores[0]))
+    return row
+
+
+def ials_mixtures(args, cut: int, data, seen, model_scores: np.ndarray) -> dict:
+    """The cut's iALS (the climb's choice, and each of --ials-settings) alone and mixed with the first model's
+    scores at each --with-ials weight, under both protocols."""
+    setting, ials = ials_scores(data, seen)
+    print(f"cut {cut}, iALS by the quality report's climb: factors {setting['factors']}, alpha "
+          f"{setting['alpha']:g}, L2 {setting['regularization']:g}", flush=True)
+    found = {"ials_setting": setting,
+             "with_ials": {str(w): ranked(model_scores + w * ials, data, seen, tutorial=True)
+                           for w in [0.0, *args.with_ials]},
+             "ials_settings": {}}
+    for w, r in found["with_ials"].items():
+        print(f"cut {cut}, model 0 + {w} x iALS: recall@10 {r['recall@10']:.4f}, @100 "
+              f"{r['recall@100']:.4f}, tutorial top-100 {r[TUTORIAL]:.4f}", flush=True)
+    for setting in args.ials_settings:
+        ials = fitted_scores(seen, setting)
+        found["ials_settings"][setting_name(setting)] = {
+            "alone": ranked(ials, data, seen, tutorial=True),
+            **{str(w): ranked(model_scores + w * ials, data, seen, tutorial=True) for w in args.with_ials}}
+        print(f"cut {cut}, iALS {setting_name(setting)}: " + "; ".join(
+            f"{w}: {r['recall@10']:.4f} / {r['recall@100']:.4f} / {r[TUTORIAL]:.4f}"
+            for w, r in found["ials_settings"][setting_name(setting)].items()), flush=True)
+    return found
+
+
+def means(args, per_cut: list[dict], sizes: list[int]) -> dict:
+    """Each figure's mean over the cuts, keyed as printed."""
+    def over_cuts(pick, metrics=METRICS) -> dict:
+        return {k: float(np.mean([pick(c)[k] for c in per_cut])) for k in metrics}
+
+    mean = {"ease": over_cuts(lambda c: c["ease"])}
+    mean.update({f"one {p}": {k: float(np.mean([m[k] for c in per_cut for m in c["models"] if m["preset"] == p]))
+                              for k in METRICS} for p in dict.fromkeys(args.presets[:args.models])})
+    mean.update({str(m): over_cuts(lambda c, m=m: c["ensembles"][str(m)]) for m in sizes})
+    mean.update({f"+ {w} x EASE": over_cuts(lambda c, w=w: c["with_ease"][str(w)]) for w in args.with_ease})
+    ials_weights = [0.0, *args.with_ials] if args.with_ials else []  # 0: the model alone, scored as the mixes are
+    both = (*METRICS, TUTORIAL)
+    mean.update({f"+ {w} x iALS": over_cuts(lambda c, w=w: c["with_ials"][str(w)], both) for w in ials_weights})
+    mean.update({f"{w} x iALS {setting_name(setting)}" if w != "alone" else f"iALS {setting_name(setting)} alone":
+                 over_cuts(lambda c, s=setting_name(setting), w=w: c["ials_settings"][s][w], both)
+                 for setting in args.ials_settings for w in ["alone", *map(str, args.with_ials)]})
+    return mean
 
 
 def ials_scores(data, seen) -> tuple[dict, np.ndarray]:

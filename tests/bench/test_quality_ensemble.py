@@ -98,7 +98,6 @@ def test_the_weight_chosen_is_the_best_recall_at_10_that_keeps_recall_at_100():
     assert choose({}, []) == 0.0
 
 
-
 def test_the_script_cuts_a_prepared_dataset_of_ones_own_and_chooses_w(tmp_path):
     from scaleout.config import DataConfig
     from scaleout.data.prepare import prepare
