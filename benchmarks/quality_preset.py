@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import scaleout  # noqa: F401  (TensorFlow's environment first)
-from scaleout.config import ALLREDUCE_DTYPES, LEARNING_RATE_SCHEDULES, DataConfig
+from scaleout.config import ALLREDUCE_DTYPES, LEARNING_RATE_SCHEDULES, DataConfig, ModelConfig, TrainConfig
 from scaleout.data.dataset import Dataset
 from scaleout.data.prepare import prepare
 from scaleout.bench.measure import machine
@@ -55,15 +55,29 @@ TRAIN_SECONDS = 180  # issue 16: the default preset trains on ml-100k in under 3
 ML1M = {"users": 6_040, "items": 3_706}  # MovieLens 1M's (1,000,209 interactions)
 
 
+def _fields(config: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Override:
-    """One of the preset's settings set from the command line: ``--FIELD`` (its dashes), the config it sets
-    (``model``: ModelConfig, ``train``: TrainConfig), and the tag the results file's name gets (_TAG-VALUE)."""
+    """One of the preset's settings set from the command line: ``--FIELD`` (its dashes), set in the config that
+    has that field (ModelConfig or TrainConfig), and the tag the results file's name gets (_TAG-VALUE)."""
     field: str
-    config: str
     tag: str
     help: str
     options: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        holders = [c.__name__ for c in (ModelConfig, TrainConfig) if self.field in _fields(c)]
+        if len(holders) != 1:
+            raise ValueError(f"override {self.field!r}: expected a field of exactly one of ModelConfig and "
+                             f"TrainConfig, found it in {holders or 'neither'}")
+
+    @property
+    def config(self) -> type:
+        """ModelConfig or TrainConfig: the one with the field."""
+        return ModelConfig if self.field in _fields(ModelConfig) else TrainConfig
 
     @property
     def flag(self) -> str:
@@ -74,20 +88,20 @@ class Override:
 
 
 OVERRIDES = (
-    Override("popularity_prior", "model", "prior", "the preset with this popularity prior served", {"type": float,
-                                                                                                   "metavar": "BETA"}),
-    Override("allreduce_dtype", "train", "allreduce", "the 2 workers' all-reduce (default the preset's)",
+    Override("popularity_prior", "prior", "the preset with this popularity prior served",
+             {"type": float, "metavar": "BETA"}),
+    Override("allreduce_dtype", "allreduce", "the 2 workers' all-reduce (default the preset's)",
              {"choices": ALLREDUCE_DTYPES}),
-    Override("l2", "model", "l2", "the preset with this L2", {"type": float}),
-    Override("init_stddev", "model", "init", "the preset with its embedding tables drawn from a normal of this "
+    Override("l2", "l2", "the preset with this L2", {"type": float}),
+    Override("init_stddev", "init", "the preset with its embedding tables drawn from a normal of this "
              "deviation", {"type": float, "metavar": "S"}),
-    Override("learning_rate_schedule", "model", "lr", "the preset with this schedule of its learning rate",
+    Override("learning_rate_schedule", "lr", "the preset with this schedule of its learning rate",
              {"choices": LEARNING_RATE_SCHEDULES}),
-    Override("ials_weight", "model", "ials", "the preset with iALS's factors served beside the towers', this weight",
+    Override("ials_weight", "ials", "the preset with iALS's factors served beside the towers', this weight",
              {"type": float, "metavar": "W"}),
-    Override("ials_alpha", "model", "ials-alpha", "with --ials-weight, iALS's alpha (default ModelConfig's, "
+    Override("ials_alpha", "ials-alpha", "with --ials-weight, iALS's alpha (default ModelConfig's, "
              "ml-100k's choice)", {"type": float, "metavar": "A"}),
-    Override("ials_l2", "model", "ials-l2", "with --ials-weight, iALS's regularization (default ModelConfig's, "
+    Override("ials_l2", "ials-l2", "with --ials-weight, iALS's regularization (default ModelConfig's, "
              "ml-100k's choice)", {"type": float, "metavar": "L2"}),
 )
 
@@ -96,13 +110,13 @@ def overridden(args: argparse.Namespace) -> tuple[str, dict, dict]:
     """The results file's suffix, and the model's and training's settings that ``args`` sets (OVERRIDES')."""
     if (args.ials_alpha is not None or args.ials_l2 is not None) and args.ials_weight is None:
         raise SystemExit("--ials-alpha and --ials-l2 set the iALS that --ials-weight serves: give --ials-weight W")
-    suffix, chosen = "", {"model": {}, "train": {}}
+    suffix, chosen = "", {ModelConfig: {}, TrainConfig: {}}
     for o in OVERRIDES:
         value = getattr(args, o.field)
         if value is not None:
             suffix += o.suffix(value)
             chosen[o.config][o.field] = value
-    return suffix, chosen["model"], chosen["train"]
+    return suffix, chosen[ModelConfig], chosen[TrainConfig]
 
 
 def source_config(movielens: str, synthetic: int, users: int, items: int) -> DataConfig:
@@ -123,9 +137,10 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic-users", type=int, default=ML1M["users"])
     parser.add_argument("--synthetic-items", type=int, default=ML1M["items"])
     for o in OVERRIDES:
-        config, value = "ModelConfig" if o.config == "model" else "TrainConfig", o.options.get("metavar", "VALUE")
+        value = o.options.get("metavar", "VALUE")
         parser.add_argument(o.flag, default=None, **o.options,
-                            help=f"{o.help} ({config}.{o.field}); the results file's name gets _{o.tag}-{value}")
+                            help=f"{o.help} ({o.config.__name__}.{o.field}); the results file's name gets "
+                                 f"_{o.tag}-{value}")
     parser.add_argument("--seeds", type=int, default=0, metavar="N",
                         help="train the preset in this process N more times with seeds 1..N: the spread over seeds")
     parser.add_argument("--out", type=Path, default=RESULTS)

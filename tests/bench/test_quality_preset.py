@@ -1,6 +1,7 @@
 """quality_preset.py's override flags: each sets its one setting of the preset and tags the results file's name."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -10,13 +11,19 @@ from scaleout.config import ModelConfig, TrainConfig
 from scaleout.train.presets import configs
 
 
-def test_each_override_names_a_setting_of_the_config_it_sets():
+def test_each_override_sets_the_config_that_has_its_field():
     preset = load("quality_preset")
-    fields = {"model": {f.name for f in dataclasses.fields(ModelConfig)},
-              "train": {f.name for f in dataclasses.fields(TrainConfig)}}
+    fields = {ModelConfig: {f.name for f in dataclasses.fields(ModelConfig)},
+              TrainConfig: {f.name for f in dataclasses.fields(TrainConfig)}}
     assert preset.OVERRIDES and len({o.tag for o in preset.OVERRIDES}) == len(preset.OVERRIDES)
     for o in preset.OVERRIDES:
         assert o.field in fields[o.config], o
+    assert {o.config for o in preset.OVERRIDES} == {ModelConfig, TrainConfig}
+    # a field of neither config, or of both (seed), is refused where the override is written
+    for field, found in (("l2_penalty", "neither"), ("seed", "['ModelConfig', 'TrainConfig']")):
+        with pytest.raises(ValueError, match=re.escape(f"override {field!r}: expected a field of exactly one of "
+                                                       f"ModelConfig and TrainConfig, found it in {found}")):
+            preset.Override(field, "x", "help")
 
 
 def test_the_flags_set_the_preset_and_tag_the_file_in_the_tables_order():
