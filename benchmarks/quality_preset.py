@@ -97,6 +97,7 @@ OVERRIDES = (
              "deviation", {"type": float, "metavar": "S"}),
     Override("learning_rate_schedule", "lr", "the preset with this schedule of its learning rate",
              {"choices": LEARNING_RATE_SCHEDULES}),
+    Override("epochs", "epochs", "the preset trained this many epochs", {"type": int, "metavar": "E"}),
     Override("ials_weight", "ials", "the preset with iALS's factors served beside the towers', this weight",
              {"type": float, "metavar": "W"}),
     Override("ials_alpha", "ials-alpha", "with --ials-weight, iALS's alpha (default ModelConfig's, "

@@ -54,6 +54,15 @@ def test_ials_own_setting_goes_with_its_weight_and_tags_the_file():
             preset.overridden(preset.arguments().parse_args(alone))
 
 
+def test_the_epochs_set_training_and_tag_the_file_before_the_ials_weight():
+    preset = load("quality_preset")
+    suffix, model_over, train_over = preset.overridden(preset.arguments().parse_args(["--ials-weight", "4",
+                                                                                      "--epochs", "11"]))
+    assert suffix == "_epochs-11_ials-4"  # preset_quality_epochs-11_ials-4.json
+    model_cfg, train_cfg = configs("quality", model=model_over, train=train_over)
+    assert (train_cfg.epochs, model_cfg.ials_weight) == (11, 4.0) and configs("quality")[1].epochs == 14
+
+
 @pytest.mark.parametrize("flag", ["--learning-rate-schedule", "--allreduce-dtype"])
 def test_a_choice_outside_the_settings_is_refused(flag, capsys):
     preset = load("quality_preset")
