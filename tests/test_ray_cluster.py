@@ -114,8 +114,10 @@ def failure_policy(out: str) -> list[str]:
     for i, line in enumerate(lines):
         if "[FailurePolicy] RETRY" in line:
             prefix = line[:line.index("[FailurePolicy]")]  # the controller's "(TrainController pid=N) "
-            block = itertools.takewhile(lambda l: l.startswith(prefix), lines[i:i + 40])
-            found.append(" | ".join(t for t in (l[len(prefix):].strip() for l in block) if t)[:2000])
+            # Ray's snippet of a worker's error keeps its first and last 500 characters: its last line, the
+            # exception, is in the block's end
+            block = itertools.takewhile(lambda l: l.startswith(prefix), lines[i:i + 200])
+            found.append(" | ".join(t for t in (l[len(prefix):].strip() for l in block) if t))
     return found
 
 
@@ -200,6 +202,28 @@ def test_two_workers_through_ray_job_submit_match_one_process(cluster, pipeline_
         assert abs(ray_quality[k] - local) <= 0.02, (k, ray_quality[k], local)
 
 
+def peer_closed(retry: str) -> bool:
+    """Whether Ray Train's account of a retry (``failure_policy``) is a worker's step failing because the other
+    worker's process ended: its ring's RingError naming that worker. Which Ray reports first, the killed worker's
+    death (its health check; ``pid=`` the victim) or this, is a race of Ray's polls: CI at stop 79 saw this one."""
+    said = re.search(r"\[Rank (\d+) Error Snippet\].*RingError: worker (\d+): (?:worker|the connection from worker|"
+                     r"sending to worker) (\d+)[^|]* in the step's all-reduce", retry)
+    return bool(said) and said.group(1) == said.group(2) != said.group(3)
+
+
+def test_failure_policy_reads_a_retry_caused_by_the_ring_or_by_the_death():
+    ray_says = ["(TrainController pid=7) [FailurePolicy] RETRY", "(TrainController pid=7) Source: worker group",
+                "(TrainController pid=7) [Rank 0 Error Snippet]:", "(TrainController pid=7) Traceback (most recent "
+                "call last):", "(TrainController pid=7) ...", "(TrainController pid=7) scaleout.train.ring.RingError: "
+                "worker 0: worker 1 closed its connection in the step's all-reduce: its process ended (killed, out "
+                "of memory, or crashed)", "the next line of the job's output"]
+    [retry] = failure_policy("\n".join(ray_says))
+    assert peer_closed(retry) and "next line" not in retry
+    assert not peer_closed(retry.replace("worker 0: worker 1", "worker 0: worker 0"))  # its own rank: not a peer
+    assert not peer_closed(retry.replace("[Rank 0", "[Rank 1"))
+    assert not peer_closed(retry.replace("RingError", "ValueError"))
+
+
 def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(cluster, tmp_path):
     root = small_run(tmp_path)
     # With side features and every loss option on: they run under the Ray backend and resume too.
@@ -220,7 +244,7 @@ def test_a_killed_worker_is_replaced_and_training_continues_from_the_checkpoint(
     assert [e["epoch"] for e in trained["epochs"]] == list(range(1, 31))
     assert len(trained["resumed_at_epochs"]) == 1 and trained["resumed_at_epochs"][0] >= state["epoch"]
     [retry] = failure_policy(out)  # Ray Train's account of it, with its cause
-    assert "Source: worker group" in retry and f"pid={victim}" in retry, retry
+    assert "Source: worker group" in retry and (f"pid={victim}" in retry or peer_closed(retry)), retry
     # The killed worker could not remove its scratch directory (its checkpoint of the epoch, perhaps); the
     # worker that replaced it on this host swept it.
     assert not [p for p in Path(tempfile.gettempdir()).glob("scaleout-scratch-*") if f"-{victim}-" in p.name]
